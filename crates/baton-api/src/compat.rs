@@ -1,0 +1,227 @@
+//! Routes that let existing clients work unchanged: the pipeline-worker API
+//! (`POST /execute`, `GET /sessions/{id}`) and the CLI-wrapper API (`/v1/chat`,
+//! `/v1/chat/stream`). Both are thin shapes over the same durable jobs.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use baton_core::spec::SessionRequest;
+use baton_core::{JobRequest, JobState, PermissionMode, SessionId};
+use baton_store::{Inserted, JobFilter, JobRecord};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, ApiResult, ErrorType};
+use crate::extract::Body;
+use crate::follow::{Followed, follow};
+use crate::jobs::{parse_request, submit};
+use crate::{AppState, wire};
+
+fn inserted(i: Inserted) -> ApiResult<JobRecord> {
+    match i {
+        Inserted::New(r) | Inserted::Replayed(r) => Ok(r),
+        Inserted::KeyReused => Err(ApiError::new(ErrorType::Conflict, "idempotency key reused")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    prompt: String,
+    allowed_tools: Option<Vec<String>>,
+    /// Milliseconds.
+    timeout: Option<i64>,
+}
+
+/// `POST /execute`: the job starts a new Claude session whose id Baton picks, so the
+/// `session_id` it answers with is the real session id, pollable at `/sessions/{id}`.
+pub async fn execute(
+    State(st): State<AppState>,
+    body: Body<ExecuteRequest>,
+) -> ApiResult<Json<Value>> {
+    let session = SessionId::new();
+    let req = JobRequest {
+        allowed_tools: body.value.allowed_tools,
+        timeout_ms: body.value.timeout,
+        session: Some(SessionRequest {
+            id: Some(session.to_string()),
+            ..SessionRequest::default()
+        }),
+        ..JobRequest::prompt(body.value.prompt)
+    };
+    let spec = parse_request(&st, req)?;
+    let job = inserted(submit(&st, spec, None).await?)?;
+    Ok(Json(json!({
+        "session_id": session.to_string(),
+        "status": "running",
+        "job_id": job.id.to_string(),
+    })))
+}
+
+/// `GET /sessions/{id}`: the newest job of the session, in the pipeline-worker shape.
+pub async fn session_status(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let not_found = || ApiError::not_found(format!("no session with id {id:?}"));
+    let sid = SessionId::parse(&id).map_err(|_| not_found())?;
+    let jobs = st
+        .engine()
+        .store()
+        .list_jobs(&JobFilter {
+            project_id: st.project().to_string(),
+            session_id: Some(sid.to_string()),
+            limit: 1,
+            ..JobFilter::default()
+        })
+        .await?;
+    let job = jobs.first().ok_or_else(not_found)?;
+    let status = match job.state {
+        JobState::Queued | JobState::Running => "running",
+        JobState::Completed => "completed",
+        JobState::Failed | JobState::Cancelled | JobState::Dead => "failed",
+    };
+    let view = wire::job(job);
+    let response = view["result"].as_str().unwrap_or_default().to_string();
+    Ok(Json(json!({
+        "session_id": sid.to_string(),
+        "status": status,
+        "response": response,
+        "result": view,
+        "error": view["error"],
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    prompt: Option<String>,
+    session_id: Option<String>,
+    model: Option<String>,
+    system_prompt: Option<String>,
+    max_budget_usd: Option<f64>,
+    permission_mode: Option<PermissionMode>,
+    allowed_tools: Option<Vec<String>>,
+    cwd: Option<String>,
+}
+
+impl ChatRequest {
+    fn into_job(self) -> ApiResult<JobRequest> {
+        let prompt = self
+            .prompt
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| ApiError::invalid("prompt is required"))?;
+        Ok(JobRequest {
+            model: self.model,
+            system_prompt: self.system_prompt,
+            max_budget_usd: self.max_budget_usd,
+            permission_mode: self.permission_mode,
+            allowed_tools: self.allowed_tools,
+            cwd: self.cwd,
+            session: self.session_id.map(|s| SessionRequest {
+                resume: Some(s),
+                ..SessionRequest::default()
+            }),
+            ..JobRequest::prompt(prompt)
+        })
+    }
+}
+
+/// How long a synchronous facade waits beyond the job's own timeout (queueing, retries).
+const FACADE_MARGIN: Duration = Duration::from_secs(60);
+
+/// `POST /v1/chat`: runs a durable job and answers when it ends.
+pub async fn chat(State(st): State<AppState>, body: Body<ChatRequest>) -> ApiResult<Json<Value>> {
+    let spec = parse_request(&st, body.value.into_job()?)?;
+    let wait = Duration::from_millis(spec.timeout_ms) + FACADE_MARGIN;
+    let job = inserted(submit(&st, spec, None).await?)?;
+    let job = st.engine().wait_for(job.id, wait).await?;
+    let view = wire::job(&job);
+    let detail = json!({"job_id": job.id.to_string(), "job_state": job.state.as_str(), "job_error": view["error"]});
+    match job.state {
+        JobState::Completed => Ok(Json(json!({
+            "result": view["result"],
+            "session_id": view["session_id"],
+            "cost_usd": view["total_cost_usd"],
+            "usage": view["usage"],
+            "model": view["model"],
+            "job_id": job.id.to_string(),
+        }))),
+        s if s.is_terminal() => Err(ApiError {
+            detail: Some(detail),
+            ..ApiError::new(
+                ErrorType::BadGateway,
+                format!(
+                    "the job ended {s}: {}",
+                    view["error"]["message"]
+                        .as_str()
+                        .unwrap_or("no error message")
+                ),
+            )
+        }),
+        _ => Err(ApiError {
+            detail: Some(detail),
+            ..ApiError::new(
+                ErrorType::GatewayTimeout,
+                "the job did not finish in time; it keeps running, follow it at /v1/jobs/{job_id}",
+            )
+        }),
+    }
+}
+
+/// `POST /v1/chat/stream`: `start`, `delta`… and `done` as data-only SSE events.
+/// One attempt only: a retry would replay deltas the client has already shown.
+pub async fn chat_stream(
+    State(st): State<AppState>,
+    body: Body<ChatRequest>,
+) -> ApiResult<Response> {
+    let mut req = body.value.into_job()?;
+    req.max_attempts = Some(1);
+    let spec = parse_request(&st, req)?;
+    let job = inserted(submit(&st, spec, None).await?)?;
+    let stream = follow(st, job.id, 0).filter_map(|item| async move {
+        let data = match item {
+            Followed::Event(e) => translate(&e.kind, &e.data)?,
+            Followed::Failed(message) => {
+                json!({"type": "error", "error": {"type": "api_error", "message": message}})
+            }
+        };
+        Some(Ok::<_, Infallible>(Event::default().data(data.to_string())))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+fn translate(kind: &str, e: &Value) -> Option<Value> {
+    match kind {
+        "system" if e["subtype"] == "init" => Some(json!({
+            "type": "start", "session_id": e["session_id"], "model": e["model"],
+        })),
+        "assistant" => {
+            let text: String = e["message"]["content"]
+                .as_array()?
+                .iter()
+                .filter(|b| b["type"] == "text")
+                .filter_map(|b| b["text"].as_str())
+                .collect();
+            (!text.is_empty()).then(|| json!({"type": "delta", "text": text}))
+        }
+        "result" if e["is_error"] == false => Some(json!({
+            "type": "done",
+            "result": e["result"],
+            "cost_usd": e["total_cost_usd"],
+            "usage": e["usage"],
+            "session_id": e["session_id"],
+        })),
+        "job.failed" | "job.dead" | "job.cancelled" => Some(json!({
+            "type": "error", "error": e["error"], "state": e["state"],
+        })),
+        _ => None,
+    }
+}

@@ -1,0 +1,136 @@
+//! The one error envelope, and the one table from internal errors to HTTP.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use baton_engine::EngineError;
+use baton_store::StoreError;
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    InvalidRequest,
+    Authentication,
+    Permission,
+    NotFound,
+    Conflict,
+    RequestTooLarge,
+    RateLimit,
+    Api,
+    Overloaded,
+    /// A synchronous facade's job failed (the seed wrappers answer 502).
+    BadGateway,
+    /// A synchronous facade's job did not finish in time (504).
+    GatewayTimeout,
+}
+
+impl ErrorType {
+    /// The table: every error Baton returns has exactly one status and one type.
+    pub fn status_and_name(self) -> (StatusCode, &'static str) {
+        match self {
+            Self::InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+            Self::Authentication => (StatusCode::UNAUTHORIZED, "authentication_error"),
+            Self::Permission => (StatusCode::FORBIDDEN, "permission_error"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found_error"),
+            Self::Conflict => (StatusCode::CONFLICT, "conflict_error"),
+            Self::RequestTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
+            Self::RateLimit => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+            Self::Api => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded_error"),
+            Self::BadGateway => (StatusCode::BAD_GATEWAY, "api_error"),
+            Self::GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub kind: ErrorType,
+    pub message: String,
+    /// Extra fields merged into the `error` object (e.g. the job a facade ran).
+    pub detail: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorType, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorType::InvalidRequest, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorType::NotFound, message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            StoreError::Conflict(m) => Self::new(ErrorType::Conflict, m),
+            StoreError::Fenced { .. } => Self::new(ErrorType::Conflict, e.to_string()),
+            StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "corrupt data");
+                Self::new(
+                    ErrorType::Api,
+                    "a stored record could not be read; see the server log",
+                )
+            }
+            StoreError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "database unavailable");
+                Self::new(
+                    ErrorType::Overloaded,
+                    format!(
+                        "the database is unavailable ({cause}); nothing was changed, retry later"
+                    ),
+                )
+            }
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Store(s) => s.into(),
+            EngineError::ShuttingDown => Self::new(
+                ErrorType::Overloaded,
+                "Baton is shutting down and accepts no new jobs; retry on another node or later",
+            ),
+        }
+    }
+}
+
+pub fn new_request_id() -> String {
+    format!("req_{}", uuid::Uuid::new_v4().simple())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, name) = self.kind.status_and_name();
+        let request_id = new_request_id();
+        let mut error = json!({"type": name, "message": self.message});
+        if let (Some(obj), Some(serde_json::Value::Object(extra))) =
+            (error.as_object_mut(), self.detail)
+        {
+            obj.extend(extra);
+        }
+        let body = json!({"type": "error", "error": error, "request_id": request_id});
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("request-id", v);
+        }
+        if self.kind == ErrorType::Overloaded || self.kind == ErrorType::RateLimit {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

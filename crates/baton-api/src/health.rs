@@ -1,0 +1,93 @@
+//! `GET /v1/health`: the CLI, the database and the queue at a glance. Answers 503 when Baton
+//! cannot run jobs (no CLI, no database), so a load balancer takes it out of rotation.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::AppState;
+
+/// How long a `claude --version` answer is reused: the real CLI takes 0.1–0.7 s and
+/// ~230 MB to answer, too much for every probe.
+const VERSION_TTL: Duration = Duration::from_secs(60);
+
+pub async fn cli_version(st: &AppState) -> Result<String, String> {
+    if let Some((at, v)) = st.version_cache().lock().ok().and_then(|c| c.clone())
+        && at.elapsed() < VERSION_TTL
+    {
+        return v;
+    }
+    let bin = st.engine().config().runner.claude_bin.clone();
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.arg("--version")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let result = match tokio::time::timeout(Duration::from_secs(10), cmd.output()).await {
+        Err(_) => Err(format!(
+            "{} --version did not answer within 10 s",
+            bin.display()
+        )),
+        Ok(Err(e)) => Err(format!(
+            "claude CLI not found or not executable at {}: {e}",
+            bin.display()
+        )),
+        Ok(Ok(out)) if out.status.success() => {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        }
+        Ok(Ok(out)) => Err(format!(
+            "{} --version failed ({}): {}",
+            bin.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    };
+    if let Ok(mut c) = st.version_cache().lock() {
+        *c = Some((Instant::now(), result.clone()));
+    }
+    result
+}
+
+pub async fn health(State(st): State<AppState>) -> Response {
+    let cli = cli_version(&st).await;
+    let db = st.engine().store().ping().await.map_err(|e| e.to_string());
+    let counts = st
+        .engine()
+        .store()
+        .count_by_state(st.project())
+        .await
+        .map(|c| {
+            c.into_iter()
+                .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+                .collect::<serde_json::Map<_, _>>()
+        })
+        .unwrap_or_default();
+    let ok = cli.is_ok() && db.is_ok();
+    let errors: Vec<&String> = [cli.as_ref().err(), db.as_ref().err()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let body = json!({
+        "status": if ok { "ok" } else { "error" },
+        "claude_version": cli.as_ref().ok(),
+        "claude_bin": st.engine().config().runner.claude_bin.display().to_string(),
+        "database": if db.is_ok() { "ok" } else { "error" },
+        "error": (!errors.is_empty()).then(|| errors.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")),
+        "jobs": counts,
+        "running_here": st.engine().running_here(),
+        "max_concurrency": st.engine().config().max_concurrency,
+        "incarnation": st.engine().incarnation(),
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,338 @@
+//! The native job routes.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use baton_core::{JobId, JobRequest, JobSpec, JobState};
+use baton_store::{Inserted, JobFilter, NewJob};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ApiResult, ErrorType};
+use crate::extract::Body;
+use crate::follow::{Followed, follow};
+use crate::{AppState, wire};
+
+/// Query parameters, refused in the error envelope.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v))
+            .map_err(|e| ApiError::invalid(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+pub fn parse_job_id(s: &str) -> ApiResult<JobId> {
+    JobId::parse(s).map_err(|_| ApiError::not_found(format!("no job with id {s:?}")))
+}
+
+/// `Idempotency-Key` plus a hash of what the key guards: the same key with another body
+/// is a conflict, not a replay.
+fn idempotency(
+    headers: &HeaderMap,
+    route: &str,
+    raw: &[u8],
+) -> ApiResult<Option<(String, String)>> {
+    let Some(key) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::invalid("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        })?;
+    let mut h = Sha256::new();
+    h.update(route.as_bytes());
+    h.update([0]);
+    h.update(raw);
+    let hash = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Some((format!("{route} {key}"), hash)))
+}
+
+/// Validates paths against the workspace roots and queues the job.
+pub async fn submit(
+    st: &AppState,
+    spec: JobSpec,
+    idem: Option<(String, String)>,
+) -> ApiResult<Inserted> {
+    st.engine()
+        .config()
+        .runner
+        .check_paths(&spec)
+        .map_err(ApiError::invalid)?;
+    let job = NewJob {
+        id: JobId::new(),
+        project_id: st.project().to_string(),
+        spec,
+        run_at: st.engine().now_ms(),
+        idempotency: idem,
+    };
+    Ok(st.engine().submit(job).await?)
+}
+
+pub fn parse_request(st: &AppState, req: JobRequest) -> ApiResult<JobSpec> {
+    req.parse(st.limits())
+        .map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    wait: Option<f64>,
+}
+
+const MAX_WAIT_SECONDS: f64 = 300.0;
+
+fn wait_duration(q: &WaitQuery) -> ApiResult<Option<Duration>> {
+    match q.wait {
+        None => Ok(None),
+        Some(w) if w.is_finite() && (0.0..=MAX_WAIT_SECONDS).contains(&w) => {
+            Ok(Some(Duration::from_secs_f64(w)))
+        }
+        Some(_) => Err(ApiError::invalid(format!(
+            "wait must be between 0 and {MAX_WAIT_SECONDS} seconds"
+        ))),
+    }
+}
+
+pub async fn create_job(
+    State(st): State<AppState>,
+    Params(q): Params<WaitQuery>,
+    headers: HeaderMap,
+    body: Body<JobRequest>,
+) -> ApiResult<Response> {
+    let wait = wait_duration(&q)?;
+    let spec = parse_request(&st, body.value)?;
+    let idem = idempotency(&headers, "POST /v1/jobs", &body.raw)?;
+    let (status, record, replayed) = match submit(&st, spec, idem).await? {
+        Inserted::New(r) => (StatusCode::CREATED, r, false),
+        Inserted::Replayed(r) => (StatusCode::OK, r, true),
+        Inserted::KeyReused => {
+            return Err(ApiError::new(
+                ErrorType::Conflict,
+                "this Idempotency-Key was already used with a different request body",
+            ));
+        }
+    };
+    let record = match wait {
+        Some(w) if !record.state.is_terminal() => st.engine().wait_for(record.id, w).await?,
+        _ => record,
+    };
+    let mut resp = (status, Json(wire::job(&record))).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/jobs/{}", record.id)) {
+        resp.headers_mut().insert("location", loc);
+    }
+    if replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+pub async fn get_job(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = parse_job_id(&id)?;
+    let record = st.engine().store().get_job(id).await?;
+    let attempts = st.engine().store().list_attempts(id).await?;
+    let mut body = wire::job(&record);
+    body["attempts"] = attempts.iter().map(wire::attempt).collect();
+    Ok(Json(body))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    state: Option<String>,
+    session_id: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn list_jobs(
+    State(st): State<AppState>,
+    Params(q): Params<ListQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let state = q
+        .state
+        .as_deref()
+        .map(|s| {
+            JobState::parse(s).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "state must be one of queued, running, completed, failed, cancelled, dead; got {s:?}"
+                ))
+            })
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 200"));
+    }
+    let before = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            JobId::parse(c).map_err(|_| {
+                ApiError::invalid(format!("cursor {c:?} is not a cursor this API returned"))
+            })
+        })
+        .transpose()?;
+    let filter = JobFilter {
+        project_id: st.project().to_string(),
+        state,
+        session_id: q.session_id,
+        before,
+        limit: limit + 1,
+    };
+    let mut jobs = st.engine().store().list_jobs(&filter).await?;
+    let has_more = jobs.len() > limit as usize;
+    jobs.truncate(limit as usize);
+    let next_cursor = if has_more {
+        jobs.last().map(|j| j.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(json!({
+        "object": "list",
+        "data": jobs.iter().map(wire::job).collect::<Vec<_>>(),
+        "has_more": has_more,
+        "next_cursor": next_cursor,
+    })))
+}
+
+pub async fn cancel_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_job_id(&id)?;
+    let record = st.engine().cancel(id).await?;
+    let status = if record.state.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(wire::job(&record))).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    after: Option<i64>,
+    format: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn job_events(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Params(q): Params<EventsQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let id = parse_job_id(&id)?;
+    // Existence first, so a bad id is a 404 rather than an empty stream.
+    st.engine().store().get_job(id).await?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .ok_or_else(|| ApiError::invalid("Last-Event-ID must be an event sequence number"))
+        })
+        .transpose()?;
+    let after = last_event_id.or(q.after).unwrap_or(0).max(0);
+    let wants_json = q.format.as_deref() == Some("json")
+        || headers
+            .get("accept")
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("application/json") && !a.contains("text/event-stream"));
+    if wants_json {
+        let limit = q.limit.unwrap_or(500);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::invalid("limit must be between 1 and 1000"));
+        }
+        let events = st
+            .engine()
+            .store()
+            .list_events(id, after, limit + 1)
+            .await?;
+        let has_more = events.len() > limit as usize;
+        let events = &events[..events.len().min(limit as usize)];
+        return Ok(Json(json!({
+            "object": "list",
+            "data": events.iter().map(wire::event).collect::<Vec<_>>(),
+            "has_more": has_more,
+            "next_after": events.last().map(|e| e.seq),
+        }))
+        .into_response());
+    }
+    let stream = follow(st, id, after).map(|item| {
+        Ok::<_, Infallible>(match item {
+            Followed::Event(e) => Event::default()
+                .id(e.seq.to_string())
+                .event(e.kind.clone())
+                .data(e.data.to_string()),
+            Followed::Failed(message) => Event::default().event("error").data(
+                json!({"type": "error", "error": {"type": "api_error", "message": message}})
+                    .to_string(),
+            ),
+        })
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+pub async fn get_session(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let sid = baton_core::SessionId::parse(&id)
+        .map_err(|_| ApiError::not_found(format!("no session with id {id:?}")))?;
+    let store = st.engine().store();
+    let jobs = store
+        .list_jobs(&JobFilter {
+            project_id: st.project().to_string(),
+            session_id: Some(sid.to_string()),
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await?;
+    let stored = match store.get_session(st.project(), &sid.to_string()).await {
+        Ok(s) => Some(s),
+        Err(baton_store::StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if jobs.is_empty() && stored.is_none() {
+        return Err(ApiError::not_found(format!("no session with id {id:?}")));
+    }
+    let running = jobs
+        .iter()
+        .find(|j| j.state == JobState::Running)
+        .map(|j| j.id.to_string());
+    Ok(Json(json!({
+        "id": sid.to_string(),
+        "object": "session",
+        "project_id": st.project(),
+        "transcript_stored": stored.is_some(),
+        "transcript_bytes": stored.as_ref().map(|s| s.transcript.len()),
+        "created_at": stored.as_ref().map(|s| wire::timestamp(s.created_at)),
+        "updated_at": stored.as_ref().map(|s| wire::timestamp(s.updated_at)),
+        "last_job_id": stored.as_ref().and_then(|s| s.last_job_id.clone()),
+        "running_job_id": running,
+        "job_ids": jobs.iter().map(|j| j.id.to_string()).collect::<Vec<_>>(),
+    })))
+}

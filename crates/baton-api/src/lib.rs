@@ -1,0 +1,123 @@
+//! Baton's HTTP surface: the native `/v1` API, the routes that keep existing clients
+//! working, server-sent events, the error envelope and the OpenAPI document.
+//!
+//! **Architecture invariant:** this is the only crate that knows HTTP status codes and
+//! wire JSON; below it, errors are typed and records are Rust values.
+
+mod compat;
+pub mod error;
+mod extract;
+mod follow;
+mod health;
+mod jobs;
+pub mod openapi;
+pub mod wire;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use baton_core::Limits;
+use baton_engine::Engine;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+
+pub use health::cli_version;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub limits: Limits,
+    pub max_body_bytes: usize,
+    pub project: String,
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+type VersionCache = Mutex<Option<(Instant, Result<String, String>)>>;
+
+struct StateInner {
+    engine: Engine,
+    cfg: ApiConfig,
+    /// Ends SSE streams on shutdown, so graceful shutdown never waits on a client.
+    shutdown: CancellationToken,
+    version: VersionCache,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, cfg: ApiConfig, shutdown: CancellationToken) -> Self {
+        Self {
+            inner: Arc::new(StateInner {
+                engine,
+                cfg,
+                shutdown,
+                version: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.cfg.limits
+    }
+
+    pub fn project(&self) -> &str {
+        &self.inner.cfg.project
+    }
+
+    pub fn shutdown(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    fn version_cache(&self) -> &VersionCache {
+        &self.inner.version
+    }
+}
+
+async fn request_id(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if !resp.headers().contains_key("request-id")
+        && let Ok(v) = HeaderValue::from_str(&error::new_request_id())
+    {
+        resp.headers_mut().insert("request-id", v);
+    }
+    resp
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.inner.cfg.max_body_bytes;
+    Router::new()
+        .route("/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
+        .route("/v1/jobs/{id}", get(jobs::get_job))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/v1/jobs/{id}/events", get(jobs::job_events))
+        .route("/v1/sessions/{id}", get(jobs::get_session))
+        .route("/v1/health", get(health::health))
+        .route("/v1/chat", post(compat::chat))
+        .route("/v1/chat/stream", post(compat::chat_stream))
+        .route("/execute", post(compat::execute))
+        .route("/sessions/{id}", get(compat::session_status))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                error::ErrorType::InvalidRequest,
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(request_id))
+        .with_state(state)
+}

@@ -1,0 +1,133 @@
+//! Identifiers. Ids are stored and sent as text; parsing them once here means the rest of
+//! Baton never sees a malformed id.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The project every key, job and session belongs to until tenancy arrives; carried on every
+/// row so that multi-tenancy needs no schema rewrite.
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// A job id: a UUIDv7, so ids sort by creation time and serve as pagination cursors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct JobId(Uuid);
+
+impl JobId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        Uuid::try_parse(s).map(Self).map_err(|_| IdError {
+            what: "job id",
+            value: truncate(s),
+        })
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl TryFrom<String> for JobId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<JobId> for String {
+    fn from(id: JobId) -> String {
+        id.to_string()
+    }
+}
+
+/// A Claude session id. The CLI insists on a UUID (`--session-id not-a-uuid` exits 1), so
+/// Baton refuses anything else before a job is ever queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SessionId(Uuid);
+
+impl SessionId {
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        Uuid::try_parse(s).map(Self).map_err(|_| IdError {
+            what: "session id",
+            value: truncate(s),
+        })
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl TryFrom<String> for SessionId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<SessionId> for String {
+    fn from(id: SessionId) -> String {
+        id.to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {value:?} is not a valid UUID")]
+pub struct IdError {
+    pub what: &'static str,
+    pub value: String,
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_sort_by_creation() {
+        let a = JobId::new();
+        let b = JobId::new();
+        assert!(a < b);
+        assert!(a.to_string() < b.to_string());
+        assert_eq!(JobId::parse(&a.to_string()).unwrap(), a);
+    }
+
+    #[test]
+    fn session_ids_must_be_uuids() {
+        let err = SessionId::parse("not-a-uuid").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "session id \"not-a-uuid\" is not a valid UUID"
+        );
+        assert!(SessionId::parse("11111111-1111-4111-8111-111111111111").is_ok());
+    }
+}

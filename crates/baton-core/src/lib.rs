@@ -1,0 +1,18 @@
+//! Baton's domain: what a job is, which states it may move between, how a failure is
+//! classified and when it is retried.
+//!
+//! **Architecture invariant:** this crate performs no I/O. It knows nothing about tokio,
+//! SQL, HTTP or processes, so every rule here can be tested as a plain function and every
+//! other crate agrees on one definition of a job.
+
+pub mod error_kind;
+pub mod ids;
+pub mod retry;
+pub mod spec;
+pub mod state;
+
+pub use error_kind::ErrorKind;
+pub use ids::{DEFAULT_PROJECT, JobId, SessionId};
+pub use retry::RetryPolicy;
+pub use spec::{JobRequest, JobSpec, Limits, PermissionMode, SessionMode, SpecError};
+pub use state::{JobState, Transition, TransitionError};

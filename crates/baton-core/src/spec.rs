@@ -1,0 +1,487 @@
+//! What a caller asks for. [`JobRequest`] is the wire shape, accepted as sent (unknown
+//! fields refused); [`JobRequest::parse`] turns it into a [`JobSpec`], and nothing downstream
+//! ever sees an unchecked value. Paths are checked against the filesystem elsewhere
+//! (the runner knows the workspace roots); here they are only required to be absolute.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{RetryPolicy, SessionId};
+
+/// Bounds on a request, set by the server's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_prompt_chars: usize,
+    pub max_timeout_ms: u64,
+    pub default_timeout_ms: u64,
+    pub max_attempts: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_prompt_chars: 500_000,
+            max_timeout_ms: 24 * 3600 * 1000,
+            default_timeout_ms: 30 * 60 * 1000,
+            max_attempts: 20,
+        }
+    }
+}
+
+/// The smallest timeout accepted: below a second the CLI cannot even start.
+pub const MIN_TIMEOUT_MS: u64 = 1_000;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+const MAX_LIST_ITEMS: usize = 256;
+const MAX_ITEM_CHARS: usize = 4_096;
+const MAX_SYSTEM_PROMPT_CHARS: usize = 200_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PermissionMode {
+    #[serde(rename = "default")]
+    Default,
+    #[serde(rename = "acceptEdits")]
+    AcceptEdits,
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "bypassPermissions")]
+    BypassPermissions,
+    #[serde(rename = "dontAsk")]
+    DontAsk,
+    #[serde(rename = "plan")]
+    Plan,
+}
+
+impl PermissionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::AcceptEdits => "acceptEdits",
+            Self::Auto => "auto",
+            Self::BypassPermissions => "bypassPermissions",
+            Self::DontAsk => "dontAsk",
+            Self::Plan => "plan",
+        }
+    }
+}
+
+/// How a job relates to a Claude session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum SessionMode {
+    /// A new session with an id the CLI picks.
+    New,
+    /// A new session with the id the caller picked.
+    Start { id: SessionId },
+    /// Continue an existing session, keeping its id.
+    Resume { id: SessionId },
+    /// Start a new session from a copy of an existing one's history.
+    Fork {
+        from: SessionId,
+        id: Option<SessionId>,
+    },
+}
+
+impl SessionMode {
+    /// The session whose transcript this job appends to, if known before it runs. At most
+    /// one attempt per such session runs at a time.
+    pub fn owned_session(&self) -> Option<SessionId> {
+        match *self {
+            Self::New => None,
+            Self::Start { id } | Self::Resume { id } => Some(id),
+            Self::Fork { id, .. } => id,
+        }
+    }
+
+    /// The session whose stored transcript must be restored before the CLI starts.
+    pub fn restores(&self) -> Option<SessionId> {
+        match *self {
+            Self::Resume { id } => Some(id),
+            Self::Fork { from, .. } => Some(from),
+            _ => None,
+        }
+    }
+}
+
+/// The `session` object of a request: `{"resume": id}`, `{"resume": id, "fork": true}`,
+/// `{"id": id}` or `{"resume": id, "fork": true, "id": new_id}`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    pub resume: Option<String>,
+    #[serde(default)]
+    pub fork: bool,
+    pub id: Option<String>,
+}
+
+/// A job as submitted over the wire.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    pub prompt: String,
+    pub model: Option<String>,
+    pub system_prompt: Option<String>,
+    pub append_system_prompt: Option<String>,
+    pub allowed_tools: Option<Vec<String>>,
+    pub disallowed_tools: Option<Vec<String>>,
+    pub tools: Option<Vec<String>>,
+    pub permission_mode: Option<PermissionMode>,
+    pub max_turns: Option<u32>,
+    pub max_budget_usd: Option<f64>,
+    pub json_schema: Option<Value>,
+    pub mcp_config: Option<Value>,
+    pub add_dirs: Option<Vec<String>>,
+    pub cwd: Option<String>,
+    pub timeout_ms: Option<i64>,
+    pub session: Option<SessionRequest>,
+    pub metadata: Option<Map<String, Value>>,
+    pub priority: Option<i32>,
+    pub max_attempts: Option<u32>,
+}
+
+/// A validated job: everything the runner needs, nothing it must check again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub prompt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub append_system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_tools: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disallowed_tools: Vec<String>,
+    /// `Some(vec![])` disables every built-in tool; `None` keeps the CLI's default set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<PermissionMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_budget_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_config: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_dirs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    pub timeout_ms: u64,
+    pub session: SessionMode,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub metadata: Map<String, Value>,
+    pub priority: i32,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn err(field: &'static str, message: impl Into<String>) -> SpecError {
+    SpecError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Strings that end up as CLI arguments or file contents: no NUL (exec would fail), bounded.
+fn text(field: &'static str, s: &str, max_chars: usize) -> Result<(), SpecError> {
+    if s.contains('\0') {
+        return Err(err(field, "must not contain NUL characters"));
+    }
+    if s.chars().count() > max_chars {
+        return Err(err(field, format!("is longer than {max_chars} characters")));
+    }
+    Ok(())
+}
+
+fn list(field: &'static str, items: Option<Vec<String>>) -> Result<Vec<String>, SpecError> {
+    let items = items.unwrap_or_default();
+    if items.len() > MAX_LIST_ITEMS {
+        return Err(err(field, format!("has more than {MAX_LIST_ITEMS} items")));
+    }
+    for item in &items {
+        text(field, item, MAX_ITEM_CHARS)?;
+        if item.trim().is_empty() {
+            return Err(err(field, "items must not be empty"));
+        }
+    }
+    Ok(items)
+}
+
+fn optional_text(
+    field: &'static str,
+    value: Option<String>,
+    max_chars: usize,
+) -> Result<Option<String>, SpecError> {
+    match value {
+        Some(v) if v.is_empty() => Err(err(field, "must not be empty when given")),
+        Some(v) => text(field, &v, max_chars).map(|()| Some(v)),
+        None => Ok(None),
+    }
+}
+
+fn absolute_path(field: &'static str, p: &str) -> Result<(), SpecError> {
+    text(field, p, MAX_ITEM_CHARS)?;
+    if !p.starts_with('/') {
+        return Err(err(field, format!("{p:?} must be an absolute path")));
+    }
+    if p.split('/').any(|c| c == "..") {
+        return Err(err(field, format!("{p:?} must not contain '..'")));
+    }
+    Ok(())
+}
+
+fn session_mode(req: Option<SessionRequest>) -> Result<SessionMode, SpecError> {
+    let Some(req) = req else {
+        return Ok(SessionMode::New);
+    };
+    let parse = |s: &str| SessionId::parse(s).map_err(|e| err("session", e.to_string()));
+    let resume = req.resume.as_deref().map(parse).transpose()?;
+    let id = req.id.as_deref().map(parse).transpose()?;
+    match (resume, req.fork, id) {
+        (None, false, None) => Ok(SessionMode::New),
+        (None, false, Some(id)) => Ok(SessionMode::Start { id }),
+        (Some(id), false, None) => Ok(SessionMode::Resume { id }),
+        (Some(from), true, None) => Ok(SessionMode::Fork { from, id: None }),
+        (Some(from), true, Some(id)) if id != from => Ok(SessionMode::Fork { from, id: Some(id) }),
+        (Some(_), true, Some(_)) => Err(err("session", "a fork needs an id of its own")),
+        (None, true, _) => Err(err("session", "fork needs resume: the session to copy")),
+        (Some(_), false, Some(_)) => Err(err(
+            "session",
+            "resume keeps the session's id; give id only with fork",
+        )),
+    }
+}
+
+impl JobRequest {
+    pub fn parse(self, limits: &Limits) -> Result<JobSpec, SpecError> {
+        if self.prompt.trim().is_empty() {
+            return Err(err("prompt", "is required and must not be empty"));
+        }
+        if self.prompt.contains('\0') {
+            return Err(err("prompt", "must not contain NUL characters"));
+        }
+        let chars = self.prompt.chars().count();
+        if chars > limits.max_prompt_chars {
+            return Err(err(
+                "prompt",
+                format!(
+                    "has {chars} characters; the limit is {}",
+                    limits.max_prompt_chars
+                ),
+            ));
+        }
+        let model = optional_text("model", self.model, 200)?;
+        let system_prompt =
+            optional_text("system_prompt", self.system_prompt, MAX_SYSTEM_PROMPT_CHARS)?;
+        let append_system_prompt = optional_text(
+            "append_system_prompt",
+            self.append_system_prompt,
+            MAX_SYSTEM_PROMPT_CHARS,
+        )?;
+        let allowed_tools = list("allowed_tools", self.allowed_tools)?;
+        let disallowed_tools = list("disallowed_tools", self.disallowed_tools)?;
+        let tools = match self.tools {
+            Some(t) => Some(list("tools", Some(t))?),
+            None => None,
+        };
+        if let Some(n) = self.max_turns
+            && !(1..=10_000).contains(&n)
+        {
+            return Err(err("max_turns", "must be between 1 and 10000"));
+        }
+        if let Some(b) = self.max_budget_usd
+            && !(b.is_finite() && b > 0.0 && b <= 100_000.0)
+        {
+            return Err(err(
+                "max_budget_usd",
+                "must be a positive number of dollars",
+            ));
+        }
+        if let Some(schema) = &self.json_schema
+            && !schema.is_object()
+        {
+            return Err(err("json_schema", "must be a JSON Schema object"));
+        }
+        if let Some(mcp) = &self.mcp_config
+            && !mcp.get("mcpServers").is_some_and(Value::is_object)
+        {
+            return Err(err(
+                "mcp_config",
+                "must be an object with an \"mcpServers\" object",
+            ));
+        }
+        let add_dirs = list("add_dirs", self.add_dirs)?;
+        for d in &add_dirs {
+            absolute_path("add_dirs", d)?;
+        }
+        if let Some(cwd) = &self.cwd {
+            absolute_path("cwd", cwd)?;
+        }
+        let timeout_ms = match self.timeout_ms {
+            None => limits.default_timeout_ms,
+            Some(t) if t < MIN_TIMEOUT_MS as i64 || t as u64 > limits.max_timeout_ms => {
+                return Err(err(
+                    "timeout_ms",
+                    format!(
+                        "must be between {MIN_TIMEOUT_MS} and {} milliseconds",
+                        limits.max_timeout_ms
+                    ),
+                ));
+            }
+            Some(t) => t as u64,
+        };
+        let session = session_mode(self.session)?;
+        let metadata = self.metadata.unwrap_or_default();
+        let metadata_len = serde_json::to_string(&metadata).map_or(usize::MAX, |s| s.len());
+        if metadata_len > MAX_METADATA_BYTES {
+            return Err(err(
+                "metadata",
+                format!("is larger than {MAX_METADATA_BYTES} bytes of JSON"),
+            ));
+        }
+        let priority = self.priority.unwrap_or(0);
+        if !(-1000..=1000).contains(&priority) {
+            return Err(err("priority", "must be between -1000 and 1000"));
+        }
+        let mut retry = RetryPolicy::default();
+        if let Some(n) = self.max_attempts {
+            if n == 0 || n > limits.max_attempts {
+                return Err(err(
+                    "max_attempts",
+                    format!("must be between 1 and {}", limits.max_attempts),
+                ));
+            }
+            retry.max_attempts = n;
+        }
+        Ok(JobSpec {
+            prompt: self.prompt,
+            model,
+            system_prompt,
+            append_system_prompt,
+            allowed_tools,
+            disallowed_tools,
+            tools,
+            permission_mode: self.permission_mode,
+            max_turns: self.max_turns,
+            max_budget_usd: self.max_budget_usd,
+            json_schema: self.json_schema,
+            mcp_config: self.mcp_config,
+            add_dirs,
+            cwd: self.cwd,
+            timeout_ms,
+            session,
+            metadata,
+            priority,
+            retry,
+        })
+    }
+}
+
+impl JobRequest {
+    /// A request with only a prompt, for compatibility routes and tests.
+    pub fn prompt(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: Value) -> Result<JobSpec, String> {
+        let req: JobRequest = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        req.parse(&Limits::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn minimal_request_gets_defaults() {
+        let spec = parse(serde_json::json!({"prompt": "hi"})).unwrap();
+        assert_eq!(spec.timeout_ms, Limits::default().default_timeout_ms);
+        assert_eq!(spec.session, SessionMode::New);
+        assert_eq!(spec.retry.max_attempts, 3);
+    }
+
+    #[test]
+    fn bad_requests_name_the_field() {
+        let cases = [
+            (serde_json::json!({"prompt": "  "}), "prompt: is required"),
+            (
+                serde_json::json!({"prompt": "x", "timeout_ms": -5}),
+                "timeout_ms: must be between",
+            ),
+            (
+                serde_json::json!({"prompt": "x", "cwd": "relative/dir"}),
+                "cwd: \"relative/dir\" must be an absolute path",
+            ),
+            (
+                serde_json::json!({"prompt": "x", "session": {"resume": "nope"}}),
+                "session: session id \"nope\" is not a valid UUID",
+            ),
+            (
+                serde_json::json!({"prompt": "x", "frobnicate": 1}),
+                "unknown field `frobnicate`",
+            ),
+            (
+                serde_json::json!({"prompt": "x", "max_budget_usd": 0.0}),
+                "max_budget_usd",
+            ),
+            (
+                serde_json::json!({"prompt": "x", "mcp_config": {"servers": {}}}),
+                "mcp_config",
+            ),
+        ];
+        for (input, want) in cases {
+            let got = parse(input.clone()).unwrap_err();
+            assert!(got.contains(want), "{input} gave {got:?}, wanted {want:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_prompt_is_refused() {
+        let limits = Limits {
+            max_prompt_chars: 10,
+            ..Limits::default()
+        };
+        let err = JobRequest::prompt("x".repeat(11))
+            .parse(&limits)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "prompt: has 11 characters; the limit is 10"
+        );
+    }
+
+    #[test]
+    fn session_forms() {
+        let a = "11111111-1111-4111-8111-111111111111";
+        let b = "22222222-2222-4222-8222-222222222222";
+        let resume = parse(serde_json::json!({"prompt": "x", "session": {"resume": a}}));
+        assert!(matches!(
+            resume.unwrap().session,
+            SessionMode::Resume { .. }
+        ));
+        let fork = parse(
+            serde_json::json!({"prompt": "x", "session": {"resume": a, "fork": true, "id": b}}),
+        );
+        assert!(matches!(
+            fork.unwrap().session,
+            SessionMode::Fork { id: Some(_), .. }
+        ));
+        assert!(
+            parse(serde_json::json!({"prompt": "x", "session": {"resume": a, "id": b}})).is_err()
+        );
+        assert!(parse(serde_json::json!({"prompt": "x", "session": {"fork": true}})).is_err());
+    }
+}

@@ -1,0 +1,41 @@
+//! In-process fan-out of "job X has new events". Subscribers read the events themselves
+//! from the store, by sequence number, so a missed wake-up costs latency, never an event;
+//! SSE streams also poll, which is what carries events written by another process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use baton_core::JobId;
+use tokio::sync::watch;
+
+#[derive(Default)]
+pub struct EventBus {
+    channels: Mutex<HashMap<JobId, watch::Sender<i64>>>,
+}
+
+impl EventBus {
+    pub fn subscribe(&self, job: JobId) -> watch::Receiver<i64> {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(job)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Announces that `job`'s log now ends at `last_seq`.
+    pub fn publish(&self, job: JobId, last_seq: i64) {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = map.get(&job) {
+            if tx.receiver_count() == 0 {
+                map.remove(&job);
+            } else {
+                tx.send_replace(last_seq);
+            }
+        }
+    }
+
+    /// Drops channels nobody listens to any more.
+    pub fn prune(&self) {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, tx| tx.receiver_count() > 0);
+    }
+}

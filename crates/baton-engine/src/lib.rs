@@ -1,0 +1,389 @@
+//! Baton's engine: turns queued jobs into supervised attempts and attempts into state.
+//!
+//! Concurrency model. One dispatch loop per process calls [`Engine::tick`], which rescues
+//! expired leases and claims as many due jobs as there are free slots (a semaphore of
+//! `max_concurrency` permits: back-pressure, never an unbounded spawn). Each claimed job
+//! gets one supervisor task, which alone may write the attempt's events and end it: it owns
+//! the child process (through the runner), renews the lease on a timer *in the same loop
+//! that reads the child's output*, so a wedged supervisor stops renewing and is rescued,
+//! and every write it makes carries the attempt number, so once fenced it can change
+//! nothing. The loop wakes on a submit or a finished attempt (in-process `Notify`), at
+//! the next `run_at`, and on a polling interval that covers everything else.
+//!
+//! **Architecture invariant:** the engine reaches the world only through `baton-store`
+//! and `baton-runner`; it knows nothing of HTTP.
+
+mod bus;
+mod clock;
+mod supervisor;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton_core::{ErrorKind, JobId, JobSpec, JobState};
+use baton_runner::RunnerConfig;
+use baton_store::{Finish, Inserted, JobRecord, NewEvent, NewJob, Store, StoreError};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use bus::EventBus;
+pub use clock::{Clock, ManualClock, SystemClock};
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Stable across restarts of this node: how a new incarnation finds its predecessor's
+    /// attempts.
+    pub node_id: String,
+    pub max_concurrency: usize,
+    /// How long an attempt's lease lasts; renewed every third of it.
+    pub lease: Duration,
+    /// The dispatcher looks for due jobs at least this often.
+    pub poll_interval: Duration,
+    /// On shutdown, how long running attempts may take to finish before they are
+    /// stopped and requeued.
+    pub drain_timeout: Duration,
+    pub runner: RunnerConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("Baton is shutting down")]
+    ShuttingDown,
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// A handle to the engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    cfg: EngineConfig,
+    clock: Arc<dyn Clock>,
+    incarnation: String,
+    slots: Arc<Semaphore>,
+    wake: Notify,
+    bus: EventBus,
+    /// Cancellation tokens of the attempts this process supervises.
+    running: Mutex<HashMap<JobId, CancellationToken>>,
+    /// Cancelled when the node drains: running attempts stop and are requeued.
+    drain: CancellationToken,
+    draining: AtomicBool,
+    tasks: TaskTracker,
+}
+
+impl Engine {
+    /// Registers a new incarnation of this node and rescues what the previous one left
+    /// running: its process groups are killed and its jobs requeued at once.
+    pub async fn start(store: Store, cfg: EngineConfig, clock: Arc<dyn Clock>) -> Result<Self> {
+        let incarnation = uuid_like();
+        let now = clock.now_ms();
+        store
+            .register_incarnation(&incarnation, &cfg.node_id, std::process::id(), now)
+            .await?;
+        let engine = Self {
+            inner: Arc::new(Inner {
+                slots: Arc::new(Semaphore::new(cfg.max_concurrency)),
+                store,
+                cfg,
+                clock,
+                incarnation,
+                wake: Notify::new(),
+                bus: EventBus::default(),
+                running: Mutex::new(HashMap::new()),
+                drain: CancellationToken::new(),
+                draining: AtomicBool::new(false),
+                tasks: TaskTracker::new(),
+            }),
+        };
+        engine.recover_previous_incarnations().await?;
+        Ok(engine)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.cfg
+    }
+
+    pub fn incarnation(&self) -> &str {
+        &self.inner.incarnation
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    pub fn bus(&self) -> &EventBus {
+        &self.inner.bus
+    }
+
+    /// Attempts running in this process right now.
+    pub fn running_here(&self) -> usize {
+        self.inner.running.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    async fn recover_previous_incarnations(&self) -> Result<()> {
+        let inner = &self.inner;
+        let orphans = inner
+            .store
+            .orphans_of_node(&inner.cfg.node_id, &inner.incarnation)
+            .await?;
+        for orphan in orphans {
+            if let (Some(pid), Some(start)) = (orphan.pid, orphan.pid_start) {
+                let killed = baton_runner::process::kill_stale_group(pid, start);
+                tracing::info!(job = %orphan.job_id, pid, killed, "killed a previous incarnation's attempt");
+            }
+            self.rescue(
+                orphan.job_id,
+                orphan.attempt,
+                "the node restarted while the attempt ran",
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Ends an attempt whose owner is gone as an `interrupted` failure, due again now.
+    async fn rescue(&self, job: JobId, attempt: u32, why: &str) {
+        let store = &self.inner.store;
+        let Ok(record) = store.get_job(job).await else {
+            return;
+        };
+        let now = self.now_ms();
+        // No backoff: the attempt did not fail on its own account.
+        let finish = failure_finish(
+            &record.spec,
+            attempt,
+            ErrorKind::Interrupted,
+            why.into(),
+            None,
+            now,
+            0.0,
+        );
+        match store.finish_attempt(job, attempt, &finish, now).await {
+            Ok(rec) => {
+                tracing::warn!(job = %job, attempt, state = %rec.state, "rescued an attempt: {why}");
+                self.inner.bus.publish(job, rec.last_seq);
+            }
+            Err(StoreError::Fenced { .. }) => {}
+            Err(e) => tracing::error!(job = %job, error = %e, "could not rescue an attempt"),
+        }
+    }
+
+    /// Queues a job (or returns the one an earlier request with the same idempotency key
+    /// created).
+    pub async fn submit(&self, job: NewJob) -> Result<Inserted> {
+        if self.inner.draining.load(Ordering::SeqCst) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let inserted = self.inner.store.insert_job(job, self.now_ms()).await?;
+        self.inner.wake.notify_one();
+        Ok(inserted)
+    }
+
+    /// Cancels a job: a queued one at once; a running one by killing its process group
+    /// (here, or on whichever node runs it, at its next lease renewal).
+    pub async fn cancel(&self, job: JobId) -> Result<JobRecord> {
+        let record = self.inner.store.cancel(job, self.now_ms()).await?;
+        if record.state == JobState::Running {
+            let token = self
+                .inner
+                .running
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&job).cloned());
+            if let Some(token) = token {
+                token.cancel();
+            }
+        }
+        self.inner.bus.publish(job, record.last_seq);
+        Ok(record)
+    }
+
+    /// Waits until `job` is terminal or `timeout` passes, and returns it as it then is.
+    pub async fn wait_for(&self, job: JobId, timeout: Duration) -> Result<JobRecord> {
+        let mut rx = self.inner.bus.subscribe(job);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let record = self.inner.store.get_job(job).await?;
+            if record.state.is_terminal() {
+                return Ok(record);
+            }
+            let poll = tokio::time::sleep(Duration::from_millis(500));
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = poll => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(self.inner.store.get_job(job).await?),
+            }
+        }
+    }
+
+    /// One step of the dispatcher: rescues expired leases, then claims due jobs for the
+    /// free slots and starts their supervisors. Returns how many attempts it started.
+    pub async fn tick(&self) -> Result<usize> {
+        let inner = &self.inner;
+        if inner.draining.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        let now = self.now_ms();
+        for expired in inner.store.expired_leases(now).await? {
+            self.rescue(expired.job_id, expired.attempt, "its lease expired")
+                .await;
+        }
+        let free = inner.slots.available_permits();
+        if free == 0 {
+            return Ok(0);
+        }
+        let lease_ms = inner.cfg.lease.as_millis() as i64;
+        let claimed = inner
+            .store
+            .claim(&inner.incarnation, now, lease_ms, free as u32)
+            .await?;
+        let started = claimed.len();
+        for c in claimed {
+            let Ok(permit) = inner.slots.clone().try_acquire_owned() else {
+                // Cannot happen (only this loop takes permits), but if it did the lease
+                // would expire and the job be rescued, never lost.
+                tracing::error!(job = %c.job.id, "claimed a job without a free slot");
+                continue;
+            };
+            let token = inner.drain.child_token();
+            if let Ok(mut m) = inner.running.lock() {
+                m.insert(c.job.id, token.clone());
+            }
+            inner.bus.publish(c.job.id, c.job.last_seq);
+            let engine = self.clone();
+            inner.tasks.spawn(async move {
+                let id = c.job.id;
+                supervisor::supervise(&engine, c.job, token).await;
+                if let Ok(mut m) = engine.inner.running.lock() {
+                    m.remove(&id);
+                }
+                drop(permit);
+                engine.inner.wake.notify_one();
+            });
+        }
+        Ok(started)
+    }
+
+    /// The dispatch loop, until `shutdown`; then drains.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let inner = &self.inner;
+        loop {
+            let claimed = match self.tick().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "dispatch failed; retrying");
+                    0
+                }
+            };
+            inner.bus.prune();
+            // A full batch may mean more are due: go again at once.
+            if claimed > 0 && inner.slots.available_permits() > 0 {
+                continue;
+            }
+            let mut wait = inner.cfg.poll_interval;
+            if let Ok(Some(next)) = inner.store.next_run_at().await {
+                let until = (next - self.now_ms()).max(0) as u64;
+                wait = wait.min(Duration::from_millis(until.max(5)));
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = inner.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Stops claiming, lets running attempts finish for up to the drain timeout, then
+    /// stops the rest and requeues them.
+    pub async fn drain(&self) {
+        let inner = &self.inner;
+        inner.draining.store(true, Ordering::SeqCst);
+        inner.tasks.close();
+        let running = self.running_here();
+        if running > 0 {
+            tracing::info!(running, timeout = ?inner.cfg.drain_timeout, "draining running attempts");
+        }
+        if tokio::time::timeout(inner.cfg.drain_timeout, inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout: stopping and requeueing running attempts");
+            inner.drain.cancel();
+            inner.tasks.wait().await;
+        }
+        if let Err(e) = inner
+            .store
+            .stop_incarnation(&inner.incarnation, self.now_ms())
+            .await
+        {
+            tracing::warn!(error = %e, "could not record the end of this incarnation");
+        }
+    }
+
+    pub(crate) fn is_draining_cancel(&self) -> bool {
+        self.inner.drain.is_cancelled()
+    }
+}
+
+/// The finish of a failed attempt, decided by the job's retry policy. `unit` is the
+/// random draw for the backoff's jitter.
+pub(crate) fn failure_finish(
+    spec: &JobSpec,
+    attempt: u32,
+    kind: ErrorKind,
+    message: String,
+    outcome: Option<serde_json::Value>,
+    now: i64,
+    unit: f64,
+) -> Finish {
+    let transition = spec.retry.decide(kind, attempt);
+    let next = JobState::Running
+        .apply(transition)
+        .unwrap_or(JobState::Failed);
+    let error = serde_json::json!({"type": kind.as_str(), "message": message});
+    let (run_at, event) = if next == JobState::Queued {
+        let at = now + spec.retry.backoff_ms(attempt, unit, 0) as i64;
+        (
+            Some(at),
+            NewEvent::new(
+                "attempt.failed",
+                serde_json::json!({"attempt": attempt, "error": error, "retry_at": at}),
+            ),
+        )
+    } else {
+        (
+            None,
+            NewEvent::new(
+                format!("job.{next}"),
+                serde_json::json!({"state": next.as_str(), "error": error}),
+            ),
+        )
+    };
+    Finish {
+        transition,
+        run_at,
+        outcome,
+        error: Some((kind, message)),
+        event,
+    }
+}
+
+fn uuid_like() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
+}

@@ -1,0 +1,520 @@
+//! Runs one attempt of a job: one `claude` process, supervised from spawn to reap.
+//!
+//! The CLI is started from an argument vector (never a shell) as the leader of a new
+//! process group, with a private `HOME`, an allow-listed environment, the prompt on stdin
+//! and a parent-death signal. Its stdout is decoded line by line as stream-json and every
+//! event is handed to the caller as it arrives. Four watchdogs end an attempt: the job's
+//! wall-clock timeout, a silence timeout (no output), a grace period after `result` (the
+//! CLI sometimes never exits) and a bound on line length; stderr is drained into a
+//! bounded tail. Whatever ends it, the whole process group gets SIGTERM, then SIGKILL
+//! after a grace period, and the leader is reaped: nothing the attempt started survives it.
+//!
+//! **Architecture invariant:** this is the only crate that spawns agent processes.
+
+pub mod argv;
+pub mod lines;
+pub mod outcome;
+pub mod process;
+pub mod workspace;
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use baton_core::{ErrorKind, JobSpec};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::argv::ArgFiles;
+use crate::lines::{BoundedLines, LineRead};
+use crate::workspace::Workspace;
+
+/// How attempts are run; one per server.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub claude_bin: PathBuf,
+    /// Where attempt workspaces are created.
+    pub attempts_dir: PathBuf,
+    /// Directories a job's `cwd` and `add_dirs` may name (after resolving symlinks).
+    pub workspace_roots: Vec<PathBuf>,
+    /// Extra variables copied from Baton's environment into the CLI's.
+    pub env_passthrough: Vec<String>,
+    /// Variables set for every CLI.
+    pub env: Vec<(String, String)>,
+    /// An attempt that prints nothing for this long is stalled.
+    pub silence_timeout: Duration,
+    /// How long the CLI may linger after its `result` before its group is killed.
+    pub result_grace: Duration,
+    /// Between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    pub max_line_bytes: usize,
+    pub max_stderr_bytes: usize,
+    /// Keep attempt directories after the attempt (for debugging).
+    pub keep_workspaces: bool,
+}
+
+impl RunnerConfig {
+    pub fn new(claude_bin: PathBuf, attempts_dir: PathBuf) -> Self {
+        Self {
+            claude_bin,
+            attempts_dir,
+            workspace_roots: Vec::new(),
+            env_passthrough: Vec::new(),
+            env: Vec::new(),
+            silence_timeout: Duration::from_secs(300),
+            result_grace: Duration::from_secs(5),
+            kill_grace: Duration::from_secs(5),
+            max_line_bytes: 8 * 1024 * 1024,
+            max_stderr_bytes: 64 * 1024,
+            keep_workspaces: false,
+        }
+    }
+
+    /// Checks a job's `cwd` and `add_dirs` against the workspace roots.
+    pub fn check_paths(&self, spec: &JobSpec) -> Result<Option<PathBuf>, String> {
+        for d in &spec.add_dirs {
+            workspace::inside_roots(Path::new(d), &self.workspace_roots)
+                .map_err(|e| format!("add_dirs: {e}"))?;
+        }
+        spec.cwd
+            .as_deref()
+            .map(|c| {
+                workspace::inside_roots(Path::new(c), &self.workspace_roots)
+                    .map_err(|e| format!("cwd: {e}"))
+            })
+            .transpose()
+    }
+}
+
+/// What the caller hears while an attempt runs.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// The process started; `start_ticks` pins the pid against reuse.
+    Spawned { pid: i32, start_ticks: u64 },
+    /// One stream-json event (an object with a `type`), or a `baton.unparsed` line.
+    Event(Value),
+}
+
+/// One attempt to run.
+pub struct Attempt<'a> {
+    /// Unique per attempt; names its workspace directory.
+    pub name: String,
+    pub spec: &'a JobSpec,
+    /// The stored transcript of the session the job resumes or forks.
+    pub restore: Option<Vec<u8>>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptReport {
+    /// `None` means success.
+    pub error: Option<(ErrorKind, String)>,
+    /// The summarized `result` event, when there was one.
+    pub outcome: Option<Value>,
+    pub session_id: Option<String>,
+    /// The session transcript the CLI left, to store for later resumes.
+    pub transcript: Option<Vec<u8>>,
+    pub exit: Option<String>,
+    pub stderr_tail: String,
+    pub events: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Eof,
+    Cancelled,
+    WallTimeout,
+    Silence,
+    TooLong,
+    ResultGrace,
+    Garbage,
+}
+
+const MAX_UNPARSED_LINES: u32 = 100;
+const MAX_TRANSCRIPT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Runs one attempt to its end. Never panics on the CLI's behaviour and never returns
+/// while a process of the attempt's group is alive.
+pub async fn run(
+    cfg: &RunnerConfig,
+    attempt: Attempt<'_>,
+    progress: mpsc::Sender<Progress>,
+    cancel: CancellationToken,
+) -> AttemptReport {
+    let spec = attempt.spec;
+    let cwd = match cfg.check_paths(spec) {
+        Ok(cwd) => cwd,
+        Err(e) => return failed(ErrorKind::InvalidRequest, e),
+    };
+    let ws = match Workspace::create(&cfg.attempts_dir, &attempt.name, cwd.as_deref()) {
+        Ok(ws) => ws,
+        Err(e) => {
+            return failed(
+                ErrorKind::SpawnFailed,
+                format!("could not prepare the attempt workspace: {e}"),
+            );
+        }
+    };
+    let report = run_in(cfg, &ws, &attempt, progress, cancel).await;
+    if !cfg.keep_workspaces {
+        ws.remove();
+    }
+    report
+}
+
+fn failed(kind: ErrorKind, message: String) -> AttemptReport {
+    AttemptReport {
+        error: Some((kind, message)),
+        ..AttemptReport::default()
+    }
+}
+
+fn prepare_files(ws: &Workspace, attempt: &Attempt<'_>) -> std::io::Result<ArgFiles> {
+    let spec = attempt.spec;
+    if let (Some(session), Some(transcript)) = (spec.session.restores(), &attempt.restore) {
+        ws.restore_transcript(&session.to_string(), transcript)?;
+    }
+    Ok(ArgFiles {
+        system_prompt: spec
+            .system_prompt
+            .as_ref()
+            .map(|s| ws.private_file("system_prompt.txt", s.as_bytes()))
+            .transpose()?,
+        append_system_prompt: spec
+            .append_system_prompt
+            .as_ref()
+            .map(|s| ws.private_file("append_system_prompt.txt", s.as_bytes()))
+            .transpose()?,
+        mcp_config: spec
+            .mcp_config
+            .as_ref()
+            .map(|c| ws.private_file("mcp_config.json", c.to_string().as_bytes()))
+            .transpose()?,
+    })
+}
+
+async fn run_in(
+    cfg: &RunnerConfig,
+    ws: &Workspace,
+    attempt: &Attempt<'_>,
+    progress: mpsc::Sender<Progress>,
+    cancel: CancellationToken,
+) -> AttemptReport {
+    let spec = attempt.spec;
+    let files = match prepare_files(ws, attempt) {
+        Ok(f) => f,
+        Err(e) => {
+            return failed(
+                ErrorKind::SpawnFailed,
+                format!("could not write attempt files: {e}"),
+            );
+        }
+    };
+    let mut cmd = tokio::process::Command::new(&cfg.claude_bin);
+    cmd.args(argv::build_args(spec, &files))
+        .env_clear()
+        .envs(argv::build_env(
+            &ws.home,
+            &ws.tmp,
+            &cfg.env_passthrough,
+            &cfg.env,
+            |k| std::env::var_os(k),
+        ))
+        .current_dir(&ws.cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    process::set_parent_death_signal(&mut cmd);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let kind = match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    ErrorKind::CliNotFound
+                }
+                _ => ErrorKind::SpawnFailed,
+            };
+            return failed(
+                kind,
+                format!("could not start {}: {e}", cfg.claude_bin.display()),
+            );
+        }
+    };
+    let pid = child.id().map_or(0, |p| p as i32);
+    let start_ticks = process::process_start_ticks(pid).unwrap_or(0);
+    let _ = progress.send(Progress::Spawned { pid, start_ticks }).await;
+
+    // The prompt goes in through stdin, which is then closed; a separate task, so a CLI
+    // that writes before it reads can never deadlock against us.
+    let mut stdin = child.stdin.take();
+    let prompt = spec.prompt.clone();
+    let feeder = tokio::spawn(async move {
+        if let Some(mut s) = stdin.take() {
+            let _ = s.write_all(prompt.as_bytes()).await;
+            let _ = s.shutdown().await;
+        }
+    });
+    let stderr = child.stderr.take();
+    let max_stderr = cfg.max_stderr_bytes;
+    let stderr_task = tokio::spawn(async move {
+        let mut tail = Vec::new();
+        if let Some(mut s) = stderr {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > max_stderr {
+                    tail.drain(..tail.len() - max_stderr);
+                }
+            }
+        }
+        String::from_utf8_lossy(&tail).into_owned()
+    });
+
+    let Some(stdout) = child.stdout.take() else {
+        process::terminate_group(&mut child, pid, cfg.kill_grace).await;
+        return failed(
+            ErrorKind::SpawnFailed,
+            "the CLI's stdout was not captured".into(),
+        );
+    };
+    let mut lines = BoundedLines::new(
+        BufReader::with_capacity(64 * 1024, stdout),
+        cfg.max_line_bytes,
+    );
+    let started = Instant::now();
+    let wall_deadline = started + Duration::from_millis(spec.timeout_ms);
+    let mut silence_deadline = started + cfg.silence_timeout;
+    let mut grace_deadline: Option<Instant> = None;
+    let mut report = AttemptReport::default();
+    let mut result: Option<Value> = None;
+    let mut model: Option<String> = None;
+    let mut parsed_any = false;
+    let mut unparsed = 0u32;
+
+    let stop = loop {
+        let grace = async {
+            match grace_deadline {
+                Some(d) => sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break Stop::Cancelled,
+            _ = sleep_until(wall_deadline) => break Stop::WallTimeout,
+            _ = grace => break Stop::ResultGrace,
+            _ = sleep_until(silence_deadline) => break Stop::Silence,
+            read = lines.next_line() => match read {
+                Ok(LineRead::Line(line)) => {
+                    silence_deadline = Instant::now() + cfg.silence_timeout;
+                    let text = String::from_utf8_lossy(&line);
+                    if text.trim().is_empty() {
+                        continue;
+                    }
+                    let event = match serde_json::from_str::<Value>(&text) {
+                        Ok(v) if v.get("type").is_some_and(Value::is_string) => v,
+                        _ => {
+                            unparsed += 1;
+                            let excerpt: String = text.chars().take(4096).collect();
+                            let _ = progress
+                                .send(Progress::Event(serde_json::json!({"type": "baton.unparsed", "line": excerpt})))
+                                .await;
+                            if unparsed >= MAX_UNPARSED_LINES {
+                                break Stop::Garbage;
+                            }
+                            continue;
+                        }
+                    };
+                    parsed_any = true;
+                    report.events += 1;
+                    if let Some(sid) = event.get("session_id").and_then(Value::as_str) {
+                        report.session_id = Some(sid.to_string());
+                    }
+                    match (event["type"].as_str(), event.get("subtype").and_then(Value::as_str)) {
+                        (Some("system"), Some("init")) => {
+                            model = event.get("model").and_then(Value::as_str).map(str::to_string);
+                        }
+                        (Some("result"), _) => {
+                            result = Some(event.clone());
+                            grace_deadline.get_or_insert(Instant::now() + cfg.result_grace);
+                        }
+                        _ => {}
+                    }
+                    // A closed receiver means the supervisor is gone; keep draining so the
+                    // watchdogs and the kill below still happen.
+                    let _ = progress.send(Progress::Event(event)).await;
+                }
+                Ok(LineRead::TooLong) => break Stop::TooLong,
+                Ok(LineRead::Eof) | Err(_) => break Stop::Eof,
+            }
+        }
+    };
+
+    let status = if stop == Stop::Eof {
+        // stdout closed: the CLI is exiting. Give it the result grace, then make sure.
+        match tokio::time::timeout(cfg.result_grace, child.wait()).await {
+            Ok(Ok(status)) => {
+                process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                Some(status)
+            }
+            _ => {
+                process::terminate_group(&mut child, pid, cfg.kill_grace).await;
+                child.try_wait().ok().flatten()
+            }
+        }
+    } else {
+        process::terminate_group(&mut child, pid, cfg.kill_grace).await;
+        child.try_wait().ok().flatten()
+    };
+    feeder.abort();
+    report.stderr_tail = tokio::time::timeout(Duration::from_secs(2), stderr_task)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    report.exit = status.map(describe_exit);
+
+    report.error = decide(
+        stop,
+        result.as_ref(),
+        spec,
+        status,
+        parsed_any,
+        unparsed,
+        &report.stderr_tail,
+        cfg,
+    );
+    report.outcome = result
+        .as_ref()
+        .map(|r| outcome::summarize(r, model.as_deref()));
+    if let Some(sid) = &report.session_id {
+        report.transcript = read_transcript(&ws.transcript_path(sid));
+    }
+    report
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    stop: Stop,
+    result: Option<&Value>,
+    spec: &JobSpec,
+    status: Option<ExitStatus>,
+    parsed_any: bool,
+    unparsed: u32,
+    stderr: &str,
+    cfg: &RunnerConfig,
+) -> Option<(ErrorKind, String)> {
+    let stderr_excerpt = || {
+        let t = stderr.trim();
+        let start = t.len().saturating_sub(2000);
+        let start = (start..=t.len())
+            .find(|&i| t.is_char_boundary(i))
+            .unwrap_or(t.len());
+        t[start..].to_string()
+    };
+    match stop {
+        Stop::Cancelled => return Some((ErrorKind::Cancelled, "cancelled while running".into())),
+        Stop::WallTimeout if result.is_none() => {
+            return Some((
+                ErrorKind::Timeout,
+                format!(
+                    "the job ran longer than its timeout of {} ms",
+                    spec.timeout_ms
+                ),
+            ));
+        }
+        Stop::Silence if result.is_none() => {
+            return Some((
+                ErrorKind::SilenceTimeout,
+                format!(
+                    "the CLI printed nothing for {} s",
+                    cfg.silence_timeout.as_secs()
+                ),
+            ));
+        }
+        Stop::TooLong => {
+            return Some((
+                ErrorKind::OutputTooLarge,
+                format!(
+                    "the CLI printed a line longer than {} bytes",
+                    cfg.max_line_bytes
+                ),
+            ));
+        }
+        Stop::Garbage => {
+            return Some((
+                ErrorKind::ProtocolError,
+                format!("the CLI printed {unparsed} lines that are not stream-json"),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(result) = result {
+        return outcome::classify_result(result, spec.json_schema.is_some()).err();
+    }
+    let exit = status.map_or("no exit status".to_string(), describe_exit);
+    if stderr.contains("No conversation found") {
+        return Some((ErrorKind::SessionNotFound, stderr_excerpt()));
+    }
+    if !parsed_any && unparsed > 0 {
+        return Some((
+            ErrorKind::ProtocolError,
+            format!(
+                "the CLI printed no stream-json ({exit}): {}",
+                stderr_excerpt()
+            ),
+        ));
+    }
+    match status {
+        Some(s) if s.code().is_none() => Some((
+            ErrorKind::Crashed,
+            format!(
+                "the CLI died ({exit}) before its result. {}",
+                stderr_excerpt()
+            ),
+        )),
+        Some(s) if s.success() => Some((
+            ErrorKind::NoResult,
+            "the CLI exited without a result event".into(),
+        )),
+        // Exit 1 before any event, with an explanation on stderr: the CLI refused its
+        // arguments or environment (unknown flag, root bypass, bad MCP config).
+        Some(_) if !parsed_any && !stderr.trim().is_empty() => Some((
+            ErrorKind::InvalidRequest,
+            format!("the CLI refused to start ({exit}): {}", stderr_excerpt()),
+        )),
+        _ => Some((
+            ErrorKind::Crashed,
+            format!(
+                "the CLI exited ({exit}) without a result. {}",
+                stderr_excerpt()
+            ),
+        )),
+    }
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "unknown exit".into(),
+    }
+}
+
+fn read_transcript(path: &Path) -> Option<Vec<u8>> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.len() > MAX_TRANSCRIPT_BYTES {
+        tracing::warn!(path = %path.display(), bytes = meta.len(), "session transcript too large to store");
+        return None;
+    }
+    std::fs::read(path).ok()
+}

@@ -1,0 +1,169 @@
+//! What an attempt came to. The `result` event decides, never the exit code alone:
+//! the CLI reports API failures as `subtype: "success"` with `is_error: true`.
+
+use baton_core::ErrorKind;
+use serde_json::{Value, json};
+
+/// Classifies the CLI's `result` event. `Ok` means the job succeeded.
+pub fn classify_result(result: &Value, wants_structured: bool) -> Result<(), (ErrorKind, String)> {
+    let subtype = result.get("subtype").and_then(Value::as_str).unwrap_or("");
+    let is_error = result
+        .get("is_error")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let text = result.get("result").and_then(Value::as_str).unwrap_or("");
+    let errors = result
+        .get("errors")
+        .and_then(Value::as_array)
+        .map(|e| {
+            e.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default();
+    match (subtype, is_error) {
+        ("success", false) => {
+            if wants_structured && result.get("structured_output").is_none() {
+                Err((
+                    ErrorKind::StructuredOutputMissing,
+                    "the CLI finished without calling StructuredOutput".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        ("success", true) => {
+            let status = result
+                .get("api_error_status")
+                .and_then(Value::as_u64)
+                .map(|s| s as u16);
+            let kind = if status.is_none() && text.starts_with("Not logged in") {
+                ErrorKind::AuthenticationError
+            } else {
+                ErrorKind::from_api_status(status)
+            };
+            Err((kind, text.to_string()))
+        }
+        ("error_max_turns", _) => Err((ErrorKind::MaxTurns, errors)),
+        ("error_max_budget_usd", _) => Err((ErrorKind::MaxBudget, errors)),
+        ("error_max_structured_output_retries", _) => {
+            Err((ErrorKind::StructuredOutputInvalid, errors))
+        }
+        ("error_during_execution", _) if errors.contains("No conversation found") => {
+            Err((ErrorKind::SessionNotFound, errors))
+        }
+        _ => Err((
+            ErrorKind::ExecutionError,
+            if errors.is_empty() {
+                format!("the CLI reported {subtype:?}")
+            } else {
+                errors
+            },
+        )),
+    }
+}
+
+/// The fields of a `result` event (plus the model from `system/init`) kept as the job's
+/// outcome. Accounting prefers `modelUsage` and `total_cost_usd`: after a stalled-stream
+/// fallback the top-level `usage` is all zeros.
+pub fn summarize(result: &Value, model: Option<&str>) -> Value {
+    let pick = |k: &str| result.get(k).cloned().unwrap_or(Value::Null);
+    json!({
+        "subtype": pick("subtype"),
+        "is_error": pick("is_error"),
+        "result": pick("result"),
+        "structured_output": pick("structured_output"),
+        "session_id": pick("session_id"),
+        "model": model,
+        "total_cost_usd": pick("total_cost_usd"),
+        "usage": pick("usage"),
+        "model_usage": pick("modelUsage"),
+        "num_turns": pick("num_turns"),
+        "duration_ms": pick("duration_ms"),
+        "duration_api_ms": pick("duration_api_ms"),
+        "stop_reason": pick("stop_reason"),
+        "api_error_status": pick("api_error_status"),
+        "permission_denials": result.get("permission_denials").cloned().unwrap_or_else(|| json!([])),
+        "errors": pick("errors"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_result(name: &str) -> Option<Value> {
+        let path = format!(
+            "{}/../../../shared/claude-cli/fixtures/{name}.stdout",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).ok()?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["type"] == "result")
+    }
+
+    #[test]
+    fn real_cli_results_classify() {
+        let cases = [
+            ("b_stream_json_verbose", None),
+            ("h1_http401_stream", Some(ErrorKind::AuthenticationError)),
+            ("g1_max_turns_hit", Some(ErrorKind::MaxTurns)),
+            ("d2_tool_bash_not_allowed", None),
+            ("h12_http400_stream", Some(ErrorKind::InvalidRequest)),
+            (
+                "h11_connection_refused_retries_2",
+                Some(ErrorKind::ApiError),
+            ),
+        ];
+        let mut seen = 0;
+        for (name, want) in cases {
+            let Some(result) = fixture_result(name) else {
+                eprintln!("notice: fixture {name} not found next to the repo; skipping it");
+                continue;
+            };
+            seen += 1;
+            assert_eq!(
+                classify_result(&result, false).err().map(|e| e.0),
+                want,
+                "{name}"
+            );
+        }
+        if std::env::var("BATON_REQUIRE_ALL").as_deref() == Ok("1") {
+            assert_eq!(
+                seen,
+                cases.len(),
+                "fixtures are required under BATON_REQUIRE_ALL=1"
+            );
+        }
+    }
+
+    #[test]
+    fn synthetic_results_classify() {
+        let ok = json!({"type":"result","subtype":"success","is_error":false,"result":"hi"});
+        assert!(classify_result(&ok, false).is_ok());
+        assert_eq!(
+            classify_result(&ok, true).unwrap_err().0,
+            ErrorKind::StructuredOutputMissing
+        );
+        let budget = json!({"subtype":"error_max_budget_usd","is_error":true,"errors":["Reached maximum budget ($0.015)"]});
+        assert_eq!(
+            classify_result(&budget, false).unwrap_err(),
+            (
+                ErrorKind::MaxBudget,
+                "Reached maximum budget ($0.015)".into()
+            )
+        );
+        let gone = json!({"subtype":"error_during_execution","is_error":true,"errors":["No conversation found with session ID: x"]});
+        assert_eq!(
+            classify_result(&gone, false).unwrap_err().0,
+            ErrorKind::SessionNotFound
+        );
+        let login = json!({"subtype":"success","is_error":true,"api_error_status":null,"result":"Not logged in · Please run /login"});
+        assert_eq!(
+            classify_result(&login, false).unwrap_err().0,
+            ErrorKind::AuthenticationError
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! Process-group handling. Each CLI runs as the leader of its own process group, so one
+//! signal reaches it and everything it started (tool commands, MCP servers).
+
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::Child;
+
+/// Sets the parent-death signal in the child, between fork and exec: if Baton dies, the
+/// kernel kills the CLI. (Its descendants are swept by the next incarnation instead.)
+pub fn set_parent_death_signal(cmd: &mut tokio::process::Command) {
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs in the forked child before exec and only makes two
+    // async-signal-safe system calls.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("parent exited before exec"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends `signal` to a process group; a group that is already gone is not an error.
+pub fn signal_group(pgid: i32, signal: Signal) {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pgid, %signal, error = %e, "could not signal process group"),
+    }
+}
+
+/// SIGTERM to the group, up to `grace` for the leader to exit, then SIGKILL to the group
+/// and reap. Returns once the leader is reaped; survivors in the group are killed too.
+pub async fn terminate_group(child: &mut Child, pgid: i32, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        signal_group(pgid, Signal::SIGKILL);
+        return;
+    }
+    signal_group(pgid, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        signal_group(pgid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    signal_group(pgid, Signal::SIGKILL);
+}
+
+/// A process's start time in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+/// Together with the pid it names one process, immune to pid reuse.
+pub fn process_start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+fn process_group_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(2)?.parse().ok()
+}
+
+/// Processes in group `pgid` that started no earlier than `since_ticks`: what is left of an
+/// attempt whose leader was started at `since_ticks`. Pids of unrelated, older processes
+/// that happen to share the number are never included.
+pub fn group_members(pgid: i32, since_ticks: u64) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| process_group_of(pid) == Some(pgid))
+        .filter(|&pid| process_start_ticks(pid).is_some_and(|t| t >= since_ticks))
+        .collect()
+}
+
+/// Kills whatever remains of an attempt run by an earlier incarnation. Returns how many
+/// processes were signalled.
+pub fn kill_stale_group(pgid: i32, since_ticks: u64) -> usize {
+    let members = group_members(pgid, since_ticks);
+    for &pid in &members {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    members.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_start_time_and_group() {
+        let me = std::process::id() as i32;
+        assert!(process_start_ticks(me).is_some());
+        let pgid = nix::unistd::getpgrp().as_raw();
+        assert_eq!(process_group_of(me), Some(pgid));
+        assert!(group_members(pgid, 0).contains(&me));
+        assert!(!group_members(pgid, u64::MAX).contains(&me));
+    }
+}

@@ -1,0 +1,143 @@
+//! The directories of one attempt: a private `HOME` (so concurrent CLIs never share
+//! `~/.claude.json`), a working directory, and the session transcript the CLI keeps there.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub root: PathBuf,
+    pub home: PathBuf,
+    pub tmp: PathBuf,
+    /// The CLI's working directory, canonical (the CLI keys sessions by it).
+    pub cwd: PathBuf,
+}
+
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+impl Workspace {
+    /// Creates `<attempts_dir>/<name>/{home,tmp,work}`. The job's `cwd`, when given and
+    /// already checked against the roots, replaces `work`.
+    pub fn create(attempts_dir: &Path, name: &str, cwd: Option<&Path>) -> std::io::Result<Self> {
+        let root = attempts_dir.join(name);
+        if root.exists() {
+            // A leftover of an earlier run of the same attempt number: start clean.
+            std::fs::remove_dir_all(&root)?;
+        }
+        let home = root.join("home");
+        let tmp = root.join("tmp");
+        let work = root.join("work");
+        for d in [&home, &tmp, &work] {
+            private_dir(d)?;
+        }
+        let cwd = match cwd {
+            Some(c) => c.canonicalize()?,
+            None => work.canonicalize()?,
+        };
+        Ok(Self {
+            root: root.canonicalize()?,
+            home: home.canonicalize()?,
+            tmp,
+            cwd,
+        })
+    }
+
+    /// Writes a file only this user can read, for content that must stay out of argv.
+    pub fn private_file(&self, name: &str, contents: &[u8]) -> std::io::Result<PathBuf> {
+        let path = self.root.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(contents)?;
+        Ok(path)
+    }
+
+    /// Where the CLI keeps the transcript of `session_id` for this working directory.
+    pub fn transcript_path(&self, session_id: &str) -> PathBuf {
+        self.home
+            .join(".claude/projects")
+            .join(project_dir_name(&self.cwd))
+            .join(format!("{session_id}.jsonl"))
+    }
+
+    pub fn restore_transcript(&self, session_id: &str, transcript: &[u8]) -> std::io::Result<()> {
+        let path = self.transcript_path(session_id);
+        if let Some(parent) = path.parent() {
+            private_dir(parent)?;
+        }
+        std::fs::write(path, transcript)
+    }
+
+    pub fn remove(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.root) {
+            tracing::warn!(path = %self.root.display(), error = %e, "could not remove attempt workspace");
+        }
+    }
+}
+
+/// The CLI names a project directory after the cwd with every non-alphanumeric character
+/// replaced by '-' (observed: `/tmp/lab/my_dir.x y` → `-tmp-lab-my-dir-x-y`).
+pub fn project_dir_name(cwd: &Path) -> String {
+    cwd.to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+/// Whether `path` lies inside one of `roots`, after resolving symlinks and `..`.
+pub fn inside_roots(path: &Path, roots: &[PathBuf]) -> std::io::Result<PathBuf> {
+    let real = path.canonicalize()?;
+    if !real.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory",
+            path.display()
+        )));
+    }
+    for root in roots {
+        if let Ok(root) = root.canonicalize()
+            && real.starts_with(&root)
+        {
+            return Ok(real);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "{} is outside the configured workspace roots",
+            path.display()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_dir_matches_the_cli() {
+        assert_eq!(
+            project_dir_name(Path::new("/tmp/lab/my_dir.x y")),
+            "-tmp-lab-my-dir-x-y"
+        );
+    }
+
+    #[test]
+    fn roots_are_enforced_after_resolving() {
+        let root = tempfile::tempdir().unwrap();
+        let inner = root.path().join("a");
+        std::fs::create_dir(&inner).unwrap();
+        let roots = vec![root.path().to_path_buf()];
+        assert!(inside_roots(&inner, &roots).is_ok());
+        let escape = inner.join("../..");
+        assert!(inside_roots(&escape, &roots).is_err());
+        assert!(inside_roots(Path::new("/definitely/missing"), &roots).is_err());
+    }
+}

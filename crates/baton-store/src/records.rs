@@ -1,0 +1,136 @@
+//! The rows the store hands out and takes in.
+
+use baton_core::{ErrorKind, JobId, JobSpec, JobState, Transition};
+use serde_json::Value;
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub project_id: String,
+    pub spec: JobSpec,
+    pub run_at: i64,
+    /// `(Idempotency-Key, hash of the request body)`.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone)]
+pub enum Inserted {
+    New(JobRecord),
+    /// The same key with the same body was seen before: this is the original job.
+    Replayed(JobRecord),
+    /// The same key was used with a different body.
+    KeyReused,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub project_id: String,
+    pub state: JobState,
+    pub priority: i32,
+    pub run_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// Attempts claimed so far; the current attempt's number, and its fencing token.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub spec: JobSpec,
+    /// The Claude session the job runs in, once known.
+    pub session_id: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub cancel_requested: bool,
+    pub last_seq: i64,
+    pub outcome: Option<Value>,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// A claimed job: its attempt number is the fencing token every later write must carry.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub job: JobRecord,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub seq: i64,
+    pub attempt: u32,
+    pub at: i64,
+    pub kind: String,
+    pub data: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: String,
+    pub data: Value,
+}
+
+impl NewEvent {
+    pub fn new(kind: impl Into<String>, data: Value) -> Self {
+        Self {
+            kind: kind.into(),
+            data,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub incarnation: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub pid: Option<i32>,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    /// A completion arrived from this attempt after it had lost the job, and was refused.
+    pub fenced: bool,
+}
+
+/// The end of an attempt, as decided by the engine.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub transition: Transition,
+    /// For a retry: when the next attempt is due.
+    pub run_at: Option<i64>,
+    pub outcome: Option<Value>,
+    pub error: Option<(ErrorKind, String)>,
+    /// The lifecycle event recorded with the change.
+    pub event: NewEvent,
+}
+
+/// A running attempt whose owner is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Orphan {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub pid: Option<i32>,
+    pub pid_start: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub project_id: String,
+    pub state: Option<JobState>,
+    pub session_id: Option<String>,
+    /// Only jobs created before this one (ids sort by creation).
+    pub before: Option<JobId>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: String,
+    pub project_id: String,
+    pub transcript: Vec<u8>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_job_id: Option<String>,
+}

@@ -1,0 +1,761 @@
+//! The SQLite implementation.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use baton_core::{ErrorKind, JobId, JobSpec, JobState, Transition};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::migrations;
+use crate::records::*;
+use crate::{Result, StoreError};
+
+/// The handle every other crate uses. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    /// One connection: all writes are serialized here, in process.
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+const JOB_COLUMNS: &str = "id, project_id, state, priority, run_at, created_at, updated_at, \
+    started_at, finished_at, attempt, max_attempts, spec, session_id, lease_owner, \
+    lease_expires_at, cancel_requested, last_seq, outcome, error_type, error_message";
+
+impl Store {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode: a commit survives a process crash; only an OS crash can
+            // lose the last transactions, and never corrupts the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("temp_store", "memory");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.read_only(true))
+            .await?;
+        // The read pool is opened after the writer, so the file and its WAL exist.
+        let store = Self { write, read };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                .fetch_one(&mut *tx)
+                .await?;
+        let known = migrations::SQLITE.len() as i64;
+        if current > known {
+            return Err(StoreError::Conflict(format!(
+                "the database schema is version {current}, newer than this Baton ({known}); upgrade Baton"
+            )));
+        }
+        for (i, sql) in migrations::SQLITE.iter().enumerate().skip(current as usize) {
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)")
+                .bind(i as i64 + 1)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A cheap round trip, for health checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    pub async fn register_incarnation(
+        &self,
+        id: &str,
+        node_id: &str,
+        pid: u32,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO incarnations (id, node_id, pid, started_at) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(node_id)
+            .bind(pid as i64)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn stop_incarnation(&self, id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE incarnations SET stopped_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Inserts a job and its `job.queued` event, or finds the job an earlier request with
+    /// the same idempotency key created.
+    pub async fn insert_job(&self, job: NewJob, now: i64) -> Result<Inserted> {
+        let spec =
+            serde_json::to_string(&job.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (key, hash) = job.idempotency.clone().unzip();
+        let mut tx = self.write.begin().await?;
+        if let Some(key) = &key {
+            let existing = sqlx::query(
+                "SELECT id, request_hash FROM jobs WHERE project_id = ? AND idempotency_key = ?",
+            )
+            .bind(&job.project_id)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = existing {
+                let id: String = row.get(0);
+                let stored_hash: Option<String> = row.get(1);
+                drop(tx);
+                if stored_hash != hash {
+                    return Ok(Inserted::KeyReused);
+                }
+                let id = JobId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                return self.get_job(id).await.map(Inserted::Replayed);
+            }
+        }
+        let session = job.spec.session.owned_session().map(|s| s.to_string());
+        sqlx::query(
+            "INSERT INTO jobs (id, project_id, state, priority, run_at, created_at, updated_at, \
+             max_attempts, spec, session_id, last_seq, idempotency_key, request_hash) \
+             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        )
+        .bind(job.id.to_string())
+        .bind(&job.project_id)
+        .bind(job.spec.priority)
+        .bind(job.run_at)
+        .bind(now)
+        .bind(now)
+        .bind(job.spec.retry.max_attempts as i64)
+        .bind(&spec)
+        .bind(&session)
+        .bind(&key)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(
+            &mut tx,
+            &job.id.to_string(),
+            &job.project_id,
+            1,
+            0,
+            now,
+            &NewEvent::new("job.queued", serde_json::json!({"state": "queued"})),
+        )
+        .await?;
+        tx.commit().await?;
+        self.get_job(job.id).await.map(Inserted::New)
+    }
+
+    pub async fn get_job(&self, id: JobId) -> Result<JobRecord> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+        job_from_row(&row)
+    }
+
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
+        let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE project_id = ?");
+        if filter.state.is_some() {
+            sql.push_str(" AND state = ?");
+        }
+        if filter.session_id.is_some() {
+            sql.push_str(" AND session_id = ?");
+        }
+        if filter.before.is_some() {
+            sql.push_str(" AND id < ?");
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&filter.project_id);
+        if let Some(state) = filter.state {
+            q = q.bind(state.as_str());
+        }
+        if let Some(session) = &filter.session_id {
+            q = q.bind(session.clone());
+        }
+        if let Some(before) = filter.before {
+            q = q.bind(before.to_string());
+        }
+        let rows = q.bind(filter.limit as i64).fetch_all(&self.read).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Claims up to `limit` due jobs for `incarnation`, each with a lease until
+    /// `now + lease_ms`. A job whose session already has a running attempt is skipped, so
+    /// at most one attempt per session runs at a time.
+    pub async fn claim(
+        &self,
+        incarnation: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Claimed>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let candidates = sqlx::query(
+            "SELECT id, session_id FROM jobs j WHERE state = 'queued' AND run_at <= ? \
+             AND (session_id IS NULL OR NOT EXISTS \
+                  (SELECT 1 FROM jobs r WHERE r.session_id = j.session_id AND r.state = 'running')) \
+             ORDER BY priority DESC, run_at, id LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit as i64 * 2)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut sessions = std::collections::HashSet::new();
+        let mut claimed = Vec::new();
+        for row in candidates {
+            if claimed.len() as u32 >= limit {
+                break;
+            }
+            let id: String = row.get(0);
+            let session: Option<String> = row.get(1);
+            if let Some(s) = session
+                && !sessions.insert(s)
+            {
+                continue;
+            }
+            let next = JobState::Queued
+                .apply(Transition::Claim)
+                .map_err(|e| StoreError::Conflict(e.to_string()))?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE jobs SET state = ?, attempt = attempt + 1, lease_owner = ?, \
+                 lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, \
+                 last_seq = last_seq + 1 WHERE id = ? AND state = 'queued' RETURNING {JOB_COLUMNS}"
+            )))
+            .bind(next.as_str())
+            .bind(incarnation)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(now)
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let job = job_from_row(&row)?;
+            sqlx::query(
+                "INSERT INTO attempts (job_id, attempt, project_id, incarnation, started_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&id)
+            .bind(job.attempt as i64)
+            .bind(&job.project_id)
+            .bind(incarnation)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let event = NewEvent::new(
+                "attempt.started",
+                serde_json::json!({"attempt": job.attempt, "incarnation": incarnation}),
+            );
+            insert_event(
+                &mut tx,
+                &id,
+                &job.project_id,
+                job.last_seq,
+                job.attempt,
+                now,
+                &event,
+            )
+            .await?;
+            claimed.push(Claimed { job });
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Records the process that runs an attempt, so that a restarted node can kill it.
+    pub async fn record_pid(
+        &self,
+        job: JobId,
+        attempt: u32,
+        pid: i32,
+        pid_start: u64,
+    ) -> Result<()> {
+        sqlx::query("UPDATE attempts SET pid = ?, pid_start = ? WHERE job_id = ? AND attempt = ?")
+            .bind(pid as i64)
+            .bind(pid_start as i64)
+            .bind(job.to_string())
+            .bind(attempt as i64)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Extends an attempt's lease. Returns whether a cancel was requested, or `Fenced` if
+    /// the attempt lost the job.
+    pub async fn renew_lease(
+        &self,
+        job: JobId,
+        attempt: u32,
+        incarnation: &str,
+        expires_at: i64,
+    ) -> Result<bool> {
+        let row = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND state = 'running' \
+             AND attempt = ? AND lease_owner = ? RETURNING cancel_requested",
+        )
+        .bind(expires_at)
+        .bind(job.to_string())
+        .bind(attempt as i64)
+        .bind(incarnation)
+        .fetch_optional(&self.write)
+        .await?;
+        match row {
+            Some(r) => Ok(r.get::<i64, _>(0) != 0),
+            None => Err(fenced(job, attempt)),
+        }
+    }
+
+    /// Appends events for a running attempt, in one transaction (group commit). Refused
+    /// with `Fenced` when the attempt no longer owns the job, so a zombie cannot write.
+    pub async fn append_events(
+        &self,
+        job: JobId,
+        attempt: u32,
+        events: &[NewEvent],
+        now: i64,
+    ) -> Result<i64> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query(
+            "UPDATE jobs SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? \
+             AND state = 'running' AND attempt = ? RETURNING last_seq, project_id",
+        )
+        .bind(events.len() as i64)
+        .bind(now)
+        .bind(job.to_string())
+        .bind(attempt as i64)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| fenced(job, attempt))?;
+        let last: i64 = row.get(0);
+        let project: String = row.get(1);
+        let first = last - events.len() as i64 + 1;
+        let id = job.to_string();
+        for (i, event) in events.iter().enumerate() {
+            insert_event(
+                &mut tx,
+                &id,
+                &project,
+                first + i as i64,
+                attempt,
+                now,
+                event,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(last)
+    }
+
+    /// Records the session id the CLI announced, so later resumes of it wait their turn.
+    pub async fn set_session_id(&self, job: JobId, attempt: u32, session: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE jobs SET session_id = ? WHERE id = ? AND state = 'running' AND attempt = ?",
+        )
+        .bind(session)
+        .bind(job.to_string())
+        .bind(attempt as i64)
+        .execute(&self.write)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(fenced(job, attempt));
+        }
+        Ok(())
+    }
+
+    /// Ends an attempt: moves the job by `finish.transition` if, and only if, this attempt
+    /// still owns it. A refused completion is recorded on the attempt and reported as
+    /// `Fenced`.
+    pub async fn finish_attempt(
+        &self,
+        job: JobId,
+        attempt: u32,
+        finish: &Finish,
+        now: i64,
+    ) -> Result<JobRecord> {
+        let next = JobState::Running
+            .apply(finish.transition)
+            .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        let finished_at = next.is_terminal().then_some(now);
+        let outcome = finish.outcome.as_ref().map(Value::to_string);
+        let (error_type, error_message) = match &finish.error {
+            Some((kind, message)) => (Some(kind.as_str()), Some(message.as_str())),
+            None => (None, None),
+        };
+        let id = job.to_string();
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET state = ?, run_at = COALESCE(?, run_at), finished_at = ?, \
+             outcome = COALESCE(?, outcome), error_type = ?, error_message = ?, lease_owner = NULL, \
+             lease_expires_at = NULL, updated_at = ?, last_seq = last_seq + 1 \
+             WHERE id = ? AND state = 'running' AND attempt = ? RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(next.as_str())
+        .bind(finish.run_at)
+        .bind(finished_at)
+        .bind(&outcome)
+        .bind(error_type)
+        .bind(error_message)
+        .bind(now)
+        .bind(&id)
+        .bind(attempt as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            sqlx::query("UPDATE attempts SET fenced = 1 WHERE job_id = ? AND attempt = ?")
+                .bind(&id)
+                .bind(attempt as i64)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Err(fenced(job, attempt));
+        };
+        let record = job_from_row(&row)?;
+        sqlx::query(
+            "UPDATE attempts SET finished_at = ?, error_type = ?, error_message = ? \
+             WHERE job_id = ? AND attempt = ?",
+        )
+        .bind(now)
+        .bind(error_type)
+        .bind(error_message)
+        .bind(&id)
+        .bind(attempt as i64)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(
+            &mut tx,
+            &id,
+            &record.project_id,
+            record.last_seq,
+            attempt,
+            now,
+            &finish.event,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// Cancels a job. A queued job is cancelled at once; a running one is flagged, and its
+    /// supervisor kills the process and records the end. Returns the job as it now stands.
+    pub async fn cancel(&self, job: JobId, now: i64) -> Result<JobRecord> {
+        let id = job.to_string();
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query("SELECT state, project_id FROM jobs WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+        let state = parse_state(row.get(0))?;
+        let project: String = row.get(1);
+        match state {
+            JobState::Queued => {
+                let next = state
+                    .apply(Transition::Cancel)
+                    .map_err(|e| StoreError::Conflict(e.to_string()))?;
+                let seq: i64 = sqlx::query_scalar(
+                    "UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?, error_type = 'cancelled', \
+                     error_message = 'cancelled before it started', last_seq = last_seq + 1 \
+                     WHERE id = ? AND state = 'queued' RETURNING last_seq",
+                )
+                .bind(next.as_str())
+                .bind(now)
+                .bind(now)
+                .bind(&id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let event =
+                    NewEvent::new("job.cancelled", serde_json::json!({"state": "cancelled"}));
+                insert_event(&mut tx, &id, &project, seq, 0, now, &event).await?;
+            }
+            JobState::Running => {
+                sqlx::query("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?")
+                    .bind(now)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            finished => {
+                return Err(StoreError::Conflict(format!(
+                    "job {id} is already {finished} and cannot be cancelled"
+                )));
+            }
+        }
+        tx.commit().await?;
+        self.get_job(job).await
+    }
+
+    pub async fn list_events(
+        &self,
+        job: JobId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, attempt, at, kind, data FROM events WHERE job_id = ? AND seq > ? \
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(job.to_string())
+        .bind(after_seq)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let data: String = r.get(4);
+                Ok(EventRecord {
+                    seq: r.get(0),
+                    attempt: r.get::<i64, _>(1) as u32,
+                    at: r.get(2),
+                    kind: r.get(3),
+                    data: serde_json::from_str(&data)
+                        .map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn list_attempts(&self, job: JobId) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query(
+            "SELECT attempt, incarnation, started_at, finished_at, pid, error_type, error_message, fenced \
+             FROM attempts WHERE job_id = ? ORDER BY attempt",
+        )
+        .bind(job.to_string())
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AttemptRecord {
+                attempt: r.get::<i64, _>(0) as u32,
+                incarnation: r.get(1),
+                started_at: r.get(2),
+                finished_at: r.get(3),
+                pid: r.get::<Option<i64>, _>(4).map(|p| p as i32),
+                error_type: r.get(5),
+                error_message: r.get(6),
+                fenced: r.get::<i64, _>(7) != 0,
+            })
+            .collect())
+    }
+
+    /// Running attempts owned by earlier incarnations of `node_id`: their process died
+    /// with it (or must be killed), and they can be rescued at once.
+    pub async fn orphans_of_node(&self, node_id: &str, current: &str) -> Result<Vec<Orphan>> {
+        let rows = sqlx::query(
+            "SELECT j.id, j.attempt, j.max_attempts, a.pid, a.pid_start FROM jobs j \
+             LEFT JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt \
+             WHERE j.state = 'running' AND j.lease_owner != ? AND j.lease_owner IN \
+             (SELECT id FROM incarnations WHERE node_id = ?)",
+        )
+        .bind(current)
+        .bind(node_id)
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter().map(orphan_from_row).collect()
+    }
+
+    /// Running attempts whose lease ran out before `now`.
+    pub async fn expired_leases(&self, now: i64) -> Result<Vec<Orphan>> {
+        let rows = sqlx::query(
+            "SELECT j.id, j.attempt, j.max_attempts, a.pid, a.pid_start FROM jobs j \
+             LEFT JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt \
+             WHERE j.state = 'running' AND j.lease_expires_at < ?",
+        )
+        .bind(now)
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter().map(orphan_from_row).collect()
+    }
+
+    /// The earliest `run_at` of a queued job, so the dispatcher knows when to wake.
+    pub async fn next_run_at(&self) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(run_at) FROM jobs WHERE state = 'queued'")
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+
+    pub async fn count_by_state(&self, project_id: &str) -> Result<Vec<(JobState, i64)>> {
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) FROM jobs WHERE project_id = ? GROUP BY state")
+                .bind(project_id)
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((parse_state(r.get(0))?, r.get(1))))
+            .collect()
+    }
+
+    /// Stores a session's transcript after an attempt, so any later job can resume it.
+    pub async fn save_session(
+        &self,
+        project_id: &str,
+        session_id: &str,
+        transcript: &[u8],
+        job: JobId,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, project_id, transcript, created_at, updated_at, last_job_id) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET transcript = excluded.transcript, \
+             updated_at = excluded.updated_at, last_job_id = excluded.last_job_id",
+        )
+        .bind(session_id)
+        .bind(project_id)
+        .bind(transcript)
+        .bind(now)
+        .bind(now)
+        .bind(job.to_string())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_session(&self, project_id: &str, session_id: &str) -> Result<SessionRecord> {
+        let row = sqlx::query(
+            "SELECT id, project_id, transcript, created_at, updated_at, last_job_id FROM sessions \
+             WHERE id = ? AND project_id = ?",
+        )
+        .bind(session_id)
+        .bind(project_id)
+        .fetch_optional(&self.write)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("session {session_id}")))?;
+        Ok(SessionRecord {
+            id: row.get(0),
+            project_id: row.get(1),
+            transcript: row.get(2),
+            created_at: row.get(3),
+            updated_at: row.get(4),
+            last_job_id: row.get(5),
+        })
+    }
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'_, Sqlite>,
+    job: &str,
+    project: &str,
+    seq: i64,
+    attempt: u32,
+    now: i64,
+    event: &NewEvent,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(job)
+    .bind(seq)
+    .bind(project)
+    .bind(attempt as i64)
+    .bind(now)
+    .bind(&event.kind)
+    .bind(event.data.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn fenced(job: JobId, attempt: u32) -> StoreError {
+    StoreError::Fenced {
+        job: job.to_string(),
+        attempt,
+    }
+}
+
+fn parse_state(s: String) -> Result<JobState> {
+    JobState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown job state {s:?}")))
+}
+
+fn orphan_from_row(r: &SqliteRow) -> Result<Orphan> {
+    let id: String = r.get(0);
+    Ok(Orphan {
+        job_id: JobId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        attempt: r.get::<i64, _>(1) as u32,
+        max_attempts: r.get::<i64, _>(2) as u32,
+        pid: r.get::<Option<i64>, _>(3).map(|p| p as i32),
+        pid_start: r.get::<Option<i64>, _>(4).map(|p| p as u64),
+    })
+}
+
+fn job_from_row(r: &SqliteRow) -> Result<JobRecord> {
+    let id: String = r.get("id");
+    let spec: String = r.get("spec");
+    let outcome: Option<String> = r.get("outcome");
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Corrupt(format!("job {id}: {what}: {e}"))
+    };
+    let spec: JobSpec = serde_json::from_str(&spec).map_err(|e| corrupt("spec", &e))?;
+    let outcome = outcome
+        .map(|o| serde_json::from_str::<Value>(&o))
+        .transpose()
+        .map_err(|e| corrupt("outcome", &e))?;
+    let error_type: Option<String> = r.get("error_type");
+    if let Some(t) = &error_type
+        && ErrorKind::parse(t).is_none()
+    {
+        return Err(corrupt("error_type", t));
+    }
+    Ok(JobRecord {
+        id: JobId::parse(&id).map_err(|e| corrupt("id", &e))?,
+        project_id: r.get("project_id"),
+        state: parse_state(r.get("state"))?,
+        priority: r.get::<i64, _>("priority") as i32,
+        run_at: r.get("run_at"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+        started_at: r.get("started_at"),
+        finished_at: r.get("finished_at"),
+        attempt: r.get::<i64, _>("attempt") as u32,
+        max_attempts: r.get::<i64, _>("max_attempts") as u32,
+        spec,
+        session_id: r.get("session_id"),
+        lease_owner: r.get("lease_owner"),
+        lease_expires_at: r.get("lease_expires_at"),
+        cancel_requested: r.get::<i64, _>("cancel_requested") != 0,
+        last_seq: r.get("last_seq"),
+        outcome,
+        error_type,
+        error_message: r.get("error_message"),
+    })
+}

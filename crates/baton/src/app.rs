@@ -1,0 +1,170 @@
+//! Wiring: configuration in, a running server out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use baton_api::{ApiConfig, AppState};
+use baton_core::{DEFAULT_PROJECT, Limits};
+use baton_engine::{Engine, EngineConfig, SystemClock};
+use baton_runner::RunnerConfig;
+use baton_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+pub struct App {
+    listener: TcpListener,
+    engine: Engine,
+    state: AppState,
+    shutdown: CancellationToken,
+    drain_timeout: Duration,
+}
+
+/// The stable id of this node, kept in the data directory so that a restarted server
+/// recognizes the attempts its previous incarnation left running.
+fn node_id(config: &Config) -> anyhow::Result<String> {
+    let path = config.data_dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = format!("node-{}", baton_core::JobId::new());
+            std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+    }
+}
+
+pub fn runner_config(config: &Config) -> RunnerConfig {
+    let mut r = RunnerConfig::new(
+        config.resolve_claude_bin(),
+        config.data_dir.join("attempts"),
+    );
+    r.workspace_roots = config.workspace_roots.clone();
+    r.env_passthrough = config.env_passthrough.clone();
+    r.env = config
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    r.silence_timeout = Duration::from_secs(config.silence_timeout_seconds);
+    r.result_grace = Duration::from_secs(config.result_grace_seconds);
+    r.kill_grace = Duration::from_secs(config.kill_grace_seconds);
+    r.max_line_bytes = config.max_line_bytes;
+    r.max_stderr_bytes = config.max_stderr_bytes;
+    r.keep_workspaces = config.keep_workspaces;
+    r
+}
+
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let db = config.data_dir.join("baton.db");
+    Store::open(&db)
+        .await
+        .with_context(|| format!("opening the database {}", db.display()))
+}
+
+impl App {
+    /// Opens the store, starts the engine (rescuing what a previous incarnation left
+    /// running) and binds the listener. Port 0 picks a free port.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = open_store(&config).await?;
+        let runner = runner_config(&config);
+        std::fs::create_dir_all(&runner.attempts_dir)
+            .with_context(|| format!("creating {}", runner.attempts_dir.display()))?;
+        let engine_cfg = EngineConfig {
+            node_id: node_id(&config)?,
+            max_concurrency: config.max_concurrency,
+            lease: Duration::from_secs(config.lease_seconds),
+            poll_interval: Duration::from_millis(config.poll_interval_ms),
+            drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
+            runner,
+        };
+        let engine = Engine::start(store, engine_cfg, Arc::new(SystemClock)).await?;
+        let shutdown = CancellationToken::new();
+        let api = ApiConfig {
+            limits: Limits {
+                max_prompt_chars: config.max_prompt_chars,
+                max_timeout_ms: config.max_timeout_ms,
+                default_timeout_ms: config.default_timeout_ms,
+                max_attempts: config.max_attempts_limit,
+            },
+            max_body_bytes: config.max_body_bytes,
+            project: DEFAULT_PROJECT.into(),
+        };
+        let state = AppState::new(engine.clone(), api, shutdown.clone());
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Ok(Self {
+            listener,
+            engine,
+            state,
+            shutdown,
+            drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Serves until `stop` is cancelled, then drains: the API stops accepting, SSE streams
+    /// end, the dispatcher stops claiming, running attempts get the drain timeout to finish
+    /// and the rest are stopped and requeued.
+    pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let router = baton_api::router(self.state.clone());
+        let shutdown = self.shutdown.clone();
+        let engine = self.engine.clone();
+        let dispatcher = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { engine.run(shutdown).await }
+        });
+        let http_shutdown = shutdown.clone();
+        let server = axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+        let server = tokio::spawn(async move { server.await });
+        stop.cancelled().await;
+        tracing::info!("shutting down: draining");
+        shutdown.cancel();
+        // Requests such as `?wait=` may still be open; they get the drain timeout too.
+        match tokio::time::timeout(self.drain_timeout + Duration::from_secs(5), server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+            Err(_) => {
+                tracing::warn!("HTTP connections still open after the drain timeout; closing")
+            }
+        }
+        dispatcher.await.context("dispatcher task")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves when the process receives SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals; stop Baton with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

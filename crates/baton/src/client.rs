@@ -1,0 +1,330 @@
+//! The command-line client: `baton run`, `baton jobs …`, over the HTTP API.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+/// Exit statuses of `baton run`, so scripts can tell outcomes apart.
+pub mod exit {
+    pub const COMPLETED: i32 = 0;
+    pub const FAILED: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const CANCELLED: i32 = 3;
+}
+
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// One server-sent event.
+#[derive(Debug, Default, Clone)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl Client {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .context("building the HTTP client")?,
+        })
+    }
+
+    async fn check(resp: reqwest::Response) -> anyhow::Result<Value> {
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["error"]["message"].as_str().unwrap_or("no message");
+            let kind = body["error"]["type"].as_str().unwrap_or("error");
+            bail!("{status}: {kind}: {message}");
+        }
+        Ok(body)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("connecting to Baton at {}", self.base))?;
+        Self::check(resp).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("connecting to Baton at {}", self.base))?;
+        Self::check(resp).await
+    }
+
+    /// Follows a job's events until its terminal event, calling `on_event` for each.
+    pub async fn follow(
+        &self,
+        job: &str,
+        mut on_event: impl FnMut(&SseEvent),
+    ) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/jobs/{job}/events", self.base))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .context("opening the event stream")?;
+        if !resp.status().is_success() {
+            Self::check(resp).await?;
+            return Ok(());
+        }
+        let mut stream = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut current = SseEvent::default();
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk.context("reading the event stream")?);
+            while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches(['\n', '\r']);
+                if line.is_empty() {
+                    if !current.data.is_empty() || current.event.is_some() {
+                        on_event(&current);
+                    }
+                    current = SseEvent::default();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    if !current.data.is_empty() {
+                        current.data.push('\n');
+                    }
+                    current.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    current.event = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    current.id = Some(v.trim().to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub struct RunOptions {
+    pub prompt: String,
+    pub model: Option<String>,
+    pub allowed_tools: Vec<String>,
+    pub cwd: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub resume: Option<String>,
+    pub max_turns: Option<u32>,
+    pub json: bool,
+}
+
+/// Progress on stderr while a job runs, only when stderr is a terminal.
+struct Progress {
+    enabled: bool,
+    turns: u64,
+    state: String,
+}
+
+impl Progress {
+    fn show(&self, job: &str) {
+        if self.enabled {
+            let mut err = std::io::stderr();
+            let _ = write!(
+                err,
+                "\r\x1b[2K{} {} · {} events",
+                &job[..8.min(job.len())],
+                self.state,
+                self.turns
+            );
+            let _ = err.flush();
+        }
+    }
+
+    fn clear(&self) {
+        if self.enabled {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+    }
+}
+
+pub async fn run(client: &Client, opts: RunOptions) -> anyhow::Result<i32> {
+    let mut body = json!({"prompt": opts.prompt});
+    if let Some(m) = opts.model {
+        body["model"] = json!(m);
+    }
+    if !opts.allowed_tools.is_empty() {
+        body["allowed_tools"] = json!(opts.allowed_tools);
+    }
+    if let Some(c) = opts.cwd {
+        body["cwd"] = json!(c);
+    }
+    if let Some(t) = opts.timeout_ms {
+        body["timeout_ms"] = json!(t);
+    }
+    if let Some(r) = opts.resume {
+        body["session"] = json!({"resume": r});
+    }
+    if let Some(n) = opts.max_turns {
+        body["max_turns"] = json!(n);
+    }
+    let job = client.post("/v1/jobs", &body).await?;
+    let id = job["id"]
+        .as_str()
+        .context("the server answered without a job id")?
+        .to_string();
+    let mut progress = Progress {
+        enabled: std::io::stderr().is_terminal() && !opts.json,
+        turns: 0,
+        state: "queued".into(),
+    };
+    progress.show(&id);
+    client
+        .follow(&id, |e| {
+            progress.turns += 1;
+            match e.event.as_deref() {
+                Some("attempt.started") => progress.state = "running".into(),
+                Some("attempt.failed") => progress.state = "retrying".into(),
+                _ => {}
+            }
+            progress.show(&id);
+        })
+        .await?;
+    progress.clear();
+    let job = client.get(&format!("/v1/jobs/{id}")).await?;
+    let state = job["state"].as_str().unwrap_or("unknown");
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&job)?);
+    } else if state == "completed" {
+        let text = match &job["structured_output"] {
+            Value::Null => job["result"].as_str().unwrap_or_default().to_string(),
+            v => v.to_string(),
+        };
+        println!("{text}");
+    } else {
+        eprintln!(
+            "job {id} {state}: {}: {}",
+            job["error"]["type"].as_str().unwrap_or("?"),
+            job["error"]["message"].as_str().unwrap_or("")
+        );
+    }
+    Ok(match state {
+        "completed" => exit::COMPLETED,
+        "cancelled" => exit::CANCELLED,
+        _ => exit::FAILED,
+    })
+}
+
+fn excerpt(s: &str, n: usize) -> String {
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() > n {
+        format!("{}…", one_line.chars().take(n - 1).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+pub async fn jobs_ls(client: &Client, state: Option<String>, limit: u32) -> anyhow::Result<()> {
+    let mut path = format!("/v1/jobs?limit={limit}");
+    if let Some(s) = state {
+        path.push_str(&format!("&state={s}"));
+    }
+    let list = client.get(&path).await?;
+    println!(
+        "{:<36}  {:<9}  {:<24}  {:>9}  PROMPT",
+        "ID", "STATE", "CREATED", "COST"
+    );
+    for j in list["data"].as_array().into_iter().flatten() {
+        let cost = j["total_cost_usd"]
+            .as_f64()
+            .map_or("-".to_string(), |c| format!("${c:.4}"));
+        println!(
+            "{:<36}  {:<9}  {:<24}  {:>9}  {}",
+            j["id"].as_str().unwrap_or(""),
+            j["state"].as_str().unwrap_or(""),
+            j["created_at"].as_str().unwrap_or(""),
+            cost,
+            excerpt(j["options"]["prompt"].as_str().unwrap_or(""), 50)
+        );
+    }
+    Ok(())
+}
+
+fn describe(kind: &str, data: &Value) -> String {
+    match kind {
+        "assistant" => data["message"]["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| match b["type"].as_str() {
+                Some("text") => excerpt(b["text"].as_str().unwrap_or(""), 100),
+                Some("tool_use") => format!(
+                    "tool_use {} {}",
+                    b["name"].as_str().unwrap_or("?"),
+                    excerpt(&b["input"].to_string(), 80)
+                ),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            })
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "result" => format!(
+            "{} is_error={} cost=${} {}",
+            data["subtype"].as_str().unwrap_or("?"),
+            data["is_error"],
+            data["total_cost_usd"],
+            excerpt(data["result"].as_str().unwrap_or(""), 80)
+        ),
+        _ => excerpt(&data.to_string(), 120),
+    }
+}
+
+pub async fn jobs_logs(client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
+    if follow {
+        return client
+            .follow(id, |e| {
+                let kind = e.event.as_deref().unwrap_or("message");
+                let data: Value =
+                    serde_json::from_str(&e.data).unwrap_or(Value::String(e.data.clone()));
+                println!(
+                    "{:>5}  {:<16} {}",
+                    e.id.as_deref().unwrap_or(""),
+                    kind,
+                    describe(kind, &data)
+                );
+            })
+            .await;
+    }
+    let mut after = 0;
+    loop {
+        let page = client
+            .get(&format!("/v1/jobs/{id}/events?format=json&after={after}"))
+            .await?;
+        for e in page["data"].as_array().into_iter().flatten() {
+            let kind = e["kind"].as_str().unwrap_or("");
+            println!(
+                "{:>5}  {:<16} {}",
+                e["seq"],
+                kind,
+                describe(kind, &e["data"])
+            );
+        }
+        match page["next_after"].as_i64() {
+            Some(n) if page["has_more"] == true => after = n,
+            _ => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,241 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use baton::client::{self, Client, RunOptions};
+use baton::{App, Config};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "baton",
+    version,
+    about = "Claude Code as a durable, observable worker behind an HTTP API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServerFlags {
+    /// Configuration file (default: ./baton.toml if present).
+    #[arg(long, env = "BATON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (loopback only).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory (default: $XDG_DATA_HOME/baton).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The claude executable (default: $CLAUDE_BIN, else claude on PATH).
+    #[arg(long)]
+    claude_bin: Option<PathBuf>,
+    /// Attempts running at once.
+    #[arg(long)]
+    max_concurrency: Option<usize>,
+    /// Any configuration key, as key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl ServerFlags {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut flags: Vec<(String, String)> = Vec::new();
+        if let Some(v) = &self.listen {
+            flags.push(("listen".into(), v.clone()));
+        }
+        if let Some(v) = &self.data_dir {
+            flags.push(("data_dir".into(), v.display().to_string()));
+        }
+        if let Some(v) = &self.claude_bin {
+            flags.push(("claude_bin".into(), v.display().to_string()));
+        }
+        if let Some(v) = self.max_concurrency {
+            flags.push(("max_concurrency".into(), v.to_string()));
+        }
+        for kv in &self.set {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+            flags.push((k.trim().into(), v.into()));
+        }
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Config::load(self.config.as_deref(), &env, &flags)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (API and workers) on this machine.
+    Serve(ServerFlags),
+    /// Submit a prompt, follow it, print the result. Exit 0 completed, 1 failed, 3 cancelled.
+    Run {
+        /// The prompt; `-` reads it from stdin.
+        prompt: String,
+        #[arg(long)]
+        model: Option<String>,
+        /// A tool the job may use without asking (repeatable).
+        #[arg(long = "allowed-tool")]
+        allowed_tools: Vec<String>,
+        #[arg(long)]
+        cwd: Option<String>,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Resume this session id.
+        #[arg(long)]
+        resume: Option<String>,
+        #[arg(long)]
+        max_turns: Option<u32>,
+        /// Print the finished job as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7847")]
+        server: String,
+    },
+    /// Inspect and control jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+        #[arg(
+            long,
+            env = "BATON_SERVER",
+            default_value = "http://127.0.0.1:7847",
+            global = true
+        )]
+        server: String,
+    },
+    /// Check the CLI, credentials, data directory and database.
+    Doctor(ServerFlags),
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List jobs, newest first.
+    Ls {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show one job as JSON.
+    Show { id: String },
+    /// Cancel a job.
+    Cancel { id: String },
+    /// Print a job's events; -f follows them live.
+    Logs {
+        id: String,
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let code = match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("baton: {e:#}");
+            client::exit::USAGE
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve(flags) => {
+            let config = flags.load()?;
+            init_tracing(&config.log);
+            let app = App::build(config).await?;
+            tracing::info!(address = %app.local_addr(), "baton listening");
+            let stop = CancellationToken::new();
+            let signal_stop = stop.clone();
+            tokio::spawn(async move {
+                baton::app::shutdown_signal().await;
+                signal_stop.cancel();
+            });
+            app.run_until_stopped(stop).await?;
+            Ok(0)
+        }
+        Command::Run {
+            prompt,
+            model,
+            allowed_tools,
+            cwd,
+            timeout_ms,
+            resume,
+            max_turns,
+            json,
+            server,
+        } => {
+            let prompt = if prompt == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .context("reading the prompt from stdin")?;
+                s
+            } else {
+                prompt
+            };
+            let client = Client::new(&server)?;
+            client::run(
+                &client,
+                RunOptions {
+                    prompt,
+                    model,
+                    allowed_tools,
+                    cwd,
+                    timeout_ms,
+                    resume,
+                    max_turns,
+                    json,
+                },
+            )
+            .await
+        }
+        Command::Jobs { command, server } => {
+            let client = Client::new(&server)?;
+            match command {
+                JobsCommand::Ls { state, limit } => client::jobs_ls(&client, state, limit).await?,
+                JobsCommand::Show { id } => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(
+                            &client.get(&format!("/v1/jobs/{id}")).await?
+                        )?
+                    )
+                }
+                JobsCommand::Cancel { id } => {
+                    let job = client
+                        .post(&format!("/v1/jobs/{id}/cancel"), &serde_json::json!({}))
+                        .await?;
+                    println!(
+                        "{} {}",
+                        job["id"].as_str().unwrap_or(&id),
+                        job["state"].as_str().unwrap_or("?")
+                    );
+                }
+                JobsCommand::Logs { id, follow } => client::jobs_logs(&client, &id, follow).await?,
+            }
+            Ok(0)
+        }
+        Command::Doctor(flags) => {
+            let config = flags.load()?;
+            Ok(if baton::doctor::doctor(&config).await {
+                0
+            } else {
+                1
+            })
+        }
+    }
+}
