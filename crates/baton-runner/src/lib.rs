@@ -464,40 +464,45 @@ fn decide(
     if stderr.contains("No conversation found") {
         return Some((ErrorKind::SessionNotFound, stderr_excerpt()));
     }
-    if !parsed_any && unparsed > 0 {
+    // Lines that are not stream-json and no result: whatever runs there does not speak
+    // the protocol (a wrong binary, a wrapper printing banners).
+    if unparsed > 0 {
+        let message = format!(
+            "the CLI printed {unparsed} lines that are not stream-json and no result ({exit})"
+        );
         return Some((
             ErrorKind::ProtocolError,
-            format!(
-                "the CLI printed no stream-json ({exit}): {}",
-                stderr_excerpt()
-            ),
+            with_stderr(message, &stderr_excerpt()),
         ));
     }
-    match status {
-        Some(s) if s.code().is_none() => Some((
+    let (kind, message) = match status {
+        Some(s) if s.code().is_none() => (
             ErrorKind::Crashed,
-            format!(
-                "the CLI died ({exit}) before its result. {}",
-                stderr_excerpt()
-            ),
-        )),
-        Some(s) if s.success() => Some((
+            format!("the CLI died ({exit}) before its result"),
+        ),
+        Some(s) if s.success() => (
             ErrorKind::NoResult,
             "the CLI exited without a result event".into(),
-        )),
+        ),
         // Exit 1 before any event, with an explanation on stderr: the CLI refused its
         // arguments or environment (unknown flag, root bypass, bad MCP config).
-        Some(_) if !parsed_any && !stderr.trim().is_empty() => Some((
+        Some(_) if !parsed_any && !stderr.trim().is_empty() => (
             ErrorKind::InvalidRequest,
-            format!("the CLI refused to start ({exit}): {}", stderr_excerpt()),
-        )),
-        _ => Some((
+            format!("the CLI refused to start ({exit})"),
+        ),
+        _ => (
             ErrorKind::Crashed,
-            format!(
-                "the CLI exited ({exit}) without a result. {}",
-                stderr_excerpt()
-            ),
-        )),
+            format!("the CLI exited ({exit}) without a result"),
+        ),
+    };
+    Some((kind, with_stderr(message, &stderr_excerpt())))
+}
+
+fn with_stderr(message: String, stderr: &str) -> String {
+    if stderr.is_empty() {
+        message
+    } else {
+        format!("{message}; stderr: {stderr}")
     }
 }
 

@@ -71,19 +71,22 @@ impl Client {
         Self::check(resp).await
     }
 
-    /// Follows a job's events until its terminal event, calling `on_event` for each.
+    /// Follows a job's events after `last_event_id` until the stream ends, calling
+    /// `on_event` for each; stops early when it returns false.
     pub async fn follow(
         &self,
         job: &str,
-        mut on_event: impl FnMut(&SseEvent),
+        last_event_id: Option<i64>,
+        mut on_event: impl FnMut(&SseEvent) -> bool,
     ) -> anyhow::Result<()> {
-        let resp = self
+        let mut req = self
             .http
             .get(format!("{}/v1/jobs/{job}/events", self.base))
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .context("opening the event stream")?;
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let resp = req.send().await.context("opening the event stream")?;
         if !resp.status().is_success() {
             Self::check(resp).await?;
             return Ok(());
@@ -98,8 +101,9 @@ impl Client {
                 let line = String::from_utf8_lossy(&line);
                 let line = line.trim_end_matches(['\n', '\r']);
                 if line.is_empty() {
-                    if !current.data.is_empty() || current.event.is_some() {
-                        on_event(&current);
+                    if (!current.data.is_empty() || current.event.is_some()) && !on_event(&current)
+                    {
+                        return Ok(());
                     }
                     current = SseEvent::default();
                 } else if let Some(v) = line.strip_prefix("data:") {
@@ -190,7 +194,7 @@ pub async fn run(client: &Client, opts: RunOptions) -> anyhow::Result<i32> {
     };
     progress.show(&id);
     client
-        .follow(&id, |e| {
+        .follow(&id, None, |e| {
             progress.turns += 1;
             match e.event.as_deref() {
                 Some("attempt.started") => progress.state = "running".into(),
@@ -198,6 +202,7 @@ pub async fn run(client: &Client, opts: RunOptions) -> anyhow::Result<i32> {
                 _ => {}
             }
             progress.show(&id);
+            true
         })
         .await?;
     progress.clear();
@@ -295,7 +300,7 @@ fn describe(kind: &str, data: &Value) -> String {
 pub async fn jobs_logs(client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
     if follow {
         return client
-            .follow(id, |e| {
+            .follow(id, None, |e| {
                 let kind = e.event.as_deref().unwrap_or("message");
                 let data: Value =
                     serde_json::from_str(&e.data).unwrap_or(Value::String(e.data.clone()));
@@ -305,6 +310,7 @@ pub async fn jobs_logs(client: &Client, id: &str, follow: bool) -> anyhow::Resul
                     kind,
                     describe(kind, &data)
                 );
+                true
             })
             .await;
     }

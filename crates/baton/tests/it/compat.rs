@@ -1,0 +1,134 @@
+//! The seed clients' requests, as their documents write them.
+
+use baton::client::Client;
+use serde_json::{Value, json};
+
+use crate::support::Server;
+
+/// Seed 000: submit with `POST /execute`, poll `GET /sessions/{id}` until completed or
+/// failed, read `response`.
+#[tokio::test]
+async fn pipeline_worker_submit_and_poll() {
+    let server = Server::start().await;
+    let (status, resp) = server
+        .post(
+            "/execute",
+            json!({"prompt": "FAKE text Analysis of error logs: 1. timeouts", "allowed_tools": ["Read", "Glob", "Grep"], "timeout": 120000}),
+        )
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["status"], "running");
+    let session_id = resp["session_id"].as_str().unwrap().to_string();
+    let status = loop {
+        let (code, status) = server.get(&format!("/sessions/{session_id}")).await;
+        assert_eq!(code, 200, "{status}");
+        if matches!(status["status"].as_str(), Some("completed" | "failed")) {
+            break status;
+        }
+        assert_eq!(status["status"], "running");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(status["session_id"], session_id.as_str());
+    assert_eq!(status["response"], "Analysis of error logs: 1. timeouts");
+    assert!(status["result"].is_object());
+    // The session id is the real Claude session: it can be resumed natively.
+    assert_eq!(status["result"]["session_id"], session_id.as_str());
+    assert_eq!(
+        status["result"]["options"]["allowed_tools"],
+        json!(["Read", "Glob", "Grep"])
+    );
+    assert_eq!(status["result"]["options"]["timeout_ms"], 120000);
+
+    let (_, failed) = server
+        .post("/execute", json!({"prompt": "FAKE api_error 401"}))
+        .await;
+    let sid = failed["session_id"].as_str().unwrap();
+    let status = loop {
+        let (_, s) = server.get(&format!("/sessions/{sid}")).await;
+        if s["status"] != "running" {
+            break s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status["status"], "failed");
+    server.stop().await;
+}
+
+/// Seed 003: health, chat, chat/stream and session continuity by `session_id`.
+#[tokio::test]
+async fn cli_wrapper_health_chat_stream_and_continuity() {
+    let server = Server::start().await;
+    let (status, health) = server.get("/v1/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["claude_version"], "2.1.197 (Claude Code)");
+
+    let (status, chat) = server
+        .post("/v1/chat", json!({"prompt": "What is 2+2?"}))
+        .await;
+    assert_eq!(status, 200, "{chat}");
+    assert_eq!(chat["result"], "fake answer to: What is 2+2?");
+    for key in ["session_id", "cost_usd", "usage", "model"] {
+        assert!(!chat[key].is_null(), "{key} missing: {chat}");
+    }
+    let (status, again) = server
+        .post(
+            "/v1/chat",
+            json!({"prompt": "What did I just ask?", "session_id": chat["session_id"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["session_id"], chat["session_id"]);
+    assert!(
+        again["result"].as_str().unwrap().contains("What is 2+2?"),
+        "{again}"
+    );
+
+    let (status, err) = server.post("/v1/chat", json!({"model": "sonnet"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["message"], "prompt is required");
+    let (status, err) = server
+        .post("/v1/chat", json!({"prompt": "FAKE api_error 401"}))
+        .await;
+    assert_eq!(status, 502, "{err}");
+    assert_eq!(err["error"]["job_error"]["type"], "authentication_error");
+
+    // The stream: data-only events, start, deltas, done.
+    let resp = server
+        .http
+        .post(format!("{}/v1/chat/stream", server.base))
+        .json(&json!({"prompt": "FAKE slow 3 20"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = resp.text().await.unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["start", "delta", "delta", "delta", "done"],
+        "{text}"
+    );
+    assert!(
+        !text.contains("event:"),
+        "the seed's client expects data-only events"
+    );
+    assert_eq!(events[1]["text"], "chunk 1");
+    assert_eq!(events[4]["result"], "chunk 3");
+    assert!(events[4]["cost_usd"].as_f64().unwrap() > 0.0);
+    assert_eq!(events[0]["session_id"], events[4]["session_id"]);
+    let _ = Client::new(&server.base).unwrap();
+    server.stop().await;
+}

@@ -1,0 +1,9 @@
+//! Baton end to end: a real server over HTTP, `fake-claude` as the CLI.
+
+mod api;
+mod compat;
+mod process;
+mod scenarios;
+mod sessions;
+mod sse;
+mod support;

@@ -1,0 +1,246 @@
+//! The server as a process: SIGKILL and restart, SIGTERM drain, and the CLI client.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{baton_bin, fake_claude, survivors, test_flags};
+
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_server(dir: &std::path::Path, roots: &std::path::Path, port: u16) -> Proc {
+    let mut cmd = Command::new(baton_bin());
+    cmd.arg("serve");
+    for (k, v) in test_flags(dir, roots) {
+        let v = if k == "listen" {
+            format!("127.0.0.1:{port}")
+        } else {
+            v
+        };
+        cmd.arg("--set").arg(format!("{k}={v}"));
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn get(base: &str, path: &str) -> Option<Value> {
+    let resp = reqwest::get(format!("{base}{path}")).await.ok()?;
+    resp.json().await.ok()
+}
+
+async fn wait_ready(p: &Proc) {
+    for _ in 0..400 {
+        if get(&p.base, "/v1/health").await.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the server did not come up");
+}
+
+async fn wait_job(base: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..2400 {
+        if let Some(j) = get(base, &format!("/v1/jobs/{id}")).await
+            && done(&j)
+        {
+            return j;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("job {id} never reached the expected state");
+}
+
+async fn submit(base: &str, body: Value) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn sigkill_mid_job_then_restart_requeues_and_completes_with_no_orphan() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = spawn_server(dir.path(), roots.path(), port);
+    wait_ready(&server).await;
+    // The grandchild is the hard case: the parent-death signal reaches only the CLI itself.
+    let id = submit(&server.base, json!({"prompt": "FAKE grandchild\nFAKE sleep 1500\nFAKE text survived", "max_attempts": 3})).await;
+    let running = wait_job(&server.base, &id, |j| j["attempts"][0]["pid"].is_i64()).await;
+    let pgid = running["attempts"][0]["pid"].as_i64().unwrap();
+    assert!(!survivors(pgid).is_empty(), "the attempt should be running");
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    // The next incarnation kills what is left of the group and requeues the job at once.
+    let server = spawn_server(dir.path(), roots.path(), port);
+    wait_ready(&server).await;
+    assert!(
+        survivors(pgid).is_empty(),
+        "processes of the killed server's attempt survived its restart: {:?}",
+        survivors(pgid)
+    );
+    let job = wait_job(&server.base, &id, |j| j["state"] == "completed").await;
+    assert_eq!(job["result"], "survived");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{job}");
+    assert_eq!(attempts[0]["error"]["type"], "interrupted");
+    for a in attempts {
+        assert!(survivors(a["pid"].as_i64().unwrap()).is_empty());
+    }
+    drop(server);
+}
+
+#[tokio::test]
+async fn sigterm_drains_then_requeues_what_did_not_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = spawn_server(dir.path(), roots.path(), port);
+    wait_ready(&server).await;
+    let quick = submit(
+        &server.base,
+        json!({"prompt": "FAKE sleep 500\nFAKE text quick"}),
+    )
+    .await;
+    let slow = submit(&server.base, json!({"prompt": "FAKE slow 600 100"})).await;
+    let slow_job = wait_job(&server.base, &slow, |j| j["attempts"][0]["pid"].is_i64()).await;
+    wait_job(&server.base, &quick, |j| j["state"] == "running").await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    // The quick job finished within the drain timeout (2 s); the slow one was stopped,
+    // killed and requeued.
+    let dir_server = spawn_server(dir.path(), roots.path(), port);
+    wait_ready(&dir_server).await;
+    let quick = wait_job(&dir_server.base, &quick, |_| true).await;
+    assert_eq!(quick["state"], "completed", "{quick}");
+    let slow = wait_job(&dir_server.base, &slow, |j| {
+        j["attempts"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    assert_eq!(
+        slow["attempts"][0]["error"]["type"], "interrupted",
+        "{slow}"
+    );
+    assert!(survivors(slow_job["attempts"][0]["pid"].as_i64().unwrap()).is_empty());
+    drop(dir_server);
+}
+
+#[tokio::test]
+async fn cli_client_runs_lists_shows_and_reports_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = spawn_server(dir.path(), roots.path(), port);
+    wait_ready(&server).await;
+    let baton = |args: &[&str]| {
+        let out = Command::new(baton_bin())
+            .args(args)
+            .env("BATON_SERVER", &server.base)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = baton(&["run", "FAKE text forty-two"]);
+    assert_eq!((code, out.as_str()), (Some(0), "forty-two\n"));
+    let (code, _, err) = baton(&["run", "FAKE api_error 401"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("authentication_error"), "{err}");
+    let (code, out, _) = baton(&["run", "--json", "FAKE text as json"]);
+    assert_eq!(code, Some(0));
+    let job: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["result"], "as json");
+    let id = job["id"].as_str().unwrap();
+    let (code, out, _) = baton(&["jobs", "ls"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(out.contains(id));
+    let (code, out, _) = baton(&["jobs", "show", id]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\"as json\""));
+    let (code, out, _) = baton(&["jobs", "logs", id]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("job.completed") && out.contains("result"),
+        "{out}"
+    );
+    let (code, out, _) = baton(&["jobs", "logs", "-f", id]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("job.completed"), "{out}");
+    let (code, _, err) = baton(&["jobs", "cancel", id]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("conflict_error"), "{err}");
+    drop(server);
+
+    // doctor: the fake CLI is found, credentials are what the environment says.
+    let doctor = |key: Option<&str>| {
+        let mut cmd = Command::new(baton_bin());
+        cmd.args(["doctor", "--data-dir"])
+            .arg(dir.path())
+            .arg("--claude-bin")
+            .arg(fake_claude());
+        cmd.env_remove("ANTHROPIC_API_KEY")
+            .env_remove("ANTHROPIC_AUTH_TOKEN")
+            .env_remove("CLAUDE_CODE_OAUTH_TOKEN");
+        if let Some(k) = key {
+            cmd.env("ANTHROPIC_API_KEY", k);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = doctor(Some("sk-test-secret"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("2.1.197") && !out.contains("sk-test-secret"),
+        "{out}"
+    );
+    let (code, out) = doctor(None);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("FAIL credentials"), "{out}");
+}

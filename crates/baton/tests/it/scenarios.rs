@@ -1,0 +1,375 @@
+//! Every fake-claude scenario, end to end over HTTP: the right terminal state, the right
+//! error type, the partial transcript kept, and no process of the job's group left alive.
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, assert_no_survivors, prompt};
+
+struct Case {
+    name: &'static str,
+    body: Value,
+    state: &'static str,
+    error: Option<&'static str>,
+    /// An event kind that must be in the log (the partial transcript).
+    must_log: &'static [&'static str],
+}
+
+fn case(
+    name: &'static str,
+    p: &str,
+    state: &'static str,
+    error: Option<&'static str>,
+    must_log: &'static [&'static str],
+) -> Case {
+    Case {
+        name,
+        body: prompt(p),
+        state,
+        error,
+        must_log,
+    }
+}
+
+#[tokio::test]
+async fn every_scenario_ends_in_the_right_state() {
+    let server = Server::with(&[("max_concurrency", "8"), ("max_line_bytes", "1048576")]).await;
+    let mut cases = vec![
+        case(
+            "plain text",
+            "FAKE text hello",
+            "completed",
+            None,
+            &["system", "assistant", "result"],
+        ),
+        case(
+            "slow stream",
+            "FAKE slow 4 50",
+            "completed",
+            None,
+            &["assistant", "result"],
+        ),
+        case(
+            "tool use",
+            "FAKE tool",
+            "completed",
+            None,
+            &["user", "result"],
+        ),
+        case(
+            "permission denial",
+            "FAKE deny",
+            "completed",
+            None,
+            &["result"],
+        ),
+        case(
+            "max turns",
+            "FAKE error error_max_turns",
+            "failed",
+            Some("max_turns"),
+            &["result"],
+        ),
+        case(
+            "max budget",
+            "FAKE error error_max_budget_usd",
+            "failed",
+            Some("max_budget"),
+            &["result"],
+        ),
+        case(
+            "structured retries",
+            "FAKE error error_max_structured_output_retries",
+            "failed",
+            Some("structured_output_invalid"),
+            &["result"],
+        ),
+        case(
+            "during execution",
+            "FAKE error error_during_execution",
+            "failed",
+            Some("execution_error"),
+            &["result"],
+        ),
+        case(
+            "API 401",
+            "FAKE api_error 401",
+            "failed",
+            Some("authentication_error"),
+            &["assistant", "result"],
+        ),
+        case(
+            "API 400",
+            "FAKE api_error 400",
+            "failed",
+            Some("invalid_request"),
+            &["result"],
+        ),
+        case(
+            "API 529, out of attempts",
+            "FAKE api_error 529",
+            "dead",
+            Some("api_error"),
+            &["result"],
+        ),
+        case(
+            "API 429, out of attempts",
+            "FAKE api_error 429",
+            "dead",
+            Some("rate_limited"),
+            &["result"],
+        ),
+        case(
+            "not logged in",
+            "FAKE not_logged_in",
+            "failed",
+            Some("authentication_error"),
+            &["result"],
+        ),
+        case(
+            "missing result",
+            "FAKE no_result",
+            "dead",
+            Some("no_result"),
+            &["assistant"],
+        ),
+        case(
+            "hang after result",
+            "FAKE hang_after_result",
+            "completed",
+            None,
+            &["result"],
+        ),
+        case(
+            "hang mid-stream",
+            "FAKE hang_mid_stream",
+            "dead",
+            Some("silence_timeout"),
+            &["assistant"],
+        ),
+        case(
+            "grandchild holds stdout",
+            "FAKE grandchild\nFAKE text done",
+            "completed",
+            None,
+            &["result"],
+        ),
+        case(
+            "a 10 MB line",
+            "FAKE big_line 10000000",
+            "failed",
+            Some("output_too_large"),
+            &["system"],
+        ),
+        case(
+            "crash",
+            "FAKE crash",
+            "dead",
+            Some("crashed"),
+            &["assistant"],
+        ),
+        case(
+            "garbage",
+            "FAKE garbage",
+            "failed",
+            Some("protocol_error"),
+            &["baton.unparsed"],
+        ),
+        case(
+            "silent non-zero exit",
+            "FAKE exit 3",
+            "dead",
+            Some("crashed"),
+            &[],
+        ),
+        case(
+            "stderr flood",
+            "FAKE stderr_flood 2000000\nFAKE text ok",
+            "completed",
+            None,
+            &["result"],
+        ),
+    ];
+    cases.push(Case {
+        name: "structured output",
+        body: json!({"prompt": "FAKE structured {\"name\":\"Ada\"}", "json_schema": {"type": "object"}, "max_attempts": 1}),
+        state: "completed",
+        error: None,
+        must_log: &["result"],
+    });
+    cases.push(Case {
+        name: "structured output missing",
+        body: json!({"prompt": "FAKE structured_missing", "json_schema": {"type": "object"}, "max_attempts": 1}),
+        state: "failed",
+        error: Some("structured_output_missing"),
+        must_log: &["result"],
+    });
+    cases.push(Case {
+        name: "wall-clock timeout",
+        body: json!({"prompt": "FAKE slow 100 100", "timeout_ms": 1000, "max_attempts": 1}),
+        state: "failed",
+        error: Some("timeout"),
+        must_log: &["assistant"],
+    });
+
+    // All at once: they run concurrently, as they would in production.
+    let mut ids = Vec::new();
+    for c in &cases {
+        ids.push(
+            server.submit(c.body.clone()).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let mut failures = Vec::new();
+    for (c, id) in cases.iter().zip(&ids) {
+        let job = server.wait_terminal(id).await;
+        let got = (
+            job["state"].as_str().unwrap_or(""),
+            job["error"]["type"].as_str(),
+        );
+        if got != (c.state, c.error) {
+            failures.push(format!(
+                "{}: got {got:?}, want {:?}: {}",
+                c.name,
+                (c.state, c.error),
+                job["error"]
+            ));
+            continue;
+        }
+        let kinds: Vec<String> = server
+            .events(id)
+            .await
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect();
+        for k in c.must_log {
+            if !kinds.iter().any(|x| x == k) {
+                failures.push(format!("{}: no {k:?} event in {kinds:?}", c.name));
+            }
+        }
+        let last = kinds.last().cloned().unwrap_or_default();
+        if last != format!("job.{}", c.state) {
+            failures.push(format!("{}: the log ends with {last:?}", c.name));
+        }
+        assert_no_survivors(&job);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Spot checks of what the outcome carries.
+    let tool = server.job(&ids[2]).await;
+    assert_eq!(tool["num_turns"], 2);
+    let deny = server.job(&ids[3]).await;
+    assert_eq!(deny["permission_denials"][0]["tool_name"], "Write");
+    let structured = server.job(&ids[ids.len() - 3]).await;
+    assert_eq!(structured["structured_output"], json!({"name": "Ada"}));
+    let plain = server.job(&ids[0]).await;
+    assert_eq!(plain["result"], "hello");
+    assert!(plain["total_cost_usd"].as_f64().unwrap() > 0.0);
+    assert!(plain["session_id"].as_str().is_some());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_then_dead_lettered() {
+    let server = Server::start().await;
+    let job = server
+        .run(json!({"prompt": "FAKE crash", "max_attempts": 2}))
+        .await;
+    assert_eq!(job["state"], "dead", "{job}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    for a in attempts {
+        assert_eq!(a["error"]["type"], "crashed");
+    }
+    let kinds: Vec<Value> = server
+        .events(job["id"].as_str().unwrap())
+        .await
+        .iter()
+        .map(|e| e["kind"].clone())
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "attempt.failed").count(), 1);
+    assert_eq!(kinds.iter().filter(|k| *k == "attempt.started").count(), 2);
+    assert_no_survivors(&job);
+
+    // A non-retryable error is not retried, whatever max_attempts says.
+    let job = server
+        .run(json!({"prompt": "FAKE api_error 401", "max_attempts": 5}))
+        .await;
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_cli_fails_jobs_precisely_and_health_says_so() {
+    let server = Server::with(&[("claude_bin", "/nonexistent/claude")]).await;
+    let (status, health) = server.get("/v1/health").await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["status"], "error");
+    assert!(
+        health["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/claude"),
+        "{health}"
+    );
+    let job = server.run(prompt("hello")).await;
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["error"]["type"], "cli_not_found");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_cli_sees_an_allow_listed_environment_and_no_prompt_in_argv() {
+    let server = Server::start().await;
+    let job = server
+        .run(json!({
+            "prompt": "FAKE echo_env\nthe secret prompt",
+            "system_prompt": "a secret system prompt",
+            "allowed_tools": ["Bash(git *)", "Read"],
+            "max_attempts": 1
+        }))
+        .await;
+    assert_eq!(job["state"], "completed", "{job}");
+    let seen: Value = serde_json::from_str(job["result"].as_str().unwrap()).unwrap();
+    let argv = seen["argv"].to_string();
+    assert!(!argv.contains("secret"), "prompt material in argv: {argv}");
+    assert!(argv.contains("--system-prompt-file"), "{argv}");
+    assert!(argv.contains("Bash(git *)"), "{argv}");
+    let env: Vec<&str> = seen["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"),
+        "{env:?}"
+    );
+    assert!(!env.contains(&"CLAUDECODE"), "{env:?}");
+    assert!(
+        !env.iter().any(|k| k.starts_with("CARGO")),
+        "the test harness's environment leaked: {env:?}"
+    );
+    let home = seen["home"].as_str().unwrap();
+    assert!(
+        home.starts_with(
+            &server
+                .dir
+                .path()
+                .canonicalize()
+                .unwrap()
+                .display()
+                .to_string()
+        ),
+        "{home}"
+    );
+    assert!(
+        seen["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("the secret prompt")
+    );
+    server.stop().await;
+}

@@ -1,0 +1,225 @@
+//! A Baton server in process, driven over real HTTP, running `fake-claude`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton::{App, Config};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// The `fake-claude` binary built in this workspace's target directory; built on demand
+/// when a filtered test run did not build it.
+pub fn fake_claude() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+        let bin = dir.join("fake-claude");
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "-p", "fake-claude"])
+                .status()
+                .expect("running cargo build -p fake-claude");
+            assert!(status.success(), "could not build fake-claude");
+        }
+        bin
+    })
+    .clone()
+}
+
+pub fn baton_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_baton"))
+}
+
+pub struct Server {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    pub roots: tempfile::TempDir,
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Settings that keep watchdog scenarios fast; individual tests override more.
+pub fn test_flags(dir: &std::path::Path, roots: &std::path::Path) -> Vec<(String, String)> {
+    [
+        ("listen", "127.0.0.1:0".to_string()),
+        ("data_dir", dir.display().to_string()),
+        ("claude_bin", fake_claude().display().to_string()),
+        ("silence_timeout_seconds", "2".into()),
+        ("result_grace_seconds", "1".into()),
+        ("kill_grace_seconds", "1".into()),
+        ("lease_seconds", "6".into()),
+        ("poll_interval_ms", "200".into()),
+        ("drain_timeout_seconds", "2".into()),
+        ("workspace_roots", format!("[\"{}\"]", roots.display())),
+        ("log", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+impl Server {
+    pub async fn start() -> Self {
+        Self::with(&[]).await
+    }
+
+    pub async fn with(overrides: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = tempfile::tempdir().unwrap();
+        let mut flags = test_flags(dir.path(), roots.path());
+        for (k, v) in overrides {
+            flags.push((k.to_string(), v.to_string()));
+        }
+        let config = Config::load(None, &[], &flags).expect("test configuration");
+        let app = App::build(config).await.expect("server starts");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            dir,
+            roots,
+            stop,
+            handle,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Submits a job and returns it; fails the test unless it was created.
+    pub async fn submit(&self, body: Value) -> Value {
+        let (status, job) = self.post("/v1/jobs", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{job}");
+        job
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        job
+    }
+
+    /// Waits until the job satisfies `done`, up to 60 s.
+    pub async fn wait_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = self.job(id).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job never reached the expected state: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn wait_terminal(&self, id: &str) -> Value {
+        self.wait_until(id, |j| {
+            matches!(
+                j["state"].as_str(),
+                Some("completed" | "failed" | "cancelled" | "dead")
+            )
+        })
+        .await
+    }
+
+    /// Submits and waits for the end.
+    pub async fn run(&self, body: Value) -> Value {
+        let job = self.submit(body).await;
+        self.wait_terminal(job["id"].as_str().unwrap()).await
+    }
+
+    pub async fn events(&self, id: &str) -> Vec<Value> {
+        let (status, page) = self
+            .get(&format!("/v1/jobs/{id}/events?format=json&limit=1000"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn job_count(&self) -> usize {
+        let (_, list) = self.get("/v1/jobs?limit=200").await;
+        list["data"].as_array().map_or(0, Vec::len)
+    }
+}
+
+/// Live (non-zombie) processes in process group `pgid`.
+pub fn survivors(pgid: i64) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let (state, pgrp) = (fields[0], fields[2].parse::<i64>().unwrap_or(-1));
+        if pgrp == pgid && state != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Asserts that nothing any attempt of `job` started is still alive.
+pub fn assert_no_survivors(job: &Value) {
+    for a in job["attempts"].as_array().into_iter().flatten() {
+        if let Some(pid) = a["pid"].as_i64() {
+            let alive = survivors(pid);
+            assert!(
+                alive.is_empty(),
+                "attempt {} left processes {alive:?} alive: {job}",
+                a["attempt"]
+            );
+        }
+    }
+}
+
+pub fn prompt(p: &str) -> Value {
+    json!({"prompt": p, "max_attempts": 1})
+}

@@ -1,0 +1,142 @@
+//! `fake-claude`: a protocol-faithful stand-in for the `claude` CLI (2.1.197) in `-p` mode,
+//! scripted per test by directive lines in the prompt. Baton's tests spawn it exactly as
+//! they would spawn the real CLI. Test support only.
+//!
+//! Faithful: flag names and validation errors, stream-json/json/text output with the real
+//! key sets and key order, `system/init`, one assistant event per content block, tool round
+//! trips, permission denials, `--max-turns`/`--max-budget-usd`, API-error results,
+//! structured output, sessions stored where the real CLI stores them (resume, fork,
+//! `--continue`, portability by copying one `.jsonl`), warm processes
+//! (`--input-format stream-json`, `initialize`/`interrupt` control requests) and exit codes.
+//!
+//! Scripted: prompt lines `FAKE <directive> [args]` (see `script`). Without an
+//! answer-shaping directive the answer is `fake answer to: <prompt>` in a new session and
+//! `I remember: <earlier prompts joined by " | ">` once the session has history.
+//!
+//! Numbers: per simulated request, `input_tokens = 100 + prompt_chars / 4` and
+//! `output_tokens = 1 + answer_chars / 4`; cost `= in * 5e-6 + out * 25e-6` (opus prices).
+
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod json;
+pub mod script;
+pub mod session;
+mod stdio;
+mod turn;
+
+use crate::cli::{InputFormat, OutputFormat};
+use crate::config::{Config, Environment};
+use crate::session::OpenError;
+
+/// The CLI version this fake imitates.
+pub const VERSION: &str = "2.1.197";
+
+const HELP: &str = "\
+Usage: fake-claude -p [options] [prompt]
+
+A protocol-faithful stand-in for the claude CLI (2.1.197), for tests. Only print mode.
+Prompt lines starting with `FAKE ` script the run:
+  text <words...>       answer with <words...>
+  sleep <ms>            wait after system/init
+  slow <n> <ms>         n text blocks `chunk i`, ms apart
+  tool | loop <n>       one / n Bash round trips, then `done`
+  deny                  a Write that needs permission
+  api_error <status>    an API failure result      not_logged_in
+  error <subtype>       error_max_turns | error_max_budget_usd |
+                        error_max_structured_output_retries | error_during_execution
+  structured <json>     structured_output          structured_missing
+  no_result | hang_mid_stream | crash | hang_after_result | grandchild
+  exit <code> | garbage | big_line <bytes> | stderr_flood <bytes> | echo_env
+";
+
+/// Runs the CLI with the arguments after argv[0]; returns the exit code.
+pub fn run(args: Vec<String>) -> u8 {
+    let opts = match cli::parse(&args) {
+        Ok(opts) => opts,
+        Err(message) => return refuse(&message),
+    };
+    if opts.version {
+        stdio::write_line(&format!("{VERSION} (Claude Code)"));
+        return 0;
+    }
+    if opts.help {
+        print!("{HELP}");
+        return 0;
+    }
+    if !opts.print {
+        return refuse("fake-claude: only print mode (-p) is supported");
+    }
+    let env = match Environment::detect(args) {
+        Ok(env) => env,
+        Err(message) => return refuse(&message),
+    };
+    let config = match Config::build(opts, &env) {
+        Ok(config) => config,
+        Err(message) => return refuse(&message),
+    };
+
+    let prompt = match config.input {
+        InputFormat::Text => match read_prompt(config.prompt_arg.as_deref()) {
+            Some(prompt) => Some(prompt),
+            None => {
+                return refuse(
+                    "Error: Input must be provided either through stdin or as a prompt argument when using --print",
+                );
+            }
+        },
+        // Warm processes take their prompts from stdin lines, one turn each.
+        InputFormat::StreamJson => None,
+    };
+
+    let opened = match session::open(&config.session, &env) {
+        Ok(opened) => opened,
+        Err(OpenError::NotFound(id)) => {
+            // stderr always; stdout only has a result line in stream-json (e3, e4).
+            let message = format!("No conversation found with session ID: {id}");
+            eprintln!("{message}");
+            if config.output == OutputFormat::StreamJson {
+                stdio::write_line(&events::resume_failure(&id, &message).to_compact());
+            }
+            return 1;
+        }
+        Err(OpenError::Refused(message)) => return refuse(&message),
+    };
+
+    exit_zero_on_sigint();
+    let mut runner = turn::Runner::new(config, env, opened);
+    match prompt {
+        Some(prompt) => u8::from(runner.run_turn(&prompt, None)),
+        None => runner.serve_stream_input(),
+    }
+}
+
+fn refuse(message: &str) -> u8 {
+    eprintln!("{message}");
+    1
+}
+
+/// The prompt argument and piped stdin; both present means `<arg>\n<stdin>` (a5).
+fn read_prompt(arg: Option<&str>) -> Option<String> {
+    let piped = stdio::read_piped_prompt().filter(|s| !s.is_empty());
+    let prompt = match (arg, piped) {
+        (Some(arg), Some(piped)) => format!("{arg}\n{piped}"),
+        (Some(arg), None) => arg.to_string(),
+        (None, piped) => piped.unwrap_or_default(),
+    };
+    (!prompt.trim().is_empty()).then_some(prompt)
+}
+
+/// The real CLI exits 0 on SIGINT without printing a result (k2); SIGTERM and SIGHUP keep
+/// their default (death by signal, 143/129 as a shell reports it).
+fn exit_zero_on_sigint() {
+    extern "C" fn on_sigint(_signal: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe. Every event line was flushed when written.
+        unsafe { libc::_exit(0) }
+    }
+    let handler: extern "C" fn(libc::c_int) = on_sigint;
+    // SAFETY: installs a handler that only calls an async-signal-safe function.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: spawn the `fake-claude` binary exactly as Baton spawns the real CLI
+//! and check what a wrapper would observe, against the real CLI's recorded fixtures where
+//! they exist (`../shared/claude-cli/fixtures`).
+
+mod cli;
+mod output;
+mod processes;
+mod sessions;
+mod support;
+mod warm;
