@@ -1,1 +1,166 @@
-fn main() {}
+//! `cargo xtask …`: everything that is not plain cargo.
+//!
+//! - `ci`: formatting, lints and the whole test suite, as CI runs them.
+//! - `bench`: the benchmarks behind `docs/benchmarks.md`.
+
+mod bench;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(mut cmd: Command) -> anyhow::Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn has_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn ci() -> anyhow::Result<()> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run(fmt)?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy)?;
+    // One test invocation for the whole workspace: dev-dependencies change feature
+    // unification, so running two would build the world twice.
+    let mut test = cargo();
+    if has_nextest() {
+        test.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        test.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    run(test)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench::main(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci | bench [--quick]>");
+            std::process::exit(2);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tidy {
+    //! Repository hygiene, checked like any other behaviour.
+
+    use super::root;
+
+    fn read(path: &str) -> String {
+        std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn crates() -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root().join("crates"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn architecture_md_maps_every_crate() {
+        let arch = read("ARCHITECTURE.md");
+        for name in crates() {
+            assert!(
+                arch.contains(&format!("### `{name}`")),
+                "ARCHITECTURE.md has no section for {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_crate_is_internal_and_inherits_the_workspace() {
+        for name in crates() {
+            let manifest = read(&format!("crates/{name}/Cargo.toml"));
+            assert!(
+                manifest.contains("publish.workspace = true"),
+                "{name} must not be publishable"
+            );
+            assert!(
+                manifest.contains("version.workspace = true"),
+                "{name} must use the workspace version"
+            );
+        }
+    }
+
+    #[test]
+    fn no_grab_bag_modules() {
+        for name in crates() {
+            for bad in ["utils.rs", "common.rs", "helpers.rs", "misc.rs"] {
+                let path = root().join(format!("crates/{name}/src/{bad}"));
+                assert!(
+                    !path.exists(),
+                    "{}: name modules for what they do",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ci_runs_the_readme_test_command() {
+        let readme = read("README.md");
+        let ci = read(".ci/run");
+        assert!(
+            readme.contains("cargo xtask ci"),
+            "the README must give the test command"
+        );
+        assert!(
+            ci.lines().any(|l| l.trim() == "cargo xtask ci"),
+            ".ci/run must call exactly the README's test command"
+        );
+    }
+
+    #[test]
+    fn sql_lives_only_in_the_store() {
+        for name in crates() {
+            if name == "baton-store" {
+                continue;
+            }
+            let dir = root().join(format!("crates/{name}/Cargo.toml"));
+            let manifest = std::fs::read_to_string(dir).unwrap();
+            assert!(
+                !manifest.contains("sqlx"),
+                "{name} depends on sqlx; SQL belongs in baton-store"
+            );
+        }
+    }
+}

@@ -3,9 +3,36 @@
 
 use serde_json::{Value, json};
 
-/// `(method, path, summary, request schema, success status, response schema)`.
-pub const ROUTES: &[(&str, &str, &str, Option<&str>, u16, &str)] = &[
-    (
+/// One documented operation.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub request: Option<&'static str>,
+    pub status: u16,
+    pub response: &'static str,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    request: Option<&'static str>,
+    status: u16,
+    response: &'static str,
+) -> Route {
+    Route {
+        method,
+        path,
+        summary,
+        request,
+        status,
+        response,
+    }
+}
+
+pub const ROUTES: &[Route] = &[
+    route(
         "post",
         "/v1/jobs",
         "Submit a job. Honours Idempotency-Key; ?wait=SECONDS answers with the finished job if it ends in time.",
@@ -13,7 +40,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, u16, &str)] = &[
         201,
         "Job",
     ),
-    (
+    route(
         "get",
         "/v1/jobs",
         "List jobs, newest first (filters: state, session_id; cursor pagination).",
@@ -21,7 +48,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, u16, &str)] = &[
         200,
         "JobList",
     ),
-    (
+    route(
         "get",
         "/v1/jobs/{id}",
         "A job, with its attempts.",
@@ -29,7 +56,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, u16, &str)] = &[
         200,
         "Job",
     ),
-    (
+    route(
         "post",
         "/v1/jobs/{id}/cancel",
         "Cancel a job: at once if queued; a running attempt's process group is killed.",
@@ -37,7 +64,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, u16, &str)] = &[
         202,
         "Job",
     ),
-    (
+    route(
         "get",
         "/v1/jobs/{id}/events",
         "The job's events: SSE (full replay, then live; Last-Event-ID resumes), or JSON pages with Accept: application/json.",
@@ -45,7 +72,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, u16, &str)] = &[
         200,
         "EventList",
     ),
-    (
+    route(
         "get",
         "/v1/sessions/{id}",
         "A Claude session: its stored transcript and jobs.",
@@ -53,7 +80,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, u16, &str)] = &[
         200,
         "Session",
     ),
-    (
+    route(
         "get",
         "/v1/health",
         "Health: CLI version, database, queue counts. 503 when jobs cannot run.",
@@ -61,7 +88,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, u16, &str)] = &[
         200,
         "Health",
     ),
-    (
+    route(
         "post",
         "/v1/chat",
         "CLI-wrapper compatibility: run a prompt and answer with the result.",
@@ -69,7 +96,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, u16, &str)] = &[
         200,
         "ChatResponse",
     ),
-    (
+    route(
         "post",
         "/v1/chat/stream",
         "CLI-wrapper compatibility: data-only SSE with start, delta and done events.",
@@ -77,7 +104,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, u16, &str)] = &[
         200,
         "ChatStreamEvent",
     ),
-    (
+    route(
         "post",
         "/execute",
         "Pipeline-worker compatibility: submit; poll /sessions/{id}.",
@@ -85,7 +112,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, u16, &str)] = &[
         200,
         "ExecuteResponse",
     ),
-    (
+    route(
         "get",
         "/sessions/{id}",
         "Pipeline-worker compatibility: status running/completed/failed and the response text.",
@@ -93,7 +120,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, u16, &str)] = &[
         200,
         "SessionStatus",
     ),
-    (
+    route(
         "get",
         "/openapi.json",
         "This document.",
@@ -229,7 +256,15 @@ fn parameters(path: &str, method: &str) -> Value {
 
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
-    for (method, path, summary, request, status, response) in ROUTES {
+    for Route {
+        method,
+        path,
+        summary,
+        request,
+        status,
+        response,
+    } in ROUTES
+    {
         let mut op = json!({
             "summary": summary,
             "parameters": parameters(path, method),

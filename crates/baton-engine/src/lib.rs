@@ -246,6 +246,8 @@ impl Engine {
             return Ok(0);
         }
         let lease_ms = inner.cfg.lease.as_millis() as i64;
+        // Read again: the rescues above took time, and the claim is stamped with this.
+        let now = self.now_ms();
         let claimed = inner
             .store
             .claim(&inner.incarnation, now, lease_ms, free as u32)

@@ -139,6 +139,18 @@ fn init_tracing(filter: &str) {
         .init();
 }
 
+/// Each attempt holds three pipes; raise the soft limit on open files to the hard limit so
+/// a few hundred concurrent attempts never fail with EMFILE.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -157,6 +169,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(flags) => {
             let config = flags.load()?;
             init_tracing(&config.log);
+            raise_open_file_limit();
             let app = App::build(config).await?;
             tracing::info!(address = %app.local_addr(), "baton listening");
             let stop = CancellationToken::new();

@@ -84,15 +84,20 @@ async fn resumes_of_one_session_never_run_at_once() {
             .await;
         ids.push(job["id"].as_str().unwrap().to_string());
     }
+    // Each job's CLI output spans from its first CLI event to its terminal event. A CLI
+    // event is written only after the process started, which is only after the previous
+    // attempt of the session ended, so these spans are ordered by construction.
     let mut spans = Vec::new();
     for id in &ids {
         let job = server.wait_terminal(id).await;
         assert_eq!(job["state"], "completed", "{job}");
-        let a = &job["attempts"][0];
-        spans.push((
-            a["started_at"].as_str().unwrap().to_string(),
-            a["finished_at"].as_str().unwrap().to_string(),
-        ));
+        let events = server.events(id).await;
+        let first_cli = events.iter().find(|e| e["kind"] == "system").unwrap()["at"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let end = events.last().unwrap()["at"].as_str().unwrap().to_string();
+        spans.push((first_cli, end));
     }
     spans.sort();
     for pair in spans.windows(2) {

@@ -1,0 +1,241 @@
+//! The engine driven step by step: `tick()` and a clock moved by hand, no sleeps.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_core::{ErrorKind, JobId, JobRequest, JobState, Limits};
+use baton_engine::{Clock, Engine, EngineConfig, ManualClock};
+use baton_runner::RunnerConfig;
+use baton_store::{Finish, Inserted, NewEvent, NewJob, Store, StoreError};
+
+fn fake_claude() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("fake-claude");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = std::process::Command::new(cargo)
+            .args(["build", "-p", "fake-claude"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    bin
+}
+
+struct Fixture {
+    engine: Engine,
+    store: Store,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+const START: i64 = 1_700_000_000_000;
+
+async fn fixture(node: &str, max_concurrency: usize, dir: Option<tempfile::TempDir>) -> Fixture {
+    let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    let store = Store::open(&dir.path().join("e.db")).await.unwrap();
+    let mut runner = RunnerConfig::new(fake_claude(), dir.path().join("attempts"));
+    runner.kill_grace = Duration::from_millis(200);
+    runner.result_grace = Duration::from_millis(200);
+    let cfg = EngineConfig {
+        node_id: node.into(),
+        max_concurrency,
+        lease: Duration::from_secs(30),
+        poll_interval: Duration::from_millis(100),
+        drain_timeout: Duration::ZERO,
+        runner,
+    };
+    let clock = Arc::new(ManualClock::new(START));
+    let engine = Engine::start(store.clone(), cfg, clock.clone())
+        .await
+        .unwrap();
+    Fixture {
+        engine,
+        store,
+        clock,
+        _dir: dir,
+    }
+}
+
+async fn submit(f: &Fixture, prompt: &str, delay_ms: i64) -> JobId {
+    let spec = JobRequest::prompt(prompt)
+        .parse(&Limits::default())
+        .unwrap();
+    let job = NewJob {
+        id: JobId::new(),
+        project_id: "default".into(),
+        spec,
+        run_at: f.clock.now_ms() + delay_ms,
+        idempotency: None,
+    };
+    match f.engine.submit(job).await.unwrap() {
+        Inserted::New(r) => r.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn jobs_wait_for_run_at_and_free_slots() {
+    let f = fixture("n", 2, None).await;
+    let future = submit(&f, "FAKE text later", 10_000).await;
+    assert_eq!(
+        f.engine.tick().await.unwrap(),
+        0,
+        "a job due in 10 s was claimed now"
+    );
+    f.clock.advance(10_000);
+    assert_eq!(f.engine.tick().await.unwrap(), 1);
+    let job = f
+        .engine
+        .wait_for(future, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Completed);
+
+    // Back-pressure: three due jobs, two slots.
+    let ids = [
+        submit(&f, "FAKE slow 100 100", 0).await,
+        submit(&f, "FAKE slow 100 100", 0).await,
+        submit(&f, "FAKE slow 100 100", 0).await,
+    ];
+    assert_eq!(f.engine.tick().await.unwrap(), 2);
+    assert_eq!(
+        f.engine.tick().await.unwrap(),
+        0,
+        "claimed beyond max_concurrency"
+    );
+    assert_eq!(f.engine.running_here(), 2);
+    // Draining with no drain time stops both attempts and requeues their jobs.
+    f.engine.drain().await;
+    for id in ids {
+        let job = f.store.get_job(id).await.unwrap();
+        assert_eq!(job.state, JobState::Queued, "{id}");
+    }
+    let attempts = f.store.list_attempts(ids[0]).await.unwrap();
+    assert_eq!(
+        attempts[0].error_type.as_deref(),
+        Some(ErrorKind::Interrupted.as_str())
+    );
+    assert_eq!(
+        f.engine.tick().await.unwrap(),
+        0,
+        "a draining engine claims nothing"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_rescued_and_the_zombie_fenced() {
+    let f = fixture("n", 2, None).await;
+    let id = submit(&f, "FAKE text rescued", 0).await;
+    // Another node claims the job, then goes silent.
+    let ghost = f
+        .store
+        .claim("ghost", f.clock.now_ms(), 30_000, 1)
+        .await
+        .unwrap();
+    assert_eq!(ghost[0].job.attempt, 1);
+    assert_eq!(
+        f.engine.tick().await.unwrap(),
+        0,
+        "the lease is still valid"
+    );
+    f.clock.advance(30_001);
+    assert_eq!(
+        f.engine.tick().await.unwrap(),
+        1,
+        "rescued and claimed again in one step"
+    );
+    let job = f
+        .engine
+        .wait_for(id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Completed);
+    assert_eq!(job.attempt, 2);
+    let late = Finish {
+        transition: baton_core::Transition::Succeed,
+        run_at: None,
+        outcome: None,
+        error: None,
+        event: NewEvent::new("job.completed", serde_json::json!({})),
+    };
+    let refused = f.store.finish_attempt(id, 1, &late, f.clock.now_ms()).await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    let attempts = f.store.list_attempts(id).await.unwrap();
+    assert_eq!(attempts[0].error_type.as_deref(), Some("interrupted"));
+    assert!(attempts[0].fenced);
+    let completed = f
+        .store
+        .list_events(id, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "job.completed")
+        .count();
+    assert_eq!(completed, 1, "the job completed exactly once");
+}
+
+#[tokio::test]
+async fn a_restart_kills_the_previous_incarnations_processes_and_requeues_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("e.db")).await.unwrap();
+    store
+        .register_incarnation("before-crash", "node-1", 1, START)
+        .await
+        .unwrap();
+    let spec = JobRequest::prompt("FAKE text again")
+        .parse(&Limits::default())
+        .unwrap();
+    let id = JobId::new();
+    store
+        .insert_job(
+            NewJob {
+                id,
+                project_id: "default".into(),
+                spec,
+                run_at: START,
+                idempotency: None,
+            },
+            START,
+        )
+        .await
+        .unwrap();
+    store.claim("before-crash", START, 30_000, 1).await.unwrap();
+    // What the crashed incarnation left: a process group still running.
+    let mut orphan = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = orphan.id() as i32;
+    let ticks = baton_runner::process::process_start_ticks(pid).unwrap();
+    store.record_pid(id, 1, pid, ticks).await.unwrap();
+    drop(store);
+
+    let f = fixture("node-1", 1, Some(dir)).await;
+    // No lease expiry was waited for: the clock has not moved.
+    let status = orphan.wait().unwrap();
+    assert!(
+        status.code().is_none(),
+        "the orphaned process was not killed: {status}"
+    );
+    let job = f.store.get_job(id).await.unwrap();
+    assert_eq!(job.state, JobState::Queued);
+    assert!(job.run_at <= f.clock.now_ms());
+    assert_eq!(f.engine.tick().await.unwrap(), 1);
+    let job = f
+        .engine
+        .wait_for(id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Completed);
+}

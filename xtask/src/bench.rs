@@ -1,0 +1,333 @@
+//! `cargo xtask bench`: the numbers in `docs/benchmarks.md`. Everything runs on loopback,
+//! bounded in count and time, against release builds of `baton` and `fake-claude`.
+//!
+//! (a) raw spawn-and-reap of fake-claude, the ceiling for any wrapper on this machine;
+//! (b) end-to-end jobs over HTTP at concurrency 1, 8 and 32;
+//! (c) queue-only claim+complete throughput on SQLite (no process at all);
+//! (d) the server's resident memory with 200 attempts running.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use baton_core::{JobId, JobRequest, Limits, Transition};
+use baton_store::{Finish, NewEvent, NewJob, Store};
+
+use crate::{cargo, root, run};
+
+struct Stats {
+    n: usize,
+    secs: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn stats(mut lat: Vec<Duration>, wall: Duration) -> Stats {
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
+    Stats {
+        n: lat.len(),
+        secs: wall.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+fn spawn_once(fake: &Path) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut child = Command::new(fake)
+        .args(["-p", "--output-format", "stream-json", "--verbose"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env_clear()
+        .env("HOME", std::env::temp_dir())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(b"FAKE text bench")?;
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .context("stdout")?
+        .read_to_string(&mut out)?;
+    let status = child.wait()?;
+    if !status.success() || !out.contains("\"type\":\"result\"") {
+        bail!("fake-claude failed: {status}");
+    }
+    Ok(start.elapsed())
+}
+
+/// (a) Spawns, feeds, drains and reaps `total` fake-claude processes, `threads` at a time.
+fn raw_spawn(fake: &Path, threads: usize, total: usize) -> anyhow::Result<Stats> {
+    let start = Instant::now();
+    let per = total / threads;
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let fake = fake.to_path_buf();
+            std::thread::spawn(move || {
+                (0..per)
+                    .map(|_| spawn_once(&fake))
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.join().map_err(|_| anyhow::anyhow!("thread panicked"))??);
+    }
+    Ok(stats(lat, start.elapsed()))
+}
+
+struct Server {
+    child: std::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(bin: &Path, fake: &Path, concurrency: usize) -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(bin)
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--claude-bin")
+        .arg(fake)
+        .args(["--max-concurrency", &concurrency.to_string()])
+        .args(["--set", "silence_timeout_seconds=600", "--set", "log=warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("the server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Server {
+        child,
+        base,
+        _dir: dir,
+    })
+}
+
+/// (b) `clients` loops each submitting with `?wait=` until `total` jobs have completed.
+async fn end_to_end(base: &str, clients: usize, total: usize) -> anyhow::Result<Stats> {
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    let per = total / clients;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let http = http.clone();
+        let url = format!("{base}/v1/jobs?wait=60");
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            for _ in 0..per {
+                let t = Instant::now();
+                let job: serde_json::Value = http
+                    .post(&url)
+                    .json(&serde_json::json!({"prompt": "FAKE text bench", "max_attempts": 1}))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if job["state"] != "completed" {
+                    bail!("a bench job did not complete: {job}");
+                }
+                lat.push(t.elapsed());
+            }
+            Ok(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    Ok(stats(lat, start.elapsed()))
+}
+
+/// (c) Claim and complete `total` jobs straight through the store, `batch` per claim.
+async fn queue_only(total: usize, batch: u32) -> anyhow::Result<Stats> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("bench.db")).await?;
+    let spec = JobRequest::prompt("noop").parse(&Limits::default())?;
+    for _ in 0..total {
+        let job = NewJob {
+            id: JobId::new(),
+            project_id: "default".into(),
+            spec: spec.clone(),
+            run_at: 0,
+            idempotency: None,
+        };
+        store.insert_job(job, 0).await?;
+    }
+    let finish = Finish {
+        transition: Transition::Succeed,
+        run_at: None,
+        outcome: None,
+        error: None,
+        event: NewEvent::new("job.completed", serde_json::json!({"state": "completed"})),
+    };
+    let start = Instant::now();
+    let mut lat = Vec::new();
+    let mut done = 0;
+    while done < total {
+        let t = Instant::now();
+        let claimed = store.claim("bench", 1, 60_000, batch).await?;
+        if claimed.is_empty() {
+            bail!("the queue ran dry after {done} jobs");
+        }
+        for c in &claimed {
+            store
+                .finish_attempt(c.job.id, c.job.attempt, &finish, 2)
+                .await?;
+        }
+        done += claimed.len();
+        let per_job = t.elapsed() / claimed.len() as u32;
+        lat.extend(std::iter::repeat_n(per_job, claimed.len()));
+    }
+    Ok(stats(lat, start.elapsed()))
+}
+
+fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}
+
+/// (d) The server's RSS (children excluded) with `n` attempts running at once.
+async fn memory(bin: &Path, fake: &Path, n: usize) -> anyhow::Result<(u64, u64)> {
+    let server = start_server(bin, fake, n)?;
+    let idle = rss_kb(server.child.id())?;
+    let http = reqwest::Client::new();
+    for _ in 0..n {
+        http.post(format!("{}/v1/jobs", server.base))
+            .json(&serde_json::json!({"prompt": "FAKE slow 120 500", "max_attempts": 1}))
+            .send()
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let h: serde_json::Value = http
+            .get(format!("{}/v1/health", server.base))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if h["running_here"].as_u64() == Some(n as u64) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {n} attempts started: {h}", h["running_here"]);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let every attempt stream for a while, then measure.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let busy = rss_kb(server.child.id())?;
+    Ok((idle, busy))
+}
+
+fn release_bins() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "baton", "-p", "fake-claude"]);
+    run(build)?;
+    let dir = root().join("target/release");
+    Ok((dir.join("baton"), dir.join("fake-claude")))
+}
+
+pub fn main(args: &[String]) -> anyhow::Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let scale = if quick { 4 } else { 1 };
+    let (bin, fake) = release_bins()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::env::consts::ARCH
+    );
+
+    let a1 = raw_spawn(&fake, 1, 200 / scale)?;
+    let a8 = raw_spawn(&fake, 8, 800 / scale)?;
+    println!(
+        "(a) raw spawn+reap, 1 at a time: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+        a1.n as f64 / a1.secs,
+        a1.p50_ms,
+        a1.p99_ms
+    );
+    println!(
+        "(a) raw spawn+reap, 8 at a time: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+        a8.n as f64 / a8.secs,
+        a8.p50_ms,
+        a8.p99_ms
+    );
+
+    let mut e2e = Vec::new();
+    for (c, total) in [(1, 200 / scale), (8, 800 / scale), (32, 1600 / scale)] {
+        let server = start_server(&bin, &fake, 32)?;
+        // Warm up: the first job pays for opening the database pages and the binary.
+        rt.block_on(end_to_end(&server.base, 1, 5))?;
+        let s = rt.block_on(end_to_end(&server.base, c, total))?;
+        println!(
+            "(b) HTTP end to end, concurrency {c}: {:.0} jobs/s, submit->complete p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
+            s.n as f64 / s.secs,
+            s.p50_ms,
+            s.p99_ms,
+            s.n
+        );
+        e2e.push((c, s));
+    }
+    let c = rt.block_on(queue_only(20_000 / scale, 64))?;
+    println!(
+        "(c) queue only (SQLite, claim 64 + complete each): {:.0} jobs/s over {} jobs",
+        c.n as f64 / c.secs,
+        c.n
+    );
+    let (idle, busy) = rt.block_on(memory(&bin, &fake, 200))?;
+    println!(
+        "(d) server RSS: idle {:.1} MB, 200 attempts running {:.1} MB (children excluded)",
+        idle as f64 / 1024.0,
+        busy as f64 / 1024.0
+    );
+
+    let b8 = &e2e[1].1;
+    let b1 = &e2e[0].1;
+    println!("targets:");
+    println!(
+        "  (b) at 8 >= 0.8 x (a) at 8: {:.0} vs {:.0} -> {:.2}x",
+        b8.n as f64 / b8.secs,
+        a8.n as f64 / a8.secs,
+        (b8.n as f64 / b8.secs) / (a8.n as f64 / a8.secs)
+    );
+    println!(
+        "  added latency at 1, p50: {:.2} ms (target <= 3 ms)",
+        b1.p50_ms - a1.p50_ms
+    );
+    println!("  (c) >= 5000 jobs/s: {:.0}", c.n as f64 / c.secs);
+    println!("  (d) <= 50 MB: {:.1} MB", busy as f64 / 1024.0);
+    Ok(())
+}
