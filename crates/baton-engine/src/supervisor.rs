@@ -63,8 +63,8 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
     });
     tokio::pin!(run);
 
+    // The first tick fires at once: a cancel that raced the claim is seen immediately.
     let mut lease_timer = tokio::time::interval(inner.cfg.lease / 3);
-    lease_timer.tick().await;
     let mut fenced = false;
     let mut learned_session = job.session_id.is_some();
     let mut batch: Vec<NewEvent> = Vec::with_capacity(BATCH);
@@ -83,7 +83,12 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
                     ..AttemptReport::default()
                 });
             }
-            Some(p) = rx.recv(), if !fenced => {
+            Some(p) = rx.recv() => {
+                // Once fenced, keep draining (so the runner is never blocked on a full
+                // channel and sees its cancel) but write nothing.
+                if fenced {
+                    continue;
+                }
                 handle(engine, &job, p, &mut batch, &mut learned_session).await;
                 while batch.len() < BATCH {
                     match rx.try_recv() {

@@ -37,6 +37,17 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
     }
 }
 
+fn remove_children(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+            tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a stale attempt directory");
+        }
+    }
+}
+
 pub fn runner_config(config: &Config) -> RunnerConfig {
     let mut r = RunnerConfig::new(
         config.resolve_claude_bin(),
@@ -83,7 +94,14 @@ impl App {
             drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
             runner,
         };
+        let attempts_dir = engine_cfg.runner.attempts_dir.clone();
+        let keep = engine_cfg.runner.keep_workspaces;
         let engine = Engine::start(store, engine_cfg, Arc::new(SystemClock)).await?;
+        // Every attempt this node ran before is over now (recovery killed and requeued
+        // them), so what is left in the attempts directory is debris.
+        if !keep {
+            remove_children(&attempts_dir);
+        }
         let shutdown = CancellationToken::new();
         let api = ApiConfig {
             limits: Limits {

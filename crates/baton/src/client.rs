@@ -122,14 +122,27 @@ impl Client {
     }
 }
 
+/// `baton run`'s arguments.
+#[derive(clap::Args, Debug)]
 pub struct RunOptions {
+    /// The prompt; `-` reads it from stdin.
     pub prompt: String,
+    #[arg(long)]
     pub model: Option<String>,
+    /// A tool the job may use without asking (repeatable).
+    #[arg(long = "allowed-tool")]
     pub allowed_tools: Vec<String>,
+    #[arg(long)]
     pub cwd: Option<String>,
+    #[arg(long)]
     pub timeout_ms: Option<u64>,
+    /// Resume this session id.
+    #[arg(long)]
     pub resume: Option<String>,
+    #[arg(long)]
     pub max_turns: Option<u32>,
+    /// Print the finished job as JSON.
+    #[arg(long)]
     pub json: bool,
 }
 

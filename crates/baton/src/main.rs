@@ -71,25 +71,8 @@ enum Command {
     Serve(ServerFlags),
     /// Submit a prompt, follow it, print the result. Exit 0 completed, 1 failed, 3 cancelled.
     Run {
-        /// The prompt; `-` reads it from stdin.
-        prompt: String,
-        #[arg(long)]
-        model: Option<String>,
-        /// A tool the job may use without asking (repeatable).
-        #[arg(long = "allowed-tool")]
-        allowed_tools: Vec<String>,
-        #[arg(long)]
-        cwd: Option<String>,
-        #[arg(long)]
-        timeout_ms: Option<u64>,
-        /// Resume this session id.
-        #[arg(long)]
-        resume: Option<String>,
-        #[arg(long)]
-        max_turns: Option<u32>,
-        /// Print the finished job as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        options: RunOptions,
         #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7847")]
         server: String,
     },
@@ -182,39 +165,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Run {
-            prompt,
-            model,
-            allowed_tools,
-            cwd,
-            timeout_ms,
-            resume,
-            max_turns,
-            json,
+            mut options,
             server,
         } => {
-            let prompt = if prompt == "-" {
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            if options.prompt == "-" {
+                options.prompt.clear();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut options.prompt)
                     .context("reading the prompt from stdin")?;
-                s
-            } else {
-                prompt
-            };
+            }
             let client = Client::new(&server)?;
-            client::run(
-                &client,
-                RunOptions {
-                    prompt,
-                    model,
-                    allowed_tools,
-                    cwd,
-                    timeout_ms,
-                    resume,
-                    max_turns,
-                    json,
-                },
-            )
-            .await
+            client::run(&client, options).await
         }
         Command::Jobs { command, server } => {
             let client = Client::new(&server)?;

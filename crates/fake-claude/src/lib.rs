@@ -140,3 +140,30 @@ fn exit_zero_on_sigint() {
         libc::signal(libc::SIGINT, handler as libc::sighandler_t);
     }
 }
+
+/// The `fake-claude` executable of this workspace's build, for other crates' tests: next to
+/// the running test binary's directory (`target/<profile>/`), built on demand when a
+/// filtered test run did not build it.
+pub fn built_binary() -> std::path::PathBuf {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("a test binary lives in target/<profile>/deps");
+        let bin = profile_dir.join("fake-claude");
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = std::process::Command::new(cargo);
+            cmd.args(["build", "-p", "fake-claude"]);
+            if profile_dir.file_name().is_some_and(|p| p == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("running cargo build -p fake-claude");
+            assert!(status.success(), "could not build fake-claude");
+        }
+        bin
+    })
+    .clone()
+}

@@ -1,7 +1,6 @@
 //! The engine driven step by step: `tick()` and a clock moved by hand, no sleeps.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,24 +8,6 @@ use baton_core::{ErrorKind, JobId, JobRequest, JobState, Limits};
 use baton_engine::{Clock, Engine, EngineConfig, ManualClock};
 use baton_runner::RunnerConfig;
 use baton_store::{Finish, Inserted, NewEvent, NewJob, Store, StoreError};
-
-fn fake_claude() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("fake-claude");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = std::process::Command::new(cargo)
-            .args(["build", "-p", "fake-claude"])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-    bin
-}
 
 struct Fixture {
     engine: Engine,
@@ -40,7 +21,7 @@ const START: i64 = 1_700_000_000_000;
 async fn fixture(node: &str, max_concurrency: usize, dir: Option<tempfile::TempDir>) -> Fixture {
     let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
     let store = Store::open(&dir.path().join("e.db")).await.unwrap();
-    let mut runner = RunnerConfig::new(fake_claude(), dir.path().join("attempts"));
+    let mut runner = RunnerConfig::new(fake_claude::built_binary(), dir.path().join("attempts"));
     runner.kill_grace = Duration::from_millis(200);
     runner.result_grace = Duration::from_millis(200);
     let cfg = EngineConfig {

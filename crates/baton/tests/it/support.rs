@@ -8,25 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-/// The `fake-claude` binary built in this workspace's target directory; built on demand
-/// when a filtered test run did not build it.
 pub fn fake_claude() -> PathBuf {
-    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-        let bin = dir.join("fake-claude");
-        if !bin.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .args(["build", "-p", "fake-claude"])
-                .status()
-                .expect("running cargo build -p fake-claude");
-            assert!(status.success(), "could not build fake-claude");
-        }
-        bin
-    })
-    .clone()
+    fake_claude::built_binary()
 }
 
 pub fn baton_bin() -> PathBuf {
