@@ -186,6 +186,7 @@ async fn queue_only(total: usize, batch: u32) -> anyhow::Result<Stats> {
         outcome: None,
         error: None,
         event: NewEvent::new("job.completed", serde_json::json!({"state": "completed"})),
+        session: None,
     };
     let start = Instant::now();
     let mut lat = Vec::new();
@@ -193,13 +194,25 @@ async fn queue_only(total: usize, batch: u32) -> anyhow::Result<Stats> {
     while done < total {
         let t = Instant::now();
         let claimed = store.claim("bench", 1, 60_000, batch).await?;
+        let claim_time = t.elapsed();
         if claimed.is_empty() {
             bail!("the queue ran dry after {done} jobs");
         }
-        for c in &claimed {
-            store
-                .finish_attempt(c.job.id, c.job.attempt, &finish, 2)
-                .await?;
+        // A no-op executor finishes its whole batch at once: one group commit.
+        let batch: Vec<_> = claimed
+            .iter()
+            .map(|c| (c.job.id, c.job.attempt, &finish))
+            .collect();
+        for result in store.finish_attempts(&batch, 2).await? {
+            result?;
+        }
+        if std::env::var_os("BENCH_DEBUG").is_some() && done == 0 {
+            eprintln!(
+                "claim of {}: {:?}; finishes: {:?}",
+                claimed.len(),
+                claim_time,
+                t.elapsed() - claim_time
+            );
         }
         done += claimed.len();
         let per_job = t.elapsed() / claimed.len() as u32;
@@ -260,6 +273,18 @@ fn release_bins() -> anyhow::Result<(PathBuf, PathBuf)> {
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--queue-only") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let c = rt.block_on(queue_only(5_000, 64))?;
+        println!(
+            "(c) queue only: {:.0} jobs/s over {} jobs",
+            c.n as f64 / c.secs,
+            c.n
+        );
+        return Ok(());
+    }
     let scale = if quick { 4 } else { 1 };
     let (bin, fake) = release_bins()?;
     let rt = tokio::runtime::Builder::new_multi_thread()

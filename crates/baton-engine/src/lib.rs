@@ -30,6 +30,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use bus::EventBus;
+
+/// Cancellation tokens of local attempts, and cancels that arrived for a job this process
+/// had claimed but not yet registered (one lock, so the two cannot miss each other).
+#[derive(Default)]
+struct Running {
+    tokens: HashMap<JobId, CancellationToken>,
+    pending_cancels: std::collections::HashSet<JobId>,
+}
 pub use clock::{Clock, ManualClock, SystemClock};
 
 #[derive(Debug, Clone)]
@@ -72,8 +80,8 @@ struct Inner {
     slots: Arc<Semaphore>,
     wake: Notify,
     bus: EventBus,
-    /// Cancellation tokens of the attempts this process supervises.
-    running: Mutex<HashMap<JobId, CancellationToken>>,
+    /// The attempts this process supervises.
+    running: Mutex<Running>,
     /// Cancelled when the node drains: running attempts stop and are requeued.
     drain: CancellationToken,
     draining: AtomicBool,
@@ -98,7 +106,7 @@ impl Engine {
                 incarnation,
                 wake: Notify::new(),
                 bus: EventBus::default(),
-                running: Mutex::new(HashMap::new()),
+                running: Mutex::new(Running::default()),
                 drain: CancellationToken::new(),
                 draining: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
@@ -130,7 +138,11 @@ impl Engine {
 
     /// Attempts running in this process right now.
     pub fn running_here(&self) -> usize {
-        self.inner.running.lock().map(|m| m.len()).unwrap_or(0)
+        self.inner
+            .running
+            .lock()
+            .map(|m| m.tokens.len())
+            .unwrap_or(0)
     }
 
     async fn recover_previous_incarnations(&self) -> Result<()> {
@@ -196,15 +208,17 @@ impl Engine {
     /// (here, or on whichever node runs it, at its next lease renewal).
     pub async fn cancel(&self, job: JobId) -> Result<JobRecord> {
         let record = self.inner.store.cancel(job, self.now_ms()).await?;
-        if record.state == JobState::Running {
-            let token = self
-                .inner
-                .running
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&job).cloned());
-            if let Some(token) = token {
-                token.cancel();
+        if record.state == JobState::Running
+            && let Ok(mut running) = self.inner.running.lock()
+        {
+            match running.tokens.get(&job) {
+                Some(token) => token.cancel(),
+                // Claimed here a moment ago, not yet registered: the claimer cancels it.
+                None if record.lease_owner.as_deref() == Some(self.incarnation()) => {
+                    running.pending_cancels.insert(job);
+                }
+                // Running elsewhere: its supervisor sees the flag at its next renewal.
+                None => {}
             }
         }
         self.inner.bus.publish(job, record.last_seq);
@@ -261,16 +275,19 @@ impl Engine {
                 continue;
             };
             let token = inner.drain.child_token();
-            if let Ok(mut m) = inner.running.lock() {
-                m.insert(c.job.id, token.clone());
+            if let Ok(mut running) = inner.running.lock() {
+                running.tokens.insert(c.job.id, token.clone());
+                if running.pending_cancels.remove(&c.job.id) {
+                    token.cancel();
+                }
             }
             inner.bus.publish(c.job.id, c.job.last_seq);
             let engine = self.clone();
             inner.tasks.spawn(async move {
                 let id = c.job.id;
                 supervisor::supervise(&engine, c.job, token).await;
-                if let Ok(mut m) = engine.inner.running.lock() {
-                    m.remove(&id);
+                if let Ok(mut running) = engine.inner.running.lock() {
+                    running.tokens.remove(&id);
                 }
                 drop(permit);
                 engine.inner.wake.notify_one();
@@ -381,6 +398,7 @@ pub(crate) fn failure_finish(
         outcome,
         error: Some((kind, message)),
         event,
+        session: None,
     }
 }
 

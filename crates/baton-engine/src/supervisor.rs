@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use baton_core::{ErrorKind, JobState, Transition};
 use baton_runner::{Attempt, AttemptReport, Progress};
-use baton_store::{Finish, JobRecord, NewEvent, StoreError};
+use baton_store::{AttemptMeta, Finish, JobRecord, NewEvent, SessionSave, StoreError};
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -63,19 +63,22 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
     });
     tokio::pin!(run);
 
-    // The first tick fires at once: a cancel that raced the claim is seen immediately.
     let mut lease_timer = tokio::time::interval(inner.cfg.lease / 3);
+    lease_timer.tick().await;
     let mut fenced = false;
-    let mut learned_session = job.session_id.is_some();
-    let mut batch: Vec<NewEvent> = Vec::with_capacity(BATCH);
+    let mut pending = Pending {
+        events: Vec::with_capacity(BATCH),
+        meta: AttemptMeta::default(),
+        session_known: job.session_id.is_some(),
+    };
     let report = loop {
         tokio::select! {
             joined = &mut run => {
                 // The runner has returned, so the channel holds everything it sent.
                 while let Ok(p) = rx.try_recv() {
-                    handle(engine, &job, p, &mut batch, &mut learned_session).await;
+                    pending.take(p);
                 }
-                if flush(engine, &job, &mut batch).await.is_err() {
+                if flush(engine, &job, &mut pending).await.is_err() {
                     fenced = true;
                 }
                 break joined.unwrap_or_else(|e| AttemptReport {
@@ -89,14 +92,14 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
                 if fenced {
                     continue;
                 }
-                handle(engine, &job, p, &mut batch, &mut learned_session).await;
-                while batch.len() < BATCH {
+                pending.take(p);
+                while pending.events.len() < BATCH {
                     match rx.try_recv() {
-                        Ok(p) => handle(engine, &job, p, &mut batch, &mut learned_session).await,
+                        Ok(p) => pending.take(p),
                         Err(_) => break,
                     }
                 }
-                if flush(engine, &job, &mut batch).await.is_err() {
+                if flush(engine, &job, &mut pending).await.is_err() {
                     fenced = true;
                     runner_token.cancel();
                 }
@@ -126,45 +129,41 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
     finish(engine, &job, report, true).await;
 }
 
-async fn handle(
-    engine: &Engine,
-    job: &JobRecord,
-    p: Progress,
-    batch: &mut Vec<NewEvent>,
-    learned_session: &mut bool,
-) {
-    match p {
-        Progress::Spawned { pid, start_ticks } => {
-            if let Err(e) = engine
-                .inner
-                .store
-                .record_pid(job.id, job.attempt, pid, start_ticks)
-                .await
-            {
-                tracing::warn!(job = %job.id, error = %e, "could not record the attempt's pid");
+/// What the supervisor has heard from the runner and not yet written.
+struct Pending {
+    events: Vec<NewEvent>,
+    meta: AttemptMeta,
+    session_known: bool,
+}
+
+impl Pending {
+    fn take(&mut self, p: Progress) {
+        match p {
+            Progress::Spawned { pid, start_ticks } => self.meta.pid = Some((pid, start_ticks)),
+            Progress::Event(event) => {
+                if !self.session_known
+                    && event["type"] == "system"
+                    && event["subtype"] == "init"
+                    && let Some(sid) = event["session_id"].as_str()
+                {
+                    self.session_known = true;
+                    self.meta.session_id = Some(sid.to_string());
+                }
+                let kind = event["type"].as_str().unwrap_or("unknown").to_string();
+                self.events.push(NewEvent { kind, data: event });
             }
         }
-        Progress::Event(event) => {
-            if !*learned_session
-                && event["type"] == "system"
-                && event["subtype"] == "init"
-                && let Some(sid) = event["session_id"].as_str()
-            {
-                *learned_session = true;
-                let _ = engine
-                    .inner
-                    .store
-                    .set_session_id(job.id, job.attempt, sid)
-                    .await;
-            }
-            let kind = event["type"].as_str().unwrap_or("unknown").to_string();
-            batch.push(NewEvent { kind, data: event });
-        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.meta == AttemptMeta::default()
     }
 }
 
-async fn flush(engine: &Engine, job: &JobRecord, batch: &mut Vec<NewEvent>) -> Result<(), ()> {
-    if batch.is_empty() {
+/// Writes the pending events, with the pid and session id when newly known, in one
+/// transaction (group commit).
+async fn flush(engine: &Engine, job: &JobRecord, pending: &mut Pending) -> Result<(), ()> {
+    if pending.is_empty() {
         return Ok(());
     }
     let store = &engine.inner.store;
@@ -172,11 +171,18 @@ async fn flush(engine: &Engine, job: &JobRecord, batch: &mut Vec<NewEvent>) -> R
     for delay in [0u64, 50, 200, 1000] {
         tokio::time::sleep(Duration::from_millis(delay)).await;
         match store
-            .append_events(job.id, job.attempt, batch, engine.now_ms())
+            .append_events(
+                job.id,
+                job.attempt,
+                &pending.events,
+                &pending.meta,
+                engine.now_ms(),
+            )
             .await
         {
             Ok(last) => {
-                batch.clear();
+                pending.events.clear();
+                pending.meta = AttemptMeta::default();
                 engine.inner.bus.publish(job.id, last);
                 return Ok(());
             }
@@ -197,6 +203,7 @@ fn success_finish(report: &AttemptReport) -> Finish {
         run_at: None,
         outcome: report.outcome.clone(),
         error: None,
+        session: None,
         event: NewEvent::new(
             "job.completed",
             json!({
@@ -209,20 +216,12 @@ fn success_finish(report: &AttemptReport) -> Finish {
     }
 }
 
-/// Records the end of an attempt, keeping its session transcript first so that a resume
-/// claimed the moment the job ends finds it.
+/// Records the end of an attempt with the retry policy's decision.
 async fn finish(engine: &Engine, job: &JobRecord, report: AttemptReport, ran: bool) {
     let inner = &engine.inner;
     let store = &inner.store;
     let now = engine.now_ms();
-    if let (Some(sid), Some(transcript)) = (&report.session_id, &report.transcript)
-        && let Err(e) = store
-            .save_session(&job.project_id, sid, transcript, job.id, now)
-            .await
-    {
-        tracing::warn!(job = %job.id, error = %e, "could not store the session transcript");
-    }
-    let finish = match &report.error {
+    let mut finish = match &report.error {
         None => success_finish(&report),
         // A drain stops the attempt through Baton's own doing: requeue it, due at once.
         Some((ErrorKind::Cancelled, _)) if ran && engine.is_draining_cancel() => failure_finish(
@@ -253,6 +252,14 @@ async fn finish(engine: &Engine, job: &JobRecord, report: AttemptReport, ran: bo
             )
         }
     };
+    // The transcript is stored with the end of the attempt, in one transaction, so a
+    // resume claimed the moment the job ends finds it.
+    if let (Some(id), Some(transcript)) = (&report.session_id, &report.transcript) {
+        finish.session = Some(SessionSave {
+            id: id.clone(),
+            transcript: transcript.clone(),
+        });
+    }
     for delay in [0u64, 100, 500, 2000, 5000] {
         tokio::time::sleep(Duration::from_millis(delay)).await;
         match store

@@ -14,8 +14,8 @@ mod records;
 mod sqlite;
 
 pub use records::{
-    AttemptRecord, Claimed, EventRecord, Finish, Inserted, JobFilter, JobRecord, NewEvent, NewJob,
-    Orphan, SessionRecord,
+    AttemptMeta, AttemptRecord, Claimed, EventRecord, Finish, Inserted, JobFilter, JobRecord,
+    NewEvent, NewJob, Orphan, SessionRecord, SessionSave,
 };
 pub use sqlite::Store;
 

@@ -103,6 +103,23 @@ pub struct Finish {
     pub error: Option<(ErrorKind, String)>,
     /// The lifecycle event recorded with the change.
     pub event: NewEvent,
+    /// The session transcript the attempt left, stored in the same transaction.
+    pub session: Option<SessionSave>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionSave {
+    pub id: String,
+    pub transcript: Vec<u8>,
+}
+
+/// Facts about a running attempt, written with its next batch of events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttemptMeta {
+    /// `(pid, start time in ticks)` of the attempt's process-group leader.
+    pub pid: Option<(i32, u64)>,
+    /// The session id the CLI announced.
+    pub session_id: Option<String>,
 }
 
 /// A running attempt whose owner is gone.

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use baton_core::{ErrorKind, JobId, JobSpec, JobState, Transition};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -238,64 +238,67 @@ impl Store {
         .bind(limit as i64 * 2)
         .fetch_all(&mut *tx)
         .await?;
+        // At most one job per session in a batch, in queue order.
         let mut sessions = std::collections::HashSet::new();
-        let mut claimed = Vec::new();
+        let mut order: Vec<String> = Vec::new();
         for row in candidates {
-            if claimed.len() as u32 >= limit {
+            if order.len() as u32 >= limit {
                 break;
             }
-            let id: String = row.get(0);
             let session: Option<String> = row.get(1);
-            if let Some(s) = session
-                && !sessions.insert(s)
-            {
-                continue;
+            if session.is_none_or(|s| sessions.insert(s)) {
+                order.push(row.get(0));
             }
-            let next = JobState::Queued
-                .apply(Transition::Claim)
-                .map_err(|e| StoreError::Conflict(e.to_string()))?;
-            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE jobs SET state = ?, attempt = attempt + 1, lease_owner = ?, \
-                 lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, \
-                 last_seq = last_seq + 1 WHERE id = ? AND state = 'queued' RETURNING {JOB_COLUMNS}"
-            )))
-            .bind(next.as_str())
-            .bind(incarnation)
-            .bind(now + lease_ms)
-            .bind(now)
-            .bind(now)
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
-            let job = job_from_row(&row)?;
-            sqlx::query(
-                "INSERT INTO attempts (job_id, attempt, project_id, incarnation, started_at) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&id)
-            .bind(job.attempt as i64)
-            .bind(&job.project_id)
-            .bind(incarnation)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let event = NewEvent::new(
-                "attempt.started",
-                serde_json::json!({"attempt": job.attempt, "incarnation": incarnation}),
-            );
-            insert_event(
-                &mut tx,
-                &id,
-                &job.project_id,
-                job.last_seq,
-                job.attempt,
-                now,
-                &event,
-            )
-            .await?;
-            claimed.push(Claimed { job });
         }
+        if order.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let next = JobState::Queued
+            .apply(Transition::Claim)
+            .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        // The whole batch in three statements: the claimed ids travel as one JSON array.
+        let ids = serde_json::Value::from(order.clone()).to_string();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET state = ?, attempt = attempt + 1, lease_owner = ?, \
+             lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, \
+             last_seq = last_seq + 1 WHERE state = 'queued' AND id IN (SELECT value FROM json_each(?)) \
+             RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(next.as_str())
+        .bind(incarnation)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(now)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO attempts (job_id, attempt, project_id, incarnation, started_at) \
+             SELECT id, attempt, project_id, ?, ? FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(incarnation)
+        .bind(now)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) \
+             SELECT id, last_seq, project_id, attempt, ?, 'attempt.started', \
+             json_object('attempt', attempt, 'incarnation', ?) \
+             FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(now)
+        .bind(incarnation)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| job_from_row(r).map(|job| Claimed { job }))
+            .collect::<Result<Vec<_>>>()?;
+        claimed.sort_by_key(|c| order.iter().position(|id| *id == c.job.id.to_string()));
         Ok(claimed)
     }
 
@@ -349,12 +352,31 @@ impl Store {
         job: JobId,
         attempt: u32,
         events: &[NewEvent],
+        meta: &AttemptMeta,
         now: i64,
     ) -> Result<i64> {
-        if events.is_empty() {
-            return Ok(0);
-        }
         let mut tx = self.write.begin().await?;
+        if let Some((pid, start)) = meta.pid {
+            sqlx::query(
+                "UPDATE attempts SET pid = ?, pid_start = ? WHERE job_id = ? AND attempt = ?",
+            )
+            .bind(pid as i64)
+            .bind(start as i64)
+            .bind(job.to_string())
+            .bind(attempt as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(session) = &meta.session_id {
+            sqlx::query(
+                "UPDATE jobs SET session_id = ? WHERE id = ? AND state = 'running' AND attempt = ?",
+            )
+            .bind(session)
+            .bind(job.to_string())
+            .bind(attempt as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
         let row = sqlx::query(
             "UPDATE jobs SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? \
              AND state = 'running' AND attempt = ? RETURNING last_seq, project_id",
@@ -403,8 +425,8 @@ impl Store {
     }
 
     /// Ends an attempt: moves the job by `finish.transition` if, and only if, this attempt
-    /// still owns it. A refused completion is recorded on the attempt and reported as
-    /// `Fenced`.
+    /// still owns it, and stores the session transcript it left in the same transaction.
+    /// A refused completion is recorded on the attempt and reported as `Fenced`.
     pub async fn finish_attempt(
         &self,
         job: JobId,
@@ -412,67 +434,81 @@ impl Store {
         finish: &Finish,
         now: i64,
     ) -> Result<JobRecord> {
-        let next = JobState::Running
-            .apply(finish.transition)
-            .map_err(|e| StoreError::Conflict(e.to_string()))?;
-        let finished_at = next.is_terminal().then_some(now);
-        let outcome = finish.outcome.as_ref().map(Value::to_string);
-        let (error_type, error_message) = match &finish.error {
-            Some((kind, message)) => (Some(kind.as_str()), Some(message.as_str())),
-            None => (None, None),
-        };
-        let id = job.to_string();
+        let mut out = self.finish_attempts(&[(job, attempt, finish)], now).await?;
+        out.pop().expect("one result per finish")
+    }
+
+    /// Ends several attempts in one transaction (group commit); one result per attempt,
+    /// in order. Only a database failure fails the whole call. Each job moves by its own
+    /// guarded `UPDATE`; the attempts, events and fences of the batch are then written
+    /// set-wise, one statement each.
+    pub async fn finish_attempts(
+        &self,
+        finishes: &[(JobId, u32, &Finish)],
+        now: i64,
+    ) -> Result<Vec<Result<JobRecord>>> {
         let mut tx = self.write.begin().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE jobs SET state = ?, run_at = COALESCE(?, run_at), finished_at = ?, \
-             outcome = COALESCE(?, outcome), error_type = ?, error_message = ?, lease_owner = NULL, \
-             lease_expires_at = NULL, updated_at = ?, last_seq = last_seq + 1 \
-             WHERE id = ? AND state = 'running' AND attempt = ? RETURNING {JOB_COLUMNS}"
-        )))
-        .bind(next.as_str())
-        .bind(finish.run_at)
-        .bind(finished_at)
-        .bind(&outcome)
-        .bind(error_type)
-        .bind(error_message)
-        .bind(now)
-        .bind(&id)
-        .bind(attempt as i64)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            sqlx::query("UPDATE attempts SET fenced = 1 WHERE job_id = ? AND attempt = ?")
-                .bind(&id)
-                .bind(attempt as i64)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            return Err(fenced(job, attempt));
-        };
-        let record = job_from_row(&row)?;
-        sqlx::query(
-            "UPDATE attempts SET finished_at = ?, error_type = ?, error_message = ? \
-             WHERE job_id = ? AND attempt = ?",
-        )
-        .bind(now)
-        .bind(error_type)
-        .bind(error_message)
-        .bind(&id)
-        .bind(attempt as i64)
-        .execute(&mut *tx)
-        .await?;
-        insert_event(
-            &mut tx,
-            &id,
-            &record.project_id,
-            record.last_seq,
-            attempt,
-            now,
-            &finish.event,
-        )
-        .await?;
+        let mut out = Vec::with_capacity(finishes.len());
+        let mut ended = Vec::new();
+        let mut events = Vec::new();
+        let mut fenced_ids = Vec::new();
+        for (job, attempt, finish) in finishes {
+            match move_job(&mut tx, *job, *attempt, finish, now).await? {
+                Ok(record) => {
+                    let (t, m) = finish
+                        .error
+                        .as_ref()
+                        .map_or((None, None), |(k, m)| (Some(k.as_str()), Some(m.as_str())));
+                    ended.push(json!({"id": record.id.to_string(), "a": attempt, "t": t, "m": m}));
+                    events.push(json!({
+                        "id": record.id.to_string(), "seq": record.last_seq, "p": record.project_id,
+                        "a": attempt, "k": finish.event.kind, "d": finish.event.data.to_string(),
+                    }));
+                    if let Some(session) = &finish.session {
+                        save_session_in(&mut tx, &record, session, now).await?;
+                    }
+                    out.push(Ok(record));
+                }
+                Err(e) => {
+                    fenced_ids.push(json!({"id": job.to_string(), "a": attempt}));
+                    out.push(Err(e));
+                }
+            }
+        }
+        if !ended.is_empty() {
+            sqlx::query(
+                "UPDATE attempts SET finished_at = ?, error_type = json_extract(v.value, '$.t'), \
+                 error_message = json_extract(v.value, '$.m') FROM json_each(?) AS v \
+                 WHERE attempts.job_id = json_extract(v.value, '$.id') \
+                 AND attempts.attempt = json_extract(v.value, '$.a')",
+            )
+            .bind(now)
+            .bind(Value::from(ended).to_string())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) \
+                 SELECT json_extract(value, '$.id'), json_extract(value, '$.seq'), \
+                 json_extract(value, '$.p'), json_extract(value, '$.a'), ?, \
+                 json_extract(value, '$.k'), json_extract(value, '$.d') FROM json_each(?)",
+            )
+            .bind(now)
+            .bind(Value::from(events).to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !fenced_ids.is_empty() {
+            sqlx::query(
+                "UPDATE attempts SET fenced = 1 FROM json_each(?) AS v \
+                 WHERE attempts.job_id = json_extract(v.value, '$.id') \
+                 AND attempts.attempt = json_extract(v.value, '$.a')",
+            )
+            .bind(Value::from(fenced_ids).to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
-        Ok(record)
+        Ok(out)
     }
 
     /// Cancels a job. A queued job is cancelled at once; a running one is flagged, and its
@@ -670,6 +706,70 @@ impl Store {
             last_job_id: row.get(5),
         })
     }
+}
+
+/// Moves one job by a finish, inside a transaction, if this attempt still owns it. The
+/// outer `Result` is a database failure; the inner one is this attempt's fate.
+async fn move_job(
+    tx: &mut Transaction<'_, Sqlite>,
+    job: JobId,
+    attempt: u32,
+    finish: &Finish,
+    now: i64,
+) -> Result<Result<JobRecord>> {
+    let next = match JobState::Running.apply(finish.transition) {
+        Ok(next) => next,
+        Err(e) => return Ok(Err(StoreError::Conflict(e.to_string()))),
+    };
+    let finished_at = next.is_terminal().then_some(now);
+    let outcome = finish.outcome.as_ref().map(Value::to_string);
+    let (error_type, error_message) = match &finish.error {
+        Some((kind, message)) => (Some(kind.as_str()), Some(message.as_str())),
+        None => (None, None),
+    };
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE jobs SET state = ?, run_at = COALESCE(?, run_at), finished_at = ?, \
+         outcome = COALESCE(?, outcome), error_type = ?, error_message = ?, lease_owner = NULL, \
+         lease_expires_at = NULL, updated_at = ?, last_seq = last_seq + 1 \
+         WHERE id = ? AND state = 'running' AND attempt = ? RETURNING {JOB_COLUMNS}"
+    )))
+    .bind(next.as_str())
+    .bind(finish.run_at)
+    .bind(finished_at)
+    .bind(&outcome)
+    .bind(error_type)
+    .bind(error_message)
+    .bind(now)
+    .bind(job.to_string())
+    .bind(attempt as i64)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match row {
+        Some(row) => Ok(Ok(job_from_row(&row)?)),
+        None => Ok(Err(fenced(job, attempt))),
+    }
+}
+
+async fn save_session_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    record: &JobRecord,
+    session: &SessionSave,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sessions (id, project_id, transcript, created_at, updated_at, last_job_id) \
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET transcript = excluded.transcript, \
+         updated_at = excluded.updated_at, last_job_id = excluded.last_job_id",
+    )
+    .bind(&session.id)
+    .bind(&record.project_id)
+    .bind(&session.transcript)
+    .bind(now)
+    .bind(now)
+    .bind(record.id.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn insert_event(

@@ -2,7 +2,7 @@
 //! here; a second backend must pass the same tests.
 
 use baton_core::{ErrorKind, JobId, JobRequest, JobSpec, JobState, Limits, SessionId, Transition};
-use baton_store::{Finish, Inserted, JobFilter, NewEvent, NewJob, Store, StoreError};
+use baton_store::{AttemptMeta, Finish, Inserted, JobFilter, NewEvent, NewJob, Store, StoreError};
 use serde_json::json;
 
 async fn store() -> (Store, tempfile::TempDir) {
@@ -39,6 +39,7 @@ fn finish(t: Transition) -> Finish {
         outcome: None,
         error: (t != Transition::Succeed).then(|| (ErrorKind::Crashed, "boom".to_string())),
         event: NewEvent::new("test.finish", json!({})),
+        session: None,
     }
 }
 
@@ -114,7 +115,8 @@ async fn a_stale_attempt_is_fenced_everywhere() {
     );
     let events = [NewEvent::new("assistant", json!({"type": "assistant"}))];
     assert!(matches!(
-        s.append_events(id, 1, &events, 200).await,
+        s.append_events(id, 1, &events, &AttemptMeta::default(), 200)
+            .await,
         Err(StoreError::Fenced { .. })
     ));
     assert!(matches!(
@@ -148,7 +150,12 @@ async fn events_are_numbered_without_gaps_across_lifecycle_and_output() {
     let batch: Vec<NewEvent> = (0..3)
         .map(|i| NewEvent::new("assistant", json!({"i": i})))
         .collect();
-    assert_eq!(s.append_events(id, 1, &batch, 1).await.unwrap(), 5);
+    assert_eq!(
+        s.append_events(id, 1, &batch, &AttemptMeta::default(), 1)
+            .await
+            .unwrap(),
+        5
+    );
     s.finish_attempt(id, 1, &finish(Transition::Succeed), 2)
         .await
         .unwrap();
