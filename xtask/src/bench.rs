@@ -194,7 +194,6 @@ async fn queue_only(total: usize, batch: u32) -> anyhow::Result<Stats> {
     while done < total {
         let t = Instant::now();
         let claimed = store.claim("bench", 1, 60_000, batch).await?;
-        let claim_time = t.elapsed();
         if claimed.is_empty() {
             bail!("the queue ran dry after {done} jobs");
         }
@@ -205,14 +204,6 @@ async fn queue_only(total: usize, batch: u32) -> anyhow::Result<Stats> {
             .collect();
         for result in store.finish_attempts(&batch, 2).await? {
             result?;
-        }
-        if std::env::var_os("BENCH_DEBUG").is_some() && done == 0 {
-            eprintln!(
-                "claim of {}: {:?}; finishes: {:?}",
-                claimed.len(),
-                claim_time,
-                t.elapsed() - claim_time
-            );
         }
         done += claimed.len();
         let per_job = t.elapsed() / claimed.len() as u32;
@@ -272,6 +263,14 @@ fn release_bins() -> anyhow::Result<(PathBuf, PathBuf)> {
 }
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
+    // The queue benchmark runs the store in this process: measure optimized code.
+    if cfg!(debug_assertions) {
+        let mut release = cargo();
+        release
+            .args(["run", "--release", "--quiet", "-p", "xtask", "--", "bench"])
+            .args(args);
+        return run(release);
+    }
     let quick = args.iter().any(|a| a == "--quick");
     if args.iter().any(|a| a == "--queue-only") {
         let rt = tokio::runtime::Builder::new_multi_thread()

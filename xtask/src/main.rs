@@ -2,6 +2,8 @@
 //!
 //! - `ci`: formatting, lints and the whole test suite, as CI runs them.
 //! - `bench`: the benchmarks behind `docs/benchmarks.md`.
+//! - `install-claude`: the pinned `claude` CLI (tools/claude) from the npm registry into
+//!   `.build/claude`, where the real-CLI tests find it.
 
 mod bench;
 
@@ -64,13 +66,57 @@ fn ci() -> anyhow::Result<()> {
     run(test)
 }
 
+/// Installs exactly the CLI version `tools/claude/package-lock.json` pins, with `npm ci`
+/// (integrity-checked, nothing global, nothing fetched outside the registry).
+fn install_claude() -> anyhow::Result<()> {
+    let dest = root().join(".build/claude");
+    std::fs::create_dir_all(&dest)?;
+    for f in ["package.json", "package-lock.json"] {
+        std::fs::copy(root().join("tools/claude").join(f), dest.join(f))
+            .with_context(|| format!("copying tools/claude/{f}"))?;
+    }
+    let bin = dest.join("node_modules/.bin/claude");
+    let wanted = {
+        let lock: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dest.join("package-lock.json"))?)?;
+        lock["packages"]["node_modules/@anthropic-ai/claude-code"]["version"]
+            .as_str()
+            .context("the lockfile pins no @anthropic-ai/claude-code version")?
+            .to_string()
+    };
+    let installed = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if installed.as_deref().is_some_and(|v| v.starts_with(&wanted)) {
+        eprintln!(
+            "xtask: claude {wanted} already installed at {}",
+            bin.display()
+        );
+        return Ok(());
+    }
+    let mut npm = Command::new("npm");
+    npm.current_dir(&dest)
+        .args(["ci", "--no-audit", "--no-fund"]);
+    run(npm).context("npm is required to install the pinned claude CLI (Node.js 18+)")?;
+    let out = Command::new(&bin).arg("--version").output()?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    if !version.starts_with(&wanted) {
+        bail!("installed claude reports {version:?}, expected {wanted}");
+    }
+    eprintln!("xtask: installed claude {}", version.trim());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::main(&args[1..]),
+        Some("install-claude") => install_claude(),
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench [--quick]>");
+            eprintln!("usage: cargo xtask <ci | bench [--quick] | install-claude>");
             std::process::exit(2);
         }
     }

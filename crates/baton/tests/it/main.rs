@@ -3,6 +3,7 @@
 mod api;
 mod compat;
 mod process;
+mod real_cli;
 mod scenarios;
 mod sessions;
 mod sse;
