@@ -63,8 +63,12 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
     });
     tokio::pin!(run);
 
-    let mut lease_timer = tokio::time::interval(inner.cfg.lease / 3);
-    lease_timer.tick().await;
+    // The first renewal comes early (200 ms), so the pid reaches the store soon even for
+    // a CLI that prints nothing, without a commit of its own on the hot path.
+    let mut lease_timer = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_millis(200).min(inner.cfg.lease / 3),
+        inner.cfg.lease / 3,
+    );
     let mut fenced = false;
     let mut pending = Pending {
         events: Vec::with_capacity(BATCH),
@@ -105,6 +109,15 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
                 }
             }
             _ = lease_timer.tick() => {
+                if pending.meta != AttemptMeta::default()
+                    && !fenced
+                    && store
+                        .append_events(id, attempt, &[], &pending.meta, engine.now_ms())
+                        .await
+                        .is_ok()
+                {
+                    pending.meta = AttemptMeta::default();
+                }
                 let expires = engine.now_ms() + inner.cfg.lease.as_millis() as i64;
                 match store.renew_lease(id, attempt, &inner.incarnation, expires).await {
                     Ok(true) => runner_token.cancel(),
@@ -155,8 +168,11 @@ impl Pending {
         }
     }
 
+    /// Whether there is anything worth a commit now. A pid alone waits for the first
+    /// events (the CLI prints `system/init` within milliseconds) or the lease renewal,
+    /// so it costs no transaction of its own on the hot path.
     fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.meta == AttemptMeta::default()
+        self.events.is_empty()
     }
 }
 

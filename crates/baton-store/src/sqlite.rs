@@ -145,11 +145,11 @@ impl Store {
             }
         }
         let session = job.spec.session.owned_session().map(|s| s.to_string());
-        sqlx::query(
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, project_id, state, priority, run_at, created_at, updated_at, \
              max_attempts, spec, session_id, last_seq, idempotency_key, request_hash) \
-             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
-        )
+             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING {JOB_COLUMNS}"
+        )))
         .bind(job.id.to_string())
         .bind(&job.project_id)
         .bind(job.spec.priority)
@@ -161,8 +161,9 @@ impl Store {
         .bind(&session)
         .bind(&key)
         .bind(&hash)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+        let record = job_from_row(&row)?;
         insert_event(
             &mut tx,
             &job.id.to_string(),
@@ -174,7 +175,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        self.get_job(job.id).await.map(Inserted::New)
+        Ok(Inserted::New(record))
     }
 
     pub async fn get_job(&self, id: JobId) -> Result<JobRecord> {
@@ -637,7 +638,7 @@ impl Store {
              WHERE j.state = 'running' AND j.lease_expires_at < ?",
         )
         .bind(now)
-        .fetch_all(&self.write)
+        .fetch_all(&self.read)
         .await?;
         rows.iter().map(orphan_from_row).collect()
     }
