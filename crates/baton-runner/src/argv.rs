@@ -129,6 +129,10 @@ pub fn build_env(
     );
     set("HOME", home.into());
     set("TMPDIR", tmp.into());
+    // The CLI retries a failing API ten times over about three minutes, 401s included.
+    // Baton retries jobs itself, with its own backoff and dead-letter queue, so one quick
+    // retry inside the CLI is enough; configuration may still set another value.
+    set("CLAUDE_CODE_MAX_RETRIES", "1".into());
     for name in DEFAULT_PASSTHROUGH
         .iter()
         .copied()

@@ -160,7 +160,9 @@ pub async fn run(
     };
     let report = run_in(cfg, &ws, &attempt, progress, cancel).await;
     if !cfg.keep_workspaces {
-        ws.remove();
+        // Every process of the attempt is gone by now; removing its files is filesystem
+        // work that must not hold an async worker, nor delay recording the outcome.
+        tokio::task::spawn_blocking(move || ws.remove());
     }
     report
 }

@@ -51,8 +51,20 @@ impl Server {
     }
 
     pub async fn with(overrides: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let roots = tempfile::tempdir().unwrap();
+        Self::start_in(
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            overrides,
+        )
+        .await
+    }
+
+    /// A server on existing directories: how a test restarts Baton on the same data.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        roots: tempfile::TempDir,
+        overrides: &[(&str, &str)],
+    ) -> Self {
         let mut flags = test_flags(dir.path(), roots.path());
         for (k, v) in overrides {
             flags.push((k.to_string(), v.to_string()));
@@ -73,8 +85,14 @@ impl Server {
     }
 
     pub async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Stops the server and hands back its data and workspace-root directories.
+    pub async fn stop_keeping_data(self) -> (tempfile::TempDir, tempfile::TempDir) {
         self.stop.cancel();
         self.handle.await.unwrap().unwrap();
+        (self.dir, self.roots)
     }
 
     pub async fn request(
