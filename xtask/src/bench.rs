@@ -187,6 +187,7 @@ async fn queue_only(total: usize, batch: u32) -> anyhow::Result<Stats> {
         error: None,
         event: NewEvent::new("job.completed", serde_json::json!({"state": "completed"})),
         session: None,
+        refund_attempt: false,
     };
     let start = Instant::now();
     let mut lat = Vec::new();

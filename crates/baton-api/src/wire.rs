@@ -1,5 +1,6 @@
 //! How Baton's records look on the wire.
 
+use baton_core::JobState;
 use baton_store::{AttemptRecord, EventRecord, JobRecord};
 use serde_json::{Value, json};
 
@@ -52,6 +53,9 @@ pub fn job(j: &JobRecord) -> Value {
         "metadata": metadata,
         "options": options,
         "last_event_seq": j.last_seq,
+        // A queued job whose last attempt hit a rate limit waits for the limit to reset.
+        "parked_until": (j.state == JobState::Queued && j.error_type.as_deref() == Some("rate_limited"))
+            .then(|| timestamp(j.run_at)),
     })
 }
 

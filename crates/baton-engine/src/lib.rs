@@ -399,6 +399,7 @@ pub(crate) fn failure_finish(
         error: Some((kind, message)),
         event,
         session: None,
+        refund_attempt: false,
     }
 }
 

@@ -220,6 +220,7 @@ fn success_finish(report: &AttemptReport) -> Finish {
         outcome: report.outcome.clone(),
         error: None,
         session: None,
+        refund_attempt: false,
         event: NewEvent::new(
             "job.completed",
             json!({
@@ -232,6 +233,31 @@ fn success_finish(report: &AttemptReport) -> Finish {
     }
 }
 
+/// How long to park a rate-limited job when the CLI announced nothing.
+const DEFAULT_PARK_MS: i64 = 60_000;
+
+/// A rate-limited attempt parks its job until the limit resets, as announced by the CLI
+/// (`retry-after` through its retry delay, or a usage limit's reset time), and the attempt
+/// is not counted: the job did nothing wrong.
+fn park(job: &JobRecord, report: &AttemptReport, message: &str, now: i64) -> Finish {
+    let after = report
+        .rate_limit_retry_ms
+        .map_or(DEFAULT_PARK_MS, |ms| ms as i64);
+    let until = (now + after).max(report.rate_limit_resets_at_ms.unwrap_or(0));
+    Finish {
+        transition: Transition::Retry,
+        run_at: Some(until),
+        outcome: report.outcome.clone(),
+        error: Some((ErrorKind::RateLimited, message.to_string())),
+        event: NewEvent::new(
+            "job.parked",
+            json!({"attempt": job.attempt, "until": until, "reason": message, "error": {"type": "rate_limited", "message": message}}),
+        ),
+        session: None,
+        refund_attempt: true,
+    }
+}
+
 /// Records the end of an attempt with the retry policy's decision.
 async fn finish(engine: &Engine, job: &JobRecord, report: AttemptReport, ran: bool) {
     let inner = &engine.inner;
@@ -239,16 +265,24 @@ async fn finish(engine: &Engine, job: &JobRecord, report: AttemptReport, ran: bo
     let now = engine.now_ms();
     let mut finish = match &report.error {
         None => success_finish(&report),
-        // A drain stops the attempt through Baton's own doing: requeue it, due at once.
-        Some((ErrorKind::Cancelled, _)) if ran && engine.is_draining_cancel() => failure_finish(
-            &job.spec,
-            job.attempt,
-            ErrorKind::Interrupted,
-            "the node drained while the attempt ran".into(),
-            report.outcome.clone(),
-            now,
-            0.0,
-        ),
+        // A drain stops the attempt through Baton's own doing: requeue it, due at once,
+        // without counting the attempt.
+        Some((ErrorKind::Cancelled, _)) if ran && engine.is_draining_cancel() => Finish {
+            transition: Transition::Retry,
+            run_at: Some(now),
+            outcome: report.outcome.clone(),
+            error: Some((
+                ErrorKind::Interrupted,
+                "the node drained while the attempt ran".into(),
+            )),
+            event: NewEvent::new(
+                "attempt.failed",
+                json!({"attempt": job.attempt, "error": {"type": "interrupted", "message": "the node drained while the attempt ran"}, "retry_at": now}),
+            ),
+            session: None,
+            refund_attempt: true,
+        },
+        Some((ErrorKind::RateLimited, message)) => park(job, &report, message, now),
         Some((kind, message)) => {
             let mut message = message.clone();
             if let Some(exit) = &report.exit

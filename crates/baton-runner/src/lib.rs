@@ -120,6 +120,11 @@ pub struct AttemptReport {
     pub exit: Option<String>,
     pub stderr_tail: String,
     pub events: u64,
+    /// The delay the CLI last waited before retrying a 429 (`system/api_retry` with
+    /// `error_status: 429`); the API's `retry-after` is its floor.
+    pub rate_limit_retry_ms: Option<u64>,
+    /// When a usage limit resets, from a `rate_limit_event` (milliseconds since the epoch).
+    pub rate_limit_resets_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,6 +348,16 @@ async fn run_in(
                     match (event["type"].as_str(), event.get("subtype").and_then(Value::as_str)) {
                         (Some("system"), Some("init")) => {
                             model = event.get("model").and_then(Value::as_str).map(str::to_string);
+                        }
+                        (Some("system"), Some("api_retry")) if event["error_status"] == 429 => {
+                            report.rate_limit_retry_ms = event["retry_delay_ms"].as_f64().map(|ms| ms.ceil() as u64);
+                        }
+                        // Subscription usage limits announce their reset this way; the field
+                        // is epoch seconds (not observed against the mock: no fixture has it).
+                        (Some("rate_limit_event"), _) => {
+                            if let Some(at) = event["rate_limit_info"]["resetsAt"].as_i64() {
+                                report.rate_limit_resets_at_ms = Some(at * 1000);
+                            }
                         }
                         (Some("result"), _) => {
                             result = Some(event.clone());

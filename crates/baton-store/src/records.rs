@@ -105,6 +105,8 @@ pub struct Finish {
     pub event: NewEvent,
     /// The session transcript the attempt left, stored in the same transaction.
     pub session: Option<SessionSave>,
+    /// The attempt does not count against `max_attempts` (a parked rate limit, a drain).
+    pub refund_attempt: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -731,7 +731,8 @@ async fn move_job(
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE jobs SET state = ?, run_at = COALESCE(?, run_at), finished_at = ?, \
          outcome = COALESCE(?, outcome), error_type = ?, error_message = ?, lease_owner = NULL, \
-         lease_expires_at = NULL, updated_at = ?, last_seq = last_seq + 1 \
+         lease_expires_at = NULL, updated_at = ?, last_seq = last_seq + 1, \
+         max_attempts = max_attempts + ? \
          WHERE id = ? AND state = 'running' AND attempt = ? RETURNING {JOB_COLUMNS}"
     )))
     .bind(next.as_str())
@@ -741,6 +742,7 @@ async fn move_job(
     .bind(error_type)
     .bind(error_message)
     .bind(now)
+    .bind(i64::from(finish.refund_attempt))
     .bind(job.to_string())
     .bind(attempt as i64)
     .fetch_optional(&mut **tx)

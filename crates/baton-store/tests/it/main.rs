@@ -40,6 +40,7 @@ fn finish(t: Transition) -> Finish {
         error: (t != Transition::Succeed).then(|| (ErrorKind::Crashed, "boom".to_string())),
         event: NewEvent::new("test.finish", json!({})),
         session: None,
+        refund_attempt: false,
     }
 }
 

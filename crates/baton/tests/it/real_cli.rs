@@ -397,3 +397,55 @@ async fn the_real_cli_accepts_batons_arguments_and_fails_fast_without_an_api() {
     assert_no_survivors(&job);
     server.stop().await;
 }
+
+/// A 429 parks the job until the announced time and does not spend an attempt: with
+/// `max_attempts: 1` the job still completes on its second run.
+#[tokio::test]
+async fn a_rate_limited_job_is_parked_until_the_announced_time() {
+    let Some(claude) = real_claude() else { return };
+    let mock = MockAnthropic::start().await;
+    // The request and the CLI's one retry are both refused with `retry-after: 2`.
+    for _ in 0..2 {
+        mock.push(Reply::error(429, "slow down").with_retry_after(2));
+    }
+    mock.push(Reply::text("after the limit"));
+    let server = server(&claude, &mock, &[]).await;
+    let job = server
+        .submit(json!({"prompt": "hello", "max_attempts": 1}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let parked = server
+        .wait_until(&id, |j| {
+            !j["parked_until"].is_null() || j["state"] != "running" && j["state"] != "queued"
+        })
+        .await;
+    assert_eq!(parked["state"], "queued", "{parked}");
+    assert_eq!(parked["error"]["type"], "rate_limited", "{parked}");
+    assert_eq!(
+        parked["max_attempts"], 2,
+        "the parked attempt is refunded: {parked}"
+    );
+    let job = server.wait_terminal(&id).await;
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(job["result"], "after the limit");
+    let events = server.events(&id).await;
+    let park = events
+        .iter()
+        .find(|e| e["kind"] == "job.parked")
+        .expect("a job.parked event");
+    let failed_at = park["at"].as_str().unwrap().to_string();
+    let started_again = events
+        .iter()
+        .filter(|e| e["kind"] == "attempt.started")
+        .nth(1)
+        .unwrap();
+    // Parked for at least the announced two seconds.
+    let ms = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
+    };
+    let waited = ms(started_again["at"].as_str().unwrap()) - ms(&failed_at);
+    assert!(waited >= 1_900, "retried after only {waited} ms");
+    server.stop().await;
+}

@@ -112,13 +112,6 @@ async fn every_scenario_ends_in_the_right_state() {
             &["result"],
         ),
         case(
-            "API 429, out of attempts",
-            "FAKE api_error 429",
-            "dead",
-            Some("rate_limited"),
-            &["result"],
-        ),
-        case(
             "not logged in",
             "FAKE not_logged_in",
             "failed",
@@ -298,6 +291,50 @@ async fn retryable_failures_are_retried_then_dead_lettered() {
         .await;
     assert_eq!(job["state"], "failed");
     assert_eq!(job["attempts"].as_array().unwrap().len(), 1);
+    server.stop().await;
+}
+
+/// A 429 with no announced reset parks the job for the default minute, refunding the
+/// attempt; a parked job is visible as such and can be cancelled.
+#[tokio::test]
+async fn a_rate_limited_job_is_parked_not_dead_lettered() {
+    let server = Server::start().await;
+    let job = server.submit(prompt("FAKE api_error 429")).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let parked = server
+        .wait_until(&id, |j| !j["parked_until"].is_null())
+        .await;
+    assert_eq!(parked["state"], "queued", "{parked}");
+    assert_eq!(parked["error"]["type"], "rate_limited");
+    assert_eq!(
+        parked["max_attempts"], 2,
+        "the attempt was counted: {parked}"
+    );
+    let until =
+        chrono::DateTime::parse_from_rfc3339(parked["parked_until"].as_str().unwrap()).unwrap();
+    let finished = chrono::DateTime::parse_from_rfc3339(
+        parked["attempts"][0]["finished_at"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(
+        (until - finished).num_seconds() >= 59,
+        "parked for {}",
+        until - finished
+    );
+    let kinds: Vec<Value> = server
+        .events(&id)
+        .await
+        .iter()
+        .map(|e| e["kind"].clone())
+        .collect();
+    assert!(kinds.contains(&json!("job.parked")), "{kinds:?}");
+    let (status, cancelled) = server
+        .post(&format!("/v1/jobs/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (status.as_u16(), cancelled["state"].as_str()),
+        (200, Some("cancelled"))
+    );
     server.stop().await;
 }
 
