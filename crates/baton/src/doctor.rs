@@ -1,8 +1,23 @@
-//! `baton doctor`: says exactly what stands between this machine and a working Baton.
+//! `baton doctor`: says exactly what stands between this machine and a working Baton:
+//! the CLI binary and its version, credentials, the data directory, the database, and one
+//! real round trip through the same runner jobs use, against the configured endpoint.
 
 use std::time::Duration;
 
+use baton_core::{ErrorKind, JobRequest, Limits};
+
 use crate::config::Config;
+
+/// The oldest CLI whose protocol Baton relies on (stream-json events, `--json-schema`,
+/// `--max-budget-usd`, `--fork-session`).
+pub const MIN_CLI_VERSION: (u32, u32, u32) = (2, 0, 0);
+
+/// `2.1.197 (Claude Code)` → (2, 1, 197).
+pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text.split_whitespace().next()?.split('.');
+    let mut next = || parts.next()?.parse::<u32>().ok();
+    Some((next()?, next()?, next()?))
+}
 
 struct Check {
     name: &'static str,
@@ -29,14 +44,29 @@ async fn cli_check(config: &Config) -> Check {
                 bin.display()
             ),
         ),
-        Ok(Ok(out)) if out.status.success() => (
-            true,
-            format!(
-                "{} ({})",
-                String::from_utf8_lossy(&out.stdout).trim(),
-                bin.display()
-            ),
-        ),
+        Ok(Ok(out)) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            match parse_version(&text) {
+                Some(v) if v >= MIN_CLI_VERSION => (true, format!("{text} ({})", bin.display())),
+                Some((a, b, c)) => (
+                    false,
+                    format!(
+                        "{} is version {a}.{b}.{c}, older than the {}.{}.{} Baton needs; install a newer @anthropic-ai/claude-code",
+                        bin.display(),
+                        MIN_CLI_VERSION.0,
+                        MIN_CLI_VERSION.1,
+                        MIN_CLI_VERSION.2
+                    ),
+                ),
+                None => (
+                    false,
+                    format!(
+                        "{} --version printed {text:?}, not a claude version",
+                        bin.display()
+                    ),
+                ),
+            }
+        }
         Ok(Ok(out)) => (
             false,
             format!(
@@ -139,14 +169,115 @@ async fn database_check(config: &Config) -> Check {
     }
 }
 
-/// Prints one line per check; returns whether all passed.
+fn endpoint(config: &Config) -> String {
+    config
+        .env
+        .get("ANTHROPIC_BASE_URL")
+        .cloned()
+        .or_else(|| std::env::var("ANTHROPIC_BASE_URL").ok())
+        .unwrap_or_else(|| "https://api.anthropic.com".into())
+}
+
+/// One prompt through the runner, exactly as a job runs, and a diagnosis of the answer.
+async fn round_trip_check(config: &Config) -> Check {
+    let name = "round trip";
+    let mut runner = crate::app::runner_config(config);
+    runner.attempts_dir = config.data_dir.join("doctor");
+    runner.silence_timeout = Duration::from_secs(60);
+    let mut request = JobRequest::prompt("Reply with the single word: ok");
+    request.max_turns = Some(1);
+    request.tools = Some(Vec::new());
+    request.timeout_ms = Some(90_000);
+    let spec = match request.parse(&Limits::default()) {
+        Ok(spec) => spec,
+        Err(e) => {
+            return Check {
+                name,
+                ok: false,
+                detail: e.to_string(),
+            };
+        }
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let started = std::time::Instant::now();
+    let attempt = baton_runner::Attempt {
+        name: format!("doctor-{}", std::process::id()),
+        spec: &spec,
+        restore: None,
+    };
+    let report = baton_runner::run(
+        &runner,
+        attempt,
+        tx,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await;
+    drain.abort();
+    let endpoint = endpoint(config);
+    let message = report.error.as_ref().map(|(_, m)| m.as_str()).unwrap_or("");
+    let detail = match &report.error {
+        None => {
+            let outcome = report.outcome.clone().unwrap_or_default();
+            return Check {
+                name,
+                ok: true,
+                detail: format!(
+                    "{endpoint} answered {:?} in {} ms (model {}, ${})",
+                    outcome["result"].as_str().unwrap_or(""),
+                    started.elapsed().as_millis(),
+                    outcome["model"].as_str().unwrap_or("?"),
+                    outcome["total_cost_usd"]
+                ),
+            };
+        }
+        Some((ErrorKind::CliNotFound, _)) => format!("the CLI binary is missing: {message}"),
+        Some((ErrorKind::AuthenticationError, _)) if message.starts_with("Not logged in") => {
+            format!(
+                "no credentials reached the CLI: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) in Baton's environment or its `env` setting ({message})"
+            )
+        }
+        Some((ErrorKind::AuthenticationError, _)) => {
+            format!(
+                "{endpoint} refused the credentials: the key is wrong, revoked or lacks access ({message})"
+            )
+        }
+        Some((ErrorKind::ApiError, _))
+            if [
+                "Unable to connect",
+                "ConnectionRefused",
+                "timed out",
+                "ENOTFOUND",
+            ]
+            .iter()
+            .any(|m| message.contains(m)) =>
+        {
+            format!("{endpoint} is unreachable from this machine ({message})")
+        }
+        Some((kind, _)) => format!("{kind}: {message}"),
+    };
+    Check {
+        name,
+        ok: false,
+        detail,
+    }
+}
+
+/// Prints one line per check; returns whether all passed. The round trip runs only when
+/// the CLI itself is usable.
 pub async fn doctor(config: &Config) -> bool {
-    let checks = vec![
-        cli_check(config).await,
+    let cli = cli_check(config).await;
+    let cli_ok = cli.ok;
+    let mut checks = vec![
+        cli,
         credentials_check(config),
         data_dir_check(config),
         database_check(config).await,
     ];
+    if cli_ok {
+        checks.push(round_trip_check(config).await);
+    }
+
     for c in &checks {
         println!(
             "{} {:<15} {}",

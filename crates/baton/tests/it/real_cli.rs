@@ -449,3 +449,79 @@ async fn a_rate_limited_job_is_parked_until_the_announced_time() {
     assert!(waited >= 1_900, "retried after only {waited} ms");
     server.stop().await;
 }
+
+/// `baton doctor` makes one real round trip and names exactly what is wrong.
+#[tokio::test]
+async fn doctor_diagnoses_each_failure_precisely() {
+    let Some(claude) = real_claude() else { return };
+    let mock = MockAnthropic::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let doctor = |claude: PathBuf, base: String, key: Option<&'static str>| {
+        let mut cmd = tokio::process::Command::new(crate::support::baton_bin());
+        cmd.args(["doctor", "--data-dir"])
+            .arg(dir.path())
+            .arg("--claude-bin")
+            .arg(claude);
+        cmd.arg("--set")
+            .arg(format!(r#"env={{ANTHROPIC_BASE_URL = "{base}"}}"#));
+        cmd.env_remove("ANTHROPIC_API_KEY")
+            .env_remove("ANTHROPIC_AUTH_TOKEN")
+            .env_remove("CLAUDE_CODE_OAUTH_TOKEN");
+        if let Some(k) = key {
+            cmd.env("ANTHROPIC_API_KEY", k);
+        }
+        async move {
+            let out = cmd.output().await.unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+    };
+    let (code, out) = doctor(claude.clone(), mock.base_url(), Some("sk-test-secret")).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("ok   round trip") && out.contains("answered"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("sk-test-secret"),
+        "the key was printed: {out}"
+    );
+
+    mock.push(Reply::error(401, "invalid x-api-key"));
+    mock.push(Reply::error(401, "invalid x-api-key"));
+    let (code, out) = doctor(claude.clone(), mock.base_url(), Some("sk-wrong")).await;
+    assert_eq!(code, Some(1));
+    assert!(out.contains("refused the credentials"), "{out}");
+
+    let (code, out) = doctor(claude.clone(), "http://127.0.0.1:9".into(), Some("sk-test")).await;
+    assert_eq!(code, Some(1));
+    assert!(out.contains("127.0.0.1:9 is unreachable"), "{out}");
+
+    let (code, out) = doctor(claude.clone(), mock.base_url(), None).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("FAIL credentials") && out.contains("no credentials reached the CLI"),
+        "{out}"
+    );
+
+    let old = dir.path().join("old-claude");
+    std::fs::write(&old, "#!/bin/sh\necho '1.0.3 (Claude Code)'\n").unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (code, out) = doctor(old, mock.base_url(), Some("sk-test")).await;
+    assert_eq!(code, Some(1));
+    assert!(out.contains("version 1.0.3, older than the 2.0.0"), "{out}");
+
+    let (code, out) = doctor(
+        "/nonexistent/claude".into(),
+        mock.base_url(),
+        Some("sk-test"),
+    )
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("FAIL claude CLI") && out.contains("/nonexistent/claude cannot be run"),
+        "{out}"
+    );
+}
