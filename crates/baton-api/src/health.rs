@@ -83,6 +83,7 @@ pub async fn health(State(st): State<AppState>) -> Response {
         "running_here": st.engine().running_here(),
         "max_concurrency": st.engine().config().max_concurrency,
         "incarnation": st.engine().incarnation(),
+        "warm_pools": st.engine().warm_status(),
     });
     let status = if ok {
         StatusCode::OK

@@ -68,6 +68,7 @@ pub fn attempt(a: &AttemptRecord) -> Value {
         "pid": a.pid,
         "error": a.error_type.as_ref().map(|t| json!({"type": t, "message": a.error_message})),
         "fenced": a.fenced,
+        "warm": a.warm,
     })
 }
 

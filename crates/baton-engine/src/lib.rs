@@ -16,6 +16,7 @@
 mod bus;
 mod clock;
 mod supervisor;
+mod warm;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,7 @@ struct Running {
     pending_cancels: std::collections::HashSet<JobId>,
 }
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use warm::WarmPoolConfig;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -54,6 +56,8 @@ pub struct EngineConfig {
     /// stopped and requeued.
     pub drain_timeout: Duration,
     pub runner: RunnerConfig,
+    /// Pre-started CLI processes for the job options marked warm.
+    pub warm_pools: Vec<WarmPoolConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +90,7 @@ struct Inner {
     drain: CancellationToken,
     draining: AtomicBool,
     tasks: TaskTracker,
+    warm: warm::WarmPools,
 }
 
 impl Engine {
@@ -97,6 +102,7 @@ impl Engine {
         store
             .register_incarnation(&incarnation, &cfg.node_id, std::process::id(), now)
             .await?;
+        let warm = warm::WarmPools::new(&cfg.warm_pools);
         let engine = Self {
             inner: Arc::new(Inner {
                 slots: Arc::new(Semaphore::new(cfg.max_concurrency)),
@@ -110,6 +116,7 @@ impl Engine {
                 drain: CancellationToken::new(),
                 draining: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
+                warm,
             }),
         };
         engine.recover_previous_incarnations().await?;
@@ -134,6 +141,15 @@ impl Engine {
 
     pub fn bus(&self) -> &EventBus {
         &self.inner.bus
+    }
+
+    /// The warm pools' counters, for health.
+    pub fn warm_status(&self) -> serde_json::Value {
+        self.inner.warm.status()
+    }
+
+    pub(crate) fn take_warm(&self, spec: &JobSpec) -> Option<baton_runner::warm::WarmProcess> {
+        self.inner.warm.take(spec)
     }
 
     /// Attempts running in this process right now.
@@ -299,6 +315,21 @@ impl Engine {
     /// The dispatch loop, until `shutdown`; then drains.
     pub async fn run(&self, shutdown: CancellationToken) {
         let inner = &self.inner;
+        let refill = (!inner.warm.is_empty()).then(|| {
+            let engine = self.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    // On a runtime worker, never a blocking-pool thread: see `warm`.
+                    engine.inner.warm.refill(&engine.inner.cfg.runner);
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+                engine.inner.warm.clear();
+            })
+        });
         loop {
             let claimed = match self.tick().await {
                 Ok(n) => n,
@@ -322,6 +353,9 @@ impl Engine {
                 _ = inner.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+        if let Some(refill) = refill {
+            let _ = refill.await;
         }
         self.drain().await;
     }

@@ -50,6 +50,8 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
     let cfg = inner.cfg.runner.clone();
     let spec = job.spec.clone();
     let name = format!("{id}-{attempt}");
+    let warm = engine.take_warm(&job.spec);
+    let ran_warm = warm.is_some();
     let run = tokio::spawn({
         let runner_token = runner_token.clone();
         async move {
@@ -58,7 +60,10 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
                 spec: &spec,
                 restore,
             };
-            baton_runner::run(&cfg, attempt, tx, runner_token).await
+            match warm {
+                Some(w) => baton_runner::warm::run_warm(&cfg, w, attempt, tx, runner_token).await,
+                None => baton_runner::run(&cfg, attempt, tx, runner_token).await,
+            }
         }
     });
     tokio::pin!(run);
@@ -72,7 +77,10 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
     let mut fenced = false;
     let mut pending = Pending {
         events: Vec::with_capacity(BATCH),
-        meta: AttemptMeta::default(),
+        meta: AttemptMeta {
+            warm: ran_warm,
+            ..AttemptMeta::default()
+        },
         session_known: job.session_id.is_some(),
     };
     let report = loop {

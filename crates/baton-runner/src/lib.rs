@@ -15,6 +15,7 @@ pub mod argv;
 pub mod lines;
 pub mod outcome;
 pub mod process;
+pub mod warm;
 pub mod workspace;
 
 use std::path::{Path, PathBuf};
@@ -172,16 +173,19 @@ pub async fn run(
     report
 }
 
-fn failed(kind: ErrorKind, message: String) -> AttemptReport {
+pub(crate) fn failed(kind: ErrorKind, message: String) -> AttemptReport {
     AttemptReport {
         error: Some((kind, message)),
         ..AttemptReport::default()
     }
 }
 
-fn prepare_files(ws: &Workspace, attempt: &Attempt<'_>) -> std::io::Result<ArgFiles> {
-    let spec = attempt.spec;
-    if let (Some(session), Some(transcript)) = (spec.session.restores(), &attempt.restore) {
+fn prepare_files(
+    ws: &Workspace,
+    spec: &JobSpec,
+    restore: Option<&[u8]>,
+) -> std::io::Result<ArgFiles> {
+    if let (Some(session), Some(transcript)) = (spec.session.restores(), restore) {
         ws.restore_transcript(&session.to_string(), transcript)?;
     }
     Ok(ArgFiles {
@@ -203,25 +207,27 @@ fn prepare_files(ws: &Workspace, attempt: &Attempt<'_>) -> std::io::Result<ArgFi
     })
 }
 
-async fn run_in(
+/// A CLI process started for an attempt, before it has its prompt. Its stderr is already
+/// being drained, so it can wait (in the warm pool) without ever blocking on a full pipe.
+pub struct Launched {
+    child: tokio::process::Child,
+    pid: i32,
+    start_ticks: u64,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: tokio::process::ChildStdout,
+    stderr_task: tokio::task::JoinHandle<String>,
+}
+
+fn launch(
     cfg: &RunnerConfig,
     ws: &Workspace,
-    attempt: &Attempt<'_>,
-    progress: mpsc::Sender<Progress>,
-    cancel: CancellationToken,
-) -> AttemptReport {
-    let spec = attempt.spec;
-    let files = match prepare_files(ws, attempt) {
-        Ok(f) => f,
-        Err(e) => {
-            return failed(
-                ErrorKind::SpawnFailed,
-                format!("could not write attempt files: {e}"),
-            );
-        }
-    };
+    spec: &JobSpec,
+    files: &ArgFiles,
+    extra_args: &[&str],
+) -> Result<Launched, (ErrorKind, String)> {
     let mut cmd = tokio::process::Command::new(&cfg.claude_bin);
-    cmd.args(argv::build_args(spec, &files))
+    cmd.args(argv::build_args(spec, files))
+        .args(extra_args)
         .env_clear()
         .envs(argv::build_env(
             &ws.home,
@@ -237,35 +243,20 @@ async fn run_in(
         .process_group(0)
         .kill_on_drop(true);
     process::set_parent_death_signal(&mut cmd);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let kind = match e.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-                    ErrorKind::CliNotFound
-                }
-                _ => ErrorKind::SpawnFailed,
-            };
-            return failed(
-                kind,
-                format!("could not start {}: {e}", cfg.claude_bin.display()),
-            );
-        }
-    };
+    let mut child = cmd.spawn().map_err(|e| {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                ErrorKind::CliNotFound
+            }
+            _ => ErrorKind::SpawnFailed,
+        };
+        (
+            kind,
+            format!("could not start {}: {e}", cfg.claude_bin.display()),
+        )
+    })?;
     let pid = child.id().map_or(0, |p| p as i32);
     let start_ticks = process::process_start_ticks(pid).unwrap_or(0);
-    let _ = progress.send(Progress::Spawned { pid, start_ticks }).await;
-
-    // The prompt goes in through stdin, which is then closed; a separate task, so a CLI
-    // that writes before it reads can never deadlock against us.
-    let mut stdin = child.stdin.take();
-    let prompt = spec.prompt.clone();
-    let feeder = tokio::spawn(async move {
-        if let Some(mut s) = stdin.take() {
-            let _ = s.write_all(prompt.as_bytes()).await;
-            let _ = s.shutdown().await;
-        }
-    });
     let stderr = child.stderr.take();
     let max_stderr = cfg.max_stderr_bytes;
     let stderr_task = tokio::spawn(async move {
@@ -284,14 +275,84 @@ async fn run_in(
         }
         String::from_utf8_lossy(&tail).into_owned()
     });
-
+    let stdin = child.stdin.take();
     let Some(stdout) = child.stdout.take() else {
-        process::terminate_group(&mut child, pid, cfg.kill_grace).await;
-        return failed(
+        return Err((
             ErrorKind::SpawnFailed,
             "the CLI's stdout was not captured".into(),
-        );
+        ));
     };
+    Ok(Launched {
+        child,
+        pid,
+        start_ticks,
+        stdin,
+        stdout,
+        stderr_task,
+    })
+}
+
+async fn run_in(
+    cfg: &RunnerConfig,
+    ws: &Workspace,
+    attempt: &Attempt<'_>,
+    progress: mpsc::Sender<Progress>,
+    cancel: CancellationToken,
+) -> AttemptReport {
+    let spec = attempt.spec;
+    let files = match prepare_files(ws, spec, attempt.restore.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            return failed(
+                ErrorKind::SpawnFailed,
+                format!("could not write attempt files: {e}"),
+            );
+        }
+    };
+    match launch(cfg, ws, spec, &files, &[]) {
+        Ok(launched) => {
+            drive(
+                cfg,
+                ws,
+                spec,
+                launched,
+                spec.prompt.clone().into_bytes(),
+                progress,
+                cancel,
+            )
+            .await
+        }
+        Err((kind, message)) => failed(kind, message),
+    }
+}
+
+/// Feeds `input` to a launched CLI, closes its stdin, and supervises it to the end.
+async fn drive(
+    cfg: &RunnerConfig,
+    ws: &Workspace,
+    spec: &JobSpec,
+    launched: Launched,
+    input: Vec<u8>,
+    progress: mpsc::Sender<Progress>,
+    cancel: CancellationToken,
+) -> AttemptReport {
+    let Launched {
+        mut child,
+        pid,
+        start_ticks,
+        stdin,
+        stdout,
+        stderr_task,
+    } = launched;
+    let _ = progress.send(Progress::Spawned { pid, start_ticks }).await;
+    // The prompt goes in through stdin, which is then closed; a separate task, so a CLI
+    // that writes before it reads can never deadlock against us.
+    let feeder = tokio::spawn(async move {
+        if let Some(mut s) = stdin {
+            let _ = s.write_all(&input).await;
+            let _ = s.shutdown().await;
+        }
+    });
     let mut lines = BoundedLines::new(
         BufReader::with_capacity(64 * 1024, stdout),
         cfg.max_line_bytes,

@@ -1,7 +1,8 @@
 //! The schema, as an ordered list of migrations. Each runs once, in a transaction, and is
 //! recorded in `schema_migrations`; a database newer than this binary is refused.
 
-pub const SQLITE: &[&str] = &[r#"
+pub const SQLITE: &[&str] = &[
+    r#"
 CREATE TABLE projects (
     id TEXT PRIMARY KEY,
     created_at INTEGER NOT NULL
@@ -82,4 +83,8 @@ CREATE TABLE sessions (
     updated_at INTEGER NOT NULL,
     last_job_id TEXT
 );
-"#];
+"#,
+    r#"
+ALTER TABLE attempts ADD COLUMN warm INTEGER NOT NULL DEFAULT 0;
+"#,
+];

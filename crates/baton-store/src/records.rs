@@ -91,6 +91,8 @@ pub struct AttemptRecord {
     pub error_message: Option<String>,
     /// A completion arrived from this attempt after it had lost the job, and was refused.
     pub fenced: bool,
+    /// It ran on a pre-started process from a warm pool.
+    pub warm: bool,
 }
 
 /// The end of an attempt, as decided by the engine.
@@ -122,6 +124,8 @@ pub struct AttemptMeta {
     pub pid: Option<(i32, u64)>,
     /// The session id the CLI announced.
     pub session_id: Option<String>,
+    /// The attempt ran on a pre-started (warm) process; written with the pid.
+    pub warm: bool,
 }
 
 /// A running attempt whose owner is gone.

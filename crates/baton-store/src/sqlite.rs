@@ -359,10 +359,11 @@ impl Store {
         let mut tx = self.write.begin().await?;
         if let Some((pid, start)) = meta.pid {
             sqlx::query(
-                "UPDATE attempts SET pid = ?, pid_start = ? WHERE job_id = ? AND attempt = ?",
+                "UPDATE attempts SET pid = ?, pid_start = ?, warm = ? WHERE job_id = ? AND attempt = ?",
             )
             .bind(pid as i64)
             .bind(start as i64)
+            .bind(meta.warm)
             .bind(job.to_string())
             .bind(attempt as i64)
             .execute(&mut *tx)
@@ -593,7 +594,7 @@ impl Store {
 
     pub async fn list_attempts(&self, job: JobId) -> Result<Vec<AttemptRecord>> {
         let rows = sqlx::query(
-            "SELECT attempt, incarnation, started_at, finished_at, pid, error_type, error_message, fenced \
+            "SELECT attempt, incarnation, started_at, finished_at, pid, error_type, error_message, fenced, warm \
              FROM attempts WHERE job_id = ? ORDER BY attempt",
         )
         .bind(job.to_string())
@@ -610,6 +611,7 @@ impl Store {
                 error_type: r.get(5),
                 error_message: r.get(6),
                 fenced: r.get::<i64, _>(7) != 0,
+                warm: r.get::<i64, _>(8) != 0,
             })
             .collect())
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use baton_api::{ApiConfig, AppState};
 use baton_core::{DEFAULT_PROJECT, Limits};
-use baton_engine::{Engine, EngineConfig, SystemClock};
+use baton_engine::{Engine, EngineConfig, SystemClock, WarmPoolConfig};
 use baton_runner::RunnerConfig;
 use baton_store::Store;
 use tokio::net::TcpListener;
@@ -86,6 +86,23 @@ impl App {
         let runner = runner_config(&config);
         std::fs::create_dir_all(&runner.attempts_dir)
             .with_context(|| format!("creating {}", runner.attempts_dir.display()))?;
+        let limits = Limits {
+            max_prompt_chars: config.max_prompt_chars,
+            max_timeout_ms: config.max_timeout_ms,
+            default_timeout_ms: config.default_timeout_ms,
+            max_attempts: config.max_attempts_limit,
+        };
+        let warm_pools = config
+            .warm_pool
+            .iter()
+            .map(|p| {
+                Ok(WarmPoolConfig {
+                    options: p.spec(&limits)?,
+                    size: p.size,
+                    idle: Duration::from_secs(p.idle_seconds),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let engine_cfg = EngineConfig {
             node_id: node_id(&config)?,
             max_concurrency: config.max_concurrency,
@@ -93,6 +110,7 @@ impl App {
             poll_interval: Duration::from_millis(config.poll_interval_ms),
             drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
             runner,
+            warm_pools,
         };
         let attempts_dir = engine_cfg.runner.attempts_dir.clone();
         let keep = engine_cfg.runner.keep_workspaces;
@@ -104,12 +122,7 @@ impl App {
         }
         let shutdown = CancellationToken::new();
         let api = ApiConfig {
-            limits: Limits {
-                max_prompt_chars: config.max_prompt_chars,
-                max_timeout_ms: config.max_timeout_ms,
-                default_timeout_ms: config.default_timeout_ms,
-                max_attempts: config.max_attempts_limit,
-            },
+            limits,
             max_body_bytes: config.max_body_bytes,
             project: DEFAULT_PROJECT.into(),
         };

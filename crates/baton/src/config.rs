@@ -45,6 +45,46 @@ pub struct Config {
     pub keep_workspaces: bool,
     /// A tracing filter, e.g. `info` or `baton_engine=debug`.
     pub log: String,
+    /// Pre-started CLI processes for the job options given; see the README.
+    pub warm_pool: Vec<WarmPoolEntry>,
+}
+
+/// One warm pool: `size` CLI processes kept ready for jobs whose options equal `options`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmPoolEntry {
+    /// Processes kept ready (each real CLI holds about 300 MB).
+    pub size: usize,
+    /// A ready process unused this long is retired and replaced.
+    #[serde(default = "default_warm_idle")]
+    pub idle_seconds: u64,
+    /// The job options served, as in `POST /v1/jobs` but without `prompt`, `session` or `cwd`.
+    #[serde(default)]
+    pub options: toml::Table,
+}
+
+fn default_warm_idle() -> u64 {
+    600
+}
+
+impl WarmPoolEntry {
+    /// The options as a job spec (with a placeholder prompt), checked like a request.
+    pub fn spec(&self, limits: &baton_core::Limits) -> anyhow::Result<baton_core::JobSpec> {
+        let mut options = serde_json::to_value(&self.options)?;
+        if options.get("prompt").is_some() {
+            bail!("warm_pool options must not contain a prompt");
+        }
+        options["prompt"] = serde_json::Value::String("warm".into());
+        let request: baton_core::JobRequest =
+            serde_json::from_value(options).context("warm_pool options")?;
+        let spec = request.parse(limits).context("warm_pool options")?;
+        if spec.session != baton_core::SessionMode::New || spec.cwd.is_some() {
+            bail!(
+                "warm_pool options cannot name a session or a cwd: a warm process starts before its job"
+            );
+        }
+        Ok(spec)
+    }
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -82,6 +122,7 @@ impl Default for Config {
             env: BTreeMap::new(),
             keep_workspaces: false,
             log: "info".into(),
+            warm_pool: Vec::new(),
         }
     }
 }
@@ -170,6 +211,16 @@ impl Config {
         }
         if self.max_line_bytes < 64 * 1024 {
             bail!("max_line_bytes must be at least 65536: real events exceed a few kilobytes");
+        }
+        for (i, pool) in self.warm_pool.iter().enumerate() {
+            if pool.size == 0 || pool.size > 64 {
+                bail!("warm_pool[{i}].size must be between 1 and 64");
+            }
+            if pool.idle_seconds == 0 {
+                bail!("warm_pool[{i}].idle_seconds must be positive");
+            }
+            pool.spec(&baton_core::Limits::default())
+                .with_context(|| format!("warm_pool[{i}]"))?;
         }
         for root in &self.workspace_roots {
             if !root.is_absolute() {

@@ -31,6 +31,7 @@ async fn fixture(node: &str, max_concurrency: usize, dir: Option<tempfile::TempD
         poll_interval: Duration::from_millis(100),
         drain_timeout: Duration::ZERO,
         runner,
+        warm_pools: Vec::new(),
     };
     let clock = Arc::new(ManualClock::new(START));
     let engine = Engine::start(store.clone(), cfg, clock.clone())

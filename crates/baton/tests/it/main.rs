@@ -8,3 +8,4 @@ mod scenarios;
 mod sessions;
 mod sse;
 mod support;
+mod warm;

@@ -525,3 +525,31 @@ async fn doctor_diagnoses_each_failure_precisely() {
         "{out}"
     );
 }
+
+/// The real CLI in stream-json input mode, pre-started, answers a job's prompt.
+#[tokio::test]
+async fn a_warm_real_cli_serves_a_job() {
+    let Some(claude) = real_claude() else { return };
+    let mock = MockAnthropic::start().await;
+    let server = server(
+        &claude,
+        &mock,
+        &[("warm_pool", "[{size = 1, options = {}}]")],
+    )
+    .await;
+    for _ in 0..400 {
+        let (_, health) = server.get("/v1/health").await;
+        if health["warm_pools"][0]["ready"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let job = server
+        .run(json!({"prompt": "MOCK_TEXT hello from a warm cli", "max_attempts": 1}))
+        .await;
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(job["attempts"][0]["warm"], true, "{job}");
+    assert_eq!(job["result"], "hello from a warm cli");
+    assert_no_survivors(&job);
+    server.stop().await;
+}

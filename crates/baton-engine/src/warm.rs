@@ -1,0 +1,140 @@
+//! Warm pools: pre-started CLI processes for the job options marked warm in configuration.
+//! A job whose options match takes one (it skips the CLI's start-up); anything else runs
+//! cold. A background loop, run as an async task on the runtime's long-lived workers (the
+//! parent-death signal follows the thread that forked), retires processes idle too long or
+//! dead, and tops each pool up to its size.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use baton_core::JobSpec;
+use baton_runner::RunnerConfig;
+use baton_runner::warm::{WarmProcess, shape_of};
+use serde_json::{Value, json};
+
+/// One pool, as configured.
+#[derive(Debug, Clone)]
+pub struct WarmPoolConfig {
+    /// The job options it serves (the prompt is ignored).
+    pub options: JobSpec,
+    /// Processes kept ready.
+    pub size: usize,
+    /// A ready process unused this long is retired and replaced.
+    pub idle: Duration,
+}
+
+struct Pool {
+    shape: JobSpec,
+    size: usize,
+    idle: Duration,
+    ready: Mutex<VecDeque<WarmProcess>>,
+    started: AtomicU64,
+    used: AtomicU64,
+    retired: AtomicU64,
+    failed: AtomicU64,
+}
+
+#[derive(Default)]
+pub(crate) struct WarmPools {
+    pools: Vec<Pool>,
+    names: AtomicU64,
+}
+
+impl WarmPools {
+    pub(crate) fn new(configs: &[WarmPoolConfig]) -> Self {
+        let pools = configs
+            .iter()
+            .filter_map(|c| {
+                Some(Pool {
+                    shape: shape_of(&c.options)?,
+                    size: c.size,
+                    idle: c.idle,
+                    ready: Mutex::new(VecDeque::new()),
+                    started: AtomicU64::new(0),
+                    used: AtomicU64::new(0),
+                    retired: AtomicU64::new(0),
+                    failed: AtomicU64::new(0),
+                })
+            })
+            .collect();
+        Self {
+            pools,
+            names: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pools.is_empty()
+    }
+
+    /// A ready process for `spec`, if a pool serves its options.
+    pub(crate) fn take(&self, spec: &JobSpec) -> Option<WarmProcess> {
+        let shape = shape_of(spec)?;
+        let pool = self.pools.iter().find(|p| p.shape == shape)?;
+        let mut ready = pool.ready.lock().ok()?;
+        while let Some(mut process) = ready.pop_front() {
+            if process.is_alive() {
+                pool.used.fetch_add(1, Ordering::Relaxed);
+                return Some(process);
+            }
+            pool.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        None
+    }
+
+    /// Retires idle and dead processes and starts new ones up to each pool's size.
+    pub(crate) fn refill(&self, runner: &RunnerConfig) {
+        for (index, pool) in self.pools.iter().enumerate() {
+            let Ok(mut ready) = pool.ready.lock() else {
+                continue;
+            };
+            let before = ready.len();
+            ready.retain_mut(|p| p.born.elapsed() < pool.idle && p.is_alive());
+            pool.retired
+                .fetch_add((before - ready.len()) as u64, Ordering::Relaxed);
+            while ready.len() < pool.size {
+                let n = self.names.fetch_add(1, Ordering::Relaxed);
+                let name = format!("warm-{index}-{}-{n}", std::process::id());
+                match WarmProcess::start(runner, &pool.shape, &name) {
+                    Ok(process) => {
+                        pool.started.fetch_add(1, Ordering::Relaxed);
+                        ready.push_back(process);
+                    }
+                    Err(e) => {
+                        pool.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(pool = index, error = %e, "could not start a warm process");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Kills every ready process (on shutdown).
+    pub(crate) fn clear(&self) {
+        for pool in &self.pools {
+            if let Ok(mut ready) = pool.ready.lock() {
+                ready.clear();
+            }
+        }
+    }
+
+    pub(crate) fn status(&self) -> Value {
+        self.pools
+            .iter()
+            .map(|p| {
+                json!({
+                    "size": p.size,
+                    "ready": p.ready.lock().map_or(0, |r| r.len()),
+                    "started": p.started.load(Ordering::Relaxed),
+                    "used": p.used.load(Ordering::Relaxed),
+                    "retired": p.retired.load(Ordering::Relaxed),
+                    "failed": p.failed.load(Ordering::Relaxed),
+                    "idle_seconds": p.idle.as_secs(),
+                })
+            })
+            .collect()
+    }
+}

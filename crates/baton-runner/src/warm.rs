@@ -1,0 +1,113 @@
+//! Pre-started CLI processes. A warm process is launched with `--input-format stream-json`
+//! in its own fresh workspace and waits, printing nothing, until its one prompt arrives as
+//! a stream-json user message; stdin is then closed, so it answers that one turn and exits.
+//! It serves exactly one job: nothing of another job's session or files can leak into it.
+
+use std::time::Instant;
+
+use baton_core::{JobSpec, SessionMode};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::workspace::Workspace;
+use crate::{
+    Attempt, AttemptReport, Launched, Progress, RunnerConfig, drive, launch, prepare_files,
+};
+
+pub struct WarmProcess {
+    launched: Option<Launched>,
+    ws: Option<Workspace>,
+    /// The options it was started with: only a job with the same ones may use it.
+    pub shape: JobSpec,
+    pub born: Instant,
+    pub pid: i32,
+}
+
+/// The options that fix a CLI process at start: everything but the prompt and the
+/// options Baton applies itself. `None` when a job cannot run warm at all (it resumes or
+/// names a session, or runs in a directory of its own).
+pub fn shape_of(spec: &JobSpec) -> Option<JobSpec> {
+    if spec.session != SessionMode::New || spec.cwd.is_some() {
+        return None;
+    }
+    let mut shape = spec.clone();
+    shape.prompt = String::new();
+    shape.timeout_ms = 0;
+    shape.metadata.clear();
+    shape.priority = 0;
+    shape.retry = baton_core::RetryPolicy::default();
+    Some(shape)
+}
+
+impl WarmProcess {
+    /// Starts a process for jobs of `shape` in a new workspace named `name`.
+    pub fn start(cfg: &RunnerConfig, shape: &JobSpec, name: &str) -> Result<Self, String> {
+        let shape =
+            shape_of(shape).ok_or("a warm pool cannot serve resumed sessions or a fixed cwd")?;
+        let ws = Workspace::create(&cfg.attempts_dir, name, None)
+            .map_err(|e| format!("could not prepare a warm workspace: {e}"))?;
+        let files = prepare_files(&ws, &shape, None)
+            .map_err(|e| format!("could not write warm files: {e}"))?;
+        let launched = match launch(cfg, &ws, &shape, &files, &["--input-format", "stream-json"]) {
+            Ok(l) => l,
+            Err((_, message)) => {
+                ws.remove();
+                return Err(message);
+            }
+        };
+        Ok(Self {
+            pid: launched.pid,
+            launched: Some(launched),
+            ws: Some(ws),
+            shape,
+            born: Instant::now(),
+        })
+    }
+
+    /// Whether the process is still waiting for its prompt.
+    pub fn is_alive(&mut self) -> bool {
+        self.launched
+            .as_mut()
+            .is_some_and(|l| matches!(l.child.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for WarmProcess {
+    /// A process retired unused: its group is killed and its workspace removed.
+    fn drop(&mut self) {
+        if let Some(mut launched) = self.launched.take() {
+            crate::process::signal_group(launched.pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = launched.child.start_kill();
+            launched.stderr_task.abort();
+        }
+        if let Some(ws) = self.ws.take() {
+            std::thread::spawn(move || ws.remove());
+        }
+    }
+}
+
+/// Runs one attempt on a warm process: the prompt goes in as a stream-json user message,
+/// then the attempt is supervised exactly as a cold one.
+pub async fn run_warm(
+    cfg: &RunnerConfig,
+    mut warm: WarmProcess,
+    attempt: Attempt<'_>,
+    progress: mpsc::Sender<Progress>,
+    cancel: CancellationToken,
+) -> AttemptReport {
+    let (Some(launched), Some(ws)) = (warm.launched.take(), warm.ws.take()) else {
+        return crate::failed(
+            baton_core::ErrorKind::SpawnFailed,
+            "the warm process was already used".into(),
+        );
+    };
+    let message =
+        json!({"type": "user", "message": {"role": "user", "content": attempt.spec.prompt}});
+    let input = format!("{message}\n").into_bytes();
+    let report = drive(cfg, &ws, attempt.spec, launched, input, progress, cancel).await;
+    if !cfg.keep_workspaces {
+        tokio::task::spawn_blocking(move || ws.remove());
+    }
+    report
+}
