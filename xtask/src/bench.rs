@@ -4,7 +4,9 @@
 //! (a) raw spawn-and-reap of fake-claude, the ceiling for any wrapper on this machine;
 //! (b) end-to-end jobs over HTTP at concurrency 1, 8 and 32;
 //! (c) queue-only claim+complete throughput on SQLite (no process at all);
-//! (d) the server's resident memory with 200 attempts running.
+//! (d) the server's resident memory with 200 attempts running;
+//! (e) with `--real`: the pinned real CLI against `mock-anthropic`, cold versus warm: time to
+//!     first event and total latency over 50 jobs each, and the CLI's memory.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -98,6 +100,15 @@ impl Drop for Server {
 }
 
 fn start_server(bin: &Path, fake: &Path, concurrency: usize) -> anyhow::Result<Server> {
+    start_server_with(bin, fake, concurrency, &[])
+}
+
+fn start_server_with(
+    bin: &Path,
+    fake: &Path,
+    concurrency: usize,
+    extra: &[String],
+) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -111,6 +122,7 @@ fn start_server(bin: &Path, fake: &Path, concurrency: usize) -> anyhow::Result<S
         .arg(fake)
         .args(["--max-concurrency", &concurrency.to_string()])
         .args(["--set", "silence_timeout_seconds=600", "--set", "log=warn"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -257,10 +269,198 @@ async fn memory(bin: &Path, fake: &Path, n: usize) -> anyhow::Result<(u64, u64)>
 
 fn release_bins() -> anyhow::Result<(PathBuf, PathBuf)> {
     let mut build = cargo();
-    build.args(["build", "--release", "-p", "baton", "-p", "fake-claude"]);
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "baton",
+        "-p",
+        "fake-claude",
+        "-p",
+        "mock-anthropic",
+    ]);
     run(build)?;
     let dir = root().join("target/release");
     Ok((dir.join("baton"), dir.join("fake-claude")))
+}
+
+fn millis(rfc3339: &str) -> i64 {
+    // The API's timestamps: 2026-11-22T04:31:55.244Z.
+    let (date, time) = rfc3339
+        .trim_end_matches('Z')
+        .split_once('T')
+        .unwrap_or(("", ""));
+    let days = {
+        let mut it = date.split('-').map(|p| p.parse::<i64>().unwrap_or(0));
+        let (y, m, d) = (
+            it.next().unwrap_or(0),
+            it.next().unwrap_or(0),
+            it.next().unwrap_or(0),
+        );
+        // Days from civil (Howard Hinnant); only differences matter here.
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+        era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy
+    };
+    let mut it = time.split(':');
+    let h: i64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let m: i64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let sec: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ((days * 86_400 + h * 3600 + m * 60) as f64 * 1000.0 + sec * 1000.0) as i64
+}
+
+/// One job with the real CLI: (time to its first CLI event, total), in milliseconds.
+async fn real_job(http: &reqwest::Client, base: &str) -> anyhow::Result<(f64, f64)> {
+    let t = Instant::now();
+    let job: serde_json::Value = http
+        .post(format!("{base}/v1/jobs?wait=60"))
+        .json(&serde_json::json!({"prompt": "MOCK_TEXT bench", "max_attempts": 1}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let total = t.elapsed().as_secs_f64() * 1000.0;
+    if job["state"] != "completed" {
+        bail!("a real-CLI bench job failed: {job}");
+    }
+    let id = job["id"].as_str().context("job id")?;
+    let events: serde_json::Value = http
+        .get(format!("{base}/v1/jobs/{id}/events?format=json"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let first = events["data"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["kind"] == "system"))
+        .context("no CLI event")?;
+    let ttfe = (millis(first["at"].as_str().unwrap_or(""))
+        - millis(job["created_at"].as_str().unwrap_or(""))) as f64;
+    Ok((ttfe, total))
+}
+
+fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// (e) The real CLI, cold and warm.
+async fn real_cli(bin: &Path, mock_bin: &Path, jobs: usize) -> anyhow::Result<()> {
+    let claude = root().join(".build/claude/node_modules/.bin/claude");
+    if !claude.exists() {
+        bail!("the real CLI is not installed: run `cargo xtask install-claude`");
+    }
+    let dir = tempfile::tempdir()?;
+    let port_file = dir.path().join("mock.port");
+    let mut mock = Command::new(mock_bin)
+        .args(["--port", "0", "--port-file"])
+        .arg(&port_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file)
+            && let Ok(p) = p.trim().parse::<u16>()
+        {
+            break p;
+        }
+        if Instant::now() > deadline {
+            let _ = mock.kill();
+            bail!("mock-anthropic did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let env = format!(
+        r#"env={{ANTHROPIC_BASE_URL = "http://127.0.0.1:{port}", ANTHROPIC_API_KEY = "sk-bench"}}"#
+    );
+    let http = reqwest::Client::new();
+    let mut results = Vec::new();
+    for warm in [false, true] {
+        let mut extra = vec!["--set".to_string(), env.clone()];
+        if warm {
+            extra.extend([
+                "--set".to_string(),
+                "warm_pool=[{size = 2, options = {}}]".to_string(),
+            ]);
+        }
+        let server = start_server_with(bin, &claude, 2, &extra)?;
+        let (mut ttfe, mut total) = (Vec::new(), Vec::new());
+        real_job(&http, &server.base).await?; // warm-up: page cache, database
+        for _ in 0..jobs {
+            if warm {
+                // Measure warm starts: give the pool its time to refill between jobs.
+                for _ in 0..200 {
+                    let h: serde_json::Value = http
+                        .get(format!("{}/v1/health", server.base))
+                        .send()
+                        .await?
+                        .json()
+                        .await?;
+                    if h["warm_pools"][0]["ready"].as_u64() >= Some(1) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+            let (f, t) = real_job(&http, &server.base).await?;
+            ttfe.push(f);
+            total.push(t);
+        }
+        println!(
+            "(e) real CLI {}: time to first event p50 {:.0} ms, p99 {:.0} ms; total p50 {:.0} ms, p99 {:.0} ms ({jobs} jobs)",
+            if warm { "warm" } else { "cold" },
+            pct(ttfe.clone(), 0.5),
+            pct(ttfe.clone(), 0.99),
+            pct(total.clone(), 0.5),
+            pct(total.clone(), 0.99)
+        );
+        results.push(pct(ttfe, 0.5));
+        if !warm {
+            // Memory of a running CLI: a job that streams for a few seconds.
+            let job: serde_json::Value = http
+                .post(format!("{}/v1/jobs", server.base))
+                .json(&serde_json::json!({"prompt": "MOCK_SLOW 40 100", "max_attempts": 1}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let id = job["id"].as_str().context("job id")?.to_string();
+            let mut peak = 0;
+            for _ in 0..80 {
+                let j: serde_json::Value = http
+                    .get(format!("{}/v1/jobs/{id}", server.base))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if let Some(pid) = j["attempts"][0]["pid"].as_u64()
+                    && let Ok(kb) = rss_kb(pid as u32)
+                {
+                    peak = peak.max(kb);
+                }
+                if j["state"] != "running" && j["state"] != "queued" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            println!(
+                "(e) real CLI resident memory while answering: {:.0} MB",
+                peak as f64 / 1024.0
+            );
+        }
+    }
+    let _ = mock.kill();
+    let _ = mock.wait();
+    println!(
+        "  warm time to first event <= 0.2 x cold: {:.0} vs {:.0} ms -> {:.2}x",
+        results[1],
+        results[0],
+        results[1] / results[0]
+    );
+    Ok(())
 }
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
@@ -273,6 +473,14 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         return run(release);
     }
     let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--real") {
+        let (bin, _) = release_bins()?;
+        let mock = root().join("target/release/mock-anthropic");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(real_cli(&bin, &mock, if quick { 10 } else { 50 }));
+    }
     if args.iter().any(|a| a == "--queue-only") {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -14,6 +14,9 @@ use baton_runner::RunnerConfig;
 use baton_runner::warm::{WarmProcess, shape_of};
 use serde_json::{Value, json};
 
+/// How long a warm process may take to boot before it is given up.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// One pool, as configured.
 #[derive(Debug, Clone)]
 pub struct WarmPoolConfig {
@@ -27,6 +30,10 @@ pub struct WarmPoolConfig {
 
 struct Pool {
     shape: JobSpec,
+    /// Started, not yet answering: counted so a refill does not start too many.
+    booting: std::sync::atomic::AtomicUsize,
+    /// Set on shutdown: a process that finishes booting afterwards is killed, not kept.
+    closed: std::sync::atomic::AtomicBool,
     size: usize,
     idle: Duration,
     ready: Mutex<VecDeque<WarmProcess>>,
@@ -38,7 +45,7 @@ struct Pool {
 
 #[derive(Default)]
 pub(crate) struct WarmPools {
-    pools: Vec<Pool>,
+    pools: Vec<std::sync::Arc<Pool>>,
     names: AtomicU64,
 }
 
@@ -49,6 +56,8 @@ impl WarmPools {
             .filter_map(|c| {
                 Some(Pool {
                     shape: shape_of(&c.options)?,
+                    booting: std::sync::atomic::AtomicUsize::new(0),
+                    closed: std::sync::atomic::AtomicBool::new(false),
                     size: c.size,
                     idle: c.idle,
                     ready: Mutex::new(VecDeque::new()),
@@ -58,6 +67,7 @@ impl WarmPools {
                     failed: AtomicU64::new(0),
                 })
             })
+            .map(std::sync::Arc::new)
             .collect();
         Self {
             pools,
@@ -84,7 +94,8 @@ impl WarmPools {
         None
     }
 
-    /// Retires idle and dead processes and starts new ones up to each pool's size.
+    /// Retires idle and dead processes and starts new ones up to each pool's size. A new
+    /// process joins the ready queue only once it has booted (see `await_ready`).
     pub(crate) fn refill(&self, runner: &RunnerConfig) {
         for (index, pool) in self.pools.iter().enumerate() {
             let Ok(mut ready) = pool.ready.lock() else {
@@ -94,13 +105,30 @@ impl WarmPools {
             ready.retain_mut(|p| p.born.elapsed() < pool.idle && p.is_alive());
             pool.retired
                 .fetch_add((before - ready.len()) as u64, Ordering::Relaxed);
-            while ready.len() < pool.size {
+            while ready.len() + pool.booting.load(Ordering::SeqCst) < pool.size {
                 let n = self.names.fetch_add(1, Ordering::Relaxed);
                 let name = format!("warm-{index}-{}-{n}", std::process::id());
                 match WarmProcess::start(runner, &pool.shape, &name) {
-                    Ok(process) => {
+                    Ok(mut process) => {
                         pool.started.fetch_add(1, Ordering::Relaxed);
-                        ready.push_back(process);
+                        pool.booting.fetch_add(1, Ordering::SeqCst);
+                        let pool = pool.clone();
+                        tokio::spawn(async move {
+                            match process.await_ready(BOOT_TIMEOUT).await {
+                                Ok(()) => {
+                                    if let Ok(mut ready) = pool.ready.lock()
+                                        && !pool.closed.load(Ordering::SeqCst)
+                                    {
+                                        ready.push_back(process);
+                                    }
+                                }
+                                Err(e) => {
+                                    pool.failed.fetch_add(1, Ordering::Relaxed);
+                                    tracing::warn!(pool = index, error = %e, "a warm process did not start");
+                                }
+                            }
+                            pool.booting.fetch_sub(1, Ordering::SeqCst);
+                        });
                     }
                     Err(e) => {
                         pool.failed.fetch_add(1, Ordering::Relaxed);
@@ -115,6 +143,7 @@ impl WarmPools {
     /// Kills every ready process (on shutdown).
     pub(crate) fn clear(&self) {
         for pool in &self.pools {
+            pool.closed.store(true, Ordering::SeqCst);
             if let Ok(mut ready) = pool.ready.lock() {
                 ready.clear();
             }
@@ -128,6 +157,7 @@ impl WarmPools {
                 json!({
                     "size": p.size,
                     "ready": p.ready.lock().map_or(0, |r| r.len()),
+                    "booting": p.booting.load(Ordering::SeqCst),
                     "started": p.started.load(Ordering::Relaxed),
                     "used": p.used.load(Ordering::Relaxed),
                     "retired": p.retired.load(Ordering::Relaxed),

@@ -215,6 +215,8 @@ pub struct Launched {
     start_ticks: u64,
     stdin: Option<tokio::process::ChildStdin>,
     stdout: tokio::process::ChildStdout,
+    /// Output already read from stdout but not yet consumed (after a warm-up exchange).
+    pending_stdout: Vec<u8>,
     stderr_task: tokio::task::JoinHandle<String>,
 }
 
@@ -288,6 +290,7 @@ fn launch(
         start_ticks,
         stdin,
         stdout,
+        pending_stdout: Vec::new(),
         stderr_task,
     })
 }
@@ -342,8 +345,10 @@ async fn drive(
         start_ticks,
         stdin,
         stdout,
+        pending_stdout,
         stderr_task,
     } = launched;
+    let stdout = std::io::Cursor::new(pending_stdout).chain(stdout);
     let _ = progress.send(Progress::Spawned { pid, start_ticks }).await;
     // The prompt goes in through stdin, which is then closed; a separate task, so a CLI
     // that writes before it reads can never deadlock against us.

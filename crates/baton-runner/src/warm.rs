@@ -65,6 +65,55 @@ impl WarmProcess {
         })
     }
 
+    /// Waits until the CLI has booted: it must answer an `initialize` control request.
+    /// The real CLI defers much of its start-up until its first input, so a process that
+    /// has only been exec'd is not yet warm; one that answered this is.
+    pub async fn await_ready(&mut self, timeout: std::time::Duration) -> Result<(), String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let launched = self
+            .launched
+            .as_mut()
+            .ok_or("the warm process was already used")?;
+        let stdin = launched
+            .stdin
+            .as_mut()
+            .ok_or("the warm process has no stdin")?;
+        stdin
+            .write_all(b"{\"type\":\"control_request\",\"request_id\":\"baton-warm-up\",\"request\":{\"subtype\":\"initialize\"}}\n")
+            .await
+            .map_err(|e| format!("could not write to the warm process: {e}"))?;
+        let read = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = launched
+                    .stdout
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("the warm process exited while starting".to_string());
+                }
+                launched.pending_stdout.extend_from_slice(&buf[..n]);
+                while let Some(i) = launched.pending_stdout.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = launched.pending_stdout.drain(..=i).collect();
+                    let value: serde_json::Value =
+                        serde_json::from_slice(&line).unwrap_or_default();
+                    if value["type"] == "control_response"
+                        && value["response"]["request_id"] == "baton-warm-up"
+                    {
+                        return Ok(());
+                    }
+                }
+                if launched.pending_stdout.len() > 16 * 1024 * 1024 {
+                    return Err("the warm process printed too much while starting".to_string());
+                }
+            }
+        };
+        tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| format!("the warm process did not answer within {timeout:?}"))?
+    }
+
     /// Whether the process is still waiting for its prompt.
     pub fn is_alive(&mut self) -> bool {
         self.launched
