@@ -195,6 +195,7 @@ async fn cancel_kills_a_running_job_and_refuses_a_finished_one() {
     let job = server
         .wait_until(&id, |j| j["attempts"][0]["pid"].is_i64())
         .await;
+    let _guard = crate::support::GroupGuard(job["attempts"][0]["pid"].as_i64().unwrap());
     assert_eq!(job["state"], "running");
     // With one slot busy, a second job waits in the queue; cancelling it is immediate.
     let queued = server.submit(prompt("FAKE text never")).await;

@@ -333,6 +333,7 @@ async fn cancel_mid_tool_call_leaves_no_process_behind() {
     }
     let running = server.job(&id).await;
     let pgid = running["attempts"][0]["pid"].as_i64().unwrap();
+    let _guard = crate::support::GroupGuard(pgid);
     let (status, _) = server
         .post(&format!("/v1/jobs/{id}/cancel"), json!({}))
         .await;

@@ -89,10 +89,14 @@ impl Server {
     }
 
     /// Stops the server and hands back its data and workspace-root directories.
-    pub async fn stop_keeping_data(self) -> (tempfile::TempDir, tempfile::TempDir) {
+    pub async fn stop_keeping_data(mut self) -> (tempfile::TempDir, tempfile::TempDir) {
         self.stop.cancel();
-        self.handle.await.unwrap().unwrap();
-        (self.dir, self.roots)
+        (&mut self.handle).await.unwrap().unwrap();
+        let placeholder = || tempfile::tempdir().unwrap();
+        (
+            std::mem::replace(&mut self.dir, placeholder()),
+            std::mem::replace(&mut self.roots, placeholder()),
+        )
     }
 
     pub async fn request(
@@ -178,6 +182,26 @@ impl Server {
     pub async fn job_count(&self) -> usize {
         let (_, list) = self.get("/v1/jobs?limit=200").await;
         list["data"].as_array().map_or(0, Vec::len)
+    }
+}
+
+/// Kills a process group when dropped, so a failing test leaves nothing running.
+pub struct GroupGuard(pub i64);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+impl Drop for Server {
+    /// A test that fails before `stop` still stops the server (its attempts are killed as
+    /// the drain ends them).
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
