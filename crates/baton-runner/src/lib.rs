@@ -55,6 +55,10 @@ pub struct RunnerConfig {
     pub max_stderr_bytes: usize,
     /// Keep attempt directories after the attempt (for debugging).
     pub keep_workspaces: bool,
+    /// `baton-exec`, which arms the parent-death signal and execs the CLI, so the spawn
+    /// can use `posix_spawn`. Without it a `pre_exec` hook does the same, at the cost of a
+    /// full `fork` of the server per attempt.
+    pub exec_shim: Option<PathBuf>,
 }
 
 impl RunnerConfig {
@@ -71,6 +75,7 @@ impl RunnerConfig {
             max_line_bytes: 8 * 1024 * 1024,
             max_stderr_bytes: 64 * 1024,
             keep_workspaces: false,
+            exec_shim: None,
         }
     }
 
@@ -227,7 +232,27 @@ fn launch(
     files: &ArgFiles,
     extra_args: &[&str],
 ) -> Result<Launched, (ErrorKind, String)> {
-    let mut cmd = tokio::process::Command::new(&cfg.claude_bin);
+    if !is_executable(&cfg.claude_bin) {
+        return Err((
+            ErrorKind::CliNotFound,
+            format!(
+                "could not start {}: not found or not executable",
+                cfg.claude_bin.display()
+            ),
+        ));
+    }
+    let mut cmd = match &cfg.exec_shim {
+        Some(shim) => {
+            let mut c = tokio::process::Command::new(shim);
+            c.arg(std::process::id().to_string()).arg(&cfg.claude_bin);
+            c
+        }
+        None => {
+            let mut c = tokio::process::Command::new(&cfg.claude_bin);
+            process::set_parent_death_signal(&mut c);
+            c
+        }
+    };
     cmd.args(argv::build_args(spec, files))
         .args(extra_args)
         .env_clear()
@@ -244,7 +269,6 @@ fn launch(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    process::set_parent_death_signal(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| {
         let kind = match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
@@ -544,6 +568,9 @@ fn decide(
         return outcome::classify_result(result, spec.json_schema.is_some()).err();
     }
     let exit = status.map_or("no exit status".to_string(), describe_exit);
+    if stderr.contains("baton-exec: cannot run") {
+        return Some((ErrorKind::CliNotFound, stderr_excerpt()));
+    }
     if stderr.contains("No conversation found") {
         return Some((ErrorKind::SessionNotFound, stderr_excerpt()));
     }
@@ -579,6 +606,19 @@ fn decide(
         ),
     };
     Some((kind, with_stderr(message, &stderr_excerpt())))
+}
+
+/// Whether `path` (or, without a slash, `path` on `PATH`) is an executable file.
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let ok = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if path.components().count() > 1 || path.is_absolute() {
+        return ok(path);
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|dirs| std::env::split_paths(&dirs).any(|d| ok(&d.join(path))))
 }
 
 fn with_stderr(message: String, stderr: &str) -> String {

@@ -106,6 +106,23 @@ async fn sigkill_mid_job_then_restart_requeues_and_completes_with_no_orphan() {
 
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+    // The parent-death signal (armed by baton-exec) kills the CLI itself at once.
+    let leader_alive = || {
+        std::fs::read_to_string(format!("/proc/{pgid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    };
+    for _ in 0..200 {
+        if !leader_alive() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !leader_alive(),
+        "the CLI outlived the server it belonged to"
+    );
     // The next incarnation kills what is left of the group and requeues the job at once.
     let server = spawn_server(dir.path(), roots.path(), port);
     wait_ready(&server).await;
