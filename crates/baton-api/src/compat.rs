@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use baton_core::spec::SessionRequest;
@@ -19,13 +20,16 @@ use serde_json::{Value, json};
 use crate::error::{ApiError, ApiResult, ErrorType};
 use crate::extract::Body;
 use crate::follow::{Followed, follow};
-use crate::jobs::{parse_request, submit};
+use crate::jobs::{idempotency, parse_request, submit};
 use crate::{AppState, wire};
 
 fn inserted(i: Inserted) -> ApiResult<JobRecord> {
     match i {
         Inserted::New(r) | Inserted::Replayed(r) => Ok(r),
-        Inserted::KeyReused => Err(ApiError::new(ErrorType::Conflict, "idempotency key reused")),
+        Inserted::KeyReused => Err(ApiError::new(
+            ErrorType::Conflict,
+            "this Idempotency-Key was already used with a different request body",
+        )),
     }
 }
 
@@ -42,8 +46,10 @@ pub struct ExecuteRequest {
 /// `session_id` it answers with is the real session id, pollable at `/sessions/{id}`.
 pub async fn execute(
     State(st): State<AppState>,
+    headers: HeaderMap,
     body: Body<ExecuteRequest>,
 ) -> ApiResult<Json<Value>> {
+    let idem = idempotency(&headers, "POST /execute", &body.raw)?;
     let session = SessionId::new();
     let req = JobRequest {
         allowed_tools: body.value.allowed_tools,
@@ -55,7 +61,9 @@ pub async fn execute(
         ..JobRequest::prompt(body.value.prompt)
     };
     let spec = parse_request(&st, req)?;
-    let job = inserted(submit(&st, spec, None).await?)?;
+    let job = inserted(submit(&st, spec, idem).await?)?;
+    // A replayed request answers with the session its first submission created.
+    let session = job.spec.session.owned_session().unwrap_or(session);
     Ok(Json(json!({
         "session_id": session.to_string(),
         "status": "running",
@@ -136,10 +144,15 @@ impl ChatRequest {
 const FACADE_MARGIN: Duration = Duration::from_secs(60);
 
 /// `POST /v1/chat`: runs a durable job and answers when it ends.
-pub async fn chat(State(st): State<AppState>, body: Body<ChatRequest>) -> ApiResult<Json<Value>> {
+pub async fn chat(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body<ChatRequest>,
+) -> ApiResult<Json<Value>> {
+    let idem = idempotency(&headers, "POST /v1/chat", &body.raw)?;
     let spec = parse_request(&st, body.value.into_job()?)?;
     let wait = Duration::from_millis(spec.timeout_ms) + FACADE_MARGIN;
-    let job = inserted(submit(&st, spec, None).await?)?;
+    let job = inserted(submit(&st, spec, idem).await?)?;
     let job = st.engine().wait_for(job.id, wait).await?;
     let view = wire::job(&job);
     let detail = json!({"job_id": job.id.to_string(), "job_state": job.state.as_str(), "job_error": view["error"]});
@@ -178,12 +191,14 @@ pub async fn chat(State(st): State<AppState>, body: Body<ChatRequest>) -> ApiRes
 /// One attempt only: a retry would replay deltas the client has already shown.
 pub async fn chat_stream(
     State(st): State<AppState>,
+    headers: HeaderMap,
     body: Body<ChatRequest>,
 ) -> ApiResult<Response> {
+    let idem = idempotency(&headers, "POST /v1/chat/stream", &body.raw)?;
     let mut req = body.value.into_job()?;
     req.max_attempts = Some(1);
     let spec = parse_request(&st, req)?;
-    let job = inserted(submit(&st, spec, None).await?)?;
+    let job = inserted(submit(&st, spec, idem).await?)?;
     let stream = follow(st, job.id, 0).filter_map(|item| async move {
         let data = match item {
             Followed::Event(e) => translate(&e.kind, &e.data)?,

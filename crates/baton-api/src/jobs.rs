@@ -41,7 +41,7 @@ pub fn parse_job_id(s: &str) -> ApiResult<JobId> {
 
 /// `Idempotency-Key` plus a hash of what the key guards: the same key with another body
 /// is a conflict, not a replay.
-fn idempotency(
+pub(crate) fn idempotency(
     headers: &HeaderMap,
     route: &str,
     raw: &[u8],
@@ -159,7 +159,8 @@ pub async fn get_job(
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    state: Option<String>,
+    pub(crate) state: Option<String>,
+    error_type: Option<String>,
     session_id: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
@@ -168,6 +169,15 @@ pub struct ListQuery {
 pub async fn list_jobs(
     State(st): State<AppState>,
     Params(q): Params<ListQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    list(&st, q, false).await
+}
+
+/// One page of jobs; `with_attempts` adds every attempt (and so every error) to each.
+pub(crate) async fn list(
+    st: &AppState,
+    q: ListQuery,
+    with_attempts: bool,
 ) -> ApiResult<Json<serde_json::Value>> {
     let state = q
         .state
@@ -197,6 +207,7 @@ pub async fn list_jobs(
         project_id: st.project().to_string(),
         state,
         session_id: q.session_id,
+        error_type: q.error_type,
         before,
         limit: limit + 1,
     };
@@ -208,9 +219,18 @@ pub async fn list_jobs(
     } else {
         None
     };
+    let mut data = Vec::with_capacity(jobs.len());
+    for j in &jobs {
+        let mut view = wire::job(j);
+        if with_attempts {
+            let attempts = st.engine().store().list_attempts(j.id).await?;
+            view["attempts"] = attempts.iter().map(wire::attempt).collect();
+        }
+        data.push(view);
+    }
     Ok(Json(json!({
         "object": "list",
-        "data": jobs.iter().map(wire::job).collect::<Vec<_>>(),
+        "data": data,
         "has_more": has_more,
         "next_cursor": next_cursor,
     })))

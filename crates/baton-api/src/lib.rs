@@ -5,6 +5,7 @@
 //! wire JSON; below it, errors are typed and records are Rust values.
 
 mod compat;
+mod dead;
 pub mod error;
 mod extract;
 mod follow;
@@ -103,6 +104,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
         .route("/v1/jobs/{id}/events", get(jobs::job_events))
+        .route("/v1/jobs/{id}/retry", post(dead::retry_job))
+        .route("/v1/dead", get(dead::list_dead))
+        .route("/v1/dead/replay", post(dead::replay_dead))
         .route("/v1/sessions/{id}", get(jobs::get_session))
         .route("/v1/health", get(health::health))
         .route("/v1/chat", post(compat::chat))

@@ -73,6 +73,30 @@ pub const ROUTES: &[Route] = &[
         "EventList",
     ),
     route(
+        "post",
+        "/v1/jobs/{id}/retry",
+        "Replay a failed or dead job, optionally with changed options ({\"options\": {...}, \"max_attempts\": n}); honours Idempotency-Key.",
+        Some("Replay"),
+        200,
+        "Job",
+    ),
+    route(
+        "get",
+        "/v1/dead",
+        "The dead-letter queue: dead jobs, newest first, each with every attempt's error (filters: error_type; cursor pagination).",
+        None,
+        200,
+        "JobList",
+    ),
+    route(
+        "post",
+        "/v1/dead/replay",
+        "Replay dead jobs in bulk ({\"error_type\", \"limit\", \"options\", \"max_attempts\"}), oldest first; honours Idempotency-Key.",
+        Some("BulkReplay"),
+        200,
+        "ReplayResult",
+    ),
+    route(
         "get",
         "/v1/sessions/{id}",
         "A Claude session: its stored transcript and jobs.",
@@ -194,6 +218,13 @@ fn schemas() -> Value {
         "ExecuteResponse": {"type": "object", "properties": {"session_id": string, "status": {"const": "running"}, "job_id": string}},
         "SessionStatus": {"type": "object", "properties": {"session_id": string, "status": {"enum": ["running", "completed", "failed"]}, "response": string, "result": {"$ref": "#/components/schemas/Job"}}},
         "OpenApi": {"type": "object"},
+        "Replay": {"type": "object", "additionalProperties": false, "properties": {
+            "options": {"type": "object", "description": "Job options to change, as in JobRequest."},
+            "max_attempts": {"type": "integer", "minimum": 1}}},
+        "BulkReplay": {"type": "object", "additionalProperties": false, "properties": {
+            "error_type": string, "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "options": {"type": "object"}, "max_attempts": {"type": "integer", "minimum": 1}}},
+        "ReplayResult": {"type": "object", "properties": {"object": {"const": "replay"}, "count": {"type": "integer"}, "job_ids": strings}},
     })
 }
 
@@ -214,7 +245,7 @@ fn parameters(path: &str, method: &str) -> Value {
             ));
             params.push(json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 255}}));
         }
-        ("get", "/v1/jobs") => {
+        ("get", "/v1/jobs" | "/v1/dead") => {
             params.push(query(
                 "state",
                 json!({"type": "string"}),

@@ -386,6 +386,50 @@ impl JobRequest {
     }
 }
 
+impl JobSpec {
+    /// The request this spec would be parsed from: how a replay changes some options and
+    /// has the result checked like a new request.
+    pub fn to_request(&self) -> JobRequest {
+        let session = match self.session {
+            SessionMode::New => None,
+            SessionMode::Start { id } => Some(SessionRequest {
+                id: Some(id.to_string()),
+                ..SessionRequest::default()
+            }),
+            SessionMode::Resume { id } => Some(SessionRequest {
+                resume: Some(id.to_string()),
+                ..SessionRequest::default()
+            }),
+            SessionMode::Fork { from, id } => Some(SessionRequest {
+                resume: Some(from.to_string()),
+                fork: true,
+                id: id.map(|i| i.to_string()),
+            }),
+        };
+        JobRequest {
+            prompt: self.prompt.clone(),
+            model: self.model.clone(),
+            system_prompt: self.system_prompt.clone(),
+            append_system_prompt: self.append_system_prompt.clone(),
+            allowed_tools: Some(self.allowed_tools.clone()),
+            disallowed_tools: Some(self.disallowed_tools.clone()),
+            tools: self.tools.clone(),
+            permission_mode: self.permission_mode,
+            max_turns: self.max_turns,
+            max_budget_usd: self.max_budget_usd,
+            json_schema: self.json_schema.clone(),
+            mcp_config: self.mcp_config.clone(),
+            add_dirs: Some(self.add_dirs.clone()),
+            cwd: self.cwd.clone(),
+            timeout_ms: Some(self.timeout_ms as i64),
+            session,
+            metadata: Some(self.metadata.clone()),
+            priority: Some(self.priority),
+            max_attempts: Some(self.retry.max_attempts),
+        }
+    }
+}
+
 impl JobRequest {
     /// A request with only a prompt, for compatibility routes and tests.
     pub fn prompt(prompt: impl Into<String>) -> Self {
@@ -461,6 +505,17 @@ mod tests {
             err.to_string(),
             "prompt: has 11 characters; the limit is 10"
         );
+    }
+
+    #[test]
+    fn a_spec_round_trips_through_its_request() {
+        let a = "11111111-1111-4111-8111-111111111111";
+        let spec = parse(serde_json::json!({
+            "prompt": "x", "model": "sonnet", "allowed_tools": ["Read"], "tools": [],
+            "session": {"resume": a, "fork": true}, "metadata": {"k": 1}, "priority": 5, "max_attempts": 2
+        }))
+        .unwrap();
+        assert_eq!(spec.to_request().parse(&Limits::default()).unwrap(), spec);
     }
 
     #[test]

@@ -46,6 +46,8 @@ impl JobState {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
+    /// Whether the job has ended. A failed or dead job may still be replayed by a caller,
+    /// which starts it again; nothing else moves it.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -65,6 +67,7 @@ impl JobState {
             (Running, Fail) => Failed,
             (Running, Exhaust) => Dead,
             (Queued | Running, Cancel) => Cancelled,
+            (Dead | Failed, Replay) => Queued,
             (from, transition) => return Err(TransitionError { from, transition }),
         };
         Ok(next)
@@ -93,16 +96,19 @@ pub enum Transition {
     Exhaust,
     /// A caller cancelled the job.
     Cancel,
+    /// A caller replayed a failed or dead job (the dead-letter queue's way out).
+    Replay,
 }
 
 impl Transition {
-    pub const ALL: [Transition; 6] = [
+    pub const ALL: [Transition; 7] = [
         Self::Claim,
         Self::Succeed,
         Self::Retry,
         Self::Fail,
         Self::Exhaust,
         Self::Cancel,
+        Self::Replay,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +119,7 @@ impl Transition {
             Self::Fail => "fail",
             Self::Exhaust => "exhaust",
             Self::Cancel => "cancel",
+            Self::Replay => "replay",
         }
     }
 }
@@ -143,10 +150,15 @@ mod tests {
     use std::collections::BTreeSet;
 
     #[test]
-    fn terminal_states_have_no_way_out() {
-        for (from, _, _) in edges() {
-            assert!(!from.is_terminal(), "{from} is terminal but has an edge");
+    fn terminal_states_leave_only_by_replay() {
+        for (from, t, _) in edges() {
+            assert!(
+                !from.is_terminal() || t == Transition::Replay,
+                "{from} is terminal but can {}",
+                t.as_str()
+            );
         }
+        assert!(JobState::Completed.apply(Transition::Replay).is_err());
     }
 
     /// The diagram in docs/state_machine.md must draw exactly the edges of `apply`.

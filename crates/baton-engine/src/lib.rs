@@ -58,6 +58,31 @@ pub struct EngineConfig {
     pub runner: RunnerConfig,
     /// Pre-started CLI processes for the job options marked warm.
     pub warm_pools: Vec<WarmPoolConfig>,
+    pub retention: Retention,
+}
+
+/// How long finished jobs (and their events and attempts) are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub completed: Duration,
+    pub failed: Duration,
+    pub cancelled: Duration,
+    pub dead: Duration,
+    /// Jobs deleted per transaction.
+    pub batch: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        let days = |d: u64| Duration::from_secs(d * 86_400);
+        Self {
+            completed: days(7),
+            failed: days(7),
+            cancelled: days(7),
+            dead: days(30),
+            batch: 500,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +216,7 @@ impl Engine {
         let now = self.now_ms();
         // No backoff: the attempt did not fail on its own account.
         let finish = failure_finish(
-            &record.spec,
+            &record,
             attempt,
             ErrorKind::Interrupted,
             why.into(),
@@ -238,6 +263,18 @@ impl Engine {
             }
         }
         self.inner.bus.publish(job, record.last_seq);
+        Ok(record)
+    }
+
+    /// Replays a failed or dead job with `spec` and `attempts` more attempts.
+    pub async fn replay(&self, job: JobId, spec: &JobSpec, attempts: u32) -> Result<JobRecord> {
+        let record = self
+            .inner
+            .store
+            .replay(job, spec, attempts, self.now_ms())
+            .await?;
+        self.inner.bus.publish(job, record.last_seq);
+        self.inner.wake.notify_one();
         Ok(record)
     }
 
@@ -312,6 +349,34 @@ impl Engine {
         Ok(started)
     }
 
+    /// Deletes finished jobs older than their retention, in bounded batches, yielding
+    /// between batches so claims and completions are never held up for long. Returns how
+    /// many jobs were deleted.
+    pub async fn prune(&self) -> Result<u64> {
+        let r = self.inner.cfg.retention;
+        let now = self.now_ms();
+        // Idempotency keys guard retries of a request, which come within minutes.
+        self.inner.store.prune_idempotency(now - 86_400_000).await?;
+        let mut total = 0;
+        for (state, age) in [
+            (JobState::Completed, r.completed),
+            (JobState::Failed, r.failed),
+            (JobState::Cancelled, r.cancelled),
+            (JobState::Dead, r.dead),
+        ] {
+            let before = now - age.as_millis() as i64;
+            loop {
+                let n = self.inner.store.prune(state, before, r.batch).await?;
+                total += n;
+                if n < u64::from(r.batch) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(total)
+    }
+
     /// The dispatch loop, until `shutdown`; then drains.
     pub async fn run(&self, shutdown: CancellationToken) {
         let inner = &self.inner;
@@ -330,6 +395,23 @@ impl Engine {
                 engine.inner.warm.clear();
             })
         });
+        let retention = {
+            let engine = self.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    match engine.prune().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(jobs = n, "retention pruned finished jobs"),
+                        Err(e) => tracing::warn!(error = %e, "retention failed; will try again"),
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+                    }
+                }
+            })
+        };
         loop {
             let claimed = match self.tick().await {
                 Ok(n) => n,
@@ -357,6 +439,7 @@ impl Engine {
         if let Some(refill) = refill {
             let _ = refill.await;
         }
+        let _ = retention.await;
         self.drain().await;
     }
 
@@ -395,7 +478,7 @@ impl Engine {
 /// The finish of a failed attempt, decided by the job's retry policy. `unit` is the
 /// random draw for the backoff's jitter.
 pub(crate) fn failure_finish(
-    spec: &JobSpec,
+    job: &JobRecord,
     attempt: u32,
     kind: ErrorKind,
     message: String,
@@ -403,13 +486,19 @@ pub(crate) fn failure_finish(
     now: i64,
     unit: f64,
 ) -> Finish {
-    let transition = spec.retry.decide(kind, attempt);
+    // The job's `max_attempts` column is the budget: refunds (parking, drains) and
+    // replays move it; the spec keeps the policy's delays.
+    let policy = baton_core::RetryPolicy {
+        max_attempts: job.max_attempts,
+        ..job.spec.retry
+    };
+    let transition = policy.decide(kind, attempt);
     let next = JobState::Running
         .apply(transition)
         .unwrap_or(JobState::Failed);
     let error = serde_json::json!({"type": kind.as_str(), "message": message});
     let (run_at, event) = if next == JobState::Queued {
-        let at = now + spec.retry.backoff_ms(attempt, unit, 0) as i64;
+        let at = now + policy.backoff_ms(attempt, unit, 0) as i64;
         (
             Some(at),
             NewEvent::new(

@@ -300,7 +300,7 @@ async fn finish(engine: &Engine, job: &JobRecord, report: AttemptReport, ran: bo
                 message.push_str(&format!(" [{exit}]"));
             }
             failure_finish(
-                &job.spec,
+                job,
                 job.attempt,
                 *kind,
                 message,

@@ -87,4 +87,18 @@ CREATE TABLE sessions (
     r#"
 ALTER TABLE attempts ADD COLUMN warm INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+CREATE INDEX jobs_finished ON jobs(state, finished_at) WHERE finished_at IS NOT NULL;
+"#,
+    r#"
+CREATE TABLE idempotency_keys (
+    project_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (project_id, key)
+);
+"#,
 ];

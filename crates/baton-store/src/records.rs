@@ -143,6 +143,7 @@ pub struct JobFilter {
     pub project_id: String,
     pub state: Option<JobState>,
     pub session_id: Option<String>,
+    pub error_type: Option<String>,
     /// Only jobs created before this one (ids sort by creation).
     pub before: Option<JobId>,
     pub limit: u32,

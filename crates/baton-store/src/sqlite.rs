@@ -197,6 +197,9 @@ impl Store {
         if filter.session_id.is_some() {
             sql.push_str(" AND session_id = ?");
         }
+        if filter.error_type.is_some() {
+            sql.push_str(" AND error_type = ?");
+        }
         if filter.before.is_some() {
             sql.push_str(" AND id < ?");
         }
@@ -207,6 +210,9 @@ impl Store {
         }
         if let Some(session) = &filter.session_id {
             q = q.bind(session.clone());
+        }
+        if let Some(error_type) = &filter.error_type {
+            q = q.bind(error_type.clone());
         }
         if let Some(before) = filter.before {
             q = q.bind(before.to_string());
@@ -663,6 +669,150 @@ impl Store {
         rows.iter()
             .map(|r| Ok((parse_state(r.get(0))?, r.get(1))))
             .collect()
+    }
+
+    /// Starts a failed or dead job again with `spec`, `extra_attempts` more attempts and
+    /// attempt numbers that continue (so fencing still holds). `Conflict` for any other
+    /// state.
+    pub async fn replay(
+        &self,
+        job: JobId,
+        spec: &JobSpec,
+        extra_attempts: u32,
+        now: i64,
+    ) -> Result<JobRecord> {
+        let id = job.to_string();
+        let spec_json =
+            serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.write.begin().await?;
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let from = parse_state(state.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?)?;
+        let next = from.apply(Transition::Replay).map_err(|_| {
+            StoreError::Conflict(format!(
+                "job {id} is {from}; only failed or dead jobs can be replayed"
+            ))
+        })?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET state = ?, spec = ?, priority = ?, max_attempts = attempt + ?, run_at = ?, \
+             finished_at = NULL, outcome = NULL, error_type = NULL, error_message = NULL, \
+             cancel_requested = 0, updated_at = ?, last_seq = last_seq + 1 \
+             WHERE id = ? AND state = ? RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(next.as_str())
+        .bind(&spec_json)
+        .bind(spec.priority)
+        .bind(extra_attempts as i64)
+        .bind(now)
+        .bind(now)
+        .bind(&id)
+        .bind(from.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = job_from_row(&row)?;
+        let event = NewEvent::new(
+            "job.replayed",
+            json!({"from": from.as_str(), "state": next.as_str()}),
+        );
+        insert_event(
+            &mut tx,
+            &id,
+            &record.project_id,
+            record.last_seq,
+            record.attempt,
+            now,
+            &event,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// Dead jobs, oldest first, optionally only those with one error type: what a bulk
+    /// replay takes.
+    pub async fn dead_jobs(
+        &self,
+        project_id: &str,
+        error_type: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE project_id = ? AND state = 'dead' \
+             AND (? IS NULL OR error_type = ?) ORDER BY id LIMIT ?"
+        )))
+        .bind(project_id)
+        .bind(error_type)
+        .bind(error_type)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// The response stored for an idempotency key: `(request hash, status, body)`.
+    pub async fn idempotent_response(
+        &self,
+        project_id: &str,
+        key: &str,
+    ) -> Result<Option<(String, u16, String)>> {
+        let row = sqlx::query("SELECT request_hash, status, body FROM idempotency_keys WHERE project_id = ? AND key = ?")
+            .bind(project_id)
+            .bind(key)
+            .fetch_optional(&self.write)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get::<i64, _>(1) as u16, r.get(2))))
+    }
+
+    /// Remembers the response to an idempotent request; the first one stored wins.
+    pub async fn store_idempotent_response(
+        &self,
+        project_id: &str,
+        key: &str,
+        request_hash: &str,
+        status: u16,
+        body: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (project_id, key, request_hash, status, body, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(project_id)
+        .bind(key)
+        .bind(request_hash)
+        .bind(status as i64)
+        .bind(body)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets idempotency keys stored before `before`.
+    pub async fn prune_idempotency(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(before)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes up to `limit` jobs in `state` that finished before `finished_before`, with
+    /// their attempts and events (cascade). Small batches, so the queue never waits long
+    /// behind retention. Returns how many were deleted.
+    pub async fn prune(&self, state: JobState, finished_before: i64, limit: u32) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = ? AND finished_at < ? \
+             ORDER BY finished_at LIMIT ?)",
+        )
+        .bind(state.as_str())
+        .bind(finished_before)
+        .bind(limit as i64)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Stores a session's transcript after an attempt, so any later job can resume it.

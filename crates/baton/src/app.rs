@@ -122,6 +122,13 @@ impl App {
             drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
             runner,
             warm_pools,
+            retention: baton_engine::Retention {
+                completed: Duration::from_secs(config.retention_completed_days * 86_400),
+                failed: Duration::from_secs(config.retention_failed_days * 86_400),
+                cancelled: Duration::from_secs(config.retention_failed_days * 86_400),
+                dead: Duration::from_secs(config.retention_dead_days * 86_400),
+                batch: 500,
+            },
         };
         let attempts_dir = engine_cfg.runner.attempts_dir.clone();
         let keep = engine_cfg.runner.keep_workspaces;

@@ -347,3 +347,26 @@ pub async fn jobs_logs(client: &Client, id: &str, follow: bool) -> anyhow::Resul
         }
     }
 }
+
+pub async fn dead_ls(
+    client: &Client,
+    error_type: Option<String>,
+    limit: u32,
+) -> anyhow::Result<()> {
+    let mut path = format!("/v1/dead?limit={limit}");
+    if let Some(t) = error_type {
+        path.push_str(&format!("&error_type={t}"));
+    }
+    let list = client.get(&path).await?;
+    println!("{:<36}  {:>8}  {:<20}  MESSAGE", "ID", "ATTEMPTS", "ERROR");
+    for j in list["data"].as_array().into_iter().flatten() {
+        println!(
+            "{:<36}  {:>8}  {:<20}  {}",
+            j["id"].as_str().unwrap_or(""),
+            j["attempts"].as_array().map_or(0, Vec::len),
+            j["error"]["type"].as_str().unwrap_or(""),
+            excerpt(j["error"]["message"].as_str().unwrap_or(""), 60)
+        );
+    }
+    Ok(())
+}

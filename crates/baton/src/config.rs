@@ -47,6 +47,12 @@ pub struct Config {
     pub log: String,
     /// Pre-started CLI processes for the job options given; see the README.
     pub warm_pool: Vec<WarmPoolEntry>,
+    /// Days a completed job (with its events) is kept.
+    pub retention_completed_days: u64,
+    /// Days a failed or cancelled job is kept.
+    pub retention_failed_days: u64,
+    /// Days a dead-lettered job is kept.
+    pub retention_dead_days: u64,
 }
 
 /// One warm pool: `size` CLI processes kept ready for jobs whose options equal `options`.
@@ -123,6 +129,9 @@ impl Default for Config {
             keep_workspaces: false,
             log: "info".into(),
             warm_pool: Vec::new(),
+            retention_completed_days: 7,
+            retention_failed_days: 7,
+            retention_dead_days: 30,
         }
     }
 }

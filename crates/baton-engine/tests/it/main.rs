@@ -32,6 +32,10 @@ async fn fixture(node: &str, max_concurrency: usize, dir: Option<tempfile::TempD
         drain_timeout: Duration::ZERO,
         runner,
         warm_pools: Vec::new(),
+        retention: baton_engine::Retention {
+            batch: 2,
+            ..baton_engine::Retention::default()
+        },
     };
     let clock = Arc::new(ManualClock::new(START));
     let engine = Engine::start(store.clone(), cfg, clock.clone())
@@ -222,4 +226,57 @@ async fn a_restart_kills_the_previous_incarnations_processes_and_requeues_at_onc
         .await
         .unwrap();
     assert_eq!(job.state, JobState::Completed);
+}
+
+#[tokio::test]
+async fn retention_prunes_old_finished_jobs_in_batches_and_keeps_the_rest() {
+    let f = fixture("n", 4, None).await;
+    let mut old = Vec::new();
+    for i in 0..5 {
+        let id = submit(&f, &format!("FAKE text old {i}"), 0).await;
+        old.push(id);
+    }
+    assert_eq!(f.engine.tick().await.unwrap(), 4);
+    for id in &old[..4] {
+        f.engine
+            .wait_for(*id, Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+    let cancelled = old[4];
+    f.engine.cancel(cancelled).await.unwrap();
+    // Eight days later, a new job finishes; a queued one waits.
+    f.clock.advance(8 * 86_400_000);
+    let recent = submit(&f, "FAKE text recent", 0).await;
+    assert_eq!(f.engine.tick().await.unwrap(), 1);
+    f.engine
+        .wait_for(recent, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let waiting = submit(&f, "FAKE text later", 3_600_000).await;
+
+    let pruned = f.engine.prune().await.unwrap();
+    assert_eq!(
+        pruned, 5,
+        "four completed and one cancelled, all older than 7 days"
+    );
+    for id in &old {
+        assert!(matches!(
+            f.store.get_job(*id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(
+            f.store.list_events(*id, 0, 10).await.unwrap().is_empty(),
+            "events went with the job"
+        );
+    }
+    assert_eq!(
+        f.store.get_job(recent).await.unwrap().state,
+        JobState::Completed
+    );
+    assert_eq!(
+        f.store.get_job(waiting).await.unwrap().state,
+        JobState::Queued
+    );
+    assert_eq!(f.engine.prune().await.unwrap(), 0);
 }

@@ -88,8 +88,38 @@ enum Command {
         )]
         server: String,
     },
+    /// The dead-letter queue.
+    Dead {
+        #[command(subcommand)]
+        command: DeadCommand,
+        #[arg(
+            long,
+            env = "BATON_SERVER",
+            default_value = "http://127.0.0.1:7847",
+            global = true
+        )]
+        server: String,
+    },
     /// Check the CLI, credentials, data directory and database.
     Doctor(ServerFlags),
+}
+
+#[derive(Subcommand)]
+enum DeadCommand {
+    /// List dead jobs with their last error.
+    Ls {
+        #[arg(long)]
+        error_type: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Replay dead jobs, oldest first.
+    Replay {
+        #[arg(long)]
+        error_type: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,6 +135,8 @@ enum JobsCommand {
     Show { id: String },
     /// Cancel a job.
     Cancel { id: String },
+    /// Replay a failed or dead job.
+    Retry { id: String },
     /// Print a job's events; -f follows them live.
     Logs {
         id: String,
@@ -199,6 +231,36 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     );
                 }
                 JobsCommand::Logs { id, follow } => client::jobs_logs(&client, &id, follow).await?,
+                JobsCommand::Retry { id } => {
+                    let job = client
+                        .post(&format!("/v1/jobs/{id}/retry"), &serde_json::json!({}))
+                        .await?;
+                    println!(
+                        "{} {}",
+                        job["id"].as_str().unwrap_or(&id),
+                        job["state"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Dead { command, server } => {
+            let client = Client::new(&server)?;
+            match command {
+                DeadCommand::Ls { error_type, limit } => {
+                    client::dead_ls(&client, error_type, limit).await?
+                }
+                DeadCommand::Replay { error_type, limit } => {
+                    let mut body = serde_json::json!({"limit": limit});
+                    if let Some(t) = error_type {
+                        body["error_type"] = serde_json::json!(t);
+                    }
+                    let result = client.post("/v1/dead/replay", &body).await?;
+                    println!("replayed {}", result["count"]);
+                    for id in result["job_ids"].as_array().into_iter().flatten() {
+                        println!("{}", id.as_str().unwrap_or(""));
+                    }
+                }
             }
             Ok(0)
         }

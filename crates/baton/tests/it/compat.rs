@@ -132,3 +132,50 @@ async fn cli_wrapper_health_chat_stream_and_continuity() {
     let _ = Client::new(&server.base).unwrap();
     server.stop().await;
 }
+
+/// Every route that creates a job honours Idempotency-Key.
+#[tokio::test]
+async fn compatibility_routes_are_idempotent() {
+    let server = Server::start().await;
+    let post = |path: &'static str, key: &'static str, body: Value| {
+        server
+            .http
+            .post(format!("{}{path}", server.base))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let a: Value = post("/execute", "e-1", json!({"prompt": "FAKE text once"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b: Value = post("/execute", "e-1", json!({"prompt": "FAKE text once"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["session_id"], b["session_id"]);
+    assert_eq!(a["job_id"], b["job_id"]);
+    let c = post("/execute", "e-1", json!({"prompt": "FAKE text other"}))
+        .await
+        .unwrap();
+    assert_eq!(c.status(), 409);
+    let a: Value = post("/v1/chat", "c-1", json!({"prompt": "FAKE text hi"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b: Value = post("/v1/chat", "c-1", json!({"prompt": "FAKE text hi"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["job_id"], b["job_id"]);
+    assert_eq!(server.job_count().await, 2, "one job per key");
+    server.stop().await;
+}

@@ -2,6 +2,7 @@
 
 mod api;
 mod compat;
+mod dead;
 mod process;
 mod real_cli;
 mod scenarios;

@@ -230,6 +230,26 @@ async fn cli_client_runs_lists_shows_and_reports_outcomes() {
     let (code, _, err) = baton(&["jobs", "cancel", id]);
     assert_eq!(code, Some(2));
     assert!(err.contains("conflict_error"), "{err}");
+    // The dead-letter queue from the command line.
+    let (code, out, _) = baton(&["run", "--json", "FAKE crash"]);
+    assert_eq!(code, Some(1));
+    let dead: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(dead["state"], "dead", "{dead}");
+    let dead_id = dead["id"].as_str().unwrap();
+    let (code, out, _) = baton(&["dead", "ls"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(dead_id) && out.contains("crashed"), "{out}");
+    let (code, _, err) = baton(&["jobs", "retry", id]);
+    assert_eq!(code, Some(2), "a completed job cannot be replayed");
+    assert!(err.contains("only failed or dead jobs"), "{err}");
+    let (code, out, _) = baton(&["jobs", "retry", dead_id]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), format!("{dead_id} queued").as_str())
+    );
+    let (code, out, _) = baton(&["dead", "replay", "--error-type", "crashed"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("replayed "), "{out}");
     drop(server);
 
     // doctor: the fake CLI is found, credentials are what the environment says.

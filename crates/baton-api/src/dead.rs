@@ -1,0 +1,180 @@
+//! The dead-letter queue: jobs out of attempts, listed with every attempt's error, and
+//! replayed one by one or in bulk, optionally with changed options.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use baton_core::{JobRequest, JobSpec};
+use baton_store::JobRecord;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult, ErrorType};
+use crate::jobs::{ListQuery, Params, idempotency, list, parse_job_id, parse_request};
+use crate::{AppState, wire};
+
+pub async fn list_dead(
+    State(st): State<AppState>,
+    Params(mut q): Params<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    q.state = Some("dead".into());
+    list(&st, q, true).await
+}
+
+/// What a replay may change.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Changes {
+    /// Job options to change, as in `POST /v1/jobs`.
+    #[serde(default)]
+    options: Map<String, Value>,
+    /// Attempts for the replay (default: the job's policy).
+    max_attempts: Option<u32>,
+}
+
+fn parse_body<T: for<'de> Deserialize<'de> + Default>(raw: &Bytes) -> ApiResult<T> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(raw).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+/// The job's options with `changes` applied, checked like a new request.
+fn changed_spec(st: &AppState, job: &JobRecord, changes: &Changes) -> ApiResult<(JobSpec, u32)> {
+    let mut request = serde_json::to_value(job.spec.to_request())
+        .map_err(|e| ApiError::new(ErrorType::Api, e.to_string()))?;
+    for (k, v) in &changes.options {
+        request[k] = v.clone();
+    }
+    if let Some(n) = changes.max_attempts {
+        request["max_attempts"] = json!(n);
+    }
+    let request: JobRequest =
+        serde_json::from_value(request).map_err(|e| ApiError::invalid(format!("options: {e}")))?;
+    let spec = parse_request(st, request)?;
+    st.engine()
+        .config()
+        .runner
+        .check_paths(&spec)
+        .map_err(ApiError::invalid)?;
+    let attempts = spec.retry.max_attempts;
+    Ok((spec, attempts))
+}
+
+/// Runs `f` at most once per `Idempotency-Key`: a repeat with the same body gets the
+/// stored response, with another body a 409.
+async fn idempotent<F, Fut>(
+    st: &AppState,
+    headers: &HeaderMap,
+    route: &str,
+    raw: &[u8],
+    f: F,
+) -> ApiResult<Response>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<(StatusCode, Value)>>,
+{
+    let store = st.engine().store();
+    let Some((key, hash)) = idempotency(headers, route, raw)? else {
+        let (status, body) = f().await?;
+        return Ok((status, Json(body)).into_response());
+    };
+    if let Some((stored_hash, status, body)) = store.idempotent_response(st.project(), &key).await?
+    {
+        if stored_hash != hash {
+            return Err(ApiError::new(
+                ErrorType::Conflict,
+                "this Idempotency-Key was already used with a different request body",
+            ));
+        }
+        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        let mut resp = (status, Json(body)).into_response();
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(resp);
+    }
+    let (status, body) = f().await?;
+    store
+        .store_idempotent_response(
+            st.project(),
+            &key,
+            &hash,
+            status.as_u16(),
+            &body.to_string(),
+            st.engine().now_ms(),
+        )
+        .await?;
+    Ok((status, Json(body)).into_response())
+}
+
+/// `POST /v1/jobs/{id}/retry`: replays a failed or dead job.
+pub async fn retry_job(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> ApiResult<Response> {
+    let id = parse_job_id(&id)?;
+    let changes: Changes = parse_body(&raw)?;
+    let route = format!("POST /v1/jobs/{id}/retry");
+    idempotent(&st, &headers, &route, &raw, || async {
+        let job = st.engine().store().get_job(id).await?;
+        let (spec, attempts) = changed_spec(&st, &job, &changes)?;
+        let job = st.engine().replay(id, &spec, attempts).await?;
+        Ok((StatusCode::OK, wire::job(&job)))
+    })
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BulkReplay {
+    /// Only dead jobs with this error type.
+    error_type: Option<String>,
+    /// At most this many (default 100, at most 1000), oldest first.
+    limit: Option<u32>,
+    #[serde(flatten)]
+    changes: Changes,
+}
+
+/// `POST /v1/dead/replay`: replays dead jobs by filter.
+pub async fn replay_dead(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> ApiResult<Response> {
+    let req: BulkReplay = parse_body(&raw)?;
+    let limit = req.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 1000"));
+    }
+    idempotent(&st, &headers, "POST /v1/dead/replay", &raw, || async {
+        let dead = st
+            .engine()
+            .store()
+            .dead_jobs(st.project(), req.error_type.as_deref(), limit)
+            .await?;
+        // Check every job's changed options before replaying any.
+        let planned = dead
+            .iter()
+            .map(|job| changed_spec(&st, job, &req.changes).map(|(spec, n)| (job.id, spec, n)))
+            .collect::<ApiResult<Vec<_>>>()?;
+        let mut replayed = Vec::new();
+        for (id, spec, attempts) in planned {
+            // A job replayed meanwhile by someone else is skipped, not an error.
+            match st.engine().replay(id, &spec, attempts).await {
+                Ok(job) => replayed.push(job.id.to_string()),
+                Err(baton_engine::EngineError::Store(baton_store::StoreError::Conflict(_))) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((
+            StatusCode::OK,
+            json!({"object": "replay", "count": replayed.len(), "job_ids": replayed}),
+        ))
+    })
+    .await
+}
