@@ -32,6 +32,22 @@ use tokio_util::task::TaskTracker;
 
 pub use bus::EventBus;
 
+/// Test support: the dangerous points at which a test can make an attempt's supervisor
+/// stop dead, writing nothing more, as if the process had been killed there.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// The job is claimed; the CLI has not been started.
+    AfterClaim,
+    /// Inside an event append's transaction, before it commits.
+    DuringAppend,
+    /// The CLI has exited and been reaped; its end is not recorded.
+    AfterExit,
+    /// Inside the finishing transaction, after the job row moved and before the attempt and
+    /// the event are written.
+    BetweenFinishWrites,
+}
+
 /// Cancellation tokens of local attempts, and cancels that arrived for a job this process
 /// had claimed but not yet registered (one lock, so the two cannot miss each other).
 #[derive(Default)]
@@ -116,6 +132,8 @@ struct Inner {
     draining: AtomicBool,
     tasks: TaskTracker,
     warm: warm::WarmPools,
+    /// A planned crash (test support), taken by the first attempt that reaches it.
+    crash: Mutex<Option<CrashPoint>>,
 }
 
 impl Engine {
@@ -142,6 +160,7 @@ impl Engine {
                 draining: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
                 warm,
+                crash: Mutex::new(None),
             }),
         };
         engine.recover_previous_incarnations().await?;
@@ -166,6 +185,24 @@ impl Engine {
 
     pub fn bus(&self) -> &EventBus {
         &self.inner.bus
+    }
+
+    /// Test support: the next attempt to reach `point` stops there, as if killed.
+    #[doc(hidden)]
+    pub fn plan_crash(&self, point: CrashPoint) {
+        if let Ok(mut c) = self.inner.crash.lock() {
+            *c = Some(point);
+        }
+    }
+
+    pub(crate) fn crash_now(&self, point: CrashPoint) -> bool {
+        self.inner.crash.lock().is_ok_and(|mut c| {
+            if *c == Some(point) {
+                c.take().is_some()
+            } else {
+                false
+            }
+        })
     }
 
     /// The warm pools' counters, for health.

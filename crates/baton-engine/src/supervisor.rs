@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Engine, failure_finish};
+use crate::{CrashPoint, Engine, failure_finish};
 
 const BATCH: usize = 256;
 
@@ -45,6 +45,9 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
         },
     };
 
+    if engine.crash_now(CrashPoint::AfterClaim) {
+        return;
+    }
     let (tx, mut rx) = mpsc::channel::<Progress>(BATCH);
     let runner_token = token.child_token();
     let cfg = inner.cfg.runner.clone();
@@ -111,6 +114,11 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
                         Err(_) => break,
                     }
                 }
+                if !pending.events.is_empty() && engine.crash_now(CrashPoint::DuringAppend) {
+                    let _ = store.crash_during_append(id, attempt, &pending.events, engine.now_ms()).await;
+                    run.abort();
+                    return;
+                }
                 if flush(engine, &job, &mut pending).await.is_err() {
                     fenced = true;
                     runner_token.cancel();
@@ -140,6 +148,9 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
             }
         }
     };
+    if engine.crash_now(CrashPoint::AfterExit) {
+        return;
+    }
     if fenced {
         // Another attempt owns the job now; record the refusal and change nothing else.
         let _ = store
@@ -317,6 +328,12 @@ async fn finish(engine: &Engine, job: &JobRecord, report: AttemptReport, ran: bo
             id: id.clone(),
             transcript: transcript.clone(),
         });
+    }
+    if engine.crash_now(CrashPoint::BetweenFinishWrites) {
+        let _ = store
+            .crash_between_finish_writes(job.id, job.attempt, &finish, engine.now_ms())
+            .await;
+        return;
     }
     for delay in [0u64, 100, 500, 2000, 5000] {
         tokio::time::sleep(Duration::from_millis(delay)).await;

@@ -416,6 +416,60 @@ impl Store {
         Ok(last)
     }
 
+    /// Test support: runs an event append's statements, then drops the transaction
+    /// without committing: what a crash in the middle of an append leaves behind.
+    #[doc(hidden)]
+    pub async fn crash_during_append(
+        &self,
+        job: JobId,
+        attempt: u32,
+        events: &[NewEvent],
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let last: Option<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET last_seq = last_seq + ? WHERE id = ? AND state = 'running' AND attempt = ? RETURNING last_seq",
+        )
+        .bind(events.len() as i64)
+        .bind(job.to_string())
+        .bind(attempt as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(last) = last {
+            let first = last - events.len() as i64 + 1;
+            for (i, e) in events.iter().enumerate() {
+                insert_event(
+                    &mut tx,
+                    &job.to_string(),
+                    "default",
+                    first + i as i64,
+                    attempt,
+                    now,
+                    e,
+                )
+                .await?;
+            }
+        }
+        drop(tx);
+        Ok(())
+    }
+
+    /// Test support: moves the job as a finish would, then drops the transaction before
+    /// the attempt and the event are written: a crash between two writes of one transition.
+    #[doc(hidden)]
+    pub async fn crash_between_finish_writes(
+        &self,
+        job: JobId,
+        attempt: u32,
+        finish: &Finish,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let _ = move_job(&mut tx, job, attempt, finish, now).await?;
+        drop(tx);
+        Ok(())
+    }
+
     /// Records the session id the CLI announced, so later resumes of it wait their turn.
     pub async fn set_session_id(&self, job: JobId, attempt: u32, session: &str) -> Result<()> {
         let done = sqlx::query(

@@ -280,3 +280,114 @@ async fn retention_prunes_old_finished_jobs_in_batches_and_keeps_the_rest() {
     );
     assert_eq!(f.engine.prune().await.unwrap(), 0);
 }
+
+/// Stops an attempt dead at `point` (as if the server were killed there), restarts the
+/// node on the same database, and checks that the job still ends exactly once, with a log
+/// that has no gap and no duplicate.
+async fn crash_and_recover(point: baton_engine::CrashPoint) {
+    let first = fixture("node-crash", 2, None).await;
+    first.engine.plan_crash(point);
+    let id = submit(&first, "FAKE slow 4 20\nFAKE text survived", 0).await;
+    assert_eq!(first.engine.tick().await.unwrap(), 1);
+    // The supervisor stops at the crash point and leaves the job as a dead process would.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while first.engine.running_here() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the planned crash never happened"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let crashed = first.store.get_job(id).await.unwrap();
+    assert_eq!(
+        crashed.state,
+        JobState::Running,
+        "{point:?}: the crash must leave the job running"
+    );
+    let attempts = first.store.list_attempts(id).await.unwrap();
+    assert!(
+        attempts[0].finished_at.is_none(),
+        "{point:?}: a half-written end survived the crash"
+    );
+
+    // The next incarnation of the node rescues the job at once and runs it to the end.
+    let dir = first._dir;
+    let second = fixture("node-crash", 2, Some(dir)).await;
+    assert_eq!(
+        second.store.get_job(id).await.unwrap().state,
+        JobState::Queued,
+        "{point:?}"
+    );
+    assert_eq!(second.engine.tick().await.unwrap(), 1);
+    let job = second
+        .engine
+        .wait_for(id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Completed, "{point:?}");
+    assert_eq!(job.outcome.as_ref().unwrap()["result"], "survived");
+
+    let events = second.store.list_events(id, 0, 1000).await.unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let want: Vec<i64> = (1..=events.len() as i64).collect();
+    assert_eq!(seqs, want, "{point:?}: a gap or a duplicate in the log");
+    assert_eq!(job.last_seq, events.len() as i64);
+    let terminal: Vec<&str> = events
+        .iter()
+        .map(|e| e.kind.as_str())
+        .filter(|k| {
+            matches!(
+                *k,
+                "job.completed" | "job.failed" | "job.dead" | "job.cancelled"
+            )
+        })
+        .collect();
+    assert_eq!(
+        terminal,
+        ["job.completed"],
+        "{point:?}: exactly one terminal state"
+    );
+    // Every attempt's output is kept, each at most once; the completing one has its result.
+    for attempt in [1, 2] {
+        let results = events
+            .iter()
+            .filter(|e| e.kind == "result" && e.attempt == attempt)
+            .count();
+        assert!(
+            results <= 1,
+            "{point:?}: attempt {attempt} logged {results} results"
+        );
+    }
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind == "result" && e.attempt == 2)
+            .count(),
+        1,
+        "{point:?}"
+    );
+    let attempts = second.store.list_attempts(id).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].error_type.as_deref(), Some("interrupted"));
+}
+
+#[tokio::test]
+async fn crash_after_claim_before_spawn() {
+    crash_and_recover(baton_engine::CrashPoint::AfterClaim).await;
+}
+
+#[tokio::test]
+async fn crash_during_an_event_append() {
+    crash_and_recover(baton_engine::CrashPoint::DuringAppend).await;
+}
+
+#[tokio::test]
+async fn crash_after_the_child_exits_before_the_completion_commits() {
+    crash_and_recover(baton_engine::CrashPoint::AfterExit).await;
+}
+
+#[tokio::test]
+async fn crash_between_two_writes_of_the_finishing_transition() {
+    crash_and_recover(baton_engine::CrashPoint::BetweenFinishWrites).await;
+}
