@@ -2,10 +2,12 @@
 //!
 //! - `ci`: formatting, lints and the whole test suite, as CI runs them.
 //! - `bench`: the benchmarks behind `docs/benchmarks.md`.
+//! - `chaos`: SIGKILLs a loaded server at random and checks its invariants.
 //! - `install-claude`: the pinned `claude` CLI (tools/claude) from the npm registry into
 //!   `.build/claude`, where the real-CLI tests find it.
 
 mod bench;
+mod chaos;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -63,7 +65,9 @@ fn ci() -> anyhow::Result<()> {
     } else {
         test.args(["test", "--workspace", "--no-fail-fast"]);
     }
-    run(test)
+    run(test)?;
+    // A short chaos run on the binaries the tests just built.
+    chaos::main(&["--kills".to_string(), "20".to_string()])
 }
 
 /// Installs exactly the CLI version `tools/claude/package-lock.json` pins, with `npm ci`
@@ -115,8 +119,11 @@ fn main() -> anyhow::Result<()> {
         Some("ci") => ci(),
         Some("bench") => bench::main(&args[1..]),
         Some("install-claude") => install_claude(),
+        Some("chaos") => chaos::main(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench [--quick] | install-claude>");
+            eprintln!(
+                "usage: cargo xtask <ci | bench [--quick|--real] | chaos [--kills N] [--release] | install-claude>"
+            );
             std::process::exit(2);
         }
     }

@@ -74,11 +74,13 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => Self::not_found(format!("{what} not found")),
             StoreError::Conflict(m) => Self::new(ErrorType::Conflict, m),
             StoreError::Fenced { .. } => Self::new(ErrorType::Conflict, e.to_string()),
-            StoreError::Corrupt(_) => {
-                tracing::error!(error = %e, "corrupt data");
+            StoreError::Corrupt(what) => {
+                tracing::error!(error = %what, "corrupt data");
                 Self::new(
-                    ErrorType::Api,
-                    "a stored record could not be read; see the server log",
+                    ErrorType::Overloaded,
+                    format!(
+                        "a stored record could not be read ({what}); it needs repair, and nothing else is affected"
+                    ),
                 )
             }
             StoreError::Unavailable(cause) => {

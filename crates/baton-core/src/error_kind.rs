@@ -48,10 +48,12 @@ pub enum ErrorKind {
     Interrupted,
     /// The job was cancelled.
     Cancelled,
+    /// Its stored record could not be decoded; it was set aside so the queue goes on.
+    CorruptRecord,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 21] = [
         Self::AuthenticationError,
         Self::InvalidRequest,
         Self::RateLimited,
@@ -72,6 +74,7 @@ impl ErrorKind {
         Self::SpawnFailed,
         Self::Interrupted,
         Self::Cancelled,
+        Self::CorruptRecord,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +99,7 @@ impl ErrorKind {
             Self::SpawnFailed => "spawn_failed",
             Self::Interrupted => "interrupted",
             Self::Cancelled => "cancelled",
+            Self::CorruptRecord => "corrupt_record",
         }
     }
 

@@ -301,10 +301,27 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        let mut claimed = rows
-            .iter()
-            .map(|r| job_from_row(r).map(|job| Claimed { job }))
-            .collect::<Result<Vec<_>>>()?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match job_from_row(row) {
+                Ok(job) => claimed.push(Claimed { job }),
+                // A row that cannot be decoded cannot be run: set it aside as failed, so it
+                // neither blocks the queue nor comes back forever.
+                Err(e) => {
+                    let id: String = row.get("id");
+                    tracing::error!(job = %id, error = %e, "quarantining a corrupt job");
+                    sqlx::query(
+                        "UPDATE jobs SET state = 'failed', finished_at = ?, error_type = 'corrupt_record', \
+                         error_message = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+                    )
+                    .bind(now)
+                    .bind(e.to_string())
+                    .bind(&id)
+                    .execute(&self.write)
+                    .await?;
+                }
+            }
+        }
         claimed.sort_by_key(|c| order.iter().position(|id| *id == c.job.id.to_string()));
         Ok(claimed)
     }
@@ -414,6 +431,64 @@ impl Store {
         }
         tx.commit().await?;
         Ok(last)
+    }
+
+    /// Test support for storage faults: makes the writer refuse every write, as a database
+    /// on a read-only file system does (`SQLITE_READONLY`).
+    #[doc(hidden)]
+    pub async fn fault_read_only(&self, on: bool) -> Result<()> {
+        let pragma = if on {
+            "PRAGMA query_only = 1"
+        } else {
+            "PRAGMA query_only = 0"
+        };
+        sqlx::query(pragma).execute(&self.write).await?;
+        Ok(())
+    }
+
+    /// Test support: caps the database at its current size, so any write that needs a new
+    /// page fails as on a full disk (`SQLITE_FULL`).
+    #[doc(hidden)]
+    pub async fn fault_disk_full(&self, on: bool) -> Result<()> {
+        let mut conn = self.write.acquire().await?;
+        let pages: i64 = if on {
+            sqlx::query_scalar("PRAGMA page_count")
+                .fetch_one(&mut *conn)
+                .await?
+        } else {
+            1_073_741_823
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {pages}"
+        )))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Test support: another connection holding the write lock, as another process would.
+    #[doc(hidden)]
+    pub async fn fault_hold_write_lock(path: &Path) -> Result<sqlx::SqliteConnection> {
+        use sqlx::Connection;
+        let options = SqliteConnectOptions::from_str("sqlite://")?.filename(path);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+        sqlx::query("BEGIN EXCLUSIVE").execute(&mut conn).await?;
+        Ok(conn)
+    }
+
+    /// Test support: overwrites a job's stored options; returns what was there.
+    #[doc(hidden)]
+    pub async fn fault_set_spec(&self, job: JobId, spec: &str) -> Result<String> {
+        let old: String = sqlx::query_scalar("SELECT spec FROM jobs WHERE id = ?")
+            .bind(job.to_string())
+            .fetch_one(&self.write)
+            .await?;
+        sqlx::query("UPDATE jobs SET spec = ? WHERE id = ?")
+            .bind(spec)
+            .bind(job.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(old)
     }
 
     /// Test support: runs an event append's statements, then drops the transaction

@@ -8,5 +8,6 @@ mod real_cli;
 mod scenarios;
 mod sessions;
 mod sse;
+mod storage_faults;
 mod support;
 mod warm;

@@ -18,6 +18,8 @@ pub fn baton_bin() -> PathBuf {
 
 pub struct Server {
     pub base: String,
+    /// The server's store, for injecting storage faults.
+    pub store: baton_store::Store,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
     pub roots: tempfile::TempDir,
@@ -72,10 +74,12 @@ impl Server {
         let config = Config::load(None, &[], &flags).expect("test configuration");
         let app = App::build(config).await.expect("server starts");
         let base = format!("http://127.0.0.1:{}", app.port());
+        let store = app.engine().store().clone();
         let stop = CancellationToken::new();
         let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
         Self {
             base,
+            store,
             http: reqwest::Client::new(),
             dir,
             roots,

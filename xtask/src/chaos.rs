@@ -1,0 +1,581 @@
+//! `cargo xtask chaos [--kills N] [--release]`: runs Baton with `fake-claude` under a steady
+//! load, SIGKILLs the server at random moments and restarts it, then checks from the store
+//! and the clients' own records that:
+//!
+//! 1. every acknowledged job reached exactly one terminal state;
+//! 2. no job completed twice;
+//! 3. no two attempts of a job overlapped;
+//! 4. every SSE stream a client saw is a gap-free, duplicate-free prefix of the stored log;
+//! 5. no process of an attempt outlived it (none is left once the server is gone), and the
+//!    jobs a killed server was running were requeued before its successor was ready.
+//!
+//! Loopback only, bounded in kills and time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use baton_core::{JobId, JobState};
+use baton_store::Store;
+use futures_util::StreamExt;
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::{cargo, root, run};
+
+struct Options {
+    kills: usize,
+    release: bool,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Options> {
+    let mut o = Options {
+        kills: 20,
+        release: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--kills" => {
+                o.kills = it
+                    .next()
+                    .context("--kills N")?
+                    .parse()
+                    .context("--kills N")?
+            }
+            "--release" => o.release = true,
+            other => bail!("unknown chaos option {other}"),
+        }
+    }
+    if o.kills == 0 || o.kills > 10_000 {
+        bail!("--kills must be between 1 and 10000");
+    }
+    Ok(o)
+}
+
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(bin: &Path, fake: &Path, dir: &Path, port: u16) -> anyhow::Result<Server> {
+    let child = Command::new(bin)
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--claude-bin")
+        .arg(fake)
+        .args(["--max-concurrency", "8"])
+        .args([
+            "--set",
+            "log=error",
+            "--set",
+            "drain_timeout_seconds=1",
+            "--set",
+            "poll_interval_ms=100",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Server { child })
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = http.get(format!("{base}/v1/health")).send().await
+            && let Ok(h) = resp.json::<Value>().await
+        {
+            return Ok(h);
+        }
+        if Instant::now() > deadline {
+            bail!("the server did not come back");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What the clients saw: acknowledged job ids, and per followed job the events by seq.
+#[derive(Default)]
+struct Seen {
+    acknowledged: Vec<String>,
+    streams: HashMap<String, BTreeMap<i64, (String, String)>>,
+    stream_violations: Vec<String>,
+}
+
+/// Submits jobs until stopped, each with its own Idempotency-Key, retrying a submission
+/// until the server acknowledges it (through kills). Closed loop: each waits (`?wait=`) for
+/// its job before the next, so the load stays steady however slow the server is.
+async fn submitter(
+    http: reqwest::Client,
+    base: String,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    n: usize,
+) {
+    let mut i = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        i += 1;
+        let key = format!("chaos-{n}-{i}");
+        let prompt = match i % 6 {
+            0 => "FAKE slow 5 100",
+            1 => "FAKE tool",
+            2 => "FAKE slow 3 30",
+            // A CLI whose child outlives it: the hard case for "no process survives".
+            3 => "FAKE grandchild\nFAKE slow 4 60",
+            _ => "FAKE text chaos",
+        };
+        let body = json!({"prompt": prompt, "max_attempts": 20});
+        loop {
+            let resp = http
+                .post(format!("{base}/v1/jobs"))
+                .header("idempotency-key", &key)
+                .timeout(Duration::from_secs(5))
+                .json(&body)
+                .send()
+                .await;
+            if let Ok(r) = resp
+                && r.status().is_success()
+                && let Ok(job) = r.json::<Value>().await
+                && let Some(id) = job["id"].as_str()
+            {
+                {
+                    let mut s = seen.lock().unwrap();
+                    if !s.acknowledged.iter().any(|x| x == id) {
+                        s.acknowledged.push(id.to_string());
+                    }
+                }
+                // Closed loop: wait for this job to end (through kills) before the next.
+                let id = id.to_string();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let state = match http
+                        .get(format!("{base}/v1/jobs/{id}"))
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await
+                    {
+                        Ok(r) => r
+                            .json::<Value>()
+                            .await
+                            .ok()
+                            .and_then(|j| j["state"].as_str().and_then(JobState::parse)),
+                        Err(_) => None,
+                    };
+                    if state.is_some_and(JobState::is_terminal) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                break;
+            }
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Follows one job's events over SSE, reconnecting with Last-Event-ID through kills,
+/// until its terminal event; records what it saw and any gap or duplicate.
+async fn follower(http: reqwest::Client, base: String, id: String, seen: Arc<Mutex<Seen>>) {
+    let mut last = 0i64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    'outer: while Instant::now() < deadline {
+        let resp = http
+            .get(format!("{base}/v1/jobs/{id}/events"))
+            .header("last-event-id", last.to_string())
+            .send()
+            .await;
+        let Ok(resp) = resp else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut stream = resp.bytes_stream();
+        let mut buf = Vec::new();
+        let (mut ev_id, mut ev_kind, mut ev_data) = (None::<i64>, String::new(), String::new());
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { continue 'outer };
+            buf.extend_from_slice(&chunk);
+            while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                let line = String::from_utf8_lossy(&line).trim_end().to_string();
+                if let Some(v) = line.strip_prefix("id: ") {
+                    ev_id = v.parse().ok();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    ev_kind = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    ev_data = v.to_string();
+                } else if line.is_empty()
+                    && let Some(seq) = ev_id.take()
+                {
+                    let mut s = seen.lock().unwrap();
+                    if seq != last + 1 {
+                        s.stream_violations
+                            .push(format!("job {id}: after seq {last} the stream sent {seq}"));
+                    }
+                    last = seq;
+                    let terminal = matches!(
+                        ev_kind.as_str(),
+                        "job.completed" | "job.failed" | "job.dead" | "job.cancelled"
+                    );
+                    s.streams.entry(id.clone()).or_default().insert(
+                        seq,
+                        (std::mem::take(&mut ev_kind), std::mem::take(&mut ev_data)),
+                    );
+                    if terminal {
+                        return;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Live processes whose working directory is inside `dir`.
+fn processes_in(dir: &Path) -> Vec<i32> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    let alive =
+                        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                            s.rsplit_once(") ")
+                                .is_some_and(|(_, r)| !r.starts_with('Z'))
+                        });
+                    alive
+                        && std::fs::read_link(format!("/proc/{pid}/cwd"))
+                            .is_ok_and(|c| c.starts_with(&dir))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn binaries(release: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let profile = if release { "release" } else { "debug" };
+    let dir = root().join("target").join(profile);
+    let (bin, fake) = (dir.join("baton"), dir.join("fake-claude"));
+    if !bin.exists() || !fake.exists() || !dir.join("baton-exec").exists() {
+        let mut build = cargo();
+        build.args(["build", "-p", "baton", "-p", "fake-claude"]);
+        if release {
+            build.arg("--release");
+        }
+        run(build)?;
+    }
+    Ok((bin, fake))
+}
+
+pub fn main(args: &[String]) -> anyhow::Result<()> {
+    let opts = parse(args)?;
+    let (bin, fake) = binaries(opts.release)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(chaos(&bin, &fake, opts.kills))
+}
+
+async fn chaos(bin: &Path, fake: &Path, kills: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .build()?;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+
+    let mut server = start(bin, fake, dir.path(), port)?;
+    wait_ready(&http, &base).await?;
+    let submitters: Vec<_> = (0..6)
+        .map(|n| {
+            tokio::spawn(submitter(
+                http.clone(),
+                base.clone(),
+                seen.clone(),
+                stop.clone(),
+                n,
+            ))
+        })
+        .collect();
+    let mut followers = Vec::new();
+    let mut followed = 0;
+    let mut not_requeued = Vec::new();
+    let mut restart_ms = Vec::new();
+    for kill in 0..kills {
+        let wait = rand::rng().random_range(200..1200);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // Follow a few running jobs live, through the coming kill.
+        let newest: Vec<String> = match http
+            .get(format!("{base}/v1/jobs?state=running&limit=2"))
+            .send()
+            .await
+        {
+            Ok(r) => r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|l| {
+                    l["data"].as_array().map(|a| {
+                        a.iter()
+                            .filter_map(|j| j["id"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                })
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        for id in newest {
+            if followed < 4 * kills.min(50) {
+                followed += 1;
+                followers.push(tokio::spawn(follower(
+                    http.clone(),
+                    base.clone(),
+                    id,
+                    seen.clone(),
+                )));
+            }
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        let _ = server.child.wait();
+        drop(server);
+        let t = Instant::now();
+        server = start(bin, fake, dir.path(), port)?;
+        let health = wait_ready(&http, &base).await?;
+        restart_ms.push(t.elapsed().as_millis());
+        // Invariant 5b: what the killed server was running was requeued before its
+        // successor answered: nothing runs under a dead incarnation.
+        let incarnation = health["incarnation"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Ok(resp) = http
+            .get(format!("{base}/v1/jobs?state=running&limit=200"))
+            .send()
+            .await
+            && let Ok(list) = resp.json::<Value>().await
+        {
+            for job in list["data"].as_array().into_iter().flatten() {
+                let id = job["id"].as_str().unwrap_or_default();
+                if let Ok(r) = http.get(format!("{base}/v1/jobs/{id}")).send().await
+                    && let Ok(j) = r.json::<Value>().await
+                    && let Some(last) = j["attempts"].as_array().and_then(|a| a.last())
+                    && j["state"] == "running"
+                    && last["node_incarnation"] != incarnation.as_str()
+                {
+                    not_requeued.push(format!(
+                        "kill {kill}: job {id} still ran under a dead incarnation"
+                    ));
+                }
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for s in submitters {
+        let _ = s.await;
+    }
+    // Let everything acknowledged finish, bounded.
+    let acknowledged = seen.lock().unwrap().acknowledged.clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for id in &acknowledged {
+        loop {
+            let done = match http.get(format!("{base}/v1/jobs/{id}")).send().await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|j| j["state"].as_str().and_then(JobState::parse))
+                    .is_some_and(JobState::is_terminal),
+                Err(_) => false,
+            };
+            if done || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let followers_ended = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(followers),
+    )
+    .await
+    .is_ok();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let _ = server.child.wait();
+    drop(server);
+    let leftovers = processes_in(dir.path());
+
+    // Check everything from the store itself.
+    let store = Store::open(&dir.path().join("baton.db")).await?;
+    let seen = seen.lock().unwrap();
+    let mut violations: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut states: BTreeMap<String, usize> = BTreeMap::new();
+    let mut attempts_total = 0;
+    for id in &seen.acknowledged {
+        let job_id = JobId::parse(id)?;
+        let Ok(job) = store.get_job(job_id).await else {
+            violations
+                .entry("1 acknowledged job lost")
+                .or_default()
+                .push(id.clone());
+            continue;
+        };
+        *states.entry(job.state.to_string()).or_default() += 1;
+        let events = store.list_events(job_id, 0, 100_000).await?;
+        let terminal = events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind.as_str(),
+                    "job.completed" | "job.failed" | "job.dead" | "job.cancelled"
+                )
+            })
+            .count();
+        if !job.state.is_terminal() || terminal != 1 {
+            violations
+                .entry("1 exactly one terminal state")
+                .or_default()
+                .push(format!(
+                    "{id}: {} with {terminal} terminal events",
+                    job.state
+                ));
+        }
+        let completed = events.iter().filter(|e| e.kind == "job.completed").count();
+        if completed > 1 {
+            violations
+                .entry("2 completed at most once")
+                .or_default()
+                .push(format!("{id}: {completed}"));
+        }
+        let attempts = store.list_attempts(job_id).await?;
+        attempts_total += attempts.len();
+        for pair in attempts.windows(2) {
+            let end = pair[0].finished_at.unwrap_or(i64::MAX);
+            if end > pair[1].started_at {
+                violations
+                    .entry("3 attempts never overlap")
+                    .or_default()
+                    .push(format!(
+                        "{id}: attempt {} ended after {} began",
+                        pair[0].attempt, pair[1].attempt
+                    ));
+            }
+        }
+        if let Some(stream) = seen.streams.get(id) {
+            let stored: HashMap<i64, &baton_store::EventRecord> =
+                events.iter().map(|e| (e.seq, e)).collect();
+            for (seq, (kind, data)) in stream {
+                let same = stored.get(seq).is_some_and(|e| {
+                    e.kind == *kind
+                        && serde_json::from_str::<Value>(data).ok().as_ref() == Some(&e.data)
+                });
+                if !same {
+                    violations
+                        .entry("4 streams match the stored log")
+                        .or_default()
+                        .push(format!("{id}: seq {seq}"));
+                }
+            }
+        }
+    }
+    if !followers_ended {
+        violations
+            .entry("4 streams have no gap or duplicate")
+            .or_default()
+            .push("an SSE stream did not close after its job ended".into());
+    }
+    for v in &seen.stream_violations {
+        violations
+            .entry("4 streams have no gap or duplicate")
+            .or_default()
+            .push(v.clone());
+    }
+    if !leftovers.is_empty() {
+        violations
+            .entry("5 no process outlives its attempt")
+            .or_default()
+            .push(format!("{leftovers:?}"));
+    }
+    for v in not_requeued {
+        violations
+            .entry("5 requeued before the successor is ready")
+            .or_default()
+            .push(v);
+    }
+
+    restart_ms.sort();
+    println!(
+        "chaos: {kills} kills in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("  jobs acknowledged   {}", seen.acknowledged.len());
+    for (state, n) in &states {
+        println!("    {state:<18}{n}");
+    }
+    println!("  attempts            {attempts_total}");
+    println!(
+        "  SSE streams checked {} ({} events)",
+        seen.streams.len(),
+        seen.streams.values().map(BTreeMap::len).sum::<usize>()
+    );
+    println!(
+        "  restart to ready    p50 {} ms, max {} ms (orphans are requeued before the listener opens)",
+        restart_ms[restart_ms.len() / 2],
+        restart_ms.last().copied().unwrap_or(0)
+    );
+    let names = [
+        "1 acknowledged job lost",
+        "1 exactly one terminal state",
+        "2 completed at most once",
+        "3 attempts never overlap",
+        "4 streams match the stored log",
+        "4 streams have no gap or duplicate",
+        "5 no process outlives its attempt",
+        "5 requeued before the successor is ready",
+    ];
+    println!("  {:<42} violations", "invariant");
+    for name in names {
+        println!(
+            "  {:<42} {}",
+            name,
+            violations.get(name).map_or(0, Vec::len)
+        );
+    }
+    if violations.is_empty() {
+        println!("chaos: 0 violations");
+        Ok(())
+    } else {
+        for (name, list) in &violations {
+            for v in list.iter().take(10) {
+                eprintln!("violation [{name}]: {v}");
+            }
+        }
+        bail!("chaos: {} invariants violated", violations.len())
+    }
+}
