@@ -114,6 +114,18 @@ struct Seen {
     stream_violations: Vec<String>,
 }
 
+/// The job's state, when the server answers.
+async fn job_state(http: &reqwest::Client, base: &str, id: &str) -> Option<JobState> {
+    let resp = http
+        .get(format!("{base}/v1/jobs/{id}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let job: Value = resp.json().await.ok()?;
+    job["state"].as_str().and_then(JobState::parse)
+}
+
 /// Submits jobs until stopped, each with its own Idempotency-Key, retrying a submission
 /// until the server acknowledges it (through kills). Closed loop: each waits (`?wait=`) for
 /// its job before the next, so the load stays steady however slow the server is.
@@ -159,19 +171,7 @@ async fn submitter(
                 // Closed loop: wait for this job to end (through kills) before the next.
                 let id = id.to_string();
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    let state = match http
-                        .get(format!("{base}/v1/jobs/{id}"))
-                        .timeout(Duration::from_secs(5))
-                        .send()
-                        .await
-                    {
-                        Ok(r) => r
-                            .json::<Value>()
-                            .await
-                            .ok()
-                            .and_then(|j| j["state"].as_str().and_then(JobState::parse)),
-                        Err(_) => None,
-                    };
+                    let state = job_state(&http, &base, &id).await;
                     if state.is_some_and(JobState::is_terminal) {
                         break;
                     }
@@ -402,15 +402,9 @@ async fn chaos(bin: &Path, fake: &Path, kills: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     for id in &acknowledged {
         loop {
-            let done = match http.get(format!("{base}/v1/jobs/{id}")).send().await {
-                Ok(r) => r
-                    .json::<Value>()
-                    .await
-                    .ok()
-                    .and_then(|j| j["state"].as_str().and_then(JobState::parse))
-                    .is_some_and(JobState::is_terminal),
-                Err(_) => false,
-            };
+            let done = job_state(&http, &base, id)
+                .await
+                .is_some_and(JobState::is_terminal);
             if done || Instant::now() > deadline {
                 break;
             }
@@ -433,7 +427,7 @@ async fn chaos(bin: &Path, fake: &Path, kills: usize) -> anyhow::Result<()> {
 
     // Check everything from the store itself.
     let store = Store::open(&dir.path().join("baton.db")).await?;
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let mut violations: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut states: BTreeMap<String, usize> = BTreeMap::new();
     let mut attempts_total = 0;

@@ -83,6 +83,15 @@ impl From<StoreError> for ApiError {
                     ),
                 )
             }
+            StoreError::Busy(why) => {
+                tracing::error!(error = %why, "database busy");
+                Self::new(
+                    ErrorType::Overloaded,
+                    format!(
+                        "the database is busy or locked ({why}); nothing was changed, retry later"
+                    ),
+                )
+            }
             StoreError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "database unavailable");
                 Self::new(

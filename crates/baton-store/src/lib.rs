@@ -35,7 +35,22 @@ pub enum StoreError {
     Corrupt(String),
     /// The database could not be reached or written (locked, read-only, full disk).
     #[error("database unavailable: {0}")]
-    Unavailable(#[from] sqlx::Error),
+    Unavailable(sqlx::Error),
+    /// No connection became free in time: the database is busy, or another process holds
+    /// a lock on it.
+    #[error("the database is busy or locked: {0}")]
+    Busy(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut => Self::Busy(
+                "no connection became free in time; another process may hold a lock on it".into(),
+            ),
+            other => Self::Unavailable(other),
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -65,6 +65,19 @@ impl ServerFlags {
     }
 }
 
+/// The server the client commands talk to.
+#[derive(clap::Args)]
+struct Remote {
+    /// Baton's base URL.
+    #[arg(
+        long = "server",
+        env = "BATON_SERVER",
+        default_value = "http://127.0.0.1:7847",
+        global = true
+    )]
+    url: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (API and workers) on this machine.
@@ -73,32 +86,22 @@ enum Command {
     Run {
         #[command(flatten)]
         options: RunOptions,
-        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7847")]
-        server: String,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Inspect and control jobs.
     Jobs {
         #[command(subcommand)]
         command: JobsCommand,
-        #[arg(
-            long,
-            env = "BATON_SERVER",
-            default_value = "http://127.0.0.1:7847",
-            global = true
-        )]
-        server: String,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// The dead-letter queue.
     Dead {
         #[command(subcommand)]
         command: DeadCommand,
-        #[arg(
-            long,
-            env = "BATON_SERVER",
-            default_value = "http://127.0.0.1:7847",
-            global = true
-        )]
-        server: String,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Check the CLI, credentials, data directory and database.
     Doctor(ServerFlags),
@@ -198,18 +201,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Run {
             mut options,
-            server,
+            remote,
         } => {
             if options.prompt == "-" {
                 options.prompt.clear();
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut options.prompt)
                     .context("reading the prompt from stdin")?;
             }
-            let client = Client::new(&server)?;
+            let client = Client::new(&remote.url)?;
             client::run(&client, options).await
         }
-        Command::Jobs { command, server } => {
-            let client = Client::new(&server)?;
+        Command::Jobs { command, remote } => {
+            let client = Client::new(&remote.url)?;
             match command {
                 JobsCommand::Ls { state, limit } => client::jobs_ls(&client, state, limit).await?,
                 JobsCommand::Show { id } => {
@@ -244,8 +247,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Dead { command, server } => {
-            let client = Client::new(&server)?;
+        Command::Dead { command, remote } => {
+            let client = Client::new(&remote.url)?;
             match command {
                 DeadCommand::Ls { error_type, limit } => {
                     client::dead_ls(&client, error_type, limit).await?
