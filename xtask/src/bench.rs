@@ -247,12 +247,7 @@ async fn memory(bin: &Path, fake: &Path, n: usize) -> anyhow::Result<(u64, u64)>
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let h: serde_json::Value = http
-            .get(format!("{}/v1/health", server.base))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let h = get_json(&http, format!("{}/v1/health", server.base)).await?;
         if h["running_here"].as_u64() == Some(n as u64) {
             break;
         }
@@ -285,30 +280,11 @@ fn release_bins() -> anyhow::Result<(PathBuf, PathBuf)> {
 }
 
 fn millis(rfc3339: &str) -> i64 {
-    // The API's timestamps: 2026-11-22T04:31:55.244Z.
-    let (date, time) = rfc3339
-        .trim_end_matches('Z')
-        .split_once('T')
-        .unwrap_or(("", ""));
-    let days = {
-        let mut it = date.split('-').map(|p| p.parse::<i64>().unwrap_or(0));
-        let (y, m, d) = (
-            it.next().unwrap_or(0),
-            it.next().unwrap_or(0),
-            it.next().unwrap_or(0),
-        );
-        // Days from civil (Howard Hinnant); only differences matter here.
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-        era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy
-    };
-    let mut it = time.split(':');
-    let h: i64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let m: i64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let sec: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ((days * 86_400 + h * 3600 + m * 60) as f64 * 1000.0 + sec * 1000.0) as i64
+    chrono::DateTime::parse_from_rfc3339(rfc3339).map_or(0, |t| t.timestamp_millis())
+}
+
+async fn get_json(http: &reqwest::Client, url: String) -> anyhow::Result<serde_json::Value> {
+    Ok(http.get(url).send().await?.json().await?)
 }
 
 /// One job with the real CLI: (time to its first CLI event, total), in milliseconds.
@@ -326,12 +302,7 @@ async fn real_job(http: &reqwest::Client, base: &str) -> anyhow::Result<(f64, f6
         bail!("a real-CLI bench job failed: {job}");
     }
     let id = job["id"].as_str().context("job id")?;
-    let events: serde_json::Value = http
-        .get(format!("{base}/v1/jobs/{id}/events?format=json"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let events = get_json(http, format!("{base}/v1/jobs/{id}/events?format=json")).await?;
     let first = events["data"]
         .as_array()
         .and_then(|e| e.iter().find(|e| e["kind"] == "system"))
@@ -393,12 +364,7 @@ async fn real_cli(bin: &Path, mock_bin: &Path, jobs: usize) -> anyhow::Result<()
             if warm {
                 // Measure warm starts: give the pool its time to refill between jobs.
                 for _ in 0..200 {
-                    let h: serde_json::Value = http
-                        .get(format!("{}/v1/health", server.base))
-                        .send()
-                        .await?
-                        .json()
-                        .await?;
+                    let h = get_json(&http, format!("{}/v1/health", server.base)).await?;
                     if h["warm_pools"][0]["ready"].as_u64() >= Some(1) {
                         break;
                     }
@@ -430,12 +396,7 @@ async fn real_cli(bin: &Path, mock_bin: &Path, jobs: usize) -> anyhow::Result<()
             let id = job["id"].as_str().context("job id")?.to_string();
             let mut peak = 0;
             for _ in 0..80 {
-                let j: serde_json::Value = http
-                    .get(format!("{}/v1/jobs/{id}", server.base))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
+                let j = get_json(&http, format!("{}/v1/jobs/{id}", server.base)).await?;
                 if let Some(pid) = j["attempts"][0]["pid"].as_u64()
                     && let Ok(kb) = rss_kb(pid as u32)
                 {
