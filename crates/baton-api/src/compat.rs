@@ -26,10 +26,7 @@ use crate::{AppState, wire};
 fn inserted(i: Inserted) -> ApiResult<JobRecord> {
     match i {
         Inserted::New(r) | Inserted::Replayed(r) => Ok(r),
-        Inserted::KeyReused => Err(ApiError::new(
-            ErrorType::Conflict,
-            "this Idempotency-Key was already used with a different request body",
-        )),
+        Inserted::KeyReused => Err(ApiError::key_reused()),
     }
 }
 

@@ -84,10 +84,7 @@ where
     if let Some((stored_hash, status, body)) = store.idempotent_response(st.project(), &key).await?
     {
         if stored_hash != hash {
-            return Err(ApiError::new(
-                ErrorType::Conflict,
-                "this Idempotency-Key was already used with a different request body",
-            ));
+            return Err(ApiError::key_reused());
         }
         let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);

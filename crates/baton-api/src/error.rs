@@ -66,6 +66,14 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorType::NotFound, message)
     }
+
+    /// An `Idempotency-Key` seen before with a different request body.
+    pub fn key_reused() -> Self {
+        Self::new(
+            ErrorType::Conflict,
+            "this Idempotency-Key was already used with a different request body",
+        )
+    }
 }
 
 impl From<StoreError> for ApiError {

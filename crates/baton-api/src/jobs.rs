@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::error::{ApiError, ApiResult, ErrorType};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
 use crate::follow::{Followed, follow};
 use crate::{AppState, wire};
@@ -123,10 +123,7 @@ pub async fn create_job(
         Inserted::New(r) => (StatusCode::CREATED, r, false),
         Inserted::Replayed(r) => (StatusCode::OK, r, true),
         Inserted::KeyReused => {
-            return Err(ApiError::new(
-                ErrorType::Conflict,
-                "this Idempotency-Key was already used with a different request body",
-            ));
+            return Err(ApiError::key_reused());
         }
     };
     let record = match wait {

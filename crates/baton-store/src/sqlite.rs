@@ -326,24 +326,6 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Records the process that runs an attempt, so that a restarted node can kill it.
-    pub async fn record_pid(
-        &self,
-        job: JobId,
-        attempt: u32,
-        pid: i32,
-        pid_start: u64,
-    ) -> Result<()> {
-        sqlx::query("UPDATE attempts SET pid = ?, pid_start = ? WHERE job_id = ? AND attempt = ?")
-            .bind(pid as i64)
-            .bind(pid_start as i64)
-            .bind(job.to_string())
-            .bind(attempt as i64)
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
     /// Extends an attempt's lease. Returns whether a cancel was requested, or `Fenced` if
     /// the attempt lost the job.
     pub async fn renew_lease(
@@ -542,22 +524,6 @@ impl Store {
         let mut tx = self.write.begin().await?;
         let _ = move_job(&mut tx, job, attempt, finish, now).await?;
         drop(tx);
-        Ok(())
-    }
-
-    /// Records the session id the CLI announced, so later resumes of it wait their turn.
-    pub async fn set_session_id(&self, job: JobId, attempt: u32, session: &str) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE jobs SET session_id = ? WHERE id = ? AND state = 'running' AND attempt = ?",
-        )
-        .bind(session)
-        .bind(job.to_string())
-        .bind(attempt as i64)
-        .execute(&self.write)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(fenced(job, attempt));
-        }
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use baton_core::{ErrorKind, JobId, JobRequest, JobState, Limits};
 use baton_engine::{Clock, Engine, EngineConfig, ManualClock};
 use baton_runner::RunnerConfig;
-use baton_store::{Finish, Inserted, NewEvent, NewJob, Store, StoreError};
+use baton_store::{AttemptMeta, Finish, Inserted, NewEvent, NewJob, Store, StoreError};
 
 struct Fixture {
     engine: Engine,
@@ -206,7 +206,19 @@ async fn a_restart_kills_the_previous_incarnations_processes_and_requeues_at_onc
         .unwrap();
     let pid = orphan.id() as i32;
     let ticks = baton_runner::process::process_start_ticks(pid).unwrap();
-    store.record_pid(id, 1, pid, ticks).await.unwrap();
+    store
+        .append_events(
+            id,
+            1,
+            &[],
+            &AttemptMeta {
+                pid: Some((pid, ticks)),
+                ..AttemptMeta::default()
+            },
+            0,
+        )
+        .await
+        .unwrap();
     drop(store);
 
     let f = fixture("node-1", 1, Some(dir)).await;

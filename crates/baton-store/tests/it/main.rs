@@ -238,7 +238,18 @@ async fn expired_leases_and_orphans_are_found() {
         .unwrap();
     let a = insert(&s, spec("a"), 0).await;
     s.claim("inc-old", 0, 1_000, 1).await.unwrap();
-    s.record_pid(a, 1, 4242, 77).await.unwrap();
+    s.append_events(
+        a,
+        1,
+        &[],
+        &AttemptMeta {
+            pid: Some((4242, 77)),
+            ..AttemptMeta::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
     let orphans = s.orphans_of_node("node-a", "inc-new").await.unwrap();
     assert_eq!(orphans.len(), 1);
     assert_eq!(
