@@ -4,31 +4,27 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use baton_core::{ErrorKind, JobId, JobSpec, JobState, Transition};
+use baton_core::{JobId, JobSpec, JobState, Transition};
 use serde_json::{Value, json};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use crate::decode::{JOB_COLUMNS, fenced, job_from_row, orphan_from_row, parse_state};
 use crate::migrations;
 use crate::records::*;
 use crate::{Result, StoreError};
 
-/// The handle every other crate uses. Cheap to clone.
+/// The SQLite backend. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct SqliteStore {
     /// One connection: all writes are serialized here, in process.
     write: SqlitePool,
     read: SqlitePool,
 }
 
-const JOB_COLUMNS: &str = "id, project_id, state, priority, run_at, created_at, updated_at, \
-    started_at, finished_at, attempt, max_attempts, spec, session_id, lease_owner, \
-    lease_expires_at, cancel_requested, last_seq, outcome, error_type, error_message";
-
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self> {
         let options = SqliteConnectOptions::from_str("sqlite://")?
@@ -663,6 +659,16 @@ impl Store {
         self.get_job(job).await
     }
 
+    pub async fn cancels_for(&self, incarnation: &str) -> Result<Vec<JobId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE state = 'running' AND lease_owner = ? AND cancel_requested != 0",
+        )
+        .bind(incarnation)
+        .fetch_all(&self.read)
+        .await?;
+        ids.iter().map(|id| crate::decode::parse_id(id)).collect()
+    }
+
     pub async fn list_events(
         &self,
         job: JobId,
@@ -1044,68 +1050,4 @@ async fn insert_event(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-fn fenced(job: JobId, attempt: u32) -> StoreError {
-    StoreError::Fenced {
-        job: job.to_string(),
-        attempt,
-    }
-}
-
-fn parse_state(s: String) -> Result<JobState> {
-    JobState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown job state {s:?}")))
-}
-
-fn orphan_from_row(r: &SqliteRow) -> Result<Orphan> {
-    let id: String = r.get(0);
-    Ok(Orphan {
-        job_id: JobId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        attempt: r.get::<i64, _>(1) as u32,
-        max_attempts: r.get::<i64, _>(2) as u32,
-        pid: r.get::<Option<i64>, _>(3).map(|p| p as i32),
-        pid_start: r.get::<Option<i64>, _>(4).map(|p| p as u64),
-    })
-}
-
-fn job_from_row(r: &SqliteRow) -> Result<JobRecord> {
-    let id: String = r.get("id");
-    let spec: String = r.get("spec");
-    let outcome: Option<String> = r.get("outcome");
-    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
-        StoreError::Corrupt(format!("job {id}: {what}: {e}"))
-    };
-    let spec: JobSpec = serde_json::from_str(&spec).map_err(|e| corrupt("spec", &e))?;
-    let outcome = outcome
-        .map(|o| serde_json::from_str::<Value>(&o))
-        .transpose()
-        .map_err(|e| corrupt("outcome", &e))?;
-    let error_type: Option<String> = r.get("error_type");
-    if let Some(t) = &error_type
-        && ErrorKind::parse(t).is_none()
-    {
-        return Err(corrupt("error_type", t));
-    }
-    Ok(JobRecord {
-        id: JobId::parse(&id).map_err(|e| corrupt("id", &e))?,
-        project_id: r.get("project_id"),
-        state: parse_state(r.get("state"))?,
-        priority: r.get::<i64, _>("priority") as i32,
-        run_at: r.get("run_at"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-        started_at: r.get("started_at"),
-        finished_at: r.get("finished_at"),
-        attempt: r.get::<i64, _>("attempt") as u32,
-        max_attempts: r.get::<i64, _>("max_attempts") as u32,
-        spec,
-        session_id: r.get("session_id"),
-        lease_owner: r.get("lease_owner"),
-        lease_expires_at: r.get("lease_expires_at"),
-        cancel_requested: r.get::<i64, _>("cancel_requested") != 0,
-        last_seq: r.get("last_seq"),
-        outcome,
-        error_type,
-        error_message: r.get("error_message"),
-    })
 }
