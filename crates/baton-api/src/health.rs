@@ -55,7 +55,13 @@ pub async fn cli_version(st: &AppState) -> Result<String, String> {
 }
 
 pub async fn health(State(st): State<AppState>) -> Response {
-    let cli = cli_version(&st).await;
+    let runs_jobs = st.engine().config().runs_jobs;
+    // A node that runs no jobs needs no CLI.
+    let cli = if runs_jobs {
+        cli_version(&st).await
+    } else {
+        Ok("not needed: this node runs no jobs".to_string())
+    };
     let db = st.engine().store().ping().await.map_err(|e| e.to_string());
     let counts = st
         .engine()
@@ -78,6 +84,9 @@ pub async fn health(State(st): State<AppState>) -> Response {
         "claude_version": cli.as_ref().ok(),
         "claude_bin": st.engine().config().runner.claude_bin.display().to_string(),
         "database": if db.is_ok() { "ok" } else { "error" },
+        "database_backend": st.engine().store().backend_name(),
+        "node_id": st.engine().config().node_id,
+        "runs_jobs": runs_jobs,
         "error": (!errors.is_empty()).then(|| errors.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")),
         "jobs": counts,
         "running_here": st.engine().running_here(),

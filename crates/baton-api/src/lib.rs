@@ -97,6 +97,21 @@ async fn request_id(req: Request, next: Next) -> Response {
     resp
 }
 
+/// A worker node's router: `/v1/health` only, for probes; every other route says where
+/// the API is.
+pub fn worker_router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/health", get(health::health))
+        .fallback(|| async {
+            ApiError::not_found(
+                "this node runs with role = worker and serves only /v1/health; \
+                 send API requests to a node with role api or all",
+            )
+        })
+        .layer(axum::middleware::from_fn(request_id))
+        .with_state(state)
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.inner.cfg.max_body_bytes;
     Router::new()

@@ -1,6 +1,7 @@
 //! In-process fan-out of "job X has new events". Subscribers read the events themselves
-//! from the store, by sequence number, so a missed wake-up costs latency, never an event;
-//! SSE streams also poll, which is what carries events written by another process.
+//! from the store, by sequence number, so a missed wake-up costs latency, never an event.
+//! On a shared database, other nodes' writes arrive here as hints (LISTEN/NOTIFY); SSE
+//! streams also poll, which covers hints lost while the listener reconnects.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,6 +31,14 @@ impl EventBus {
             } else {
                 tx.send_replace(last_seq);
             }
+        }
+    }
+
+    /// Wakes every subscriber, to look at the store again: after hints may have been lost.
+    pub fn wake_all(&self) {
+        let map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        for tx in map.values() {
+            tx.send_modify(|_| {});
         }
     }
 

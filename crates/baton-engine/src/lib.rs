@@ -75,6 +75,9 @@ pub struct EngineConfig {
     /// Pre-started CLI processes for the job options marked warm.
     pub warm_pools: Vec<WarmPoolConfig>,
     pub retention: Retention,
+    /// Whether this node claims and runs jobs (`worker` and `all` roles); an `api` node
+    /// only queues, reads and cancels.
+    pub runs_jobs: bool,
 }
 
 /// How long finished jobs (and their events and attempts) are kept.
@@ -283,7 +286,8 @@ impl Engine {
     }
 
     /// Cancels a job: a queued one at once; a running one by killing its process group
-    /// (here, or on whichever node runs it, at its next lease renewal).
+    /// (here, or on whichever node runs it: by a hint at once, else within half a
+    /// second by its poll).
     pub async fn cancel(&self, job: JobId) -> Result<JobRecord> {
         let record = self.inner.store.cancel(job, self.now_ms()).await?;
         if record.state == JobState::Running
@@ -295,7 +299,7 @@ impl Engine {
                 None if record.lease_owner.as_deref() == Some(self.incarnation()) => {
                     running.pending_cancels.insert(job);
                 }
-                // Running elsewhere: its supervisor sees the flag at its next renewal.
+                // Running elsewhere: that node hears the hint, or polls for the flag.
                 None => {}
             }
         }
@@ -414,9 +418,106 @@ impl Engine {
         Ok(total)
     }
 
-    /// The dispatch loop, until `shutdown`; then drains.
+    /// Follows hints from other nodes sharing the database, until `stop`: a job became
+    /// due (wake the dispatcher), a job has new events (wake its followers), a cancel was
+    /// requested (stop the attempt if it runs here). Hints can be lost while the
+    /// connection is re-established; then everyone is woken to look again, and the
+    /// polls (dispatcher, SSE, [`Self::watch_cancels`]) cover the rest.
+    async fn follow_notices(&self, stop: CancellationToken) {
+        use baton_store::Notice;
+        let inner = &self.inner;
+        let mut notices = None;
+        loop {
+            if notices.is_none() {
+                match inner.store.notices().await {
+                    Ok(Some(n)) => notices = Some(n),
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for other nodes' hints; polling");
+                    }
+                }
+            }
+            let Some(n) = notices.as_mut() else {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            };
+            let notice = tokio::select! {
+                _ = stop.cancelled() => return,
+                notice = n.next() => notice,
+            };
+            match notice {
+                Ok(Notice::JobsDue) => inner.wake.notify_one(),
+                Ok(Notice::Events { job, last_seq }) => inner.bus.publish(job, last_seq),
+                Ok(Notice::Cancel(job)) => self.cancel_here(job),
+                Ok(Notice::Reconnected) => {
+                    tracing::info!("listening for other nodes' hints again");
+                    inner.wake.notify_one();
+                    inner.bus.wake_all();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the hints connection; polling until it is back");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// On a shared database a cancel may be requested on another node: look for the
+    /// attempts running here that were asked to stop, twice a second, so a cancel takes
+    /// effect within a second even when its hint was lost.
+    async fn watch_cancels(&self, stop: CancellationToken) {
+        let inner = &self.inner;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if self.running_here() == 0 {
+                continue;
+            }
+            match inner.store.cancels_for(&inner.incarnation).await {
+                Ok(ids) => ids.into_iter().for_each(|job| self.cancel_here(job)),
+                Err(e) => tracing::debug!(error = %e, "could not look for cancels"),
+            }
+        }
+    }
+
+    /// Stops `job`'s attempt if it runs in this process.
+    fn cancel_here(&self, job: JobId) {
+        if let Ok(running) = self.inner.running.lock()
+            && let Some(token) = running.tokens.get(&job)
+        {
+            token.cancel();
+        }
+    }
+
+    /// The dispatch loop, until `shutdown`; then drains. A node that does not run jobs
+    /// only follows other nodes' hints (for its SSE streams and waits) until `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) {
         let inner = &self.inner;
+        let notices = tokio::spawn({
+            let engine = self.clone();
+            let stop = shutdown.clone();
+            async move { engine.follow_notices(stop).await }
+        });
+        // Cancels are watched until the drain is over, not only until shutdown begins.
+        let drained = CancellationToken::new();
+        let cancels = (inner.store.is_shared() && inner.cfg.runs_jobs).then(|| {
+            let engine = self.clone();
+            let stop = drained.clone();
+            tokio::spawn(async move { engine.watch_cancels(stop).await })
+        });
+        if !inner.cfg.runs_jobs {
+            shutdown.cancelled().await;
+            let _ = notices.await;
+            self.drain().await;
+            return;
+        }
         let refill = (!inner.warm.is_empty()).then(|| {
             let engine = self.clone();
             let stop = shutdown.clone();
@@ -477,7 +578,12 @@ impl Engine {
             let _ = refill.await;
         }
         let _ = retention.await;
+        let _ = notices.await;
         self.drain().await;
+        drained.cancel();
+        if let Some(cancels) = cancels {
+            let _ = cancels.await;
+        }
     }
 
     /// Stops claiming, lets running attempts finish for up to the drain timeout, then

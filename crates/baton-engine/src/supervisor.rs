@@ -202,8 +202,9 @@ async fn flush(engine: &Engine, job: &JobRecord, pending: &mut Pending) -> Resul
         return Ok(());
     }
     let store = &engine.inner.store;
-    // A transient store error is retried a few times; events are never dropped silently.
-    for delay in [0u64, 50, 200, 1000] {
+    // A transient store error (a database restarting takes a few seconds) is retried;
+    // events are never dropped silently.
+    for delay in [0u64, 50, 200, 1000, 2000, 3000] {
         tokio::time::sleep(Duration::from_millis(delay)).await;
         match store
             .append_events(

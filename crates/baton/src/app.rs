@@ -17,6 +17,9 @@ use crate::config::Config;
 
 pub struct App {
     listener: TcpListener,
+    serves_api: bool,
+    /// Held while the server runs: one process per data directory.
+    _lock: std::fs::File,
     engine: Engine,
     state: AppState,
     shutdown: CancellationToken,
@@ -80,19 +83,51 @@ fn exec_shim() -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The configured database: PostgreSQL when `database_url` names one, else SQLite in the
+/// data directory.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    if !config.database_url.is_empty() {
+        let shown = crate::config::redact_url(&config.database_url);
+        return Store::connect_postgres(&config.database_url, config.database_max_connections)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {shown}"));
+    }
     let db = config.data_dir.join("baton.db");
     Store::open(&db)
         .await
         .with_context(|| format!("opening the database {}", db.display()))
 }
 
+/// Takes the data directory for this process: two servers on one directory would share a
+/// node id and kill each other's attempts as a dead predecessor's.
+fn lock_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("node.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "another Baton server uses the data directory {}; give each server its own --data-dir",
+            config.data_dir.display()
+        );
+    }
+    Ok(file)
+}
+
 impl App {
     /// Opens the store, starts the engine (rescuing what a previous incarnation left
     /// running) and binds the listener. Port 0 picks a free port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let lock = lock_data_dir(&config)?;
         let store = open_store(&config).await?;
         let runner = runner_config(&config);
         std::fs::create_dir_all(&runner.attempts_dir)
@@ -129,6 +164,7 @@ impl App {
                 dead: Duration::from_secs(config.retention_dead_days * 86_400),
                 batch: 500,
             },
+            runs_jobs: config.role.runs_jobs(),
         };
         let attempts_dir = engine_cfg.runner.attempts_dir.clone();
         let keep = engine_cfg.runner.keep_workspaces;
@@ -150,6 +186,8 @@ impl App {
             .with_context(|| format!("binding {}", config.listen))?;
         Ok(Self {
             listener,
+            serves_api: config.role.serves_api(),
+            _lock: lock,
             engine,
             state,
             shutdown,
@@ -173,7 +211,11 @@ impl App {
     /// end, the dispatcher stops claiming, running attempts get the drain timeout to finish
     /// and the rest are stopped and requeued.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
-        let router = baton_api::router(self.state.clone());
+        let router = if self.serves_api {
+            baton_api::router(self.state.clone())
+        } else {
+            baton_api::worker_router(self.state.clone())
+        };
         let shutdown = self.shutdown.clone();
         let engine = self.engine.clone();
         let dispatcher = tokio::spawn({

@@ -14,8 +14,18 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Where the HTTP API listens. Loopback only until API keys exist.
     pub listen: SocketAddr,
-    /// The database, node id and attempt workspaces live here.
+    /// The node id, attempt workspaces and (by default) the SQLite database live here.
     pub data_dir: PathBuf,
+    /// Empty: the embedded SQLite database in the data directory. `postgres://…`: a
+    /// PostgreSQL database that several nodes share. A password belongs in `PGPASSWORD`,
+    /// `~/.pgpass` or this file, never on the command line.
+    pub database_url: String,
+    /// Connections this node keeps to PostgreSQL.
+    pub database_max_connections: u32,
+    /// `all` (API and workers), `api` (queues, reads and cancels; runs nothing) or
+    /// `worker` (runs jobs; serves only `/v1/health`). Roles other than `all` need a
+    /// shared (PostgreSQL) database.
+    pub role: Role,
     /// The `claude` executable; empty means `CLAUDE_BIN`, else `claude` on `PATH`.
     pub claude_bin: PathBuf,
     /// Attempts running at once on this node; more jobs wait in the queue.
@@ -53,6 +63,24 @@ pub struct Config {
     pub retention_failed_days: u64,
     /// Days a dead-lettered job is kept.
     pub retention_dead_days: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    All,
+    Api,
+    Worker,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        self != Self::Worker
+    }
+
+    pub fn runs_jobs(self) -> bool {
+        self != Self::Api
+    }
 }
 
 /// One warm pool: `size` CLI processes kept ready for jobs whose options equal `options`.
@@ -108,9 +136,12 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:7847".parse().expect("a valid address"),
             data_dir: default_data_dir(),
+            database_url: String::new(),
+            database_max_connections: 10,
+            role: Role::All,
             claude_bin: PathBuf::new(),
             max_concurrency: 4,
-            lease_seconds: 30,
+            lease_seconds: 12,
             poll_interval_ms: 1000,
             drain_timeout_seconds: 30,
             silence_timeout_seconds: 300,
@@ -212,6 +243,23 @@ impl Config {
                 self.max_concurrency
             );
         }
+        let url = self.database_url.as_str();
+        if !url.is_empty() && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            bail!(
+                "database_url must be empty (SQLite in the data directory) or a postgres:// URL (got {})",
+                redact_url(url)
+            );
+        }
+        if url.is_empty() && self.role != Role::All {
+            bail!(
+                "role = {:?} needs a database shared with other nodes: set database_url = \"postgres://…\"",
+                self.role
+            );
+        }
+        if self.database_max_connections < 2 || self.database_max_connections > 1000 {
+            bail!("database_max_connections must be between 2 and 1000");
+        }
         if self.lease_seconds < 3 {
             bail!("lease_seconds must be at least 3 (renewed every third)");
         }
@@ -256,6 +304,35 @@ impl Config {
         }
         PathBuf::from("claude")
     }
+}
+
+/// `url` with any password replaced by `***`, fit for a log line or an error.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    // A password can also travel as a query parameter.
+    let path = match path.find("password=") {
+        Some(i) => {
+            let end = path[i..].find('&').map_or(path.len(), |j| i + j);
+            format!("{}password=***{}", &path[..i], &path[end..])
+        }
+        None => path.to_string(),
+    };
+    format!("{scheme}://{authority}{path}")
+}
+
+/// Whether a database URL carries a password (which must not be on a command line).
+pub fn url_has_password(url: &str) -> bool {
+    redact_url(url) != url
 }
 
 /// Sets one key from a string: parsed as a TOML value when it is one (numbers, booleans,
@@ -315,6 +392,44 @@ mod tests {
         assert_eq!(
             c.workspace_roots,
             vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+        );
+    }
+
+    #[test]
+    fn database_urls_are_checked_and_never_shown_with_their_password() {
+        assert_eq!(
+            redact_url("postgres://baton:s3cret@db.internal:5432/baton?sslmode=disable"),
+            "postgres://baton:***@db.internal:5432/baton?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgres://db/baton?user=b&password=s3cret&x=1"),
+            "postgres://db/baton?user=b&password=***&x=1"
+        );
+        assert!(!url_has_password("postgres://baton@db/baton"));
+        let err = Config::load(
+            None,
+            &[],
+            &[("database_url".into(), "mysql://u:pw@h/db".into())],
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("postgres://") && !msg.contains("pw"), "{msg}");
+        let err = Config::load(None, &[], &[("role".into(), "worker".into())]).unwrap_err();
+        assert!(format!("{err:#}").contains("shared"), "{err:#}");
+        let err = Config::load(None, &[], &[("role".into(), "boss".into())]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("invalid configuration"),
+            "{err:#}"
+        );
+        let c = Config::load(
+            None,
+            &env(&[("BATON_DATABASE_URL", "postgres://b@h/db")]),
+            &[("role".into(), "api".into())],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.role, c.database_url.as_str()),
+            (Role::Api, "postgres://b@h/db")
         );
     }
 

@@ -36,6 +36,7 @@ async fn fixture(node: &str, max_concurrency: usize, dir: Option<tempfile::TempD
             batch: 2,
             ..baton_engine::Retention::default()
         },
+        runs_jobs: true,
     };
     let clock = Arc::new(ManualClock::new(START));
     let engine = Engine::start(store.clone(), cfg, clock.clone())

@@ -34,6 +34,13 @@ struct ServerFlags {
     /// Attempts running at once.
     #[arg(long)]
     max_concurrency: Option<usize>,
+    /// A shared PostgreSQL database (postgres://user@host/db) instead of the embedded
+    /// SQLite; the password goes in PGPASSWORD or ~/.pgpass, never here.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// all (default), api or worker.
+    #[arg(long)]
+    role: Option<String>,
     /// Any configuration key, as key=value (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -54,11 +61,26 @@ impl ServerFlags {
         if let Some(v) = self.max_concurrency {
             flags.push(("max_concurrency".into(), v.to_string()));
         }
+        if let Some(v) = &self.database_url {
+            flags.push(("database_url".into(), v.clone()));
+        }
+        if let Some(v) = &self.role {
+            flags.push(("role".into(), v.clone()));
+        }
         for kv in &self.set {
             let (k, v) = kv
                 .split_once('=')
                 .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
             flags.push((k.trim().into(), v.into()));
+        }
+        // Any user on the machine can read a process's argv.
+        if let Some((_, url)) = flags.iter().find(|(k, _)| k == "database_url")
+            && baton::config::url_has_password(url)
+        {
+            anyhow::bail!(
+                "the database URL on the command line carries a password, which any user can read \
+                 in the process list; put it in PGPASSWORD, ~/.pgpass, BATON_DATABASE_URL or baton.toml"
+            );
         }
         let env: Vec<(String, String)> = std::env::vars().collect();
         Config::load(self.config.as_deref(), &env, &flags)

@@ -3,6 +3,7 @@
 mod api;
 mod compat;
 mod dead;
+mod nodes;
 mod process;
 mod real_cli;
 mod scenarios;

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 
 use crate::support::{baton_bin, fake_claude, survivors, test_flags};
 
-struct Proc {
-    child: Child,
-    base: String,
+pub(crate) struct Proc {
+    pub child: Child,
+    pub base: String,
 }
 
 impl Drop for Proc {
@@ -19,7 +19,7 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -28,9 +28,20 @@ fn free_port() -> u16 {
 }
 
 fn spawn_server(dir: &std::path::Path, roots: &std::path::Path, port: u16) -> Proc {
+    spawn_server_with(dir, roots, port, &[])
+}
+
+/// `baton serve` as a process, with the test flags and `extra` after them.
+pub(crate) fn spawn_server_with(
+    dir: &std::path::Path,
+    roots: &std::path::Path,
+    port: u16,
+    extra: &[(&str, &str)],
+) -> Proc {
     let mut cmd = Command::new(baton_bin());
     cmd.arg("serve");
-    for (k, v) in test_flags(dir, roots) {
+    let extra = extra.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    for (k, v) in test_flags(dir, roots).into_iter().chain(extra) {
         let v = if k == "listen" {
             format!("127.0.0.1:{port}")
         } else {
@@ -55,7 +66,7 @@ async fn get(base: &str, path: &str) -> Option<Value> {
     resp.json().await.ok()
 }
 
-async fn wait_ready(p: &Proc) {
+pub(crate) async fn wait_ready(p: &Proc) {
     for _ in 0..400 {
         if get(&p.base, "/v1/health").await.is_some() {
             return;
@@ -65,7 +76,7 @@ async fn wait_ready(p: &Proc) {
     panic!("the server did not come up");
 }
 
-async fn wait_job(base: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_job(base: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..2400 {
         if let Some(j) = get(base, &format!("/v1/jobs/{id}")).await
             && done(&j)
