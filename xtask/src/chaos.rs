@@ -1,15 +1,21 @@
-//! `cargo xtask chaos [--kills N] [--release]`: runs Baton with `fake-claude` under a steady
-//! load, SIGKILLs the server at random moments and restarts it, then checks from the store
-//! and the clients' own records that:
+//! `cargo xtask chaos [--kills N] [--release] [--postgres --nodes N]`: runs Baton with
+//! `fake-claude` under a steady load, SIGKILLs the server (or, with `--nodes`, a random
+//! node of several sharing one PostgreSQL) at random moments and restarts it, then checks
+//! from the store and the clients' own records that:
 //!
 //! 1. every acknowledged job reached exactly one terminal state;
 //! 2. no job completed twice;
 //! 3. no two attempts of a job overlapped;
 //! 4. every SSE stream a client saw is a gap-free, duplicate-free prefix of the stored log;
 //! 5. no process of an attempt outlived it (none is left once the server is gone), and the
-//!    jobs a killed server was running were requeued before its successor was ready.
+//!    jobs a killed server was running were requeued before its successor was ready;
+//! 6. with several nodes: a killed node's attempts were ended (rescued) within the lease,
+//!    by another node or by its own successor.
 //!
-//! Loopback only, bounded in kills and time.
+//! With `--postgres`, the database is a private PostgreSQL cluster that is also restarted
+//! once mid-run: the nodes must reconnect on their own and lose nothing acknowledged.
+//! Clients fail over between nodes; SSE clients resume on another node with
+//! `Last-Event-ID`. Loopback only, bounded in kills and time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,12 +35,19 @@ use crate::{cargo, root, run};
 struct Options {
     kills: usize,
     release: bool,
+    postgres: bool,
+    nodes: usize,
 }
+
+/// The lease the nodes run with under `--postgres`: short, so rescues happen often.
+const NODE_LEASE_MS: u64 = 3_000;
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options {
         kills: 20,
         release: false,
+        postgres: false,
+        nodes: 1,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -47,11 +60,25 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
                     .context("--kills N")?
             }
             "--release" => o.release = true,
+            "--postgres" => o.postgres = true,
+            "--nodes" => {
+                o.nodes = it
+                    .next()
+                    .context("--nodes N")?
+                    .parse()
+                    .context("--nodes N")?
+            }
             other => bail!("unknown chaos option {other}"),
         }
     }
     if o.kills == 0 || o.kills > 10_000 {
         bail!("--kills must be between 1 and 10000");
+    }
+    if o.nodes == 0 || o.nodes > 8 {
+        bail!("--nodes must be between 1 and 8");
+    }
+    if o.nodes > 1 && !o.postgres {
+        bail!("several nodes share a PostgreSQL database: add --postgres");
     }
     Ok(o)
 }
@@ -67,8 +94,20 @@ impl Drop for Server {
     }
 }
 
-fn start(bin: &Path, fake: &Path, dir: &Path, port: u16) -> anyhow::Result<Server> {
-    let child = Command::new(bin)
+fn start(
+    bin: &Path,
+    fake: &Path,
+    dir: &Path,
+    port: u16,
+    database_url: Option<&str>,
+) -> anyhow::Result<Server> {
+    let mut cmd = Command::new(bin);
+    if let Some(url) = database_url {
+        // Through the environment: a URL does not belong in argv.
+        cmd.env("BATON_DATABASE_URL", url)
+            .env("BATON_LEASE_SECONDS", (NODE_LEASE_MS / 1000).to_string());
+    }
+    let child = cmd
         .arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
@@ -131,11 +170,13 @@ async fn job_state(http: &reqwest::Client, base: &str, id: &str) -> Option<JobSt
 /// its job before the next, so the load stays steady however slow the server is.
 async fn submitter(
     http: reqwest::Client,
-    base: String,
+    bases: Arc<Vec<String>>,
     seen: Arc<Mutex<Seen>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     n: usize,
 ) {
+    // Each client starts on its own node and moves to the next when that one is down.
+    let mut at = n;
     let mut i = 0u64;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         i += 1;
@@ -150,6 +191,7 @@ async fn submitter(
         };
         let body = json!({"prompt": prompt, "max_attempts": 20});
         loop {
+            let base = &bases[at % bases.len()];
             let resp = http
                 .post(format!("{base}/v1/jobs"))
                 .header("idempotency-key", &key)
@@ -171,9 +213,11 @@ async fn submitter(
                 // Closed loop: wait for this job to end (through kills) before the next.
                 let id = id.to_string();
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    let state = job_state(&http, &base, &id).await;
-                    if state.is_some_and(JobState::is_terminal) {
-                        break;
+                    let base = &bases[at % bases.len()];
+                    match job_state(&http, base, &id).await {
+                        Some(state) if state.is_terminal() => break,
+                        Some(_) => {}
+                        None => at += 1,
                     }
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
@@ -182,6 +226,7 @@ async fn submitter(
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
                 return;
             }
+            at += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -189,10 +234,20 @@ async fn submitter(
 
 /// Follows one job's events over SSE, reconnecting with Last-Event-ID through kills,
 /// until its terminal event; records what it saw and any gap or duplicate.
-async fn follower(http: reqwest::Client, base: String, id: String, seen: Arc<Mutex<Seen>>) {
+async fn follower(
+    http: reqwest::Client,
+    bases: Arc<Vec<String>>,
+    first: usize,
+    id: String,
+    seen: Arc<Mutex<Seen>>,
+) {
     let mut last = 0i64;
     let deadline = Instant::now() + Duration::from_secs(300);
+    // Every reconnect goes to the next node: a stream resumes anywhere.
+    let mut at = first;
     'outer: while Instant::now() < deadline {
+        let base = &bases[at % bases.len()];
+        at += 1;
         let resp = http
             .get(format!("{base}/v1/jobs/{id}/events"))
             .header("last-event-id", last.to_string())
@@ -268,6 +323,12 @@ fn processes_in(dir: &Path) -> Vec<i32> {
         .unwrap_or_default()
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn binaries(release: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
     let profile = if release { "release" } else { "debug" };
     let dir = root().join("target").join(profile);
@@ -286,18 +347,97 @@ fn binaries(release: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let opts = parse(args)?;
     let (bin, fake) = binaries(opts.release)?;
+    let cluster = if opts.postgres {
+        let c = baton_store::testing::PrivateCluster::start()
+            .map_err(|e| anyhow::anyhow!("--postgres needs a PostgreSQL to start: {e}"))?;
+        Some(c)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(chaos(&bin, &fake, opts.kills))
+    rt.block_on(chaos(&bin, &fake, &opts, cluster.as_ref()))
 }
 
-async fn chaos(bin: &Path, fake: &Path, kills: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
+/// The nodes under test: their directories, ports, processes and current incarnations.
+struct Nodes<'a> {
+    bin: &'a Path,
+    fake: &'a Path,
+    database_url: Option<String>,
+    dirs: Vec<tempfile::TempDir>,
+    ports: Vec<u16>,
+    servers: Vec<Option<Server>>,
+    incarnations: Vec<String>,
+}
+
+impl Nodes<'_> {
+    fn base(&self, k: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports[k])
+    }
+
+    /// Starts node `k` and waits until it answers; returns how long that took.
+    async fn start(&mut self, http: &reqwest::Client, k: usize) -> anyhow::Result<u128> {
+        let t = Instant::now();
+        let server = start(
+            self.bin,
+            self.fake,
+            self.dirs[k].path(),
+            self.ports[k],
+            self.database_url.as_deref(),
+        )?;
+        self.servers[k] = Some(server);
+        let health = wait_ready(http, &self.base(k)).await?;
+        self.incarnations[k] = health["incarnation"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Ok(t.elapsed().as_millis())
+    }
+
+    fn kill(&mut self, k: usize) -> anyhow::Result<()> {
+        if let Some(mut server) = self.servers[k].take() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(server.child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )?;
+            let _ = server.child.wait();
+        }
+        Ok(())
+    }
+}
+
+async fn chaos(
+    bin: &Path,
+    fake: &Path,
+    opts: &Options,
+    cluster: Option<&baton_store::testing::PrivateCluster>,
+) -> anyhow::Result<()> {
+    let kills = opts.kills;
+    let database_url = match cluster {
+        Some(c) => Some(c.url()),
+        None => None,
+    };
+    let mut nodes = Nodes {
+        bin,
+        fake,
+        database_url: database_url.clone(),
+        dirs: (0..opts.nodes)
+            .map(|_| tempfile::tempdir())
+            .collect::<Result<_, _>>()?,
+        ports: (0..opts.nodes)
+            .map(|_| {
+                Ok::<_, std::io::Error>(
+                    std::net::TcpListener::bind("127.0.0.1:0")?
+                        .local_addr()?
+                        .port(),
+                )
+            })
+            .collect::<Result<_, _>>()?,
+        servers: (0..opts.nodes).map(|_| None).collect(),
+        incarnations: vec![String::new(); opts.nodes],
+    };
+    let bases = Arc::new((0..opts.nodes).map(|k| nodes.base(k)).collect::<Vec<_>>());
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(1))
         .build()?;
@@ -305,13 +445,14 @@ async fn chaos(bin: &Path, fake: &Path, kills: usize) -> anyhow::Result<()> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Instant::now();
 
-    let mut server = start(bin, fake, dir.path(), port)?;
-    wait_ready(&http, &base).await?;
+    for k in 0..opts.nodes {
+        nodes.start(&http, k).await?;
+    }
     let submitters: Vec<_> = (0..6)
         .map(|n| {
             tokio::spawn(submitter(
                 http.clone(),
-                base.clone(),
+                bases.clone(),
                 seen.clone(),
                 stop.clone(),
                 n,
@@ -322,9 +463,22 @@ async fn chaos(bin: &Path, fake: &Path, kills: usize) -> anyhow::Result<()> {
     let mut followed = 0;
     let mut not_requeued = Vec::new();
     let mut restart_ms = Vec::new();
+    // (incarnation, when it was killed in ms since the epoch) for invariant 6.
+    let mut killed: Vec<(String, i64)> = Vec::new();
+    let mut postgres_restarted = None;
     for kill in 0..kills {
         let wait = rand::rng().random_range(200..1200);
         tokio::time::sleep(Duration::from_millis(wait)).await;
+        if let Some(c) = cluster
+            && kill == kills / 2
+        {
+            // Once, mid-run: the database itself goes down and comes back.
+            let t = Instant::now();
+            c.restart().map_err(|e| anyhow::anyhow!(e))?;
+            postgres_restarted = Some(t.elapsed());
+        }
+        let k = rand::rng().random_range(0..opts.nodes);
+        let base = nodes.base(k);
         // Follow a few running jobs live, through the coming kill.
         let newest: Vec<String> = match http
             .get(format!("{base}/v1/jobs?state=running&limit=2"))
@@ -350,28 +504,26 @@ async fn chaos(bin: &Path, fake: &Path, kills: usize) -> anyhow::Result<()> {
                 followed += 1;
                 followers.push(tokio::spawn(follower(
                     http.clone(),
-                    base.clone(),
+                    bases.clone(),
+                    k,
                     id,
                     seen.clone(),
                 )));
             }
         }
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(server.child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )?;
-        let _ = server.child.wait();
-        drop(server);
-        let t = Instant::now();
-        server = start(bin, fake, dir.path(), port)?;
-        let health = wait_ready(&http, &base).await?;
-        restart_ms.push(t.elapsed().as_millis());
+        nodes.kill(k)?;
+        killed.push((nodes.incarnations[k].clone(), now_ms()));
+        if opts.nodes > 1 {
+            // The others rescue the node's attempts once its lease runs out, or its
+            // successor does at once if it comes back first.
+            let down = rand::rng().random_range(0..NODE_LEASE_MS + 1_000);
+            tokio::time::sleep(Duration::from_millis(down)).await;
+        }
+        restart_ms.push(nodes.start(&http, k).await?);
         // Invariant 5b: what the killed server was running was requeued before its
         // successor answered: nothing runs under a dead incarnation.
-        let incarnation = health["incarnation"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let dead: std::collections::HashSet<&str> =
+            killed.iter().map(|(i, _)| i.as_str()).collect();
         if let Ok(resp) = http
             .get(format!("{base}/v1/jobs?state=running&limit=200"))
             .send()
@@ -384,7 +536,9 @@ async fn chaos(bin: &Path, fake: &Path, kills: usize) -> anyhow::Result<()> {
                     && let Ok(j) = r.json::<Value>().await
                     && let Some(last) = j["attempts"].as_array().and_then(|a| a.last())
                     && j["state"] == "running"
-                    && last["node_incarnation"] != incarnation.as_str()
+                    && last["node_incarnation"]
+                        .as_str()
+                        .is_some_and(|i| dead.contains(i))
                 {
                     not_requeued.push(format!(
                         "kill {kill}: job {id} still ran under a dead incarnation"
@@ -402,7 +556,7 @@ async fn chaos(bin: &Path, fake: &Path, kills: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     for id in &acknowledged {
         loop {
-            let done = job_state(&http, &base, id)
+            let done = job_state(&http, &bases[0], id)
                 .await
                 .is_some_and(JobState::is_terminal);
             if done || Instant::now() > deadline {
@@ -417,16 +571,27 @@ async fn chaos(bin: &Path, fake: &Path, kills: usize) -> anyhow::Result<()> {
     )
     .await
     .is_ok();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )?;
-    let _ = server.child.wait();
-    drop(server);
-    let leftovers = processes_in(dir.path());
+    for server in nodes.servers.iter_mut().flatten() {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let _ = server.child.wait();
+    }
+    nodes.servers.clear();
+    let leftovers: Vec<i32> = nodes
+        .dirs
+        .iter()
+        .flat_map(|d| processes_in(d.path()))
+        .collect();
 
     // Check everything from the store itself.
-    let store = Store::open(&dir.path().join("baton.db")).await?;
+    let store = match &database_url {
+        Some(url) => Store::connect_postgres(url, 4).await?,
+        None => Store::open(&nodes.dirs[0].path().join("baton.db")).await?,
+    };
+    let killed_at: HashMap<&str, i64> = killed.iter().map(|(i, t)| (i.as_str(), *t)).collect();
+    let mut rescue_ms = Vec::new();
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     let mut violations: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut states: BTreeMap<String, usize> = BTreeMap::new();
@@ -469,6 +634,34 @@ async fn chaos(bin: &Path, fake: &Path, kills: usize) -> anyhow::Result<()> {
         }
         let attempts = store.list_attempts(job_id).await?;
         attempts_total += attempts.len();
+        if opts.nodes > 1 {
+            for a in &attempts {
+                let Some(&at) = killed_at.get(a.incarnation.as_str()) else {
+                    continue;
+                };
+                match a.finished_at {
+                    // Ended before its node died: not a rescue.
+                    Some(end) if end < at => {}
+                    Some(end) => {
+                        rescue_ms.push(end - at);
+                        if end - at > NODE_LEASE_MS as i64 + 1_500 {
+                            violations
+                                .entry("6 a killed node's attempts end within the lease")
+                                .or_default()
+                                .push(format!(
+                                    "{id}: attempt {} ended {} ms after its node died",
+                                    a.attempt,
+                                    end - at
+                                ));
+                        }
+                    }
+                    None => violations
+                        .entry("6 a killed node's attempts end within the lease")
+                        .or_default()
+                        .push(format!("{id}: attempt {} never ended", a.attempt)),
+                }
+            }
+        }
         for pair in attempts.windows(2) {
             let end = pair[0].finished_at.unwrap_or(i64::MAX);
             if end > pair[1].started_at {
@@ -524,10 +717,32 @@ async fn chaos(bin: &Path, fake: &Path, kills: usize) -> anyhow::Result<()> {
     }
 
     restart_ms.sort();
+    rescue_ms.sort();
     println!(
-        "chaos: {kills} kills in {:.0} s",
+        "chaos: {kills} kills of {} node(s) on {} in {:.0} s",
+        opts.nodes,
+        if opts.postgres {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         started.elapsed().as_secs_f64()
     );
+    if let Some(t) = postgres_restarted {
+        println!(
+            "  PostgreSQL restarted once mid-run ({} ms down)",
+            t.as_millis()
+        );
+    }
+    if !rescue_ms.is_empty() {
+        println!(
+            "  killed node's attempts ended after its death: {} attempts, p50 {} ms, max {} ms (lease {} ms)",
+            rescue_ms.len(),
+            rescue_ms[rescue_ms.len() / 2],
+            rescue_ms.last().copied().unwrap_or(0),
+            NODE_LEASE_MS
+        );
+    }
     println!("  jobs acknowledged   {}", seen.acknowledged.len());
     for (state, n) in &states {
         println!("    {state:<18}{n}");
@@ -552,6 +767,7 @@ async fn chaos(bin: &Path, fake: &Path, kills: usize) -> anyhow::Result<()> {
         "4 streams have no gap or duplicate",
         "5 no process outlives its attempt",
         "5 requeued before the successor is ready",
+        "6 a killed node's attempts end within the lease",
     ];
     println!("  {:<42} violations", "invariant");
     for name in names {

@@ -65,9 +65,56 @@ fn ci() -> anyhow::Result<()> {
     } else {
         test.args(["test", "--workspace", "--no-fail-fast"]);
     }
+    // One PostgreSQL for the whole run, unless one is named: each PostgreSQL test takes a
+    // fresh schema in it (a test run on its own starts a private cluster of its own).
+    let cluster = postgres_for_tests()?;
+    if let Some(c) = &cluster {
+        test.env(baton_store::testing::URL_VAR, c.url());
+    }
     run(test)?;
-    // A short chaos run on the binaries the tests just built.
-    chaos::main(&["--kills".to_string(), "20".to_string()])
+    drop(cluster);
+    // Short chaos runs on the binaries the tests just built: one node on SQLite, then
+    // three on PostgreSQL (which is also restarted once).
+    chaos::main(&["--kills".to_string(), "20".to_string()])?;
+    if baton_store::testing::PrivateCluster::available() {
+        chaos::main(&[
+            "--postgres".to_string(),
+            "--nodes".to_string(),
+            "3".to_string(),
+            "--kills".to_string(),
+            "10".to_string(),
+        ])
+    } else {
+        require_all("no PostgreSQL server binaries for the multi-node chaos run")
+    }
+}
+
+fn require_all(why: &str) -> anyhow::Result<()> {
+    if std::env::var("BATON_REQUIRE_ALL").as_deref() == Ok("1") {
+        bail!("BATON_REQUIRE_ALL=1: {why}");
+    }
+    eprintln!("xtask: SKIPPED: {why}");
+    Ok(())
+}
+
+/// A private PostgreSQL for the test run, when none is named and one can be started.
+fn postgres_for_tests() -> anyhow::Result<Option<baton_store::testing::PrivateCluster>> {
+    if std::env::var_os(baton_store::testing::URL_VAR).is_some_and(|v| !v.is_empty()) {
+        return Ok(None);
+    }
+    match baton_store::testing::PrivateCluster::start() {
+        Ok(c) => {
+            eprintln!(
+                "xtask: the PostgreSQL tests use a private cluster at {}",
+                c.url()
+            );
+            Ok(Some(c))
+        }
+        Err(e) => {
+            require_all(&format!("no PostgreSQL for the tests: {e}"))?;
+            Ok(None)
+        }
+    }
 }
 
 /// Installs exactly the CLI version `tools/claude/package-lock.json` pins, with `npm ci`
@@ -122,7 +169,7 @@ fn main() -> anyhow::Result<()> {
         Some("chaos") => chaos::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | bench [--quick|--real] | chaos [--kills N] [--release] | install-claude>"
+                "usage: cargo xtask <ci | bench [--quick|--real|--postgres] | chaos [--kills N] [--release] [--postgres --nodes N] | install-claude>"
             );
             std::process::exit(2);
         }

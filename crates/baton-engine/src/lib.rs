@@ -244,6 +244,24 @@ impl Engine {
             )
             .await;
         }
+        // Attempts another node already rescued (after the lease) may still have
+        // survivors here: the CLI died with its node, but not its children.
+        for (pid, start) in inner
+            .store
+            .abandoned_processes(&inner.cfg.node_id, &inner.incarnation)
+            .await?
+        {
+            if baton_runner::process::kill_stale_group(pid, start) > 0 {
+                tracing::info!(
+                    pid,
+                    "killed what was left of a previous incarnation's attempt"
+                );
+            }
+        }
+        inner
+            .store
+            .close_incarnations(&inner.cfg.node_id, &inner.incarnation, self.now_ms())
+            .await?;
         Ok(())
     }
 

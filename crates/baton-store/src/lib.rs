@@ -171,6 +171,12 @@ delegate! {
     /// Running attempts owned by earlier incarnations of `node_id`: their process died
     /// with it (or must be killed), and they can be rescued at once.
     fn orphans_of_node(&self, node_id: &str, current: &str) -> Result<Vec<Orphan>>;
+    /// `(pid, start ticks)` of every attempt run by an earlier incarnation of `node_id`
+    /// that died without stopping cleanly, rescued or not: their process groups may still
+    /// hold survivors (a grandchild of the CLI) on this machine.
+    fn abandoned_processes(&self, node_id: &str, current: &str) -> Result<Vec<(i32, u64)>>;
+    /// Marks the earlier incarnations of `node_id` as stopped, once dealt with.
+    fn close_incarnations(&self, node_id: &str, current: &str, now: i64) -> Result<u64>;
     /// Running attempts whose lease ran out before `now`.
     fn expired_leases(&self, now: i64) -> Result<Vec<Orphan>>;
     /// The earliest `run_at` of a queued job, so the dispatcher knows when to wake.

@@ -684,6 +684,38 @@ impl PgStore {
         rows.iter().map(orphan_from_row).collect()
     }
 
+    pub async fn abandoned_processes(
+        &self,
+        node_id: &str,
+        current: &str,
+    ) -> Result<Vec<(i32, u64)>> {
+        let rows = sqlx::query(
+            "SELECT a.pid, a.pid_start FROM attempts a JOIN incarnations i ON a.incarnation = i.id \
+             WHERE i.node_id = $1 AND i.id != $2 AND i.stopped_at IS NULL \
+             AND a.pid IS NOT NULL AND a.pid_start IS NOT NULL",
+        )
+        .bind(node_id)
+        .bind(current)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<i64, _>(0) as i32, r.get::<i64, _>(1) as u64))
+            .collect())
+    }
+
+    pub async fn close_incarnations(&self, node_id: &str, current: &str, now: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE incarnations SET stopped_at = $1 WHERE node_id = $2 AND id != $3 AND stopped_at IS NULL",
+        )
+        .bind(now)
+        .bind(node_id)
+        .bind(current)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn expired_leases(&self, now: i64) -> Result<Vec<Orphan>> {
         let rows = sqlx::query(
             "SELECT j.id, j.attempt, j.max_attempts, a.pid, a.pid_start FROM jobs j \

@@ -740,6 +740,38 @@ impl SqliteStore {
     }
 
     /// Running attempts whose lease ran out before `now`.
+    pub async fn abandoned_processes(
+        &self,
+        node_id: &str,
+        current: &str,
+    ) -> Result<Vec<(i32, u64)>> {
+        let rows = sqlx::query(
+            "SELECT a.pid, a.pid_start FROM attempts a JOIN incarnations i ON a.incarnation = i.id \
+             WHERE i.node_id = ? AND i.id != ? AND i.stopped_at IS NULL \
+             AND a.pid IS NOT NULL AND a.pid_start IS NOT NULL",
+        )
+        .bind(node_id)
+        .bind(current)
+        .fetch_all(&self.write)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<i64, _>(0) as i32, r.get::<i64, _>(1) as u64))
+            .collect())
+    }
+
+    pub async fn close_incarnations(&self, node_id: &str, current: &str, now: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE incarnations SET stopped_at = ? WHERE node_id = ? AND id != ? AND stopped_at IS NULL",
+        )
+        .bind(now)
+        .bind(node_id)
+        .bind(current)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn expired_leases(&self, now: i64) -> Result<Vec<Orphan>> {
         let rows = sqlx::query(
             "SELECT j.id, j.attempt, j.max_attempts, a.pid, a.pid_start FROM jobs j \

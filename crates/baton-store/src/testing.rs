@@ -142,93 +142,178 @@ fn postgres_user() -> Option<(u32, u32)> {
 }
 
 fn start_private_cluster() -> Result<String, String> {
-    let bindir = server_bindir().ok_or(format!(
-        "{URL_VAR} is not set and no PostgreSQL server binaries (initdb, postgres) are installed"
-    ))?;
-    remove_dead_clusters();
-    let root = std::env::temp_dir().join(format!("baton-pg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let data = root.join("data");
-    std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
-    let as_root = unsafe { libc::geteuid() } == 0;
-    let user = if as_root {
-        let (uid, gid) = postgres_user()
-            .ok_or("running as root and there is no postgres user to run the server as")?;
-        chown(&root, uid, gid)?;
-        Some((uid, gid))
-    } else {
-        None
-    };
-    let mut initdb = Command::new(bindir.join("initdb"));
-    initdb
-        .args([
-            "-D",
-            &data.to_string_lossy(),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-        ])
-        .args(["-E", "UTF8", "--no-sync", "--no-instructions"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    as_user(&mut initdb, user, false);
-    let out = initdb
-        .output()
-        .map_err(|e| format!("running initdb: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let socket_dir = root.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // The server is started from a thread that lives as long as the process, because the
-    // parent-death signal follows the thread that forked it.
-    let postgres = bindir.join("postgres");
-    std::thread::spawn(move || {
-        let mut cmd = Command::new(postgres);
-        cmd.args([
-            "-D",
-            &data.to_string_lossy(),
-            "-k",
-            &socket_dir.to_string_lossy(),
-        ])
-        .args(["-c", "listen_addresses=", "-c", "fsync=off"])
-        .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-        .args(["-c", "max_connections=200"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        as_user(&mut cmd, user, true);
-        let child = cmd.spawn();
-        let ok = child.is_ok();
-        let _ = tx.send(child.map(|_| ()).map_err(|e| e.to_string()));
-        if ok {
-            loop {
-                std::thread::park();
-            }
-        }
-    });
-    rx.recv()
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("starting postgres: {e}"))?;
-    let socket = root.join(".s.PGSQL.5432");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !socket.exists() {
-        if Instant::now() > deadline {
-            return Err("the private PostgreSQL did not open its socket within 30 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let cluster = PrivateCluster::start()?;
     eprintln!(
         "note: {URL_VAR} is not set; started a private PostgreSQL in {}",
-        root.display()
+        cluster.root.display()
     );
-    Ok(format!(
-        "postgres://postgres@localhost/postgres?host={}",
-        root.display()
-    ))
+    let url = cluster.url();
+    // It lives as long as this process, and dies with it.
+    std::mem::forget(cluster);
+    Ok(url)
+}
+
+/// A throwaway PostgreSQL cluster of this process's own: `initdb` in a temporary
+/// directory, a Unix socket only, no durability settings (it holds test data), run as the
+/// `postgres` user when this process is root. The server dies with this process (a
+/// parent-death signal) and can be restarted, as an operator restarting the database would.
+pub struct PrivateCluster {
+    root: PathBuf,
+    control: std::sync::mpsc::Sender<(Control, std::sync::mpsc::Sender<Result<(), String>>)>,
+}
+
+enum Control {
+    Start,
+    Stop,
+}
+
+impl PrivateCluster {
+    /// Whether PostgreSQL's server binaries are installed here.
+    pub fn available() -> bool {
+        server_bindir().is_some()
+    }
+
+    pub fn start() -> Result<Self, String> {
+        let bindir = server_bindir().ok_or(format!(
+            "{URL_VAR} is not set and no PostgreSQL server binaries (initdb, postgres) are installed"
+        ))?;
+        remove_dead_clusters();
+        let root = std::env::temp_dir().join(format!(
+            "baton-pg-{}-{:08x}",
+            std::process::id(),
+            rand_u32()
+        ));
+        let data = root.join("data");
+        std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+        let user = if unsafe { libc::geteuid() } == 0 {
+            let (uid, gid) = postgres_user()
+                .ok_or("running as root and there is no postgres user to run the server as")?;
+            chown(&root, uid, gid)?;
+            Some((uid, gid))
+        } else {
+            None
+        };
+        let mut initdb = Command::new(bindir.join("initdb"));
+        initdb
+            .args([
+                "-D",
+                &data.to_string_lossy(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+            ])
+            .args(["-E", "UTF8", "--no-sync", "--no-instructions"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        as_user(&mut initdb, user, false);
+        let out = initdb
+            .output()
+            .map_err(|e| format!("running initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        // The server is started and stopped by a thread that lives as long as the process,
+        // because the parent-death signal follows the thread that forked it.
+        let (control, commands) =
+            std::sync::mpsc::channel::<(Control, std::sync::mpsc::Sender<Result<(), String>>)>();
+        let (postgres, socket_dir) = (bindir.join("postgres"), root.clone());
+        std::thread::spawn(move || {
+            let mut child: Option<std::process::Child> = None;
+            for (command, reply) in commands {
+                let result = match command {
+                    Control::Start => {
+                        let mut cmd = Command::new(&postgres);
+                        cmd.args([
+                            "-D",
+                            &data.to_string_lossy(),
+                            "-k",
+                            &socket_dir.to_string_lossy(),
+                        ])
+                        .args(["-c", "listen_addresses=", "-c", "fsync=off"])
+                        .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+                        .args(["-c", "max_connections=300"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null());
+                        as_user(&mut cmd, user, true);
+                        cmd.spawn()
+                            .map(|c| child = Some(c))
+                            .map_err(|e| e.to_string())
+                    }
+                    Control::Stop => {
+                        if let Some(mut c) = child.take() {
+                            // SIGINT: a fast shutdown, every client connection cut.
+                            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+                            let _ = c.wait();
+                        }
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            // The handle was dropped: stop the server.
+            if let Some(mut c) = child.take() {
+                unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+                let _ = c.wait();
+            }
+        });
+        let cluster = Self { root, control };
+        cluster.command(Control::Start)?;
+        cluster.wait_ready()?;
+        Ok(cluster)
+    }
+
+    /// A URL for the `postgres` database, over the cluster's socket.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@localhost/postgres?host={}",
+            self.root.display()
+        )
+    }
+
+    /// Stops the server (every connection is cut) and starts it again on the same data.
+    pub fn restart(&self) -> Result<(), String> {
+        self.command(Control::Stop)?;
+        self.command(Control::Start)?;
+        self.wait_ready()
+    }
+
+    fn command(&self, c: Control) -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.control
+            .send((c, tx))
+            .map_err(|_| "the cluster's control thread is gone".to_string())?;
+        rx.recv()
+            .map_err(|_| "the cluster's control thread is gone".to_string())?
+            .map_err(|e| format!("postgres: {e}"))
+    }
+
+    /// Waits until the server accepts connections.
+    fn wait_ready(&self) -> Result<(), String> {
+        let socket = self.root.join(".s.PGSQL.5432");
+        let pid_file = self.root.join("data").join("postmaster.pid");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // The pid file's last lines say "ready" once the server accepts connections.
+        while !(socket.exists()
+            && std::fs::read_to_string(&pid_file).is_ok_and(|s| s.contains("ready")))
+        {
+            if Instant::now() > deadline {
+                return Err("the private PostgreSQL was not ready within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self.command(Control::Stop);
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
 }
 
 /// Clusters of test processes that have exited (their server died with them).
@@ -238,7 +323,11 @@ fn remove_dead_clusters() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("baton-pg-")) else {
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("baton-pg-"))
+            .and_then(|n| n.split('-').next())
+        else {
             continue;
         };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {

@@ -244,8 +244,7 @@ impl Config {
             );
         }
         let url = self.database_url.as_str();
-        if !url.is_empty() && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
+        if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             bail!(
                 "database_url must be empty (SQLite in the data directory) or a postgres:// URL (got {})",
                 redact_url(url)

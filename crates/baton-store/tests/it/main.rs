@@ -321,6 +321,17 @@ async fn expired_leases_and_orphans_are_found(t) {
     );
     assert!(s.expired_leases(500).await.unwrap().is_empty());
     assert_eq!(s.expired_leases(1_001).await.unwrap().len(), 1);
+    // Rescued by another node: no longer an orphan, but its processes may live on.
+    s.finish_attempt(a, 1, &finish(Transition::Retry), 2_000)
+        .await
+        .unwrap();
+    assert!(s.orphans_of_node("node-a", "inc-new").await.unwrap().is_empty());
+    assert_eq!(
+        s.abandoned_processes("node-a", "inc-new").await.unwrap(),
+        vec![(4242, 77)]
+    );
+    assert_eq!(s.close_incarnations("node-a", "inc-new", 2_001).await.unwrap(), 1);
+    assert!(s.abandoned_processes("node-a", "inc-new").await.unwrap().is_empty());
 }
 
 async fn sessions_round_trip_and_reopening_keeps_everything(t) {
