@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use baton::client::Client;
 use baton_store::testing::TestDatabase;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::process::{free_port, spawn_server_with, wait_job, wait_ready};
 use crate::support::{Server, assert_no_survivors, prompt, survivors};
