@@ -414,10 +414,7 @@ async fn chaos(
     cluster: Option<&baton_store::testing::PrivateCluster>,
 ) -> anyhow::Result<()> {
     let kills = opts.kills;
-    let database_url = match cluster {
-        Some(c) => Some(c.url()),
-        None => None,
-    };
+    let database_url = cluster.map(|c| c.url());
     let mut nodes = Nodes {
         bin,
         fake,
