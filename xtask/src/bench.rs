@@ -11,6 +11,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -142,17 +143,24 @@ fn start_server_with(
     })
 }
 
-/// (b) `clients` loops each submitting with `?wait=` until `total` jobs have completed.
-async fn end_to_end(base: &str, clients: usize, total: usize) -> anyhow::Result<Stats> {
+/// (b) `clients` loops each submitting with `?wait=` until `total` jobs have completed,
+/// client `i` to `bases[i % len]`. Also returns each job's enqueue->start time (ms), from
+/// its own timestamps.
+async fn end_to_end_on(
+    bases: &[String],
+    clients: usize,
+    total: usize,
+) -> anyhow::Result<(Stats, Vec<f64>)> {
     let http = reqwest::Client::new();
     let start = Instant::now();
     let per = total / clients;
     let mut tasks = Vec::new();
-    for _ in 0..clients {
+    for i in 0..clients {
         let http = http.clone();
-        let url = format!("{base}/v1/jobs?wait=60");
+        let url = format!("{}/v1/jobs?wait=60", bases[i % bases.len()]);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
+            let mut to_start = Vec::new();
             for _ in 0..per {
                 let t = Instant::now();
                 let job: serde_json::Value = http
@@ -166,21 +174,38 @@ async fn end_to_end(base: &str, clients: usize, total: usize) -> anyhow::Result<
                     bail!("a bench job did not complete: {job}");
                 }
                 lat.push(t.elapsed());
+                if let (Some(c), Some(s)) = (job["created_at"].as_str(), job["started_at"].as_str())
+                {
+                    to_start.push((millis(s) - millis(c)) as f64);
+                }
             }
-            Ok(lat)
+            Ok((lat, to_start))
         }));
     }
-    let mut lat = Vec::new();
+    let (mut lat, mut to_start) = (Vec::new(), Vec::new());
     for t in tasks {
-        lat.extend(t.await??);
+        let (l, s) = t.await??;
+        lat.extend(l);
+        to_start.extend(s);
     }
-    Ok(stats(lat, start.elapsed()))
+    Ok((stats(lat, start.elapsed()), to_start))
+}
+
+async fn end_to_end(base: &str, clients: usize, total: usize) -> anyhow::Result<Stats> {
+    Ok(end_to_end_on(&[base.to_string()], clients, total).await?.0)
 }
 
 /// (c) Claim and complete `total` jobs straight through the store, `batch` per claim.
 async fn queue_only(total: usize, batch: u32) -> anyhow::Result<Stats> {
     let dir = tempfile::tempdir()?;
     let store = Store::open(&dir.path().join("bench.db")).await?;
+    queue_only_on(&[store], total, batch).await
+}
+
+/// Queue-only throughput with one claiming loop per store handle (one per node), all on
+/// the same queue.
+async fn queue_only_on(stores: &[Store], total: usize, batch: u32) -> anyhow::Result<Stats> {
+    let store = &stores[0];
     let spec = JobRequest::prompt("noop").parse(&Limits::default())?;
     for _ in 0..total {
         let job = NewJob {
@@ -201,26 +226,43 @@ async fn queue_only(total: usize, batch: u32) -> anyhow::Result<Stats> {
         session: None,
         refund_attempt: false,
     };
+    let finish = Arc::new(finish);
     let start = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut loops = Vec::new();
+    for (n, store) in stores.iter().enumerate() {
+        let (store, finish, done) = (store.clone(), finish.clone(), done.clone());
+        loops.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let node = format!("bench-{n}");
+            while done.load(std::sync::atomic::Ordering::SeqCst) < total {
+                let t = Instant::now();
+                let claimed = store.claim(&node, 1, 60_000, batch).await?;
+                if claimed.is_empty() {
+                    break;
+                }
+                // A no-op executor finishes its whole batch at once: one group commit.
+                let batch: Vec<_> = claimed
+                    .iter()
+                    .map(|c| (c.job.id, c.job.attempt, &*finish))
+                    .collect();
+                for result in store.finish_attempts(&batch, 2).await? {
+                    result?;
+                }
+                done.fetch_add(claimed.len(), std::sync::atomic::Ordering::SeqCst);
+                let per_job = t.elapsed() / claimed.len() as u32;
+                lat.extend(std::iter::repeat_n(per_job, claimed.len()));
+            }
+            anyhow::Ok(lat)
+        }));
+    }
     let mut lat = Vec::new();
-    let mut done = 0;
-    while done < total {
-        let t = Instant::now();
-        let claimed = store.claim("bench", 1, 60_000, batch).await?;
-        if claimed.is_empty() {
-            bail!("the queue ran dry after {done} jobs");
-        }
-        // A no-op executor finishes its whole batch at once: one group commit.
-        let batch: Vec<_> = claimed
-            .iter()
-            .map(|c| (c.job.id, c.job.attempt, &finish))
-            .collect();
-        for result in store.finish_attempts(&batch, 2).await? {
-            result?;
-        }
-        done += claimed.len();
-        let per_job = t.elapsed() / claimed.len() as u32;
-        lat.extend(std::iter::repeat_n(per_job, claimed.len()));
+    for l in loops {
+        lat.extend(l.await??);
+    }
+    let done = done.load(std::sync::atomic::Ordering::SeqCst);
+    if done < total {
+        bail!("the queue ran dry after {done} jobs");
     }
     Ok(stats(lat, start.elapsed()))
 }
@@ -455,6 +497,18 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let scale = if quick { 4 } else { 1 };
+    if args.iter().any(|a| a == "--postgres") {
+        let url = args
+            .iter()
+            .position(|a| a == "--database-url")
+            .map(|i| {
+                args.get(i + 1)
+                    .cloned()
+                    .context("--database-url needs a URL")
+            })
+            .transpose()?;
+        return postgres(scale, url);
+    }
     let (bin, fake) = release_bins()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -524,4 +578,79 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     println!("  (c) >= 5000 jobs/s: {:.0}", c.n as f64 / c.secs);
     println!("  (d) <= 50 MB: {:.1} MB", busy as f64 / 1024.0);
     Ok(())
+}
+
+/// The PostgreSQL benchmarks: queue-only throughput, and end to end over HTTP with
+/// enqueue->start latency, with 1 and 3 nodes. On the server at `url` (each run in a fresh
+/// schema), else on a private cluster started here.
+fn postgres(scale: usize, url: Option<String>) -> anyhow::Result<()> {
+    let cluster = match &url {
+        Some(_) => None,
+        None => {
+            Some(baton_store::testing::PrivateCluster::start().map_err(|e| anyhow::anyhow!(e))?)
+        }
+    };
+    let base = match (&url, &cluster) {
+        (Some(u), _) => u.clone(),
+        (None, Some(c)) => c.url(),
+        (None, None) => unreachable!("a cluster was started"),
+    };
+    let (bin, fake) = release_bins()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    println!(
+        "machine: {} cores, {}; PostgreSQL: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::env::consts::ARCH,
+        if url.is_some() {
+            "the server named by --database-url, with its own settings"
+        } else {
+            "a private cluster (fsync off, synchronous_commit off), Unix socket"
+        }
+    );
+    for nodes in [1usize, 3] {
+        let db = rt.block_on(fresh_schema(&base))?;
+        let stores = rt.block_on(async {
+            let mut v = Vec::new();
+            for _ in 0..nodes {
+                v.push(Store::connect_postgres(&db.url, 4).await?);
+            }
+            anyhow::Ok(v)
+        })?;
+        let c = rt.block_on(queue_only_on(&stores, 20_000 / scale, 64))?;
+        println!(
+            "(c) PostgreSQL queue only, {nodes} node(s) (claim 64 + complete each): {:.0} jobs/s over {} jobs",
+            c.n as f64 / c.secs,
+            c.n
+        );
+    }
+    for nodes in [1usize, 3] {
+        let db = rt.block_on(fresh_schema(&base))?;
+        let flags = vec!["--database-url".to_string(), db.url.clone()];
+        let servers = (0..nodes)
+            .map(|_| start_server_with(&bin, &fake, 32, &flags))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+        rt.block_on(end_to_end_on(&bases, nodes, 5 * nodes))?;
+        for (c, total) in [(8, 800 / scale), (32, 1600 / scale)] {
+            let (s, to_start) = rt.block_on(end_to_end_on(&bases, c, total))?;
+            println!(
+                "(b) PostgreSQL HTTP end to end, {nodes} node(s), concurrency {c}: {:.0} jobs/s, submit->complete p50 {:.2} ms, p99 {:.2} ms; enqueue->start p50 {:.0} ms, p99 {:.0} ms ({} jobs)",
+                s.n as f64 / s.secs,
+                s.p50_ms,
+                s.p99_ms,
+                pct(to_start.clone(), 0.50),
+                pct(to_start, 0.99),
+                s.n
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn fresh_schema(base: &str) -> anyhow::Result<baton_store::testing::TestDatabase> {
+    baton_store::testing::schema_in(base)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }

@@ -475,8 +475,9 @@ impl PgStore {
         let mut ended = Ended::default();
         let mut fenced_ids = (Vec::new(), Vec::new());
         let mut requeued = false;
-        for (job, attempt, finish) in finishes {
-            match move_job(&mut tx, *job, *attempt, finish, now).await? {
+        let moved = move_jobs(&mut tx, finishes, now).await?;
+        for ((job, attempt, finish), moved) in finishes.iter().zip(moved) {
+            match moved {
                 Ok(record) => {
                     let (t, m) = finish
                         .error
@@ -947,6 +948,103 @@ struct Ended {
 
 fn unsupported_fault() -> StoreError {
     StoreError::Conflict("this storage fault can only be injected on SQLite".into())
+}
+
+/// Moves every job of a batch by its finish in one statement, each only if its attempt
+/// still owns it; one result per finish, in order. (A batch naming one job twice, which
+/// the engine never sends, goes one statement per job, so each sees the other's effect.)
+async fn move_jobs(
+    tx: &mut Transaction<'_, Postgres>,
+    finishes: &[(JobId, u32, &Finish)],
+    now: i64,
+) -> Result<Vec<Result<JobRecord>>> {
+    let ids: Vec<String> = finishes.iter().map(|(j, _, _)| j.to_string()).collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    if unique.len() != ids.len() || finishes.len() == 1 {
+        let mut out = Vec::with_capacity(finishes.len());
+        for (job, attempt, finish) in finishes {
+            out.push(move_job(tx, *job, *attempt, finish, now).await?);
+        }
+        return Ok(out);
+    }
+    let mut out: Vec<Option<Result<JobRecord>>> = Vec::with_capacity(finishes.len());
+    let mut cols = MoveColumns::default();
+    for (i, (_, attempt, finish)) in finishes.iter().enumerate() {
+        match JobState::Running.apply(finish.transition) {
+            Ok(next) => {
+                out.push(None);
+                cols.index.push(i as i64);
+                cols.ids.push(ids[i].clone());
+                cols.attempts.push(i64::from(*attempt));
+                cols.states.push(next.as_str());
+                cols.run_at.push(finish.run_at);
+                cols.finished_at.push(next.is_terminal().then_some(now));
+                cols.outcomes
+                    .push(finish.outcome.as_ref().map(Value::to_string));
+                let (t, m) = finish
+                    .error
+                    .as_ref()
+                    .map_or((None, None), |(k, m)| (Some(k.as_str()), Some(m.clone())));
+                cols.error_types.push(t);
+                cols.messages.push(m);
+                cols.refunds.push(i64::from(finish.refund_attempt));
+            }
+            Err(e) => out.push(Some(Err(StoreError::Conflict(e.to_string())))),
+        }
+    }
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE jobs SET state = v.state, run_at = COALESCE(v.run_at, jobs.run_at), \
+         finished_at = v.finished_at, outcome = COALESCE(v.outcome, jobs.outcome), \
+         error_type = v.t, error_message = v.m, lease_owner = NULL, lease_expires_at = NULL, \
+         updated_at = $1, last_seq = jobs.last_seq + 1, max_attempts = jobs.max_attempts + v.refund \
+         FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], \
+         $8::text[], $9::text[], $10::text[], $11::bigint[]) \
+         AS v(i, id, a, state, run_at, finished_at, outcome, t, m, refund) \
+         WHERE jobs.id = v.id AND jobs.state = 'running' AND jobs.attempt = v.a \
+         RETURNING v.i, {}",
+        JOB_COLUMNS
+            .split(", ")
+            .map(|c| format!("jobs.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+    .bind(now)
+    .bind(&cols.index)
+    .bind(&cols.ids)
+    .bind(&cols.attempts)
+    .bind(&cols.states)
+    .bind(&cols.run_at)
+    .bind(&cols.finished_at)
+    .bind(&cols.outcomes)
+    .bind(&cols.error_types)
+    .bind(&cols.messages)
+    .bind(&cols.refunds)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in &rows {
+        let i = row.get::<i64, _>(0) as usize;
+        out[i] = Some(Ok(job_from_row(row)?));
+    }
+    Ok(out
+        .into_iter()
+        .zip(finishes)
+        .map(|(r, (job, attempt, _))| r.unwrap_or_else(|| Err(fenced(*job, *attempt))))
+        .collect())
+}
+
+/// The columns of a batch of job moves, bound as arrays.
+#[derive(Default)]
+struct MoveColumns {
+    index: Vec<i64>,
+    ids: Vec<String>,
+    attempts: Vec<i64>,
+    states: Vec<&'static str>,
+    run_at: Vec<Option<i64>>,
+    finished_at: Vec<Option<i64>>,
+    outcomes: Vec<Option<String>>,
+    error_types: Vec<Option<&'static str>>,
+    messages: Vec<Option<String>>,
+    refunds: Vec<i64>,
 }
 
 /// Moves one job by a finish, inside a transaction, if this attempt still owns it. The

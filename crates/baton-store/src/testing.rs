@@ -24,7 +24,12 @@ pub struct TestDatabase {
 
 /// A fresh, empty schema in the test server, or why there is no test server.
 pub async fn postgres() -> Result<TestDatabase, String> {
-    let base = base_url()?;
+    schema_in(&base_url()?).await
+}
+
+/// A fresh, empty schema in the server at `base`.
+pub async fn schema_in(base: &str) -> Result<TestDatabase, String> {
+    let base = base.to_string();
     let schema = format!(
         "baton_t_{}_{:08x}",
         std::process::id(),

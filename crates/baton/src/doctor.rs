@@ -150,10 +150,17 @@ async fn database_check(config: &Config) -> Check {
             Ok(()) => Check {
                 name: "database",
                 ok: true,
-                detail: format!(
-                    "{} opens and answers",
-                    config.data_dir.join("baton.db").display()
-                ),
+                detail: if config.database_url.is_empty() {
+                    format!(
+                        "{} opens and answers",
+                        config.data_dir.join("baton.db").display()
+                    )
+                } else {
+                    format!(
+                        "PostgreSQL at {} answers",
+                        crate::config::redact_url(&config.database_url)
+                    )
+                },
             },
             Err(e) => Check {
                 name: "database",
