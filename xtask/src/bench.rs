@@ -66,8 +66,36 @@ fn spawn_once(fake: &Path) -> anyhow::Result<Duration> {
     Ok(start.elapsed())
 }
 
+/// CPU seconds used by this process's reaped children so far.
+fn children_cpu() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+/// CPU seconds of process `pid`: (its own, its reaped children's), from `/proc`.
+fn process_cpu(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is parenthesised and may hold spaces.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // Linux reports these in USER_HZ, 100 per second on every architecture it runs on.
+    let hz = 100.0;
+    anyhow::ensure!(f.len() == 4, "malformed stat");
+    Ok(((f[0] + f[1]) / hz, (f[2] + f[3]) / hz))
+}
+
 /// (a) Spawns, feeds, drains and reaps `total` fake-claude processes, `threads` at a time.
-fn raw_spawn(fake: &Path, threads: usize, total: usize) -> anyhow::Result<Stats> {
+/// Also returns the CPU each run cost (ms), all of it the CLI's and the kernel's.
+fn raw_spawn(fake: &Path, threads: usize, total: usize) -> anyhow::Result<(Stats, f64)> {
+    let cpu = children_cpu();
     let start = Instant::now();
     let per = total / threads;
     let handles: Vec<_> = (0..threads)
@@ -84,7 +112,9 @@ fn raw_spawn(fake: &Path, threads: usize, total: usize) -> anyhow::Result<Stats>
     for h in handles {
         lat.extend(h.join().map_err(|_| anyhow::anyhow!("thread panicked"))??);
     }
-    Ok(stats(lat, start.elapsed()))
+    let wall = start.elapsed();
+    let per_run_ms = (children_cpu() - cpu) * 1000.0 / lat.len() as f64;
+    Ok((stats(lat, wall), per_run_ms))
 }
 
 struct Server {
@@ -519,16 +549,16 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         std::env::consts::ARCH
     );
 
-    let a1 = raw_spawn(&fake, 1, 200 / scale)?;
-    let a8 = raw_spawn(&fake, 8, 800 / scale)?;
+    let (a1, a1_cpu) = raw_spawn(&fake, 1, 200 / scale)?;
+    let (a8, a8_cpu) = raw_spawn(&fake, 8, 800 / scale)?;
     println!(
-        "(a) raw spawn+reap, 1 at a time: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+        "(a) raw spawn+reap, 1 at a time: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms; CPU per run {a1_cpu:.2} ms",
         a1.n as f64 / a1.secs,
         a1.p50_ms,
         a1.p99_ms
     );
     println!(
-        "(a) raw spawn+reap, 8 at a time: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+        "(a) raw spawn+reap, 8 at a time: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms; CPU per run {a8_cpu:.2} ms",
         a8.n as f64 / a8.secs,
         a8.p50_ms,
         a8.p99_ms
@@ -539,13 +569,17 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         let server = start_server(&bin, &fake, 32)?;
         // Warm up: the first job pays for opening the database pages and the binary.
         rt.block_on(end_to_end(&server.base, 1, 5))?;
+        let (own, cli) = process_cpu(server.child.id())?;
         let s = rt.block_on(end_to_end(&server.base, c, total))?;
+        let (own2, cli2) = process_cpu(server.child.id())?;
         println!(
-            "(b) HTTP end to end, concurrency {c}: {:.0} jobs/s, submit->complete p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
+            "(b) HTTP end to end, concurrency {c}: {:.0} jobs/s, submit->complete p50 {:.2} ms, p99 {:.2} ms ({} jobs); CPU per job: Baton {:.2} ms, CLI {:.2} ms",
             s.n as f64 / s.secs,
             s.p50_ms,
             s.p99_ms,
-            s.n
+            s.n,
+            (own2 - own) * 1000.0 / s.n as f64,
+            (cli2 - cli) * 1000.0 / s.n as f64,
         );
         e2e.push((c, s));
     }

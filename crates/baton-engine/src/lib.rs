@@ -19,7 +19,7 @@ mod supervisor;
 mod warm;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -137,6 +137,8 @@ struct Inner {
     warm: warm::WarmPools,
     /// A planned crash (test support), taken by the first attempt that reaches it.
     crash: Mutex<Option<CrashPoint>>,
+    /// When the dispatcher next looks for expired leases (ms since the epoch).
+    next_sweep: AtomicI64,
 }
 
 impl Engine {
@@ -164,6 +166,7 @@ impl Engine {
                 tasks: TaskTracker::new(),
                 warm,
                 crash: Mutex::new(None),
+                next_sweep: AtomicI64::new(0),
             }),
         };
         engine.recover_previous_incarnations().await?;
@@ -358,18 +361,34 @@ impl Engine {
     /// One step of the dispatcher: rescues expired leases, then claims due jobs for the
     /// free slots and starts their supervisors. Returns how many attempts it started.
     pub async fn tick(&self) -> Result<usize> {
+        Ok(self.step().await?.started)
+    }
+
+    async fn step(&self) -> Result<Step> {
         let inner = &self.inner;
+        let idle = Step {
+            started: 0,
+            full: false,
+        };
         if inner.draining.load(Ordering::SeqCst) {
-            return Ok(0);
+            return Ok(idle);
         }
         let now = self.now_ms();
-        for expired in inner.store.expired_leases(now).await? {
-            self.rescue(expired.job_id, expired.attempt, "its lease expired")
-                .await;
+        // Leases are counted in seconds: looking for expired ones once per poll interval
+        // is soon enough, and keeps the sweep off the path of every submit and finish.
+        if now >= inner.next_sweep.load(Ordering::SeqCst) {
+            inner.next_sweep.store(
+                now + inner.cfg.poll_interval.as_millis() as i64,
+                Ordering::SeqCst,
+            );
+            for expired in inner.store.expired_leases(now).await? {
+                self.rescue(expired.job_id, expired.attempt, "its lease expired")
+                    .await;
+            }
         }
         let free = inner.slots.available_permits();
         if free == 0 {
-            return Ok(0);
+            return Ok(idle);
         }
         let lease_ms = inner.cfg.lease.as_millis() as i64;
         // Read again: the rescues above took time, and the claim is stamped with this.
@@ -405,7 +424,10 @@ impl Engine {
                 engine.inner.wake.notify_one();
             });
         }
-        Ok(started)
+        Ok(Step {
+            started,
+            full: started == free,
+        })
     }
 
     /// Deletes finished jobs older than their retention, in bounded batches, yielding
@@ -569,16 +591,20 @@ impl Engine {
             })
         };
         loop {
-            let claimed = match self.tick().await {
-                Ok(n) => n,
+            let step = match self.step().await {
+                Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "dispatch failed; retrying");
-                    0
+                    Step {
+                        started: 0,
+                        full: false,
+                    }
                 }
             };
             inner.bus.prune();
-            // A full batch may mean more are due: go again at once.
-            if claimed > 0 && inner.slots.available_permits() > 0 {
+            // A full batch may mean more are due: go again at once while slots are free.
+            // A short one emptied the due part of the queue; a submit wakes us again.
+            if step.full && inner.slots.available_permits() > 0 {
                 continue;
             }
             let mut wait = inner.cfg.poll_interval;
@@ -634,6 +660,13 @@ impl Engine {
     pub(crate) fn is_draining_cancel(&self) -> bool {
         self.inner.drain.is_cancelled()
     }
+}
+
+/// What one dispatcher step did.
+struct Step {
+    started: usize,
+    /// Every free slot was filled: more jobs may be due.
+    full: bool,
 }
 
 /// The finish of a failed attempt, decided by the job's retry policy. `unit` is the
