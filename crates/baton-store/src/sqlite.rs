@@ -7,7 +7,8 @@ use std::time::Duration;
 use baton_core::{JobId, JobSpec, JobState, Transition};
 use serde_json::{Value, json};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
@@ -141,10 +142,13 @@ impl SqliteStore {
             }
         }
         let session = job.spec.session.owned_session().map(|s| s.to_string());
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        // The row and its `job.queued` event in one round trip to the writer.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, project_id, state, priority, run_at, created_at, updated_at, \
              max_attempts, spec, session_id, last_seq, idempotency_key, request_hash) \
-             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING {JOB_COLUMNS}"
+             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING {JOB_COLUMNS}; \
+             INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) \
+             VALUES (?, 1, ?, 0, ?, 'job.queued', ?)"
         )))
         .bind(job.id.to_string())
         .bind(&job.project_id)
@@ -157,19 +161,17 @@ impl SqliteStore {
         .bind(&session)
         .bind(&key)
         .bind(&hash)
-        .fetch_one(&mut *tx)
+        .bind(job.id.to_string())
+        .bind(&job.project_id)
+        .bind(now)
+        .bind(json!({"state": "queued"}).to_string())
+        // Not `fetch_one`: a row limit would stop before the second statement.
+        .fetch_all(&mut *tx)
         .await?;
-        let record = job_from_row(&row)?;
-        insert_event(
-            &mut tx,
-            &job.id.to_string(),
-            &job.project_id,
-            1,
-            0,
-            now,
-            &NewEvent::new("job.queued", serde_json::json!({"state": "queued"})),
-        )
-        .await?;
+        let record = job_from_row(
+            rows.first()
+                .ok_or_else(|| StoreError::Corrupt("the job insert returned no row".into()))?,
+        )?;
         tx.commit().await?;
         Ok(Inserted::New(record))
     }
@@ -230,7 +232,9 @@ impl SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        // Candidates come from a reader, so an empty queue never takes the write lock. Only
+        // this process claims (one server per data directory), and the guarded `UPDATE`
+        // below skips any candidate cancelled meanwhile.
         let candidates = sqlx::query(
             "SELECT id, session_id FROM jobs j WHERE state = 'queued' AND run_at <= ? \
              AND (session_id IS NULL OR NOT EXISTS \
@@ -239,7 +243,7 @@ impl SqliteStore {
         )
         .bind(now)
         .bind(limit as i64 * 2)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.read)
         .await?;
         // At most one job per session in a batch, in queue order.
         let mut sessions = std::collections::HashSet::new();
@@ -254,19 +258,26 @@ impl SqliteStore {
             }
         }
         if order.is_empty() {
-            tx.commit().await?;
             return Ok(Vec::new());
         }
         let next = JobState::Queued
             .apply(Transition::Claim)
             .map_err(|e| StoreError::Conflict(e.to_string()))?;
-        // The whole batch in three statements: the claimed ids travel as one JSON array.
+        // The whole batch in one round trip: the claimed ids travel as one JSON array.
         let ids = serde_json::Value::from(order.clone()).to_string();
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs SET state = ?, attempt = attempt + 1, lease_owner = ?, \
              lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, \
              last_seq = last_seq + 1 WHERE state = 'queued' AND id IN (SELECT value FROM json_each(?)) \
-             RETURNING {JOB_COLUMNS}"
+             RETURNING {JOB_COLUMNS}; \
+             INSERT INTO attempts (job_id, attempt, project_id, incarnation, started_at) \
+             SELECT id, attempt, project_id, ?, ? FROM jobs WHERE state = 'running' \
+             AND lease_owner = ? AND updated_at = ? AND id IN (SELECT value FROM json_each(?)); \
+             INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) \
+             SELECT id, last_seq, project_id, attempt, ?, 'attempt.started', \
+             json_object('attempt', attempt, 'incarnation', ?) FROM jobs WHERE state = 'running' \
+             AND lease_owner = ? AND updated_at = ? AND id IN (SELECT value FROM json_each(?))"
         )))
         .bind(next.as_str())
         .bind(incarnation)
@@ -274,27 +285,17 @@ impl SqliteStore {
         .bind(now)
         .bind(now)
         .bind(&ids)
+        .bind(incarnation)
+        .bind(now)
+        .bind(incarnation)
+        .bind(now)
+        .bind(&ids)
+        .bind(now)
+        .bind(incarnation)
+        .bind(incarnation)
+        .bind(now)
+        .bind(&ids)
         .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO attempts (job_id, attempt, project_id, incarnation, started_at) \
-             SELECT id, attempt, project_id, ?, ? FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(incarnation)
-        .bind(now)
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) \
-             SELECT id, last_seq, project_id, attempt, ?, 'attempt.started', \
-             json_object('attempt', attempt, 'incarnation', ?) \
-             FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(now)
-        .bind(incarnation)
-        .bind(&ids)
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -357,56 +358,62 @@ impl SqliteStore {
         meta: &AttemptMeta,
         now: i64,
     ) -> Result<i64> {
+        let id = job.to_string();
         let mut tx = self.write.begin().await?;
+        // One round trip: the pid and session id when newly known, the guarded move of
+        // `last_seq` (the fence), and the events numbered after it, from one JSON array.
+        let mut sql = String::new();
+        let mut args = SqliteArguments::default();
         if let Some((pid, start)) = meta.pid {
-            sqlx::query(
-                "UPDATE attempts SET pid = ?, pid_start = ?, warm = ? WHERE job_id = ? AND attempt = ?",
-            )
-            .bind(pid as i64)
-            .bind(start as i64)
-            .bind(meta.warm)
-            .bind(job.to_string())
-            .bind(attempt as i64)
-            .execute(&mut *tx)
-            .await?;
+            sql.push_str(
+                "UPDATE attempts SET pid = ?, pid_start = ?, warm = ? WHERE job_id = ? AND attempt = ?; ",
+            );
+            add(&mut args, pid as i64)?;
+            add(&mut args, start as i64)?;
+            add(&mut args, meta.warm)?;
+            add(&mut args, id.clone())?;
+            add(&mut args, attempt as i64)?;
         }
         if let Some(session) = &meta.session_id {
-            sqlx::query(
-                "UPDATE jobs SET session_id = ? WHERE id = ? AND state = 'running' AND attempt = ?",
-            )
-            .bind(session)
-            .bind(job.to_string())
-            .bind(attempt as i64)
-            .execute(&mut *tx)
-            .await?;
+            sql.push_str(
+                "UPDATE jobs SET session_id = ? WHERE id = ? AND state = 'running' AND attempt = ?; ",
+            );
+            add(&mut args, session.clone())?;
+            add(&mut args, id.clone())?;
+            add(&mut args, attempt as i64)?;
         }
-        let row = sqlx::query(
+        sql.push_str(
             "UPDATE jobs SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? \
-             AND state = 'running' AND attempt = ? RETURNING last_seq, project_id",
-        )
-        .bind(events.len() as i64)
-        .bind(now)
-        .bind(job.to_string())
-        .bind(attempt as i64)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| fenced(job, attempt))?;
-        let last: i64 = row.get(0);
-        let project: String = row.get(1);
-        let first = last - events.len() as i64 + 1;
-        let id = job.to_string();
-        for (i, event) in events.iter().enumerate() {
-            insert_event(
-                &mut tx,
-                &id,
-                &project,
-                first + i as i64,
-                attempt,
-                now,
-                event,
-            )
-            .await?;
+             AND state = 'running' AND attempt = ? RETURNING last_seq; ",
+        );
+        add(&mut args, events.len() as i64)?;
+        add(&mut args, now)?;
+        add(&mut args, id.clone())?;
+        add(&mut args, attempt as i64)?;
+        if !events.is_empty() {
+            sql.push_str(
+                "INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) \
+                 SELECT j.id, j.last_seq - ? + 1 + e.key, j.project_id, ?, ?, \
+                 json_extract(e.value, '$.k'), json_extract(e.value, '$.d') \
+                 FROM jobs j, json_each(?) AS e \
+                 WHERE j.id = ? AND j.state = 'running' AND j.attempt = ?",
+            );
+            let batch: Vec<Value> = events
+                .iter()
+                .map(|e| json!({"k": e.kind, "d": e.data.to_string()}))
+                .collect();
+            add(&mut args, events.len() as i64)?;
+            add(&mut args, attempt as i64)?;
+            add(&mut args, now)?;
+            add(&mut args, Value::from(batch).to_string())?;
+            add(&mut args, id.clone())?;
+            add(&mut args, attempt as i64)?;
         }
+        let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .fetch_all(&mut *tx)
+            .await?;
+        // Only the fence's `RETURNING` yields a row; none means another attempt owns the job.
+        let last: i64 = rows.first().ok_or_else(|| fenced(job, attempt))?.get(0);
         tx.commit().await?;
         Ok(last)
     }
@@ -551,6 +558,9 @@ impl SqliteStore {
         let mut ended = Vec::new();
         let mut events = Vec::new();
         let mut fenced_ids = Vec::new();
+        // Everything after the guarded moves goes to the writer as one statement list.
+        let mut sql = String::new();
+        let mut args = SqliteArguments::default();
         for (job, attempt, finish) in finishes {
             match move_job(&mut tx, *job, *attempt, finish, now).await? {
                 Ok(record) => {
@@ -564,7 +574,14 @@ impl SqliteStore {
                         "a": attempt, "k": finish.event.kind, "d": finish.event.data.to_string(),
                     }));
                     if let Some(session) = &finish.session {
-                        save_session_in(&mut tx, &record, session, now).await?;
+                        sql.push_str(SAVE_SESSION);
+                        sql.push_str("; ");
+                        add(&mut args, session.id.clone())?;
+                        add(&mut args, record.project_id.clone())?;
+                        add(&mut args, session.transcript.clone())?;
+                        add(&mut args, now)?;
+                        add(&mut args, now)?;
+                        add(&mut args, record.id.to_string())?;
                     }
                     out.push(Ok(record));
                 }
@@ -575,36 +592,33 @@ impl SqliteStore {
             }
         }
         if !ended.is_empty() {
-            sqlx::query(
+            sql.push_str(
                 "UPDATE attempts SET finished_at = ?, error_type = json_extract(v.value, '$.t'), \
                  error_message = json_extract(v.value, '$.m') FROM json_each(?) AS v \
                  WHERE attempts.job_id = json_extract(v.value, '$.id') \
-                 AND attempts.attempt = json_extract(v.value, '$.a')",
-            )
-            .bind(now)
-            .bind(Value::from(ended).to_string())
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) \
+                 AND attempts.attempt = json_extract(v.value, '$.a'); \
+                 INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) \
                  SELECT json_extract(value, '$.id'), json_extract(value, '$.seq'), \
                  json_extract(value, '$.p'), json_extract(value, '$.a'), ?, \
-                 json_extract(value, '$.k'), json_extract(value, '$.d') FROM json_each(?)",
-            )
-            .bind(now)
-            .bind(Value::from(events).to_string())
-            .execute(&mut *tx)
-            .await?;
+                 json_extract(value, '$.k'), json_extract(value, '$.d') FROM json_each(?); ",
+            );
+            add(&mut args, now)?;
+            add(&mut args, Value::from(ended).to_string())?;
+            add(&mut args, now)?;
+            add(&mut args, Value::from(events).to_string())?;
         }
         if !fenced_ids.is_empty() {
-            sqlx::query(
+            sql.push_str(
                 "UPDATE attempts SET fenced = 1 FROM json_each(?) AS v \
                  WHERE attempts.job_id = json_extract(v.value, '$.id') \
                  AND attempts.attempt = json_extract(v.value, '$.a')",
-            )
-            .bind(Value::from(fenced_ids).to_string())
-            .execute(&mut *tx)
-            .await?;
+            );
+            add(&mut args, Value::from(fenced_ids).to_string())?;
+        }
+        if !sql.is_empty() {
+            sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -957,19 +971,15 @@ impl SqliteStore {
         job: JobId,
         now: i64,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO sessions (id, project_id, transcript, created_at, updated_at, last_job_id) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET transcript = excluded.transcript, \
-             updated_at = excluded.updated_at, last_job_id = excluded.last_job_id",
-        )
-        .bind(session_id)
-        .bind(project_id)
-        .bind(transcript)
-        .bind(now)
-        .bind(now)
-        .bind(job.to_string())
-        .execute(&self.write)
-        .await?;
+        sqlx::query(SAVE_SESSION)
+            .bind(session_id)
+            .bind(project_id)
+            .bind(transcript)
+            .bind(now)
+            .bind(now)
+            .bind(job.to_string())
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 
@@ -1038,26 +1048,20 @@ async fn move_job(
     }
 }
 
-async fn save_session_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    record: &JobRecord,
-    session: &SessionSave,
-    now: i64,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO sessions (id, project_id, transcript, created_at, updated_at, last_job_id) \
-         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET transcript = excluded.transcript, \
-         updated_at = excluded.updated_at, last_job_id = excluded.last_job_id",
-    )
-    .bind(&session.id)
-    .bind(&record.project_id)
-    .bind(&session.transcript)
-    .bind(now)
-    .bind(now)
-    .bind(record.id.to_string())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// Stores (or replaces) a session's transcript: id, project, transcript, created_at,
+/// updated_at, last_job_id.
+const SAVE_SESSION: &str = "INSERT INTO sessions (id, project_id, transcript, created_at, updated_at, last_job_id) \
+     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET transcript = excluded.transcript, \
+     updated_at = excluded.updated_at, last_job_id = excluded.last_job_id";
+
+/// Binds one more argument of a statement list built piece by piece.
+fn add<'q, T>(args: &mut SqliteArguments, value: T) -> Result<()>
+where
+    T: 'q + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+{
+    use sqlx::Arguments;
+    args.add(value)
+        .map_err(|e| StoreError::from(sqlx::Error::Encode(e)))
 }
 
 async fn insert_event(
