@@ -333,7 +333,7 @@ fn binaries(release: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
     let profile = if release { "release" } else { "debug" };
     let dir = root().join("target").join(profile);
     let (bin, fake) = (dir.join("baton"), dir.join("fake-claude"));
-    if !bin.exists() || !fake.exists() || !dir.join("baton-exec").exists() {
+    if !bin.exists() || !fake.exists() {
         let mut build = cargo();
         build.args(["build", "-p", "baton", "-p", "fake-claude"]);
         if release {

@@ -15,11 +15,13 @@ pub mod argv;
 pub mod lines;
 pub mod outcome;
 pub mod process;
+pub mod spawn;
 pub mod warm;
 pub mod workspace;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use baton_core::{ErrorKind, JobSpec};
@@ -55,10 +57,6 @@ pub struct RunnerConfig {
     pub max_stderr_bytes: usize,
     /// Keep attempt directories after the attempt (for debugging).
     pub keep_workspaces: bool,
-    /// `baton-exec`, which arms the parent-death signal and execs the CLI, so the spawn
-    /// can use `posix_spawn`. Without it a `pre_exec` hook does the same, at the cost of a
-    /// full `fork` of the server per attempt.
-    pub exec_shim: Option<PathBuf>,
 }
 
 impl RunnerConfig {
@@ -75,7 +73,6 @@ impl RunnerConfig {
             max_line_bytes: 8 * 1024 * 1024,
             max_stderr_bytes: 64 * 1024,
             keep_workspaces: false,
-            exec_shim: None,
         }
     }
 
@@ -215,11 +212,11 @@ fn prepare_files(
 /// A CLI process started for an attempt, before it has its prompt. Its stderr is already
 /// being drained, so it can wait (in the warm pool) without ever blocking on a full pipe.
 pub struct Launched {
-    child: tokio::process::Child,
+    child: spawn::Child,
     pid: i32,
     start_ticks: u64,
-    stdin: Option<tokio::process::ChildStdin>,
-    stdout: tokio::process::ChildStdout,
+    stdin: Option<tokio::net::unix::pipe::Sender>,
+    stdout: tokio::net::unix::pipe::Receiver,
     /// Output already read from stdout but not yet consumed (after a warm-up exchange).
     pending_stdout: Vec<u8>,
     stderr_task: tokio::task::JoinHandle<String>,
@@ -232,56 +229,41 @@ fn launch(
     files: &ArgFiles,
     extra_args: &[&str],
 ) -> Result<Launched, (ErrorKind, String)> {
-    if !is_executable(&cfg.claude_bin) {
-        return Err((
+    let not_found = || {
+        (
             ErrorKind::CliNotFound,
             format!(
                 "could not start {}: not found or not executable",
                 cfg.claude_bin.display()
             ),
-        ));
-    }
-    let mut cmd = match &cfg.exec_shim {
-        Some(shim) => {
-            let mut c = tokio::process::Command::new(shim);
-            c.arg(std::process::id().to_string()).arg(&cfg.claude_bin);
-            c
-        }
-        None => {
-            let mut c = tokio::process::Command::new(&cfg.claude_bin);
-            process::set_parent_death_signal(&mut c);
-            c
-        }
-    };
-    cmd.args(argv::build_args(spec, files))
-        .args(extra_args)
-        .env_clear()
-        .envs(argv::build_env(
-            &ws.home,
-            &ws.tmp,
-            &cfg.env_passthrough,
-            &cfg.env,
-            |k| std::env::var_os(k),
-        ))
-        .current_dir(&ws.cwd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| {
-        let kind = match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-                ErrorKind::CliNotFound
-            }
-            _ => ErrorKind::SpawnFailed,
-        };
-        (
-            kind,
-            format!("could not start {}: {e}", cfg.claude_bin.display()),
         )
+    };
+    let program = find_executable(&cfg.claude_bin).ok_or_else(not_found)?;
+    let mut args = argv::build_args(spec, files);
+    args.extend(extra_args.iter().map(OsString::from));
+    let env = argv::build_env(&ws.home, &ws.tmp, &cfg.env_passthrough, &cfg.env, |k| {
+        std::env::var_os(k)
+    });
+    let mut child = spawn::spawn(&spawn::Spawn {
+        program: &program,
+        args,
+        env,
+        cwd: &ws.cwd,
+    })
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied if !ws.cwd.is_dir() => {
+            (
+                ErrorKind::SpawnFailed,
+                format!("could not enter {}: {e}", ws.cwd.display()),
+            )
+        }
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => not_found(),
+        _ => (
+            ErrorKind::SpawnFailed,
+            format!("could not start {}: {e}", cfg.claude_bin.display()),
+        ),
     })?;
-    let pid = child.id().map_or(0, |p| p as i32);
+    let pid = child.id();
     let start_ticks = process::process_start_ticks(pid).unwrap_or(0);
     let stderr = child.stderr.take();
     let max_stderr = cfg.max_stderr_bytes;
@@ -568,9 +550,6 @@ fn decide(
         return outcome::classify_result(result, spec.json_schema.is_some()).err();
     }
     let exit = status.map_or("no exit status".to_string(), describe_exit);
-    if stderr.contains("baton-exec: cannot run") {
-        return Some((ErrorKind::CliNotFound, stderr_excerpt()));
-    }
     if stderr.contains("No conversation found") {
         return Some((ErrorKind::SessionNotFound, stderr_excerpt()));
     }
@@ -608,17 +587,20 @@ fn decide(
     Some((kind, with_stderr(message, &stderr_excerpt())))
 }
 
-/// Whether `path` (or, without a slash, `path` on `PATH`) is an executable file.
-fn is_executable(path: &Path) -> bool {
+/// `path` if it is an executable file; without a slash, the first executable `path` on
+/// Baton's `PATH`. Relative paths are made absolute: the CLI starts in another directory.
+fn find_executable(path: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let ok = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if path.components().count() > 1 || path.is_absolute() {
-        return ok(path);
+        return ok(path).then(|| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
     }
-    std::env::var_os("PATH")
-        .is_some_and(|dirs| std::env::split_paths(&dirs).any(|d| ok(&d.join(path))))
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(path))
+        .find(|p| ok(p))
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
 }
 
 fn with_stderr(message: String, stderr: &str) -> String {

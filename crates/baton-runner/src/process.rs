@@ -3,30 +3,10 @@
 
 use std::time::Duration;
 
+use crate::spawn::Child;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::process::Child;
-
-/// Sets the parent-death signal in the child, between fork and exec: if Baton dies, the
-/// kernel kills the CLI. (Its descendants are swept by the next incarnation instead.)
-pub fn set_parent_death_signal(cmd: &mut tokio::process::Command) {
-    let parent = std::process::id() as i32;
-    // SAFETY: the closure runs in the forked child before exec and only makes two
-    // async-signal-safe system calls.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::other("parent exited before exec"));
-            }
-            Ok(())
-        });
-    }
-}
 
 /// Sends `signal` to a process group; a group that is already gone is not an error.
 pub fn signal_group(pgid: i32, signal: Signal) {

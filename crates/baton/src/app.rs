@@ -69,18 +69,7 @@ pub fn runner_config(config: &Config) -> RunnerConfig {
     r.max_line_bytes = config.max_line_bytes;
     r.max_stderr_bytes = config.max_stderr_bytes;
     r.keep_workspaces = config.keep_workspaces;
-    r.exec_shim = exec_shim();
     r
-}
-
-/// `baton-exec`, installed next to the `baton` binary (or, for a test binary in
-/// `target/<profile>/deps`, one directory up).
-fn exec_shim() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    [dir.join("baton-exec"), dir.parent()?.join("baton-exec")]
-        .into_iter()
-        .find(|p| p.is_file())
 }
 
 /// The configured database: PostgreSQL when `database_url` names one, else SQLite in the
