@@ -26,7 +26,7 @@ struct Cursor {
     job: JobId,
     after: i64,
     buffer: VecDeque<EventRecord>,
-    rx: watch::Receiver<i64>,
+    rx: watch::Receiver<baton_engine::Tail>,
     done: bool,
 }
 

@@ -30,7 +30,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use bus::EventBus;
+pub use bus::{Change, EventBus, Tail};
 
 /// Test support: the dangerous points at which a test can make an attempt's supervisor
 /// stop dead, writing nothing more, as if the process had been killed there.
@@ -288,7 +288,7 @@ impl Engine {
         match store.finish_attempt(job, attempt, &finish, now).await {
             Ok(rec) => {
                 tracing::warn!(job = %job, attempt, state = %rec.state, "rescued an attempt: {why}");
-                self.inner.bus.publish(job, rec.last_seq);
+                self.inner.bus.publish_record(&rec);
             }
             Err(StoreError::Fenced { .. }) => {}
             Err(e) => tracing::error!(job = %job, error = %e, "could not rescue an attempt"),
@@ -324,7 +324,7 @@ impl Engine {
                 None => {}
             }
         }
-        self.inner.bus.publish(job, record.last_seq);
+        self.inner.bus.publish_record(&record);
         Ok(record)
     }
 
@@ -335,26 +335,41 @@ impl Engine {
             .store
             .replay(job, spec, attempts, self.now_ms())
             .await?;
-        self.inner.bus.publish(job, record.last_seq);
+        self.inner.bus.publish_record(&record);
         self.inner.wake.notify_one();
         Ok(record)
     }
 
     /// Waits until `job` is terminal or `timeout` passes, and returns it as it then is.
+    /// The job is read again only when a wake-up does not say what became of it.
     pub async fn wait_for(&self, job: JobId, timeout: Duration) -> Result<JobRecord> {
         let mut rx = self.inner.bus.subscribe(job);
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut record = self.inner.store.get_job(job).await?;
         loop {
-            let record = self.inner.store.get_job(job).await?;
             if record.state.is_terminal() {
                 return Ok(record);
             }
             let poll = tokio::time::sleep(Duration::from_millis(500));
             tokio::select! {
-                _ = rx.changed() => {}
+                changed = rx.changed() => {
+                    let change = match changed {
+                        Ok(()) => rx.borrow_and_update().change.clone(),
+                        Err(_) => Change::Unknown,
+                    };
+                    match change {
+                        Change::Record(r) => {
+                            record = JobRecord::clone(&r);
+                            continue;
+                        }
+                        Change::Running => continue,
+                        Change::Unknown => {}
+                    }
+                }
                 _ = poll => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(self.inner.store.get_job(job).await?),
             }
+            record = self.inner.store.get_job(job).await?;
         }
     }
 
@@ -412,7 +427,7 @@ impl Engine {
                     token.cancel();
                 }
             }
-            inner.bus.publish(c.job.id, c.job.last_seq);
+            inner.bus.publish_record(&c.job);
             let engine = self.clone();
             inner.tasks.spawn(async move {
                 let id = c.job.id;

@@ -219,7 +219,7 @@ async fn flush(engine: &Engine, job: &JobRecord, pending: &mut Pending) -> Resul
             Ok(last) => {
                 pending.events.clear();
                 pending.meta = AttemptMeta::default();
-                engine.inner.bus.publish(job.id, last);
+                engine.inner.bus.publish_running(job.id, last);
                 return Ok(());
             }
             Err(StoreError::Fenced { .. }) => return Err(()),
@@ -355,7 +355,7 @@ async fn finish(engine: &Engine, job: &JobRecord, report: AttemptReport, ran: bo
                 if rec.state == JobState::Queued {
                     inner.wake.notify_one();
                 }
-                inner.bus.publish(job.id, rec.last_seq);
+                inner.bus.publish_record(&rec);
                 return;
             }
             Err(StoreError::Fenced { .. }) => {
