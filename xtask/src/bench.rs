@@ -539,7 +539,13 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             .transpose()?;
         return postgres(scale, url);
     }
-    let (bin, fake) = release_bins()?;
+    let (mut bin, fake) = release_bins()?;
+    // `--baton PATH`: measure another build of the server (a baseline to compare a change
+    // with) against the same fake CLI and harness.
+    if let Some(i) = args.iter().position(|a| a == "--baton") {
+        bin = PathBuf::from(args.get(i + 1).context("--baton needs a path")?);
+        println!("server: {}", bin.display());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
