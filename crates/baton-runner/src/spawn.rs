@@ -133,6 +133,45 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     }
 }
 
+/// An anonymous mapping for the child's stack, unmapped on drop.
+struct Stack {
+    base: *mut c_void,
+    len: usize,
+}
+
+impl Stack {
+    fn new(len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { base, len })
+    }
+
+    /// The highest address: stacks grow down.
+    fn top(&self) -> *mut c_void {
+        // SAFETY: one past the end of the mapping, which is page-aligned.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, used by nobody once the child has execed.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
 fn cstring(s: &OsStr) -> io::Result<CString> {
     CString::new(s.as_bytes()).map_err(|_| {
         io::Error::new(
@@ -198,22 +237,21 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Child> {
         parent: std::process::id() as libc::pid_t,
         errno: 0,
     };
-    // The child's stack: it only makes system calls, so 64 KiB is ample.
-    let mut stack = vec![0u8; 64 * 1024];
-    // SAFETY: the stack grows down from its (16-byte aligned) top; `child_main` and
-    // `args` stay valid until `clone` returns, because CLONE_VFORK suspends this thread
-    // until the child has execed or exited. All signals are blocked meanwhile, so no
-    // handler of ours runs on the child's stack, and the mask is restored after.
+    // The child's stack: it only makes system calls, so 64 KiB is ample. Mapped rather
+    // than allocated, so it goes back to the system at once instead of growing the heap.
+    let stack = Stack::new(64 * 1024)?;
+    // SAFETY: the stack grows down from its (page-aligned) top; `child_main` and `args`
+    // stay valid until `clone` returns, because CLONE_VFORK suspends this thread until
+    // the child has execed or exited. All signals are blocked meanwhile, so no handler of
+    // ours runs on the child's stack, and the mask is restored after.
     let pid = unsafe {
-        let top = stack.as_mut_ptr().add(stack.len());
-        let top = top.sub(top as usize % 16).cast::<c_void>();
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let pid = libc::clone(
             child_main,
-            top,
+            stack.top(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&raw mut args).cast::<c_void>(),
         );
@@ -224,6 +262,7 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Child> {
         }
         pid
     };
+    drop(stack);
     drop((stdin_r, stdout_w, stderr_w));
     if args.errno != 0 {
         // The child has exited already: reap it, and report why.
