@@ -255,6 +255,7 @@ async fn queue_only_on(stores: &[Store], total: usize, batch: u32) -> anyhow::Re
         event: NewEvent::new("job.completed", serde_json::json!({"state": "completed"})),
         session: None,
         refund_attempt: false,
+        trailing: Vec::new(),
     };
     let finish = Arc::new(finish);
     let start = Instant::now();

@@ -732,6 +732,7 @@ pub(crate) fn failure_finish(
         event,
         session: None,
         refund_attempt: false,
+        trailing: Vec::new(),
     }
 }
 

@@ -39,7 +39,7 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
                     )),
                     ..AttemptReport::default()
                 };
-                finish(engine, &job, report, false).await;
+                finish(engine, &job, report, false, Vec::new()).await;
                 return;
             }
         },
@@ -89,11 +89,15 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
     let report = loop {
         tokio::select! {
             joined = &mut run => {
-                // The runner has returned, so the channel holds everything it sent.
+                // The runner has returned, so the channel holds everything it sent. The
+                // last events go with the finish, in its transaction, unless there are
+                // facts about the attempt to write first.
                 while let Ok(p) = rx.try_recv() {
                     pending.take(p);
                 }
-                if flush(engine, &job, &mut pending).await.is_err() {
+                if pending.meta != AttemptMeta::default()
+                    && flush(engine, &job, &mut pending).await.is_err()
+                {
                     fenced = true;
                 }
                 break joined.unwrap_or_else(|e| AttemptReport {
@@ -158,7 +162,14 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
             .await;
         return;
     }
-    finish(engine, &job, report, true).await;
+    finish(
+        engine,
+        &job,
+        report,
+        true,
+        std::mem::take(&mut pending.events),
+    )
+    .await;
 }
 
 /// What the supervisor has heard from the runner and not yet written.
@@ -250,6 +261,7 @@ fn success_finish(report: &AttemptReport) -> Finish {
         error: None,
         session: None,
         refund_attempt: false,
+        trailing: Vec::new(),
         event: NewEvent::new(
             "job.completed",
             json!({
@@ -284,11 +296,19 @@ fn park(job: &JobRecord, report: &AttemptReport, message: &str, now: i64) -> Fin
         ),
         session: None,
         refund_attempt: true,
+        trailing: Vec::new(),
     }
 }
 
-/// Records the end of an attempt with the retry policy's decision.
-async fn finish(engine: &Engine, job: &JobRecord, report: AttemptReport, ran: bool) {
+/// Records the end of an attempt with the retry policy's decision, after `trailing`, the
+/// attempt's last events not written yet.
+async fn finish(
+    engine: &Engine,
+    job: &JobRecord,
+    report: AttemptReport,
+    ran: bool,
+    trailing: Vec<NewEvent>,
+) {
     let inner = &engine.inner;
     let store = &inner.store;
     let now = engine.now_ms();
@@ -310,6 +330,7 @@ async fn finish(engine: &Engine, job: &JobRecord, report: AttemptReport, ran: bo
             ),
             session: None,
             refund_attempt: true,
+            trailing: Vec::new(),
         },
         Some((ErrorKind::RateLimited, message)) => park(job, &report, message, now),
         Some((kind, message)) => {
@@ -339,6 +360,7 @@ async fn finish(engine: &Engine, job: &JobRecord, report: AttemptReport, ran: bo
             transcript: transcript.clone(),
         });
     }
+    finish.trailing = trailing;
     if engine.crash_now(CrashPoint::BetweenFinishWrites) {
         let _ = store
             .crash_between_finish_writes(job.id, job.attempt, &finish, engine.now_ms())

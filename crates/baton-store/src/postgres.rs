@@ -487,10 +487,14 @@ impl PgStore {
                     ended.attempts.push(i64::from(*attempt));
                     ended.error_types.push(t);
                     ended.messages.push(m);
-                    ended.seqs.push(record.last_seq);
-                    ended.projects.push(record.project_id.clone());
-                    ended.kinds.push(finish.event.kind.clone());
-                    ended.data.push(finish.event.data.to_string());
+                    // The trailing events take the numbers just before the finish's own.
+                    let first = record.last_seq - finish.trailing.len() as i64;
+                    for (i, e) in finish.trailing.iter().enumerate() {
+                        ended.events.push(&record, first + i as i64, *attempt, e);
+                    }
+                    ended
+                        .events
+                        .push(&record, record.last_seq, *attempt, &finish.event);
                     if let Some(session) = &finish.session {
                         save_session_in(&mut tx, &record, session, now).await?;
                     }
@@ -525,12 +529,12 @@ impl PgStore {
                  RETURNING pg_notify('baton_events', job_id || ':' || seq)",
             )
             .bind(now)
-            .bind(&ended.ids)
-            .bind(&ended.seqs)
-            .bind(&ended.projects)
-            .bind(&ended.attempts)
-            .bind(&ended.kinds)
-            .bind(&ended.data)
+            .bind(&ended.events.ids)
+            .bind(&ended.events.seqs)
+            .bind(&ended.events.projects)
+            .bind(&ended.events.attempts)
+            .bind(&ended.events.kinds)
+            .bind(&ended.events.data)
             .execute(&mut *tx)
             .await?;
         }
@@ -940,10 +944,30 @@ struct Ended {
     attempts: Vec<i64>,
     error_types: Vec<Option<&'static str>>,
     messages: Vec<Option<String>>,
+    /// The events to write: each ended job's trailing events, then its own.
+    events: EventColumns,
+}
+
+/// Events as columns, for one `unnest` insert.
+#[derive(Default)]
+struct EventColumns {
+    ids: Vec<String>,
     seqs: Vec<i64>,
     projects: Vec<String>,
+    attempts: Vec<i64>,
     kinds: Vec<String>,
     data: Vec<String>,
+}
+
+impl EventColumns {
+    fn push(&mut self, record: &JobRecord, seq: i64, attempt: u32, event: &NewEvent) {
+        self.ids.push(record.id.to_string());
+        self.seqs.push(seq);
+        self.projects.push(record.project_id.clone());
+        self.attempts.push(i64::from(attempt));
+        self.kinds.push(event.kind.clone());
+        self.data.push(event.data.to_string());
+    }
 }
 
 fn unsupported_fault() -> StoreError {
@@ -988,6 +1012,7 @@ async fn move_jobs(
                 cols.error_types.push(t);
                 cols.messages.push(m);
                 cols.refunds.push(i64::from(finish.refund_attempt));
+                cols.trailing.push(finish.trailing.len() as i64);
             }
             Err(e) => out.push(Some(Err(StoreError::Conflict(e.to_string())))),
         }
@@ -996,10 +1021,11 @@ async fn move_jobs(
         "UPDATE jobs SET state = v.state, run_at = COALESCE(v.run_at, jobs.run_at), \
          finished_at = v.finished_at, outcome = COALESCE(v.outcome, jobs.outcome), \
          error_type = v.t, error_message = v.m, lease_owner = NULL, lease_expires_at = NULL, \
-         updated_at = $1, last_seq = jobs.last_seq + 1, max_attempts = jobs.max_attempts + v.refund \
+         updated_at = $1, last_seq = jobs.last_seq + 1 + v.tail, \
+         max_attempts = jobs.max_attempts + v.refund \
          FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], \
-         $8::text[], $9::text[], $10::text[], $11::bigint[]) \
-         AS v(i, id, a, state, run_at, finished_at, outcome, t, m, refund) \
+         $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[]) \
+         AS v(i, id, a, state, run_at, finished_at, outcome, t, m, refund, tail) \
          WHERE jobs.id = v.id AND jobs.state = 'running' AND jobs.attempt = v.a \
          RETURNING v.i, {}",
         JOB_COLUMNS
@@ -1019,6 +1045,7 @@ async fn move_jobs(
     .bind(&cols.error_types)
     .bind(&cols.messages)
     .bind(&cols.refunds)
+    .bind(&cols.trailing)
     .fetch_all(&mut **tx)
     .await?;
     for row in &rows {
@@ -1045,6 +1072,7 @@ struct MoveColumns {
     error_types: Vec<Option<&'static str>>,
     messages: Vec<Option<String>>,
     refunds: Vec<i64>,
+    trailing: Vec<i64>,
 }
 
 /// Moves one job by a finish, inside a transaction, if this attempt still owns it. The
@@ -1069,7 +1097,7 @@ async fn move_job(
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE jobs SET state = $1, run_at = COALESCE($2, run_at), finished_at = $3, \
          outcome = COALESCE($4, outcome), error_type = $5, error_message = $6, lease_owner = NULL, \
-         lease_expires_at = NULL, updated_at = $7, last_seq = last_seq + 1, \
+         lease_expires_at = NULL, updated_at = $7, last_seq = last_seq + 1 + $11, \
          max_attempts = max_attempts + $8 \
          WHERE id = $9 AND state = 'running' AND attempt = $10 RETURNING {JOB_COLUMNS}"
     )))
@@ -1083,6 +1111,7 @@ async fn move_job(
     .bind(i64::from(finish.refund_attempt))
     .bind(job.to_string())
     .bind(i64::from(attempt))
+    .bind(finish.trailing.len() as i64)
     .fetch_optional(&mut **tx)
     .await?;
     match row {

@@ -105,6 +105,10 @@ pub struct Finish {
     pub error: Option<(ErrorKind, String)>,
     /// The lifecycle event recorded with the change.
     pub event: NewEvent,
+    /// Events the attempt printed last and that are not written yet: stored before
+    /// `event`, in the same transaction (one commit for the tail of a run and its end).
+    /// Dropped, like everything else, when the attempt is fenced.
+    pub trailing: Vec<NewEvent>,
     /// The session transcript the attempt left, stored in the same transaction.
     pub session: Option<SessionSave>,
     /// The attempt does not count against `max_attempts` (a parked rate limit, a drain).

@@ -569,6 +569,14 @@ impl SqliteStore {
                         .as_ref()
                         .map_or((None, None), |(k, m)| (Some(k.as_str()), Some(m.as_str())));
                     ended.push(json!({"id": record.id.to_string(), "a": attempt, "t": t, "m": m}));
+                    // The trailing events take the numbers just before the finish's own.
+                    let first = record.last_seq - finish.trailing.len() as i64;
+                    for (i, e) in finish.trailing.iter().enumerate() {
+                        events.push(json!({
+                            "id": record.id.to_string(), "seq": first + i as i64, "p": record.project_id,
+                            "a": attempt, "k": e.kind, "d": e.data.to_string(),
+                        }));
+                    }
                     events.push(json!({
                         "id": record.id.to_string(), "seq": record.last_seq, "p": record.project_id,
                         "a": attempt, "k": finish.event.kind, "d": finish.event.data.to_string(),
@@ -1026,7 +1034,7 @@ async fn move_job(
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE jobs SET state = ?, run_at = COALESCE(?, run_at), finished_at = ?, \
          outcome = COALESCE(?, outcome), error_type = ?, error_message = ?, lease_owner = NULL, \
-         lease_expires_at = NULL, updated_at = ?, last_seq = last_seq + 1, \
+         lease_expires_at = NULL, updated_at = ?, last_seq = last_seq + 1 + ?, \
          max_attempts = max_attempts + ? \
          WHERE id = ? AND state = 'running' AND attempt = ? RETURNING {JOB_COLUMNS}"
     )))
@@ -1037,6 +1045,7 @@ async fn move_job(
     .bind(error_type)
     .bind(error_message)
     .bind(now)
+    .bind(finish.trailing.len() as i64)
     .bind(i64::from(finish.refund_attempt))
     .bind(job.to_string())
     .bind(attempt as i64)

@@ -153,6 +153,7 @@ async fn an_expired_lease_is_rescued_and_the_zombie_fenced() {
         event: NewEvent::new("job.completed", serde_json::json!({})),
         session: None,
         refund_attempt: false,
+        trailing: Vec::new(),
     };
     let refused = f.store.finish_attempt(id, 1, &late, f.clock.now_ms()).await;
     assert!(

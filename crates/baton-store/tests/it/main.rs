@@ -104,6 +104,7 @@ fn finish(t: Transition) -> Finish {
         event: NewEvent::new("test.finish", json!({})),
         session: None,
         refund_attempt: false,
+        trailing: Vec::new(),
     }
 }
 
@@ -433,6 +434,58 @@ async fn concurrent_submits_with_one_key_make_one_job(t) {
         ..JobFilter::default()
     };
     assert_eq!(t.store.list_jobs(&filter).await.unwrap().len(), 1);
+}
+
+async fn a_finish_writes_the_attempts_last_events_before_its_own(t) {
+    let s = &t.store;
+    let (a, b, c) = (
+        insert(s, spec("a"), 0).await,
+        insert(s, spec("b"), 0).await,
+        insert(s, spec("c"), 0).await,
+    );
+    s.claim("n", 0, 30_000, 3).await.unwrap();
+    let tail = |n: usize| -> Vec<NewEvent> {
+        (0..n)
+            .map(|i| NewEvent::new("assistant", json!({"i": i})))
+            .collect()
+    };
+    let with_tail = |n: usize, t: Transition| Finish {
+        trailing: tail(n),
+        ..finish(t)
+    };
+    // One finish on its own, then a batch of two (each backend has both paths).
+    let one = with_tail(2, Transition::Succeed);
+    assert_eq!(s.finish_attempt(a, 1, &one, 5).await.unwrap().last_seq, 5);
+    let (three, none) = (with_tail(3, Transition::Retry), with_tail(0, Transition::Succeed));
+    let out = s
+        .finish_attempts(&[(b, 1, &three), (c, 1, &none)], 6)
+        .await
+        .unwrap();
+    assert_eq!(out[0].as_ref().unwrap().last_seq, 6);
+    assert_eq!(out[1].as_ref().unwrap().last_seq, 3);
+    for (job, want) in [
+        (a, vec!["job.queued", "attempt.started", "assistant", "assistant", "test.finish"]),
+        (
+            b,
+            vec!["job.queued", "attempt.started", "assistant", "assistant", "assistant", "test.finish"],
+        ),
+        (c, vec!["job.queued", "attempt.started", "test.finish"]),
+    ] {
+        let events = s.list_events(job, 0, 100).await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=want.len() as i64).collect::<Vec<_>>(), "{job}");
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, want, "{job}");
+        assert!(events.iter().skip(2).all(|e| e.attempt == 1));
+    }
+    let trailing: Vec<i64> = s.list_events(b, 2, 3).await.unwrap().iter().map(|e| e.data["i"].as_i64().unwrap()).collect();
+    assert_eq!(trailing, [0, 1, 2], "in the order the attempt printed them");
+
+    // A fenced finish writes none of its events.
+    let stale = s.finish_attempt(a, 1, &with_tail(2, Transition::Succeed), 7).await;
+    assert!(matches!(stale, Err(StoreError::Fenced { .. })), "{stale:?}");
+    assert_eq!(s.list_events(a, 0, 100).await.unwrap().len(), 5);
+    assert_eq!(s.get_job(a).await.unwrap().last_seq, 5);
 }
 
 async fn a_batch_of_finishes_moves_owners_and_fences_the_rest(t) {
