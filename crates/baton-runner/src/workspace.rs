@@ -25,7 +25,18 @@ impl Workspace {
     /// Creates `<attempts_dir>/<name>/{home,tmp,work}`. The job's `cwd`, when given and
     /// already checked against the roots, replaces `work`.
     pub fn create(attempts_dir: &Path, name: &str, cwd: Option<&Path>) -> std::io::Result<Self> {
-        let root = attempts_dir.join(name);
+        // One path resolution: everything below it is made here, free of symlinks, so the
+        // paths the CLI sees (it keys sessions by its real cwd) are canonical by
+        // construction.
+        let base = match attempts_dir.canonicalize() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                private_dir(attempts_dir)?;
+                attempts_dir.canonicalize()?
+            }
+            Err(e) => return Err(e),
+        };
+        let root = base.join(name);
         if root.exists() {
             // A leftover of an earlier run of the same attempt number: start clean.
             std::fs::remove_dir_all(&root)?;
@@ -33,16 +44,18 @@ impl Workspace {
         let home = root.join("home");
         let tmp = root.join("tmp");
         let work = root.join("work");
-        for d in [&home, &tmp, &work] {
-            private_dir(d)?;
+        let mut dirs = std::fs::DirBuilder::new();
+        dirs.mode(0o700);
+        for d in [&root, &home, &tmp, &work] {
+            dirs.create(d)?;
         }
         let cwd = match cwd {
             Some(c) => c.canonicalize()?,
-            None => work.canonicalize()?,
+            None => work,
         };
         Ok(Self {
-            root: root.canonicalize()?,
-            home: home.canonicalize()?,
+            root,
+            home,
             tmp,
             cwd,
         })
@@ -127,6 +140,29 @@ mod tests {
             project_dir_name(Path::new("/tmp/lab/my_dir.x y")),
             "-tmp-lab-my-dir-x-y"
         );
+    }
+
+    #[test]
+    fn an_attempt_gets_private_canonical_directories_even_under_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = tempfile::tempdir().unwrap();
+        let real = top.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, top.path().join("link")).unwrap();
+        let attempts = top.path().join("link/attempts");
+        let ws = Workspace::create(&attempts, "job-1", None).unwrap();
+        let canonical = real.canonicalize().unwrap().join("attempts/job-1");
+        assert_eq!(ws.root, canonical);
+        assert_eq!(ws.cwd, canonical.join("work"));
+        assert_eq!(ws.cwd, ws.cwd.canonicalize().unwrap());
+        for d in [&ws.root, &ws.home, &ws.tmp, &ws.cwd] {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{}", d.display());
+        }
+        // The same attempt again starts from an empty directory.
+        std::fs::write(ws.cwd.join("left-over"), b"x").unwrap();
+        let again = Workspace::create(&attempts, "job-1", None).unwrap();
+        assert!(std::fs::read_dir(&again.cwd).unwrap().next().is_none());
     }
 
     #[test]
