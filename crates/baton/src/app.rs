@@ -51,11 +51,15 @@ fn remove_children(dir: &std::path::Path) {
     }
 }
 
-pub fn runner_config(config: &Config) -> RunnerConfig {
-    let mut r = RunnerConfig::new(
-        config.resolve_claude_bin(),
-        config.data_dir.join("attempts"),
-    );
+/// The runner's settings; attempts are made under `<data_dir>/attempts`, or under this
+/// node's own directory in `workspace_dir` when one is set.
+pub fn runner_config(config: &Config, node_id: &str) -> RunnerConfig {
+    let attempts = if config.workspace_dir.as_os_str().is_empty() {
+        config.data_dir.join("attempts")
+    } else {
+        config.workspace_dir.join(format!("baton-{node_id}"))
+    };
+    let mut r = RunnerConfig::new(config.resolve_claude_bin(), attempts);
     r.workspace_roots = config.workspace_roots.clone();
     r.env_passthrough = config.env_passthrough.clone();
     r.env = config
@@ -118,7 +122,8 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let lock = lock_data_dir(&config)?;
         let store = open_store(&config).await?;
-        let runner = runner_config(&config);
+        let node_id = node_id(&config)?;
+        let runner = runner_config(&config, &node_id);
         std::fs::create_dir_all(&runner.attempts_dir)
             .with_context(|| format!("creating {}", runner.attempts_dir.display()))?;
         let limits = Limits {
@@ -139,7 +144,7 @@ impl App {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let engine_cfg = EngineConfig {
-            node_id: node_id(&config)?,
+            node_id,
             max_concurrency: config.max_concurrency,
             lease: Duration::from_secs(config.lease_seconds),
             poll_interval: Duration::from_millis(config.poll_interval_ms),

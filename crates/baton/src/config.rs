@@ -53,6 +53,11 @@ pub struct Config {
     /// Variables set for every CLI.
     pub env: BTreeMap<String, String>,
     pub keep_workspaces: bool,
+    /// Where attempt workspaces (each attempt's private `HOME` and scratch directory) are
+    /// made; empty means `<data_dir>/attempts`. Every attempt creates and deletes a few
+    /// directories, so at high job rates a tmpfs here spares the disk that churn. This
+    /// server keeps to its own `baton-<node id>` inside, so servers may share it.
+    pub workspace_dir: PathBuf,
     /// A tracing filter, e.g. `info` or `baton_engine=debug`.
     pub log: String,
     /// Pre-started CLI processes for the job options given; see the README.
@@ -158,6 +163,7 @@ impl Default for Config {
             env_passthrough: Vec::new(),
             env: BTreeMap::new(),
             keep_workspaces: false,
+            workspace_dir: PathBuf::new(),
             log: "info".into(),
             warm_pool: Vec::new(),
             retention_completed_days: 7,
@@ -258,6 +264,12 @@ impl Config {
         }
         if self.database_max_connections < 2 || self.database_max_connections > 1000 {
             bail!("database_max_connections must be between 2 and 1000");
+        }
+        if !self.workspace_dir.as_os_str().is_empty() && !self.workspace_dir.is_absolute() {
+            bail!(
+                "workspace_dir must be an absolute path (got {})",
+                self.workspace_dir.display()
+            );
         }
         if self.lease_seconds < 3 {
             bail!("lease_seconds must be at least 3 (renewed every third)");
@@ -413,6 +425,12 @@ mod tests {
         .unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("postgres://") && !msg.contains("pw"), "{msg}");
+        let err =
+            Config::load(None, &[], &[("workspace_dir".into(), "scratch".into())]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("workspace_dir must be an absolute path"),
+            "{err:#}"
+        );
         let err = Config::load(None, &[], &[("role".into(), "worker".into())]).unwrap_err();
         assert!(format!("{err:#}").contains("shared"), "{err:#}");
         let err = Config::load(None, &[], &[("role".into(), "boss".into())]).unwrap_err();

@@ -188,7 +188,7 @@ fn endpoint(config: &Config) -> String {
 /// One prompt through the runner, exactly as a job runs, and a diagnosis of the answer.
 async fn round_trip_check(config: &Config) -> Check {
     let name = "round trip";
-    let mut runner = crate::app::runner_config(config);
+    let mut runner = crate::app::runner_config(config, "doctor");
     runner.attempts_dir = config.data_dir.join("doctor");
     runner.silence_timeout = Duration::from_secs(60);
     let mut request = JobRequest::prompt("Reply with the single word: ok");

@@ -186,6 +186,38 @@ async fn wait_returns_the_finished_job() {
 }
 
 #[tokio::test]
+async fn attempts_run_in_the_configured_workspace_directory() {
+    let workspaces = tempfile::tempdir().unwrap();
+    let server = Server::with(&[
+        ("workspace_dir", &workspaces.path().display().to_string()),
+        ("keep_workspaces", "true"),
+    ])
+    .await;
+    let (status, job) = server
+        .post("/v1/jobs?wait=30", prompt("FAKE text elsewhere"))
+        .await;
+    assert_eq!(
+        (status.as_u16(), job["state"].as_str()),
+        (201, Some("completed")),
+        "{job}"
+    );
+    // This node's own directory in it, named for its node id, holds the attempt.
+    let node_dirs: Vec<_> = std::fs::read_dir(workspaces.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(node_dirs.len(), 1, "{node_dirs:?}");
+    assert!(node_dirs[0].starts_with("baton-node-"), "{node_dirs:?}");
+    let attempt = workspaces
+        .path()
+        .join(&node_dirs[0])
+        .join(format!("{}-1", job["id"].as_str().unwrap()));
+    assert!(attempt.join("home").is_dir() && attempt.join("work").is_dir());
+    assert!(!server.dir.path().join("attempts").exists());
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn cancel_kills_a_running_job_and_refuses_a_finished_one() {
     let server = Server::with(&[("max_concurrency", "1")]).await;
     let running = server
