@@ -571,9 +571,19 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         a8.p99_ms
     );
 
+    // `--workspace-dir DIR`: attempt workspaces there (say a tmpfs), the database still in
+    // the server's data directory.
+    let mut server_flags = Vec::new();
+    if let Some(i) = args.iter().position(|a| a == "--workspace-dir") {
+        let dir = args
+            .get(i + 1)
+            .context("--workspace-dir needs a directory")?;
+        println!("workspaces: {dir}");
+        server_flags = vec!["--set".to_string(), format!("workspace_dir={dir}")];
+    }
     let mut e2e = Vec::new();
     for (c, total) in [(1, 200 / scale), (8, 800 / scale), (32, 1600 / scale)] {
-        let server = start_server(&bin, &fake, 32)?;
+        let server = start_server_with(&bin, &fake, 32, &server_flags)?;
         // Warm up: the first job pays for opening the database pages and the binary.
         rt.block_on(end_to_end(&server.base, 1, 5))?;
         let (own, cli) = process_cpu(server.child.id())?;

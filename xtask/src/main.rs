@@ -169,7 +169,7 @@ fn main() -> anyhow::Result<()> {
         Some("chaos") => chaos::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | bench [--quick|--real|--postgres [--database-url URL]|--baton PATH] | chaos [--kills N] [--release] [--postgres --nodes N] | install-claude>"
+                "usage: cargo xtask <ci | bench [--quick|--real|--postgres [--database-url URL]|--baton PATH|--workspace-dir DIR] | chaos [--kills N] [--release] [--postgres --nodes N] | install-claude>"
             );
             std::process::exit(2);
         }
