@@ -497,6 +497,17 @@ async fn real_cli(bin: &Path, mock_bin: &Path, jobs: usize) -> anyhow::Result<()
     Ok(())
 }
 
+/// The value after `name` in `args`, if `name` is there.
+fn option<'a>(args: &'a [String], name: &str) -> anyhow::Result<Option<&'a str>> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(None),
+        Some(i) => args
+            .get(i + 1)
+            .map(|v| Some(v.as_str()))
+            .with_context(|| format!("{name} needs a value")),
+    }
+}
+
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     // The queue benchmark runs the store in this process: measure optimized code.
     if cfg!(debug_assertions) {
@@ -529,22 +540,14 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     }
     let scale = if quick { 4 } else { 1 };
     if args.iter().any(|a| a == "--postgres") {
-        let url = args
-            .iter()
-            .position(|a| a == "--database-url")
-            .map(|i| {
-                args.get(i + 1)
-                    .cloned()
-                    .context("--database-url needs a URL")
-            })
-            .transpose()?;
+        let url = option(args, "--database-url")?.map(str::to_string);
         return postgres(scale, url);
     }
     let (mut bin, fake) = release_bins()?;
     // `--baton PATH`: measure another build of the server (a baseline to compare a change
     // with) against the same fake CLI and harness.
-    if let Some(i) = args.iter().position(|a| a == "--baton") {
-        bin = PathBuf::from(args.get(i + 1).context("--baton needs a path")?);
+    if let Some(path) = option(args, "--baton")? {
+        bin = PathBuf::from(path);
         println!("server: {}", bin.display());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -574,10 +577,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     // `--workspace-dir DIR`: attempt workspaces there (say a tmpfs), the database still in
     // the server's data directory.
     let mut server_flags = Vec::new();
-    if let Some(i) = args.iter().position(|a| a == "--workspace-dir") {
-        let dir = args
-            .get(i + 1)
-            .context("--workspace-dir needs a directory")?;
+    if let Some(dir) = option(args, "--workspace-dir")? {
         println!("workspaces: {dir}");
         server_flags = vec!["--set".to_string(), format!("workspace_dir={dir}")];
     }
