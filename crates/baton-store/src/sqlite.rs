@@ -121,59 +121,49 @@ impl SqliteStore {
         let spec =
             serde_json::to_string(&job.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (key, hash) = job.idempotency.clone().unzip();
-        let mut tx = self.write.begin().await?;
-        if let Some(key) = &key {
-            let existing = sqlx::query(
-                "SELECT id, request_hash FROM jobs WHERE project_id = ? AND idempotency_key = ?",
-            )
-            .bind(&job.project_id)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = existing {
-                let id: String = row.get(0);
-                let stored_hash: Option<String> = row.get(1);
-                drop(tx);
-                if stored_hash != hash {
-                    return Ok(Inserted::KeyReused);
-                }
-                let id = JobId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                return self.get_job(id).await.map(Inserted::Replayed);
-            }
-        }
-        let session = job.spec.session.owned_session().map(|s| s.to_string());
-        // The row and its `job.queued` event in one round trip to the writer.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let insert = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, project_id, state, priority, run_at, created_at, updated_at, \
              max_attempts, spec, session_id, last_seq, idempotency_key, request_hash) \
-             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING {JOB_COLUMNS}; \
-             INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) \
-             VALUES (?, 1, ?, 0, ?, 'job.queued', ?)"
+             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING {JOB_COLUMNS}"
         )))
         .bind(job.id.to_string())
-        .bind(&job.project_id)
+        .bind(job.project_id.clone())
         .bind(job.spec.priority)
         .bind(job.run_at)
         .bind(now)
         .bind(now)
         .bind(job.spec.retry.max_attempts as i64)
-        .bind(&spec)
-        .bind(&session)
-        .bind(&key)
-        .bind(&hash)
-        .bind(job.id.to_string())
+        .bind(spec)
+        .bind(job.spec.session.owned_session().map(|s| s.to_string()))
+        .bind(key.clone())
+        .bind(hash.clone());
+        // Without a key, one statement: its trigger adds the `job.queued` event, and it
+        // commits alone.
+        let Some(key) = key else {
+            let row = insert.fetch_one(&self.write).await?;
+            return Ok(Inserted::New(job_from_row(&row)?));
+        };
+        let mut tx = self.write.begin().await?;
+        let existing = sqlx::query(
+            "SELECT id, request_hash FROM jobs WHERE project_id = ? AND idempotency_key = ?",
+        )
         .bind(&job.project_id)
-        .bind(now)
-        .bind(json!({"state": "queued"}).to_string())
-        // Not `fetch_one`: a row limit would stop before the second statement.
-        .fetch_all(&mut *tx)
+        .bind(&key)
+        .fetch_optional(&mut *tx)
         .await?;
-        let record = job_from_row(
-            rows.first()
-                .ok_or_else(|| StoreError::Corrupt("the job insert returned no row".into()))?,
-        )?;
+        if let Some(row) = existing {
+            let id: String = row.get(0);
+            let stored_hash: Option<String> = row.get(1);
+            drop(tx);
+            if stored_hash != hash {
+                return Ok(Inserted::KeyReused);
+            }
+            let id = JobId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            return self.get_job(id).await.map(Inserted::Replayed);
+        }
+        let row = insert.fetch_one(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Inserted::New(record))
+        Ok(Inserted::New(job_from_row(&row)?))
     }
 
     pub async fn get_job(&self, id: JobId) -> Result<JobRecord> {
@@ -263,21 +253,14 @@ impl SqliteStore {
         let next = JobState::Queued
             .apply(Transition::Claim)
             .map_err(|e| StoreError::Conflict(e.to_string()))?;
-        // The whole batch in one round trip: the claimed ids travel as one JSON array.
+        // The whole batch in one statement, which commits alone: the claimed ids travel as
+        // one JSON array, and a trigger adds each attempt's row and `attempt.started` event.
         let ids = serde_json::Value::from(order.clone()).to_string();
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs SET state = ?, attempt = attempt + 1, lease_owner = ?, \
              lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, \
              last_seq = last_seq + 1 WHERE state = 'queued' AND id IN (SELECT value FROM json_each(?)) \
-             RETURNING {JOB_COLUMNS}; \
-             INSERT INTO attempts (job_id, attempt, project_id, incarnation, started_at) \
-             SELECT id, attempt, project_id, ?, ? FROM jobs WHERE state = 'running' \
-             AND lease_owner = ? AND updated_at = ? AND id IN (SELECT value FROM json_each(?)); \
-             INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) \
-             SELECT id, last_seq, project_id, attempt, ?, 'attempt.started', \
-             json_object('attempt', attempt, 'incarnation', ?) FROM jobs WHERE state = 'running' \
-             AND lease_owner = ? AND updated_at = ? AND id IN (SELECT value FROM json_each(?))"
+             RETURNING {JOB_COLUMNS}"
         )))
         .bind(next.as_str())
         .bind(incarnation)
@@ -285,19 +268,8 @@ impl SqliteStore {
         .bind(now)
         .bind(now)
         .bind(&ids)
-        .bind(incarnation)
-        .bind(now)
-        .bind(incarnation)
-        .bind(now)
-        .bind(&ids)
-        .bind(now)
-        .bind(incarnation)
-        .bind(incarnation)
-        .bind(now)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.write)
         .await?;
-        tx.commit().await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             match job_from_row(row) {
