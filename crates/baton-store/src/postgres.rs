@@ -487,14 +487,11 @@ impl PgStore {
                     ended.attempts.push(i64::from(*attempt));
                     ended.error_types.push(t);
                     ended.messages.push(m);
-                    // The trailing events take the numbers just before the finish's own.
+                    // The trailing events, then the finish's own, which ends at `last_seq`.
                     let first = record.last_seq - finish.trailing.len() as i64;
-                    for (i, e) in finish.trailing.iter().enumerate() {
+                    for (i, e) in finish.trailing.iter().chain([&finish.event]).enumerate() {
                         ended.events.push(&record, first + i as i64, *attempt, e);
                     }
-                    ended
-                        .events
-                        .push(&record, record.last_seq, *attempt, &finish.event);
                     if let Some(session) = &finish.session {
                         save_session_in(&mut tx, &record, session, now).await?;
                     }

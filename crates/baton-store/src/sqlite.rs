@@ -541,18 +541,14 @@ impl SqliteStore {
                         .as_ref()
                         .map_or((None, None), |(k, m)| (Some(k.as_str()), Some(m.as_str())));
                     ended.push(json!({"id": record.id.to_string(), "a": attempt, "t": t, "m": m}));
-                    // The trailing events take the numbers just before the finish's own.
+                    // The trailing events, then the finish's own, which ends at `last_seq`.
                     let first = record.last_seq - finish.trailing.len() as i64;
-                    for (i, e) in finish.trailing.iter().enumerate() {
+                    for (i, e) in finish.trailing.iter().chain([&finish.event]).enumerate() {
                         events.push(json!({
                             "id": record.id.to_string(), "seq": first + i as i64, "p": record.project_id,
                             "a": attempt, "k": e.kind, "d": e.data.to_string(),
                         }));
                     }
-                    events.push(json!({
-                        "id": record.id.to_string(), "seq": record.last_seq, "p": record.project_id,
-                        "a": attempt, "k": finish.event.kind, "d": finish.event.data.to_string(),
-                    }));
                     if let Some(session) = &finish.session {
                         sql.push_str(SAVE_SESSION);
                         sql.push_str("; ");
