@@ -377,6 +377,8 @@ async fn drive(
     let mut model: Option<String> = None;
     let mut parsed_any = false;
     let mut unparsed = 0u32;
+    // Set once the CLI itself has exited, while its output is still being read.
+    let mut exited = false;
 
     let stop = loop {
         let grace = async {
@@ -389,8 +391,18 @@ async fn drive(
             biased;
             _ = cancel.cancelled() => break Stop::Cancelled,
             _ = sleep_until(wall_deadline) => break Stop::WallTimeout,
-            _ = grace => break Stop::ResultGrace,
+            _ = grace => break if exited { Stop::Eof } else { Stop::ResultGrace },
             _ = sleep_until(silence_deadline) => break Stop::Silence,
+            // The CLI exited: everything it wrote is in the pipe already, and whatever
+            // still holds the pipe open is a stray of the attempt (a background shell).
+            // Killing the group lets the pipe close once the rest is read; a process that
+            // left the group can hold it only for the result grace.
+            _ = child.wait(), if !exited => {
+                exited = true;
+                process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                let drained = Instant::now() + cfg.result_grace;
+                grace_deadline = Some(grace_deadline.map_or(drained, |d| d.min(drained)));
+            }
             read = lines.next_line() => match read {
                 Ok(LineRead::Line(line)) => {
                     silence_deadline = Instant::now() + cfg.silence_timeout;

@@ -19,11 +19,20 @@ struct Fixture {
 const START: i64 = 1_700_000_000_000;
 
 async fn fixture(node: &str, max_concurrency: usize, dir: Option<tempfile::TempDir>) -> Fixture {
+    fixture_with_grace(node, max_concurrency, dir, Duration::from_millis(200)).await
+}
+
+async fn fixture_with_grace(
+    node: &str,
+    max_concurrency: usize,
+    dir: Option<tempfile::TempDir>,
+    result_grace: Duration,
+) -> Fixture {
     let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
     let store = Store::open(&dir.path().join("e.db")).await.unwrap();
     let mut runner = RunnerConfig::new(fake_claude::built_binary(), dir.path().join("attempts"));
     runner.kill_grace = Duration::from_millis(200);
-    runner.result_grace = Duration::from_millis(200);
+    runner.result_grace = result_grace;
     let cfg = EngineConfig {
         node_id: node.into(),
         max_concurrency,
@@ -114,6 +123,80 @@ async fn jobs_wait_for_run_at_and_free_slots() {
         0,
         "a draining engine claims nothing"
     );
+}
+
+/// Processes still in `pgid`, zombies aside.
+fn group_members(pgid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(") ").is_some_and(|(_, rest)| {
+                    let fields: Vec<&str> = rest.split(' ').collect();
+                    fields[0] != "Z" && fields.get(2) == Some(&pgid.to_string().as_str())
+                })
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cli_that_exits_ends_its_attempt_though_a_stray_holds_its_output() {
+    // An hour of result grace: the attempt must end because the CLI exited, not because
+    // the grace ran out, even while its `sleep 3600` keeps stdout and stderr open.
+    let f = fixture_with_grace("n", 2, None, Duration::from_secs(3600)).await;
+    let done = submit(&f, "FAKE grandchild\nFAKE text done", 0).await;
+    let spec = JobRequest {
+        max_attempts: Some(1),
+        ..JobRequest::prompt("FAKE grandchild\nFAKE crash")
+    }
+    .parse(&Limits::default())
+    .unwrap();
+    let crashed = match f
+        .engine
+        .submit(NewJob {
+            id: JobId::new(),
+            project_id: "default".into(),
+            spec,
+            run_at: f.clock.now_ms(),
+            idempotency: None,
+        })
+        .await
+        .unwrap()
+    {
+        Inserted::New(r) => r.id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(f.engine.tick().await.unwrap(), 2);
+    let job = f
+        .engine
+        .wait_for(done, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Completed, "{:?}", job.error_message);
+    assert_eq!(job.outcome.as_ref().unwrap()["result"], "done");
+    // Without a result, the exit status decides: an abort is a crash, at once,
+    // rather than a silence timeout five minutes later.
+    let job = f
+        .engine
+        .wait_for(crashed, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Dead);
+    assert_eq!(job.error_type.as_deref(), Some(ErrorKind::Crashed.as_str()));
+    for id in [done, crashed] {
+        let attempts = f.store.list_attempts(id).await.unwrap();
+        let pgid = attempts[0]
+            .pid
+            .expect("the attempt recorded its process group");
+        assert_eq!(
+            group_members(pgid),
+            Vec::<i32>::new(),
+            "the stray outlived the attempt of {id}"
+        );
+    }
 }
 
 #[tokio::test]

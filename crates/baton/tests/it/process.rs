@@ -117,7 +117,7 @@ async fn sigkill_mid_job_then_restart_requeues_and_completes_with_no_orphan() {
 
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    // The parent-death signal (armed by baton-exec) kills the CLI itself at once.
+    // The parent-death signal (armed in the child before exec) kills the CLI itself at once.
     let leader_alive = || {
         std::fs::read_to_string(format!("/proc/{pgid}/stat")).is_ok_and(|s| {
             s.rsplit_once(") ")
