@@ -261,6 +261,17 @@ impl Engine {
                 );
             }
         }
+        // Processes no record names: the children of a CLI started just before the
+        // previous incarnation died, before it could write the CLI's pid.
+        if let Ok(dir) = inner.cfg.runner.attempts_dir.canonicalize() {
+            let killed = baton_runner::process::kill_strays(&dir);
+            if killed > 0 {
+                tracing::info!(
+                    killed,
+                    "killed processes left in the attempts directory by a previous incarnation"
+                );
+            }
+        }
         inner
             .store
             .close_incarnations(&inner.cfg.node_id, &inner.incarnation, self.now_ms())

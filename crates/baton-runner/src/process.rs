@@ -1,6 +1,9 @@
 //! Process-group handling. Each CLI runs as the leader of its own process group, so one
 //! signal reaches it and everything it started (tool commands, MCP servers).
 
+use std::collections::HashSet;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::spawn::Child;
@@ -50,10 +53,8 @@ fn process_group_of(pid: i32) -> Option<i32> {
 /// attempt whose leader was started at `since_ticks`. Pids of unrelated, older processes
 /// that happen to share the number are never included.
 pub fn group_members(pgid: i32, since_ticks: u64) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    live_pids()
+        .into_iter()
         .filter(|&pid| process_group_of(pid) == Some(pgid))
         .filter(|&pid| process_start_ticks(pid).is_some_and(|t| t >= since_ticks))
         .collect()
@@ -67,6 +68,62 @@ pub fn kill_stale_group(pgid: i32, since_ticks: u64) -> usize {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
     members.len()
+}
+
+/// Kills every process of an attempt workspace under `dir` (canonical): one whose working
+/// directory is inside it, or whose `HOME` is (every CLI starts with its workspace's home,
+/// and what it starts inherits it). Called before a node runs anything, so all it finds
+/// is left from an earlier incarnation, including the children of a CLI whose group was
+/// never recorded because the server died between the spawn and the write of its pid.
+/// Returns how many processes were signalled.
+pub fn kill_strays(dir: &Path) -> usize {
+    let me = std::process::id() as i32;
+    let mut killed = HashSet::new();
+    // A stray may fork while it is being looked for: look again until a pass finds no
+    // new one.
+    for _ in 0..10 {
+        let found: Vec<i32> = live_pids()
+            .into_iter()
+            .filter(|&pid| pid != me && !killed.contains(&pid) && in_workspace(pid, dir))
+            .collect();
+        if found.is_empty() {
+            break;
+        }
+        for pid in found {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            killed.insert(pid);
+        }
+    }
+    killed.len()
+}
+
+/// Pids of processes that are not zombies.
+fn live_pids() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']))
+            })
+        })
+        .collect()
+}
+
+fn in_workspace(pid: i32, dir: &Path) -> bool {
+    if std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir)) {
+        return true;
+    }
+    // Another user's environment is unreadable, and is none of ours.
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    environ
+        .split(|&b| b == 0)
+        .filter_map(|var| var.strip_prefix(b"HOME="))
+        .any(|home| Path::new(std::ffi::OsStr::from_bytes(home)).starts_with(dir))
 }
 
 #[cfg(test)]

@@ -326,6 +326,44 @@ async fn a_restart_kills_the_previous_incarnations_processes_and_requeues_at_onc
 }
 
 #[tokio::test]
+async fn a_restart_kills_what_an_unrecorded_attempt_left_in_the_attempts_directory() {
+    // The server died between a spawn and the write of its pid: no record names the
+    // group, but the CLI's children still run in (or with their HOME in) its workspace.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("attempts")).unwrap();
+    let attempts = dir.path().join("attempts").canonicalize().unwrap();
+    let work = attempts.join("job-1/work");
+    std::fs::create_dir_all(&work).unwrap();
+    let sleep = |cwd: &std::path::Path, home: &std::path::Path| {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(cwd)
+            .env("HOME", home)
+            .spawn()
+            .unwrap()
+    };
+    let elsewhere = dir.path().canonicalize().unwrap();
+    let mut in_workspace = sleep(&work, &elsewhere);
+    let mut moved_away = sleep(&elsewhere, &attempts.join("job-2/home"));
+    let mut unrelated = sleep(&elsewhere, &elsewhere);
+
+    let _f = fixture("node-1", 1, Some(dir)).await;
+    for (name, child) in [
+        ("cwd in a workspace", &mut in_workspace),
+        ("HOME in a workspace", &mut moved_away),
+    ] {
+        let status = child.wait().unwrap();
+        assert!(status.code().is_none(), "{name}: not killed: {status}");
+    }
+    assert!(
+        unrelated.try_wait().unwrap().is_none(),
+        "a process outside the attempts directory was killed"
+    );
+    unrelated.kill().unwrap();
+    unrelated.wait().unwrap();
+}
+
+#[tokio::test]
 async fn retention_prunes_old_finished_jobs_in_batches_and_keeps_the_rest() {
     let f = fixture("n", 4, None).await;
     let mut old = Vec::new();
