@@ -1,4 +1,4 @@
-//! `cargo xtask chaos [--kills N] [--release] [--postgres --nodes N]`: runs Baton with
+//! `cargo xtask chaos [--kills N] [--release] [--postgres --nodes N] [--prebuilt]`: runs Baton with
 //! `fake-claude` under a steady load, SIGKILLs the server (or, with `--nodes`, a random
 //! node of several sharing one PostgreSQL) at random moments and restarts it, then checks
 //! from the store and the clients' own records that:
@@ -37,6 +37,9 @@ struct Options {
     release: bool,
     postgres: bool,
     nodes: usize,
+    /// Run the binaries already in `target/` (the test run just built them) rather than
+    /// building first: a plain build unifies features differently and would rebuild.
+    prebuilt: bool,
 }
 
 /// The lease the nodes run with under `--postgres`: short, so rescues happen often.
@@ -48,6 +51,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         release: false,
         postgres: false,
         nodes: 1,
+        prebuilt: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -61,6 +65,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             }
             "--release" => o.release = true,
             "--postgres" => o.postgres = true,
+            "--prebuilt" => o.prebuilt = true,
             "--nodes" => {
                 o.nodes = it
                     .next()
@@ -151,6 +156,9 @@ struct Seen {
     acknowledged: Vec<String>,
     streams: HashMap<String, BTreeMap<i64, (String, String)>>,
     stream_violations: Vec<String>,
+    /// Followers still running, by number: the job, the last seq seen and what the
+    /// follower is doing, so a stream that never closes can be told apart.
+    open: BTreeMap<usize, (String, i64, &'static str)>,
 }
 
 /// The job's state, when the server answers.
@@ -240,14 +248,22 @@ async fn follower(
     first: usize,
     id: String,
     seen: Arc<Mutex<Seen>>,
+    n: usize,
 ) {
     let mut last = 0i64;
     let deadline = Instant::now() + Duration::from_secs(300);
+    let doing = |last: i64, what: &'static str| {
+        seen.lock()
+            .unwrap()
+            .open
+            .insert(n, (id.clone(), last, what));
+    };
     // Every reconnect goes to the next node: a stream resumes anywhere.
     let mut at = first;
     'outer: while Instant::now() < deadline {
         let base = &bases[at % bases.len()];
         at += 1;
+        doing(last, "connecting");
         let resp = http
             .get(format!("{base}/v1/jobs/{id}/events"))
             .header("last-event-id", last.to_string())
@@ -257,6 +273,7 @@ async fn follower(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        doing(last, "streaming");
         let mut stream = resp.bytes_stream();
         let mut buf = Vec::new();
         let (mut ev_id, mut ev_kind, mut ev_data) = (None::<i64>, String::new(), String::new());
@@ -290,11 +307,13 @@ async fn follower(
                         (std::mem::take(&mut ev_kind), std::mem::take(&mut ev_data)),
                     );
                     if terminal {
+                        s.open.remove(&n);
                         return;
                     }
                 }
             }
         }
+        doing(last, "ended without a terminal event");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -329,11 +348,14 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn binaries(release: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+fn binaries(release: bool, prebuilt: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
     let profile = if release { "release" } else { "debug" };
     let dir = root().join("target").join(profile);
     let (bin, fake) = (dir.join("baton"), dir.join("fake-claude"));
-    if !bin.exists() || !fake.exists() {
+    if prebuilt && !(bin.exists() && fake.exists()) {
+        bail!("--prebuilt: no {} and {}", bin.display(), fake.display());
+    }
+    if !prebuilt {
         let mut build = cargo();
         build.args(["build", "-p", "baton", "-p", "fake-claude"]);
         if release {
@@ -346,7 +368,7 @@ fn binaries(release: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let opts = parse(args)?;
-    let (bin, fake) = binaries(opts.release)?;
+    let (bin, fake) = binaries(opts.release, opts.prebuilt)?;
     let cluster = if opts.postgres {
         let c = baton_store::testing::PrivateCluster::start()
             .map_err(|e| anyhow::anyhow!("--postgres needs a PostgreSQL to start: {e}"))?;
@@ -505,6 +527,7 @@ async fn chaos(
                     k,
                     id,
                     seen.clone(),
+                    followed,
                 )));
             }
         }
@@ -689,10 +712,21 @@ async fn chaos(
         }
     }
     if !followers_ended {
-        violations
-            .entry("4 streams have no gap or duplicate")
-            .or_default()
-            .push("an SSE stream did not close after its job ended".into());
+        for (id, last, what) in seen.open.values() {
+            let job = store.get_job(JobId::parse(id)?).await?;
+            let events = store.list_events(job.id, 0, 100_000).await?;
+            violations
+                .entry("4 streams have no gap or duplicate")
+                .or_default()
+                .push(format!(
+                    "the stream of {id} did not close after its job ended: the follower had seq {last} and was {what}; \
+                     the job is {} with last_seq {}, {} events stored, the last {:?}",
+                    job.state,
+                    job.last_seq,
+                    events.len(),
+                    events.last().map(|e| (e.seq, e.kind.as_str()))
+                ));
+        }
     }
     for v in &seen.stream_violations {
         violations

@@ -75,9 +75,14 @@ fn ci() -> anyhow::Result<()> {
     drop(cluster);
     // Short chaos runs on the binaries the tests just built: one node on SQLite, then
     // three on PostgreSQL (which is also restarted once).
-    chaos::main(&["--kills".to_string(), "20".to_string()])?;
+    chaos::main(&[
+        "--prebuilt".to_string(),
+        "--kills".to_string(),
+        "20".to_string(),
+    ])?;
     if baton_store::testing::PrivateCluster::available() {
         chaos::main(&[
+            "--prebuilt".to_string(),
             "--postgres".to_string(),
             "--nodes".to_string(),
             "3".to_string(),
@@ -169,7 +174,7 @@ fn main() -> anyhow::Result<()> {
         Some("chaos") => chaos::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | bench [--quick|--real|--postgres [--database-url URL]|--baton PATH|--workspace-dir DIR] | chaos [--kills N] [--release] [--postgres --nodes N] | install-claude>"
+                "usage: cargo xtask <ci | bench [--quick|--real|--postgres [--database-url URL]|--baton PATH|--workspace-dir DIR] | chaos [--kills N] [--release] [--postgres --nodes N] [--prebuilt] | install-claude>"
             );
             std::process::exit(2);
         }
