@@ -60,9 +60,11 @@ async fn fixture_with_grace(
 }
 
 async fn submit(f: &Fixture, prompt: &str, delay_ms: i64) -> JobId {
-    let spec = JobRequest::prompt(prompt)
-        .parse(&Limits::default())
-        .unwrap();
+    submit_request(f, JobRequest::prompt(prompt), delay_ms).await
+}
+
+async fn submit_request(f: &Fixture, request: JobRequest, delay_ms: i64) -> JobId {
+    let spec = request.parse(&Limits::default()).unwrap();
     let job = NewJob {
         id: JobId::new(),
         project_id: "default".into(),
@@ -148,27 +150,11 @@ async fn a_cli_that_exits_ends_its_attempt_though_a_stray_holds_its_output() {
     // the grace ran out, even while its `sleep 3600` keeps stdout and stderr open.
     let f = fixture_with_grace("n", 2, None, Duration::from_secs(3600)).await;
     let done = submit(&f, "FAKE grandchild\nFAKE text done", 0).await;
-    let spec = JobRequest {
+    let one_try = JobRequest {
         max_attempts: Some(1),
         ..JobRequest::prompt("FAKE grandchild\nFAKE crash")
-    }
-    .parse(&Limits::default())
-    .unwrap();
-    let crashed = match f
-        .engine
-        .submit(NewJob {
-            id: JobId::new(),
-            project_id: "default".into(),
-            spec,
-            run_at: f.clock.now_ms(),
-            idempotency: None,
-        })
-        .await
-        .unwrap()
-    {
-        Inserted::New(r) => r.id,
-        other => panic!("{other:?}"),
     };
+    let crashed = submit_request(&f, one_try, 0).await;
     assert_eq!(f.engine.tick().await.unwrap(), 2);
     let job = f
         .engine
