@@ -70,12 +70,12 @@ pub fn kill_stale_group(pgid: i32, since_ticks: u64) -> usize {
     members.len()
 }
 
-/// Kills every process of an attempt workspace under `dir` (canonical): one whose working
-/// directory is inside it, or whose `HOME` is (every CLI starts with its workspace's home,
-/// and what it starts inherits it). Called before a node runs anything, so all it finds
-/// is left from an earlier incarnation, including the children of a CLI whose group was
-/// never recorded because the server died between the spawn and the write of its pid.
-/// Returns how many processes were signalled.
+/// Kills every process whose `HOME` lies under `dir` (canonical): every CLI starts with its
+/// workspace's home, and what it starts inherits it. Called before a node runs anything,
+/// so all it finds is left from an earlier incarnation, including the children of a CLI
+/// whose group was never recorded because the server died between the spawn and the write
+/// of its pid. A working directory there is not enough: that may be someone's shell,
+/// looking at a kept workspace. Returns how many processes were signalled.
 pub fn kill_strays(dir: &Path) -> usize {
     let me = std::process::id() as i32;
     let mut killed = HashSet::new();
@@ -84,7 +84,7 @@ pub fn kill_strays(dir: &Path) -> usize {
     for _ in 0..10 {
         let found: Vec<i32> = live_pids()
             .into_iter()
-            .filter(|&pid| pid != me && !killed.contains(&pid) && in_workspace(pid, dir))
+            .filter(|&pid| pid != me && !killed.contains(&pid) && home_in(pid, dir))
             .collect();
         if found.is_empty() {
             break;
@@ -112,10 +112,7 @@ fn live_pids() -> Vec<i32> {
         .collect()
 }
 
-fn in_workspace(pid: i32, dir: &Path) -> bool {
-    if std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir)) {
-        return true;
-    }
+fn home_in(pid: i32, dir: &Path) -> bool {
     // Another user's environment is unreadable, and is none of ours.
     let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
         return false;

@@ -314,7 +314,7 @@ async fn a_restart_kills_the_previous_incarnations_processes_and_requeues_at_onc
 #[tokio::test]
 async fn a_restart_kills_what_an_unrecorded_attempt_left_in_the_attempts_directory() {
     // The server died between a spawn and the write of its pid: no record names the
-    // group, but the CLI's children still run in (or with their HOME in) its workspace.
+    // group, but the CLI's children still run with their HOME in its workspace.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("attempts")).unwrap();
     let attempts = dir.path().join("attempts").canonicalize().unwrap();
@@ -329,24 +329,22 @@ async fn a_restart_kills_what_an_unrecorded_attempt_left_in_the_attempts_directo
             .unwrap()
     };
     let elsewhere = dir.path().canonicalize().unwrap();
-    let mut in_workspace = sleep(&work, &elsewhere);
-    let mut moved_away = sleep(&elsewhere, &attempts.join("job-2/home"));
+    let mut stray = sleep(&elsewhere, &attempts.join("job-1/home"));
+    let mut stray_inside = sleep(&work, &attempts.join("job-2/home"));
+    // Someone's shell looking at a kept workspace, and an unrelated process.
+    let mut visitor = sleep(&work, &elsewhere);
     let mut unrelated = sleep(&elsewhere, &elsewhere);
 
     let _f = fixture("node-1", 1, Some(dir)).await;
-    for (name, child) in [
-        ("cwd in a workspace", &mut in_workspace),
-        ("HOME in a workspace", &mut moved_away),
-    ] {
+    for child in [&mut stray, &mut stray_inside] {
         let status = child.wait().unwrap();
-        assert!(status.code().is_none(), "{name}: not killed: {status}");
+        assert!(status.code().is_none(), "a stray was not killed: {status}");
     }
-    assert!(
-        unrelated.try_wait().unwrap().is_none(),
-        "a process outside the attempts directory was killed"
-    );
-    unrelated.kill().unwrap();
-    unrelated.wait().unwrap();
+    for (name, child) in [("visitor", &mut visitor), ("unrelated", &mut unrelated)] {
+        assert!(child.try_wait().unwrap().is_none(), "the {name} was killed");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }
 
 #[tokio::test]
