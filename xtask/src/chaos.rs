@@ -240,6 +240,9 @@ async fn submitter(
     }
 }
 
+/// How long a stream request may wait for its response headers.
+const STREAM_HEADERS_WITHIN: Duration = Duration::from_secs(10);
+
 /// Follows one job's events over SSE, reconnecting with Last-Event-ID through kills,
 /// until its terminal event; records what it saw and any gap or duplicate.
 async fn follower(
@@ -264,11 +267,19 @@ async fn follower(
         let base = &bases[at % bases.len()];
         at += 1;
         doing(last, "connecting");
-        let resp = http
+        let request = http
             .get(format!("{base}/v1/jobs/{id}/events"))
             .header("last-event-id", last.to_string())
-            .send()
-            .await;
+            .send();
+        // A live server answers a stream's headers at once and a dead one resets the
+        // connection, so a request left without either is the server's fault.
+        let Ok(resp) = tokio::time::timeout(STREAM_HEADERS_WITHIN, request).await else {
+            seen.lock().unwrap().stream_violations.push(format!(
+                "job {id}: no answer to a stream request within {} s",
+                STREAM_HEADERS_WITHIN.as_secs()
+            ));
+            continue;
+        };
         let Ok(resp) = resp else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -460,6 +471,14 @@ async fn chaos(
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(1))
         .build()?;
+    // The streams get their own client that keeps no idle connection: each stream is a
+    // connection of its own anyway, and hyper's pool can leave a request waiting forever
+    // for a connection that died with its server (hyperium/hyper#2312), which would pass
+    // for a stream that never closes.
+    let sse = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .pool_max_idle_per_host(0)
+        .build()?;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Instant::now();
@@ -522,7 +541,7 @@ async fn chaos(
             if followed < 4 * kills.min(50) {
                 followed += 1;
                 followers.push(tokio::spawn(follower(
-                    http.clone(),
+                    sse.clone(),
                     bases.clone(),
                     k,
                     id,
