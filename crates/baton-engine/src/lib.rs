@@ -392,12 +392,8 @@ impl Engine {
 
     async fn step(&self) -> Result<Step> {
         let inner = &self.inner;
-        let idle = Step {
-            started: 0,
-            full: false,
-        };
         if inner.draining.load(Ordering::SeqCst) {
-            return Ok(idle);
+            return Ok(Step::default());
         }
         let now = self.now_ms();
         // Leases are counted in seconds: looking for expired ones once per poll interval
@@ -414,7 +410,7 @@ impl Engine {
         }
         let free = inner.slots.available_permits();
         if free == 0 {
-            return Ok(idle);
+            return Ok(Step::default());
         }
         let lease_ms = inner.cfg.lease.as_millis() as i64;
         // Read again: the rescues above took time, and the claim is stamped with this.
@@ -621,10 +617,7 @@ impl Engine {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "dispatch failed; retrying");
-                    Step {
-                        started: 0,
-                        full: false,
-                    }
+                    Step::default()
                 }
             };
             inner.bus.prune();
@@ -688,7 +681,8 @@ impl Engine {
     }
 }
 
-/// What one dispatcher step did.
+/// What one dispatcher step did (by default: nothing).
+#[derive(Default)]
 struct Step {
     started: usize,
     /// Every free slot was filled: more jobs may be due.

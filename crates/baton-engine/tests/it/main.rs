@@ -127,23 +127,6 @@ async fn jobs_wait_for_run_at_and_free_slots() {
     );
 }
 
-/// Processes still in `pgid`, zombies aside.
-fn group_members(pgid: i32) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit_once(") ").is_some_and(|(_, rest)| {
-                    let fields: Vec<&str> = rest.split(' ').collect();
-                    fields[0] != "Z" && fields.get(2) == Some(&pgid.to_string().as_str())
-                })
-            })
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_cli_that_exits_ends_its_attempt_though_a_stray_holds_its_output() {
     // An hour of result grace: the attempt must end because the CLI exited, not because
@@ -178,7 +161,7 @@ async fn a_cli_that_exits_ends_its_attempt_though_a_stray_holds_its_output() {
             .pid
             .expect("the attempt recorded its process group");
         assert_eq!(
-            group_members(pgid),
+            baton_runner::process::group_members(pgid, 0),
             Vec::<i32>::new(),
             "the stray outlived the attempt of {id}"
         );
