@@ -256,6 +256,7 @@ async fn queue_only_on(stores: &[Store], total: usize, batch: u32) -> anyhow::Re
         session: None,
         refund_attempt: false,
         trailing: Vec::new(),
+        reaped: true,
     };
     let finish = Arc::new(finish);
     let start = Instant::now();

@@ -139,6 +139,23 @@ struct Inner {
     crash: Mutex<Option<CrashPoint>>,
     /// When the dispatcher next looks for expired leases (ms since the epoch).
     next_sweep: AtomicI64,
+    /// What the start found of earlier incarnations.
+    recovery: std::sync::OnceLock<Recovery>,
+}
+
+/// What a node's start did about its earlier incarnations. Its cost grows with what they
+/// were running when they died, never with everything they ever ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Process groups looked for, each named by its leader's pid and start time: the
+    /// attempts that were running, and those rescued elsewhere after their lease.
+    pub groups: usize,
+    /// Processes of those groups found alive and killed.
+    pub killed: usize,
+    /// Processes with their `HOME` in the attempts directory that no record named.
+    pub strays: usize,
+    /// Attempts that were running, ended as interrupted and requeued.
+    pub requeued: usize,
 }
 
 impl Engine {
@@ -167,9 +184,11 @@ impl Engine {
                 warm,
                 crash: Mutex::new(None),
                 next_sweep: AtomicI64::new(0),
+                recovery: std::sync::OnceLock::new(),
             }),
         };
-        engine.recover_previous_incarnations().await?;
+        let recovery = engine.recover_previous_incarnations().await?;
+        let _ = engine.inner.recovery.set(recovery);
         Ok(engine)
     }
 
@@ -229,17 +248,29 @@ impl Engine {
             .unwrap_or(0)
     }
 
-    async fn recover_previous_incarnations(&self) -> Result<()> {
+    async fn recover_previous_incarnations(&self) -> Result<Recovery> {
         let inner = &self.inner;
-        let orphans = inner
-            .store
-            .orphans_of_node(&inner.cfg.node_id, &inner.incarnation)
-            .await?;
+        let store = &inner.store;
+        let (node, me) = (&inner.cfg.node_id, &inner.incarnation);
+        let orphans = store.orphans_of_node(node, me).await?;
+        // The groups that may hold survivors: the orphans' (running when their node
+        // died), and those of attempts another node already rescued after the lease (the
+        // CLI died with its node, but not its children). Not the attempts that ended
+        // under their own supervisor: it reaped them. One read of `/proc` for them all.
+        let mut groups: Vec<(i32, u64)> = orphans
+            .iter()
+            .filter_map(|o| Some((o.pid?, o.pid_start?)))
+            .chain(store.abandoned_processes(node, me).await?)
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let mut report = Recovery {
+            groups: groups.len(),
+            killed: baton_runner::process::kill_stale_groups(&groups),
+            requeued: orphans.len(),
+            ..Recovery::default()
+        };
         for orphan in orphans {
-            if let (Some(pid), Some(start)) = (orphan.pid, orphan.pid_start) {
-                let killed = baton_runner::process::kill_stale_group(pid, start);
-                tracing::info!(job = %orphan.job_id, pid, killed, "killed a previous incarnation's attempt");
-            }
             self.rescue(
                 orphan.job_id,
                 orphan.attempt,
@@ -247,36 +278,27 @@ impl Engine {
             )
             .await;
         }
-        // Attempts another node already rescued (after the lease) may still have
-        // survivors here: the CLI died with its node, but not its children.
-        for (pid, start) in inner
-            .store
-            .abandoned_processes(&inner.cfg.node_id, &inner.incarnation)
-            .await?
-        {
-            if baton_runner::process::kill_stale_group(pid, start) > 0 {
-                tracing::info!(
-                    pid,
-                    "killed what was left of a previous incarnation's attempt"
-                );
-            }
-        }
         // Processes no record names: the children of a CLI started just before the
         // previous incarnation died, before it could write the CLI's pid.
         if let Ok(dir) = inner.cfg.runner.attempts_dir.canonicalize() {
-            let killed = baton_runner::process::kill_strays(&dir);
-            if killed > 0 {
-                tracing::info!(
-                    killed,
-                    "killed processes left in the attempts directory by a previous incarnation"
-                );
-            }
+            report.strays = baton_runner::process::kill_strays(&dir);
         }
-        inner
-            .store
-            .close_incarnations(&inner.cfg.node_id, &inner.incarnation, self.now_ms())
-            .await?;
-        Ok(())
+        store.close_incarnations(node, me, self.now_ms()).await?;
+        if report != Recovery::default() {
+            tracing::info!(
+                groups = report.groups,
+                killed = report.killed,
+                strays = report.strays,
+                requeued = report.requeued,
+                "recovered what earlier incarnations of this node left"
+            );
+        }
+        Ok(report)
+    }
+
+    /// What this node's start found of its earlier incarnations.
+    pub fn recovery(&self) -> Recovery {
+        self.inner.recovery.get().copied().unwrap_or_default()
     }
 
     /// Ends an attempt whose owner is gone as an `interrupted` failure, due again now.
@@ -738,6 +760,8 @@ pub(crate) fn failure_finish(
         session: None,
         refund_attempt: false,
         trailing: Vec::new(),
+        // A rescue's view; the supervisor says otherwise for its own finishes.
+        reaped: false,
     }
 }
 

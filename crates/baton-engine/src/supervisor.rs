@@ -39,7 +39,11 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
                     )),
                     ..AttemptReport::default()
                 };
-                finish(engine, &job, report, false, Vec::new()).await;
+                let ran = Ran {
+                    ran: false,
+                    reaped: true,
+                };
+                finish(engine, &job, report, ran, Vec::new()).await;
                 return;
             }
         },
@@ -78,6 +82,8 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
         inner.cfg.lease / 3,
     );
     let mut fenced = false;
+    // The runner returns only once no process of the attempt's group is alive.
+    let mut reaped = true;
     let mut pending = Pending {
         events: Vec::with_capacity(BATCH),
         meta: AttemptMeta {
@@ -100,10 +106,17 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
                 {
                     fenced = true;
                 }
-                break joined.unwrap_or_else(|e| AttemptReport {
-                    error: Some((ErrorKind::Crashed, format!("the attempt's supervisor failed: {e}"))),
-                    ..AttemptReport::default()
-                });
+                break match joined {
+                    Ok(report) => report,
+                    // The runner did not get to kill and reap the group.
+                    Err(e) => {
+                        reaped = false;
+                        AttemptReport {
+                            error: Some((ErrorKind::Crashed, format!("the attempt's supervisor failed: {e}"))),
+                            ..AttemptReport::default()
+                        }
+                    }
+                };
             }
             Some(p) = rx.recv() => {
                 // Once fenced, keep draining (so the runner is never blocked on a full
@@ -156,9 +169,14 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
         return;
     }
     if fenced {
-        // Another attempt owns the job now; record the refusal and change nothing else.
+        // Another attempt owns the job now; record the refusal (and that this attempt's
+        // processes are gone) and change nothing else.
+        let refused = Finish {
+            reaped,
+            ..success_finish(&report)
+        };
         let _ = store
-            .finish_attempt(id, attempt, &success_finish(&report), engine.now_ms())
+            .finish_attempt(id, attempt, &refused, engine.now_ms())
             .await;
         return;
     }
@@ -166,7 +184,7 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
         engine,
         &job,
         report,
-        true,
+        Ran { ran: true, reaped },
         std::mem::take(&mut pending.events),
     )
     .await;
@@ -262,6 +280,7 @@ fn success_finish(report: &AttemptReport) -> Finish {
         session: None,
         refund_attempt: false,
         trailing: Vec::new(),
+        reaped: true,
         event: NewEvent::new(
             "job.completed",
             json!({
@@ -297,7 +316,16 @@ fn park(job: &JobRecord, report: &AttemptReport, message: &str, now: i64) -> Fin
         session: None,
         refund_attempt: true,
         trailing: Vec::new(),
+        reaped: true,
     }
+}
+
+/// What became of an attempt's process, for its finish.
+struct Ran {
+    /// The CLI was started.
+    ran: bool,
+    /// No process of the attempt can be alive (the runner killed and reaped the group).
+    reaped: bool,
 }
 
 /// Records the end of an attempt with the retry policy's decision, after `trailing`, the
@@ -306,7 +334,7 @@ async fn finish(
     engine: &Engine,
     job: &JobRecord,
     report: AttemptReport,
-    ran: bool,
+    Ran { ran, reaped }: Ran,
     trailing: Vec<NewEvent>,
 ) {
     let inner = &engine.inner;
@@ -331,6 +359,7 @@ async fn finish(
             session: None,
             refund_attempt: true,
             trailing: Vec::new(),
+            reaped: true,
         },
         Some((ErrorKind::RateLimited, message)) => park(job, &report, message, now),
         Some((kind, message)) => {
@@ -361,6 +390,7 @@ async fn finish(
         });
     }
     finish.trailing = trailing;
+    finish.reaped = reaped;
     if engine.crash_now(CrashPoint::BetweenFinishWrites) {
         let _ = store
             .crash_between_finish_writes(job.id, job.attempt, &finish, engine.now_ms())

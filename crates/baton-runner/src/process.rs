@@ -37,37 +37,90 @@ pub async fn terminate_group(child: &mut Child, pgid: i32, grace: Duration) {
 /// A process's start time in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
 /// Together with the pid it names one process, immune to pid reuse.
 pub fn process_start_ticks(pid: i32) -> Option<u64> {
+    Some(read_stat(pid)?.start)
+}
+
+/// What `/proc/<pid>/stat` says of one process.
+struct Stat {
+    pid: i32,
+    pgid: i32,
+    /// Clock ticks since boot.
+    start: u64,
+    /// A zombie, or dead: it can neither hold anything nor be killed.
+    dead: bool,
+}
+
+fn read_stat(pid: i32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may contain spaces.
+    // The command name (field 2) is in parentheses and may contain spaces; the fields
+    // after it start with the state (field 3).
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut fields = rest.split(' ');
+    let state = fields.next()?;
+    let pgid = fields.nth(1)?.parse().ok()?;
+    let start = fields.nth(16)?.parse().ok()?;
+    Some(Stat {
+        pid,
+        pgid,
+        start,
+        dead: state.starts_with(['Z', 'X']),
+    })
 }
 
-fn process_group_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(2)?.parse().ok()
-}
+/// One read of `/proc`: every live process with its group and start time. Matching many
+/// groups against one table costs one scan of `/proc`, not one per group.
+pub struct ProcessTable(Vec<Stat>);
 
-/// Processes in group `pgid` that started no earlier than `since_ticks`: what is left of an
-/// attempt whose leader was started at `since_ticks`. Pids of unrelated, older processes
-/// that happen to share the number are never included.
-pub fn group_members(pgid: i32, since_ticks: u64) -> Vec<i32> {
-    live_pids()
-        .into_iter()
-        .filter(|&pid| process_group_of(pid) == Some(pgid))
-        .filter(|&pid| process_start_ticks(pid).is_some_and(|t| t >= since_ticks))
-        .collect()
-}
-
-/// Kills whatever remains of an attempt run by an earlier incarnation. Returns how many
-/// processes were signalled.
-pub fn kill_stale_group(pgid: i32, since_ticks: u64) -> usize {
-    let members = group_members(pgid, since_ticks);
-    for &pid in &members {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+impl ProcessTable {
+    pub fn read() -> Self {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Self(Vec::new());
+        };
+        Self(
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter_map(read_stat)
+                .filter(|s| !s.dead)
+                .collect(),
+        )
     }
-    members.len()
+
+    /// Processes in group `pgid` that started no earlier than `since_ticks`: what is
+    /// left of an attempt whose leader was started at `since_ticks`. Pids of unrelated,
+    /// older processes that happen to share the number are never included.
+    pub fn group_members(&self, pgid: i32, since_ticks: u64) -> Vec<i32> {
+        self.0
+            .iter()
+            .filter(|s| s.pgid == pgid && s.start >= since_ticks)
+            .map(|s| s.pid)
+            .collect()
+    }
+
+    fn pids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.0.iter().map(|s| s.pid)
+    }
+}
+
+/// [`ProcessTable::group_members`] on a fresh read of `/proc`.
+pub fn group_members(pgid: i32, since_ticks: u64) -> Vec<i32> {
+    ProcessTable::read().group_members(pgid, since_ticks)
+}
+
+/// Kills whatever remains of attempts run by an earlier incarnation, each named by its
+/// group leader's `(pid, start ticks)`, against one read of `/proc`. Returns how many
+/// processes were signalled.
+pub fn kill_stale_groups(groups: &[(i32, u64)]) -> usize {
+    if groups.is_empty() {
+        return 0;
+    }
+    let table = ProcessTable::read();
+    let mut killed = 0;
+    for &(pgid, since) in groups {
+        for pid in table.group_members(pgid, since) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            killed += 1;
+        }
+    }
+    killed
 }
 
 /// Kills every process whose `HOME` lies under `dir` (canonical): every CLI starts with its
@@ -82,8 +135,8 @@ pub fn kill_strays(dir: &Path) -> usize {
     // A stray may fork while it is being looked for: look again until a pass finds no
     // new one.
     for _ in 0..10 {
-        let found: Vec<i32> = live_pids()
-            .into_iter()
+        let found: Vec<i32> = ProcessTable::read()
+            .pids()
             .filter(|&pid| pid != me && !killed.contains(&pid) && home_in(pid, dir))
             .collect();
         if found.is_empty() {
@@ -95,21 +148,6 @@ pub fn kill_strays(dir: &Path) -> usize {
         }
     }
     killed.len()
-}
-
-/// Pids of processes that are not zombies.
-fn live_pids() -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit_once(") ")
-                    .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']))
-            })
-        })
-        .collect()
 }
 
 fn home_in(pid: i32, dir: &Path) -> bool {
@@ -132,8 +170,32 @@ mod tests {
         let me = std::process::id() as i32;
         assert!(process_start_ticks(me).is_some());
         let pgid = nix::unistd::getpgrp().as_raw();
-        assert_eq!(process_group_of(me), Some(pgid));
+        assert_eq!(read_stat(me).map(|s| s.pgid), Some(pgid));
         assert!(group_members(pgid, 0).contains(&me));
         assert!(!group_members(pgid, u64::MAX).contains(&me));
+        // A command name with spaces and parentheses does not shift the fields.
+        let dir = tempfile::tempdir().unwrap();
+        let odd_name = dir.path().join("a) (b c");
+        // A link, not a copy: a copy's write descriptor, inherited by a process another
+        // test forks meanwhile, makes its exec fail with ETXTBSY.
+        std::os::unix::fs::symlink("/bin/sleep", &odd_name).unwrap();
+        let mut odd = std::process::Command::new(&odd_name)
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = odd.id() as i32;
+        // `spawn` returns once the exec happened, so the name is already the new one.
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(comm.trim(), "a) (b c");
+        let stat = read_stat(pid).unwrap();
+        assert_eq!(stat.pgid, pgid);
+        assert!(stat.start >= process_start_ticks(me).unwrap());
+        assert!(
+            ProcessTable::read()
+                .group_members(pgid, stat.start)
+                .contains(&pid)
+        );
+        odd.kill().unwrap();
+        odd.wait().unwrap();
     }
 }

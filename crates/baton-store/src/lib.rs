@@ -171,9 +171,12 @@ delegate! {
     /// Running attempts owned by earlier incarnations of `node_id`: their process died
     /// with it (or must be killed), and they can be rescued at once.
     fn orphans_of_node(&self, node_id: &str, current: &str) -> Result<Vec<Orphan>>;
-    /// `(pid, start ticks)` of every attempt run by an earlier incarnation of `node_id`
-    /// that died without stopping cleanly, rescued or not: their process groups may still
-    /// hold survivors (a grandchild of the CLI) on this machine.
+    /// `(pid, start ticks)` of the attempts of earlier incarnations of `node_id` that died
+    /// without stopping cleanly and whose processes may still be alive on this machine:
+    /// those still running, and those someone else ended (rescued after the lease), whose
+    /// supervisor never reaped them. An attempt its own supervisor ended
+    /// ([`Finish::reaped`]) has no survivors and is not named, so this grows with what
+    /// was running when the node died, not with everything it ever ran.
     fn abandoned_processes(&self, node_id: &str, current: &str) -> Result<Vec<(i32, u64)>>;
     /// Marks the earlier incarnations of `node_id` as stopped, once dealt with.
     fn close_incarnations(&self, node_id: &str, current: &str, now: i64) -> Result<u64>;

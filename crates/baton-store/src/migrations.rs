@@ -121,12 +121,27 @@ BEGIN
             json_object('attempt', NEW.attempt, 'incarnation', NEW.lease_owner));
 END;
 "#,
+    // Recovery looks for survivors only where some may be: attempts still running, or
+    // ended by someone other than their own supervisor (a rescue). An attempt whose
+    // supervisor recorded its end had its process group killed and reaped. Existing
+    // rows: every ended attempt counts as reaped but an interrupted one, which may have
+    // been a rescue.
+    r#"
+ALTER TABLE attempts ADD COLUMN reaped INTEGER NOT NULL DEFAULT 0;
+UPDATE attempts SET reaped = 1
+    WHERE finished_at IS NOT NULL AND (error_type IS NULL OR error_type != 'interrupted');
+DROP INDEX attempts_incarnation;
+CREATE INDEX attempts_unreaped ON attempts(incarnation) WHERE reaped = 0;
+CREATE INDEX incarnations_node ON incarnations(node_id);
+CREATE INDEX incarnations_open ON incarnations(node_id) WHERE stopped_at IS NULL;
+"#,
 ];
 
 /// PostgreSQL's schema: the same tables and columns as SQLite's, in one step (the backend
 /// is new), plus what several nodes need: a unique index that allows one running attempt
 /// per session, and an index on lease owners for cancels and rescues.
-pub const POSTGRES: &[&str] = &[r#"
+pub const POSTGRES: &[&str] = &[
+    r#"
 CREATE TABLE projects (
     id TEXT PRIMARY KEY,
     created_at BIGINT NOT NULL
@@ -222,4 +237,14 @@ CREATE TABLE idempotency_keys (
     created_at BIGINT NOT NULL,
     PRIMARY KEY (project_id, key)
 );
-"#];
+"#,
+    // As SQLite's sixth.
+    r#"
+ALTER TABLE attempts ADD COLUMN reaped BIGINT NOT NULL DEFAULT 0;
+UPDATE attempts SET reaped = 1
+    WHERE finished_at IS NOT NULL AND (error_type IS NULL OR error_type != 'interrupted');
+DROP INDEX attempts_incarnation;
+CREATE INDEX attempts_unreaped ON attempts(incarnation) WHERE reaped = 0;
+CREATE INDEX incarnations_open ON incarnations(node_id) WHERE stopped_at IS NULL;
+"#,
+];

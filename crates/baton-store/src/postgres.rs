@@ -473,7 +473,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::with_capacity(finishes.len());
         let mut ended = Ended::default();
-        let mut fenced_ids = (Vec::new(), Vec::new());
+        let mut fenced_ids = (Vec::new(), Vec::new(), Vec::new());
         let mut requeued = false;
         let moved = move_jobs(&mut tx, finishes, now).await?;
         for ((job, attempt, finish), moved) in finishes.iter().zip(moved) {
@@ -487,6 +487,7 @@ impl PgStore {
                     ended.attempts.push(i64::from(*attempt));
                     ended.error_types.push(t);
                     ended.messages.push(m);
+                    ended.reaped.push(i64::from(finish.reaped));
                     // The trailing events, then the finish's own, which ends at `last_seq`.
                     let first = record.last_seq - finish.trailing.len() as i64;
                     for (i, e) in finish.trailing.iter().chain([&finish.event]).enumerate() {
@@ -501,14 +502,16 @@ impl PgStore {
                 Err(e) => {
                     fenced_ids.0.push(job.to_string());
                     fenced_ids.1.push(i64::from(*attempt));
+                    fenced_ids.2.push(i64::from(finish.reaped));
                     out.push(Err(e));
                 }
             }
         }
         if !ended.ids.is_empty() {
             sqlx::query(
-                "UPDATE attempts SET finished_at = $1, error_type = v.t, error_message = v.m \
-                 FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[]) AS v(id, a, t, m) \
+                "UPDATE attempts SET finished_at = $1, error_type = v.t, error_message = v.m, reaped = v.r \
+                 FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[]) \
+                 AS v(id, a, t, m, r) \
                  WHERE attempts.job_id = v.id AND attempts.attempt = v.a",
             )
             .bind(now)
@@ -516,6 +519,7 @@ impl PgStore {
             .bind(&ended.attempts)
             .bind(&ended.error_types)
             .bind(&ended.messages)
+            .bind(&ended.reaped)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -537,11 +541,13 @@ impl PgStore {
         }
         if !fenced_ids.0.is_empty() {
             sqlx::query(
-                "UPDATE attempts SET fenced = 1 FROM unnest($1::text[], $2::bigint[]) AS v(id, a) \
+                "UPDATE attempts SET fenced = 1, reaped = GREATEST(attempts.reaped, v.r) \
+                 FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(id, a, r) \
                  WHERE attempts.job_id = v.id AND attempts.attempt = v.a",
             )
             .bind(&fenced_ids.0)
             .bind(&fenced_ids.1)
+            .bind(&fenced_ids.2)
             .execute(&mut *tx)
             .await?;
         }
@@ -692,8 +698,8 @@ impl PgStore {
         current: &str,
     ) -> Result<Vec<(i32, u64)>> {
         let rows = sqlx::query(
-            "SELECT a.pid, a.pid_start FROM attempts a JOIN incarnations i ON a.incarnation = i.id \
-             WHERE i.node_id = $1 AND i.id != $2 AND i.stopped_at IS NULL \
+            "SELECT a.pid, a.pid_start FROM incarnations i JOIN attempts a ON a.incarnation = i.id \
+             WHERE i.node_id = $1 AND i.id != $2 AND i.stopped_at IS NULL AND a.reaped = 0 \
              AND a.pid IS NOT NULL AND a.pid_start IS NOT NULL",
         )
         .bind(node_id)
@@ -941,6 +947,8 @@ struct Ended {
     attempts: Vec<i64>,
     error_types: Vec<Option<&'static str>>,
     messages: Vec<Option<String>>,
+    /// 1 where the attempt's own supervisor reaped its processes.
+    reaped: Vec<i64>,
     /// The events to write: each ended job's trailing events, then its own.
     events: EventColumns,
 }

@@ -113,6 +113,11 @@ pub struct Finish {
     pub session: Option<SessionSave>,
     /// The attempt does not count against `max_attempts` (a parked rate limit, a drain).
     pub refund_attempt: bool,
+    /// The attempt's own supervisor ended it and reaped its process group: nothing of it
+    /// can still be alive, so a restart need not look for survivors. False when someone
+    /// else ends it (a rescue after a lease ran out, or after its node died): its
+    /// processes may live on, on the machine that ran them.
+    pub reaped: bool,
 }
 
 #[derive(Debug, Clone)]

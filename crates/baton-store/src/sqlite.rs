@@ -540,7 +540,9 @@ impl SqliteStore {
                         .error
                         .as_ref()
                         .map_or((None, None), |(k, m)| (Some(k.as_str()), Some(m.as_str())));
-                    ended.push(json!({"id": record.id.to_string(), "a": attempt, "t": t, "m": m}));
+                    ended.push(json!({
+                        "id": record.id.to_string(), "a": attempt, "t": t, "m": m, "r": finish.reaped,
+                    }));
                     // The trailing events, then the finish's own, which ends at `last_seq`.
                     let first = record.last_seq - finish.trailing.len() as i64;
                     for (i, e) in finish.trailing.iter().chain([&finish.event]).enumerate() {
@@ -562,7 +564,8 @@ impl SqliteStore {
                     out.push(Ok(record));
                 }
                 Err(e) => {
-                    fenced_ids.push(json!({"id": job.to_string(), "a": attempt}));
+                    fenced_ids
+                        .push(json!({"id": job.to_string(), "a": attempt, "r": finish.reaped}));
                     out.push(Err(e));
                 }
             }
@@ -570,7 +573,8 @@ impl SqliteStore {
         if !ended.is_empty() {
             sql.push_str(
                 "UPDATE attempts SET finished_at = ?, error_type = json_extract(v.value, '$.t'), \
-                 error_message = json_extract(v.value, '$.m') FROM json_each(?) AS v \
+                 error_message = json_extract(v.value, '$.m'), reaped = json_extract(v.value, '$.r') \
+                 FROM json_each(?) AS v \
                  WHERE attempts.job_id = json_extract(v.value, '$.id') \
                  AND attempts.attempt = json_extract(v.value, '$.a'); \
                  INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) \
@@ -585,7 +589,8 @@ impl SqliteStore {
         }
         if !fenced_ids.is_empty() {
             sql.push_str(
-                "UPDATE attempts SET fenced = 1 FROM json_each(?) AS v \
+                "UPDATE attempts SET fenced = 1, reaped = max(reaped, json_extract(v.value, '$.r')) \
+                 FROM json_each(?) AS v \
                  WHERE attempts.job_id = json_extract(v.value, '$.id') \
                  AND attempts.attempt = json_extract(v.value, '$.a')",
             );
@@ -736,8 +741,8 @@ impl SqliteStore {
         current: &str,
     ) -> Result<Vec<(i32, u64)>> {
         let rows = sqlx::query(
-            "SELECT a.pid, a.pid_start FROM attempts a JOIN incarnations i ON a.incarnation = i.id \
-             WHERE i.node_id = ? AND i.id != ? AND i.stopped_at IS NULL \
+            "SELECT a.pid, a.pid_start FROM incarnations i JOIN attempts a ON a.incarnation = i.id \
+             WHERE i.node_id = ? AND i.id != ? AND i.stopped_at IS NULL AND a.reaped = 0 \
              AND a.pid IS NOT NULL AND a.pid_start IS NOT NULL",
         )
         .bind(node_id)

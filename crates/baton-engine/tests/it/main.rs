@@ -30,10 +30,45 @@ async fn fixture_with_grace(
 ) -> Fixture {
     let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
     let store = Store::open(&dir.path().join("e.db")).await.unwrap();
-    let mut runner = RunnerConfig::new(fake_claude::built_binary(), dir.path().join("attempts"));
+    let cfg = config(
+        node,
+        max_concurrency,
+        &dir.path().join("attempts"),
+        result_grace,
+    );
+    let clock = Arc::new(ManualClock::new(START));
+    let engine = Engine::start(store.clone(), cfg, clock.clone())
+        .await
+        .unwrap();
+    Fixture {
+        engine,
+        store,
+        clock,
+        _dir: dir,
+    }
+}
+
+/// Another node on the same database, with a clock of its own.
+async fn fixture_on(node: &str, max_concurrency: usize, f: &Fixture) -> (Engine, Arc<ManualClock>) {
+    let attempts = f._dir.path().join(format!("attempts-{node}"));
+    let cfg = config(node, max_concurrency, &attempts, Duration::from_millis(200));
+    let clock = Arc::new(ManualClock::new(START));
+    let engine = Engine::start(f.store.clone(), cfg, clock.clone())
+        .await
+        .unwrap();
+    (engine, clock)
+}
+
+fn config(
+    node: &str,
+    max_concurrency: usize,
+    attempts: &std::path::Path,
+    result_grace: Duration,
+) -> EngineConfig {
+    let mut runner = RunnerConfig::new(fake_claude::built_binary(), attempts.to_path_buf());
     runner.kill_grace = Duration::from_millis(200);
     runner.result_grace = result_grace;
-    let cfg = EngineConfig {
+    EngineConfig {
         node_id: node.into(),
         max_concurrency,
         lease: Duration::from_secs(30),
@@ -46,16 +81,6 @@ async fn fixture_with_grace(
             ..baton_engine::Retention::default()
         },
         runs_jobs: true,
-    };
-    let clock = Arc::new(ManualClock::new(START));
-    let engine = Engine::start(store.clone(), cfg, clock.clone())
-        .await
-        .unwrap();
-    Fixture {
-        engine,
-        store,
-        clock,
-        _dir: dir,
     }
 }
 
@@ -206,6 +231,7 @@ async fn an_expired_lease_is_rescued_and_the_zombie_fenced() {
         session: None,
         refund_attempt: false,
         trailing: Vec::new(),
+        reaped: true,
     };
     let refused = f.store.finish_attempt(id, 1, &late, f.clock.now_ms()).await;
     assert!(
@@ -292,6 +318,114 @@ async fn a_restart_kills_the_previous_incarnations_processes_and_requeues_at_onc
         .await
         .unwrap();
     assert_eq!(job.state, JobState::Completed);
+}
+
+/// A process that stands for what an attempt left: the leader of its own group, as every
+/// CLI is, recorded as the attempt's pid.
+async fn survivor_of(store: &Store, job: JobId, attempt: u32) -> std::process::Child {
+    let child = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let meta = AttemptMeta {
+        pid: Some((
+            pid,
+            baton_runner::process::process_start_ticks(pid).unwrap(),
+        )),
+        ..AttemptMeta::default()
+    };
+    store
+        .append_events(job, attempt, &[], &meta, START)
+        .await
+        .unwrap();
+    child
+}
+
+#[tokio::test]
+async fn recovery_looks_only_at_what_was_running_however_long_the_history() {
+    const HISTORY: usize = 150;
+    let f = fixture("node-1", 8, None).await;
+    let crashed = f.engine.incarnation().to_string();
+    // A long life: every job ran a real CLI, whose pid the attempt recorded.
+    let mut history = Vec::new();
+    for i in 0..HISTORY {
+        history.push(submit(&f, &format!("FAKE text history {i}"), 0).await);
+    }
+    let mut done = 0;
+    while done < HISTORY {
+        f.engine.tick().await.unwrap();
+        let job = f
+            .engine
+            .wait_for(history[done], Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(job.state, JobState::Completed);
+        done += 1;
+    }
+    for id in &history {
+        let attempts = f.store.list_attempts(*id).await.unwrap();
+        assert!(attempts[0].pid.is_some(), "{id} recorded no pid");
+        assert_eq!(attempts[0].incarnation, crashed);
+    }
+
+    // An attempt of the same incarnation that another node rescued after its lease ran
+    // out: its supervisor never reaped it, and a grandchild lives on.
+    let request = JobRequest {
+        max_attempts: Some(1),
+        ..JobRequest::prompt("FAKE text rescued")
+    };
+    let rescued = submit_request(&f, request, 0).await;
+    let claimed = f.store.claim(&crashed, START, 1_000, 1).await.unwrap();
+    assert_eq!(claimed[0].job.id, rescued);
+    let mut rescued_survivor = survivor_of(&f.store, rescued, 1).await;
+    let other = fixture_on("node-2", 1, &f).await;
+    other.1.advance(5_000);
+    assert_eq!(other.0.tick().await.unwrap(), 0);
+    assert_eq!(
+        f.store.get_job(rescued).await.unwrap().state,
+        JobState::Dead,
+        "node-2 did not rescue the expired attempt"
+    );
+    // And one running when the incarnation died.
+    let running = submit(&f, "FAKE text interrupted", 0).await;
+    f.store.claim(&crashed, START, 60_000, 1).await.unwrap();
+    let mut running_survivor = survivor_of(&f.store, running, 1).await;
+
+    // The incarnation dies (nothing drains, nothing closes it), and the node restarts.
+    let Fixture { engine, _dir, .. } = f;
+    drop(engine);
+    let f = fixture("node-1", 1, Some(_dir)).await;
+    assert_eq!(
+        f.engine.recovery(),
+        baton_engine::Recovery {
+            groups: 2,
+            killed: 2,
+            strays: 0,
+            requeued: 1,
+        },
+        "recovery looked at more than the running and the rescued attempt"
+    );
+    for (name, child) in [
+        ("rescued", &mut rescued_survivor),
+        ("running", &mut running_survivor),
+    ] {
+        let status = child.wait().unwrap();
+        assert!(
+            status.code().is_none(),
+            "the {name} attempt's survivor was not killed: {status}"
+        );
+    }
+    assert_eq!(
+        f.store.get_job(running).await.unwrap().state,
+        JobState::Queued
+    );
+    // A second restart finds nothing left to do.
+    let Fixture { engine, _dir, .. } = f;
+    drop(engine);
+    let f = fixture("node-1", 1, Some(_dir)).await;
+    assert_eq!(f.engine.recovery(), baton_engine::Recovery::default());
 }
 
 #[tokio::test]

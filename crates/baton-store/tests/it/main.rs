@@ -105,6 +105,16 @@ fn finish(t: Transition) -> Finish {
         session: None,
         refund_attempt: false,
         trailing: Vec::new(),
+        // As its own supervisor ends an attempt.
+        reaped: true,
+    }
+}
+
+/// An end written by someone other than the attempt's supervisor: a rescue.
+fn rescue(t: Transition) -> Finish {
+    Finish {
+        reaped: false,
+        ..finish(t)
     }
 }
 
@@ -322,11 +332,51 @@ async fn expired_leases_and_orphans_are_found(t) {
     );
     assert!(s.expired_leases(500).await.unwrap().is_empty());
     assert_eq!(s.expired_leases(1_001).await.unwrap().len(), 1);
+    // While it runs, its processes may outlive the node.
+    assert_eq!(
+        s.abandoned_processes("node-a", "inc-new").await.unwrap(),
+        vec![(4242, 77)]
+    );
     // Rescued by another node: no longer an orphan, but its processes may live on.
-    s.finish_attempt(a, 1, &finish(Transition::Retry), 2_000)
+    s.finish_attempt(a, 1, &rescue(Transition::Fail), 2_000)
         .await
         .unwrap();
     assert!(s.orphans_of_node("node-a", "inc-new").await.unwrap().is_empty());
+    assert_eq!(
+        s.abandoned_processes("node-a", "inc-new").await.unwrap(),
+        vec![(4242, 77)]
+    );
+    // Attempts the old incarnation's supervisors ended themselves were reaped: not
+    // named, however many there are. Nor is a fenced attempt whose supervisor reaped it.
+    for n in 0..20 {
+        let id = insert(s, spec(&format!("done {n}")), 0).await;
+        s.claim("inc-old", 0, 1_000, 1).await.unwrap();
+        let meta = AttemptMeta {
+            pid: Some((5_000 + n, 88)),
+            ..AttemptMeta::default()
+        };
+        s.append_events(id, 1, &[], &meta, 0).await.unwrap();
+        s.finish_attempt(id, 1, &finish(Transition::Succeed), 1)
+            .await
+            .unwrap();
+    }
+    let z = insert(s, spec("zombie"), 0).await;
+    s.claim("inc-old", 0, 1_000, 1).await.unwrap();
+    let meta = AttemptMeta {
+        pid: Some((6_000, 99)),
+        ..AttemptMeta::default()
+    };
+    s.append_events(z, 1, &[], &meta, 0).await.unwrap();
+    s.finish_attempt(z, 1, &rescue(Transition::Fail), 1_500)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.abandoned_processes("node-a", "inc-new").await.unwrap().len(),
+        2,
+        "the rescued zombie may have survivors until its supervisor says otherwise"
+    );
+    let refused = s.finish_attempt(z, 1, &finish(Transition::Succeed), 1_600).await;
+    assert!(matches!(refused, Err(StoreError::Fenced { .. })), "{refused:?}");
     assert_eq!(
         s.abandoned_processes("node-a", "inc-new").await.unwrap(),
         vec![(4242, 77)]
