@@ -5,7 +5,7 @@ use baton_core::{ErrorKind, JobId, JobSpec, JobState};
 use serde_json::Value;
 use sqlx::Row;
 
-use crate::records::{JobRecord, Orphan};
+use crate::records::{JobRecord, OpenJobs, Orphan};
 use crate::{Result, StoreError};
 
 pub(crate) const JOB_COLUMNS: &str = "id, project_id, state, priority, run_at, created_at, updated_at, \
@@ -54,6 +54,19 @@ pub(crate) fn parse_state(s: String) -> Result<JobState> {
 
 pub(crate) fn parse_id(id: &str) -> Result<JobId> {
     JobId::parse(id).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The counts of `SELECT state, COUNT(*) AS n … GROUP BY state` over open jobs.
+pub(crate) fn open_jobs(rows: &[impl Cols]) -> Result<OpenJobs> {
+    let mut open = OpenJobs::default();
+    for r in rows {
+        match parse_state(r.text("state"))? {
+            JobState::Queued => open.queued = r.int("n"),
+            JobState::Running => open.running = r.int("n"),
+            other => return Err(StoreError::Corrupt(format!("{other} is not open"))),
+        }
+    }
+    Ok(open)
 }
 
 /// An orphan from the columns `id, attempt, max_attempts, pid, pid_start`.

@@ -27,7 +27,7 @@ use baton_core::{JobId, JobSpec, JobState};
 
 pub use records::{
     AttemptMeta, AttemptRecord, Claimed, EventRecord, Finish, Inserted, JobFilter, JobRecord,
-    NewEvent, NewJob, Orphan, SessionRecord, SessionSave,
+    NewEvent, NewJob, OpenJobs, Orphan, SessionRecord, SessionSave,
 };
 
 /// The handle every other crate uses: one API over either backend. Cheap to clone.
@@ -184,7 +184,9 @@ delegate! {
     fn expired_leases(&self, now: i64) -> Result<Vec<Orphan>>;
     /// The earliest `run_at` of a queued job, so the dispatcher knows when to wake.
     fn next_run_at(&self) -> Result<Option<i64>>;
-    fn count_by_state(&self, project_id: &str) -> Result<Vec<(JobState, i64)>>;
+    /// The project's queued and running jobs. Its cost grows with the queue, not with the
+    /// finished jobs kept.
+    fn count_open(&self, project_id: &str) -> Result<OpenJobs>;
     /// Starts a failed or dead job again with `spec`, `extra_attempts` more attempts and
     /// attempt numbers that continue (so fencing still holds). `Conflict` for any other
     /// state.

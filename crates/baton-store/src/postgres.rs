@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
-use crate::decode::{JOB_COLUMNS, fenced, job_from_row, orphan_from_row, parse_id, parse_state};
+use crate::decode::{
+    JOB_COLUMNS, fenced, job_from_row, open_jobs, orphan_from_row, parse_id, parse_state,
+};
 use crate::records::*;
 use crate::{Notice, Result, StoreError, migrations};
 
@@ -744,15 +746,15 @@ impl PgStore {
         )
     }
 
-    pub async fn count_by_state(&self, project_id: &str) -> Result<Vec<(JobState, i64)>> {
-        let rows =
-            sqlx::query("SELECT state, COUNT(*) FROM jobs WHERE project_id = $1 GROUP BY state")
-                .bind(project_id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| Ok((parse_state(r.get(0))?, r.get(1))))
-            .collect()
+    pub async fn count_open(&self, project_id: &str) -> Result<OpenJobs> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM jobs \
+             WHERE project_id = $1 AND state IN ('queued', 'running') GROUP BY state",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        open_jobs(&rows)
     }
 
     pub async fn replay(

@@ -137,6 +137,14 @@ pub struct AttemptMeta {
     pub warm: bool,
 }
 
+/// How many of a project's jobs wait or run: what the queue holds now, counted through
+/// the indexes of open jobs, never by reading the finished ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenJobs {
+    pub queued: i64,
+    pub running: i64,
+}
+
 /// A running attempt whose owner is gone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Orphan {

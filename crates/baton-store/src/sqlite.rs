@@ -12,7 +12,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::decode::{JOB_COLUMNS, fenced, job_from_row, orphan_from_row, parse_state};
+use crate::decode::{JOB_COLUMNS, fenced, job_from_row, open_jobs, orphan_from_row, parse_state};
 use crate::migrations;
 use crate::records::*;
 use crate::{Result, StoreError};
@@ -20,7 +20,10 @@ use crate::{Result, StoreError};
 /// The SQLite backend. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    /// One connection: all writes are serialized here, in process.
+    /// One connection: all writes are serialized here, in process. Its transactions begin
+    /// `IMMEDIATE`, taking the file's write lock first: a transaction that reads, then
+    /// writes, would otherwise fail at once with `SQLITE_BUSY` when another process (a
+    /// command-line tool on the same file) wrote in between, instead of waiting its turn.
     write: SqlitePool,
     read: SqlitePool,
 }
@@ -143,7 +146,7 @@ impl SqliteStore {
             let row = insert.fetch_one(&self.write).await?;
             return Ok(Inserted::New(job_from_row(&row)?));
         };
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let existing = sqlx::query(
             "SELECT id, request_hash FROM jobs WHERE project_id = ? AND idempotency_key = ?",
         )
@@ -331,7 +334,7 @@ impl SqliteStore {
         now: i64,
     ) -> Result<i64> {
         let id = job.to_string();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         // One round trip: the pid and session id when newly known, the guarded move of
         // `last_seq` (the fence), and the events numbered after it, from one JSON array.
         let mut sql = String::new();
@@ -458,7 +461,7 @@ impl SqliteStore {
         events: &[NewEvent],
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let last: Option<i64> = sqlx::query_scalar(
             "UPDATE jobs SET last_seq = last_seq + ? WHERE id = ? AND state = 'running' AND attempt = ? RETURNING last_seq",
         )
@@ -496,7 +499,7 @@ impl SqliteStore {
         finish: &Finish,
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let _ = move_job(&mut tx, job, attempt, finish, now).await?;
         drop(tx);
         Ok(())
@@ -525,7 +528,7 @@ impl SqliteStore {
         finishes: &[(JobId, u32, &Finish)],
         now: i64,
     ) -> Result<Vec<Result<JobRecord>>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let mut out = Vec::with_capacity(finishes.len());
         let mut ended = Vec::new();
         let mut events = Vec::new();
@@ -609,7 +612,7 @@ impl SqliteStore {
     /// supervisor kills the process and records the end. Returns the job as it now stands.
     pub async fn cancel(&self, job: JobId, now: i64) -> Result<JobRecord> {
         let id = job.to_string();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT state, project_id FROM jobs WHERE id = ?")
             .bind(&id)
             .fetch_optional(&mut *tx)
@@ -788,15 +791,15 @@ impl SqliteStore {
         )
     }
 
-    pub async fn count_by_state(&self, project_id: &str) -> Result<Vec<(JobState, i64)>> {
-        let rows =
-            sqlx::query("SELECT state, COUNT(*) FROM jobs WHERE project_id = ? GROUP BY state")
-                .bind(project_id)
-                .fetch_all(&self.read)
-                .await?;
-        rows.iter()
-            .map(|r| Ok((parse_state(r.get(0))?, r.get(1))))
-            .collect()
+    pub async fn count_open(&self, project_id: &str) -> Result<OpenJobs> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM jobs \
+             WHERE project_id = ? AND state IN ('queued', 'running') GROUP BY state",
+        )
+        .bind(project_id)
+        .fetch_all(&self.read)
+        .await?;
+        open_jobs(&rows)
     }
 
     /// Starts a failed or dead job again with `spec`, `extra_attempts` more attempts and
@@ -812,7 +815,7 @@ impl SqliteStore {
         let id = job.to_string();
         let spec_json =
             serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
             .bind(&id)
             .fetch_optional(&mut *tx)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use baton_core::{ErrorKind, JobId, JobRequest, JobSpec, JobState, Limits, SessionId, Transition};
 use baton_store::testing::TestDatabase;
 use baton_store::{
-    AttemptMeta, Finish, Inserted, JobFilter, NewEvent, NewJob, Notice, Store, StoreError,
+    AttemptMeta, Finish, Inserted, JobFilter, NewEvent, NewJob, Notice, OpenJobs, Store, StoreError,
 };
 use serde_json::json;
 
@@ -662,8 +662,27 @@ async fn retention_deletes_old_finished_jobs_with_their_rows(t) {
     assert!(s.list_events(old, 0, 10).await.unwrap().is_empty());
     assert!(s.list_attempts(old).await.unwrap().is_empty());
     assert_eq!(s.get_job(new).await.unwrap().state, JobState::Completed);
-    let counts = s.count_by_state("default").await.unwrap();
-    assert_eq!(counts, vec![(JobState::Completed, 1)]);
+}
+
+async fn open_jobs_are_counted_and_finished_ones_are_not(t) {
+    let s = &t.store;
+    let done = insert(s, spec("done"), 0).await;
+    s.claim("n", 0, 1_000, 1).await.unwrap();
+    s.finish_attempt(done, 1, &finish(Transition::Succeed), 1)
+        .await
+        .unwrap();
+    insert(s, spec("running"), 0).await;
+    s.claim("n", 2, 1_000, 1).await.unwrap();
+    insert(s, spec("queued"), 0).await;
+    insert(s, spec("later"), 10_000).await;
+    assert_eq!(
+        s.count_open("default").await.unwrap(),
+        OpenJobs {
+            queued: 2,
+            running: 1
+        }
+    );
+    assert_eq!(s.count_open("other").await.unwrap(), OpenJobs::default());
 }
 
 async fn idempotent_responses_keep_the_first_and_expire(t) {
