@@ -1,4 +1,5 @@
-//! `cargo xtask chaos [--kills N] [--release] [--postgres --nodes N] [--prebuilt]`: runs Baton with
+//! `cargo xtask chaos [--kills N] [--history N] [--release] [--postgres --nodes N] [--prebuilt]`:
+//! runs Baton with
 //! `fake-claude` under a steady load, SIGKILLs the server (or, with `--nodes`, a random
 //! node of several sharing one PostgreSQL) at random moments and restarts it, then checks
 //! from the store and the clients' own records that:
@@ -15,7 +16,9 @@
 //! With `--postgres`, the database is a private PostgreSQL cluster that is also restarted
 //! once mid-run: the nodes must reconnect on their own and lose nothing acknowledged.
 //! Clients fail over between nodes; SSE clients resume on another node with
-//! `Last-Event-ID`. Loopback only, bounded in kills and time.
+//! `Last-Event-ID`. With `--history N`, the first incarnations run N jobs to the end
+//! before the first kill, so the first restarts recover a node with a long past (and the
+//! checks cover those jobs too). Loopback only, bounded in kills and time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -40,10 +43,19 @@ struct Options {
     /// Run the binaries already in `target/` (the test run just built them) rather than
     /// building first: a plain build unifies features differently and would rebuild.
     prebuilt: bool,
+    /// Jobs run to the end before the first kill.
+    history: usize,
 }
 
 /// The lease the nodes run with under `--postgres`: short, so rescues happen often.
 const NODE_LEASE_MS: u64 = 3_000;
+
+fn number(value: Option<&String>, usage: &str) -> anyhow::Result<usize> {
+    value
+        .context(usage.to_string())?
+        .parse()
+        .context(usage.to_string())
+}
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options {
@@ -52,32 +64,25 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         postgres: false,
         nodes: 1,
         prebuilt: false,
+        history: 0,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--kills" => {
-                o.kills = it
-                    .next()
-                    .context("--kills N")?
-                    .parse()
-                    .context("--kills N")?
-            }
+            "--kills" => o.kills = number(it.next(), "--kills N")?,
+            "--history" => o.history = number(it.next(), "--history N")?,
             "--release" => o.release = true,
             "--postgres" => o.postgres = true,
             "--prebuilt" => o.prebuilt = true,
-            "--nodes" => {
-                o.nodes = it
-                    .next()
-                    .context("--nodes N")?
-                    .parse()
-                    .context("--nodes N")?
-            }
+            "--nodes" => o.nodes = number(it.next(), "--nodes N")?,
             other => bail!("unknown chaos option {other}"),
         }
     }
     if o.kills == 0 || o.kills > 10_000 {
         bail!("--kills must be between 1 and 10000");
+    }
+    if o.history > 200_000 {
+        bail!("--history must be at most 200000");
     }
     if o.nodes == 0 || o.nodes > 8 {
         bail!("--nodes must be between 1 and 8");
@@ -486,6 +491,16 @@ async fn chaos(
     for k in 0..opts.nodes {
         nodes.start(&http, k).await?;
     }
+    if opts.history > 0 {
+        let t = Instant::now();
+        let ids = crate::history::run(&http, &bases, opts.history).await?;
+        println!(
+            "chaos: {} jobs of history ran in {:.1} s before the first kill",
+            ids.len(),
+            t.elapsed().as_secs_f64()
+        );
+        seen.lock().unwrap().acknowledged.extend(ids);
+    }
     let submitters: Vec<_> = (0..6)
         .map(|n| {
             tokio::spawn(submitter(
@@ -501,6 +516,7 @@ async fn chaos(
     let mut followed = 0;
     let mut not_requeued = Vec::new();
     let mut restart_ms = Vec::new();
+    let mut first_restart_ms = None;
     // (incarnation, when it was killed in ms since the epoch) for invariant 6.
     let mut killed: Vec<(String, i64)> = Vec::new();
     let mut postgres_restarted = None;
@@ -559,6 +575,7 @@ async fn chaos(
             tokio::time::sleep(Duration::from_millis(down)).await;
         }
         restart_ms.push(nodes.start(&http, k).await?);
+        first_restart_ms.get_or_insert(restart_ms[0]);
         // Invariant 5b: what the killed server was running was requeued before its
         // successor answered: nothing runs under a dead incarnation.
         let dead: std::collections::HashSet<&str> =
@@ -803,6 +820,12 @@ async fn chaos(
         seen.streams.len(),
         seen.streams.values().map(BTreeMap::len).sum::<usize>()
     );
+    if opts.history > 0 {
+        println!(
+            "  first restart after the history: {} ms",
+            first_restart_ms.unwrap_or_default()
+        );
+    }
     println!(
         "  restart to ready    p50 {} ms, max {} ms (orphans are requeued before the listener opens)",
         restart_ms[restart_ms.len() / 2],

@@ -8,6 +8,7 @@
 
 mod bench;
 mod chaos;
+mod history;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -75,10 +76,14 @@ fn ci() -> anyhow::Result<()> {
     drop(cluster);
     // Short chaos runs on the binaries the tests just built: one node on SQLite, then
     // three on PostgreSQL (which is also restarted once).
+    // The SQLite run starts with a long-lived first incarnation: its restart must not
+    // grow with everything it ran.
     chaos::main(&[
         "--prebuilt".to_string(),
         "--kills".to_string(),
         "20".to_string(),
+        "--history".to_string(),
+        "2000".to_string(),
     ])?;
     if baton_store::testing::PrivateCluster::available() {
         chaos::main(&[
@@ -174,7 +179,7 @@ fn main() -> anyhow::Result<()> {
         Some("chaos") => chaos::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | bench [--quick|--real|--postgres [--database-url URL]|--baton PATH|--workspace-dir DIR] | chaos [--kills N] [--release] [--postgres --nodes N] [--prebuilt] | install-claude>"
+                "usage: cargo xtask <ci | bench [--quick|--real|--scale [--run-history]|--postgres [--database-url URL]|--baton PATH|--workspace-dir DIR] | chaos [--kills N] [--history N] [--release] [--postgres --nodes N] [--prebuilt] | install-claude>"
             );
             std::process::exit(2);
         }

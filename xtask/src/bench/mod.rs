@@ -6,7 +6,9 @@
 //! (c) queue-only claim+complete throughput on SQLite (no process at all);
 //! (d) the server's resident memory with 200 attempts running;
 //! (e) with `--real`: the pinned real CLI against `mock-anthropic`, cold versus warm: time to
-//!     first event and total latency over 50 jobs each, and the CLI's memory.
+//!     first event and total latency over 50 jobs each, and the CLI's memory;
+//! with `--scale` (`scale.rs`): restart after `kill -9` under a long history, submit
+//!     throughput, a long log replayed over SSE, 1,000 followers of one job.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,6 +21,8 @@ use baton_core::{JobId, JobRequest, Limits, Transition};
 use baton_store::{Finish, NewEvent, NewJob, Store};
 
 use crate::{cargo, root, run};
+
+mod scale;
 
 struct Stats {
     n: usize,
@@ -117,10 +121,41 @@ fn raw_spawn(fake: &Path, threads: usize, total: usize) -> anyhow::Result<(Stats
     Ok((stats(lat, wall), per_run_ms))
 }
 
-struct Server {
+pub(crate) struct Server {
     child: std::process::Child,
     base: String,
-    _dir: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+    /// When the current process was spawned.
+    spawned: Instant,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// SIGKILL, as a crash would.
+    fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts the server again on the same data directory and port; does not wait.
+    fn respawn(&mut self, fake: &Path, concurrency: usize, extra: &[String]) -> anyhow::Result<()> {
+        self.spawned = Instant::now();
+        self.child = spawn_server(
+            &self.bin,
+            fake,
+            self.dir.path(),
+            self.port,
+            concurrency,
+            extra,
+        )?;
+        Ok(())
+    }
 }
 
 impl Drop for Server {
@@ -134,6 +169,30 @@ fn start_server(bin: &Path, fake: &Path, concurrency: usize) -> anyhow::Result<S
     start_server_with(bin, fake, concurrency, &[])
 }
 
+fn spawn_server(
+    bin: &Path,
+    fake: &Path,
+    dir: &Path,
+    port: u16,
+    concurrency: usize,
+    extra: &[String],
+) -> anyhow::Result<std::process::Child> {
+    Ok(Command::new(bin)
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--claude-bin")
+        .arg(fake)
+        .args(["--max-concurrency", &concurrency.to_string()])
+        .args(["--set", "silence_timeout_seconds=600", "--set", "log=warn"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
 fn start_server_with(
     bin: &Path,
     fake: &Path,
@@ -144,20 +203,8 @@ fn start_server_with(
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new(bin)
-        .arg("serve")
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--claude-bin")
-        .arg(fake)
-        .args(["--max-concurrency", &concurrency.to_string()])
-        .args(["--set", "silence_timeout_seconds=600", "--set", "log=warn"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let spawned = Instant::now();
+    let child = spawn_server(bin, fake, dir.path(), port, concurrency, extra)?;
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -169,7 +216,10 @@ fn start_server_with(
     Ok(Server {
         child,
         base,
-        _dir: dir,
+        port,
+        bin: bin.to_path_buf(),
+        spawned,
+        dir,
     })
 }
 
@@ -538,6 +588,37 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             c.n
         );
         return Ok(());
+    }
+    if args.iter().any(|a| a == "--scale") {
+        let (mut bin, fake) = release_bins()?;
+        let other = option(args, "--baton")?;
+        if let Some(path) = other {
+            bin = PathBuf::from(path);
+            println!("server: {}", bin.display());
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let cluster;
+        let backend = if args.iter().any(|a| a == "--postgres") {
+            match option(args, "--database-url")? {
+                Some(url) => scale::Backend::Postgres(url.to_string()),
+                None => {
+                    cluster = baton_store::testing::PrivateCluster::start()
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                    scale::Backend::Postgres(cluster.url())
+                }
+            }
+        } else {
+            scale::Backend::Sqlite
+        };
+        // Another build may not read this build's schema: it runs its history itself.
+        let by = if other.is_some() || args.iter().any(|a| a == "--run-history") {
+            scale::History::Run
+        } else {
+            scale::History::Seeded
+        };
+        return scale::main(&rt, &bin, &fake, &backend, quick, by);
     }
     let scale = if quick { 4 } else { 1 };
     if args.iter().any(|a| a == "--postgres") {
