@@ -1,6 +1,6 @@
 //! What a run will do, derived from the command line and the environment and validated in
 //! the order the real CLI validates: the first problem found is the one reported, with the
-//! real CLI's text where it was observed (`../shared/claude-cli/README.md`).
+//! real CLI's text where it was observed (`crates/fake-claude/fixtures`).
 
 use std::ffi::CStr;
 use std::fs;

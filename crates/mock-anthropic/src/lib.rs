@@ -1,8 +1,8 @@
 //! A scripted Anthropic Messages API on loopback, to drive the real `claude` CLI offline.
 //! Test support only.
 //!
-//! The mock speaks what `claude` 2.1.197 sends and expects (see
-//! `/work/shared/claude-cli/README.md` §4.1): it answers the `HEAD /` preflight,
+//! The mock speaks what `claude` 2.1.197 sends and expects (the request logs in
+//! `crates/fake-claude/fixtures/*.requests.jsonl`): it answers the `HEAD /` preflight,
 //! `POST /v1/messages` (any query, e.g. `beta=true`) as SSE when the body says
 //! `"stream": true` and as one JSON message otherwise, `POST /v1/messages/count_tokens`,
 //! and `GET /v1/models`; anything else is an Anthropic-style 404. `GET /__mock/requests`

@@ -1,6 +1,6 @@
 //! Integration tests: spawn the `fake-claude` binary exactly as Baton spawns the real CLI
 //! and check what a wrapper would observe, against the real CLI's recorded fixtures where
-//! they exist (`../shared/claude-cli/fixtures`).
+//! they exist (`crates/fake-claude/fixtures`).
 
 mod cli;
 mod output;

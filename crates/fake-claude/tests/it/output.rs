@@ -64,11 +64,10 @@ fn plain_run_has_the_real_event_shapes() {
     let cost = result.get("total_cost_usd").and_then(Json::as_f64).unwrap();
     assert!((cost - (101.0 * 5e-6 + 6.0 * 25e-6)).abs() < 1e-12);
 
-    if let Some(real) = fixture_events("b_stream_json_verbose.stdout") {
-        assert_eq!(types(&real), types(&events));
-        for (ours, theirs) in events.iter().zip(&real) {
-            assert_same_shape(ours, theirs);
-        }
+    let real = fixture_events("b_stream_json_verbose.stdout");
+    assert_eq!(types(&real), types(&events));
+    for (ours, theirs) in events.iter().zip(&real) {
+        assert_same_shape(ours, theirs);
     }
 }
 
@@ -86,9 +85,8 @@ fn text_and_json_outputs_print_only_the_result() {
     let events = json.events();
     assert_eq!(types(&events), ["result"]);
     assert_eq!(str_at(&events[0], &["result"]), Some("hello there"));
-    if let Some(real) = fixture_events("a_json_text.stdout") {
-        assert_same_shape(&events[0], &real[0]);
-    }
+    let real = fixture_events("a_json_text.stdout");
+    assert_same_shape(&events[0], &real[0]);
 
     // `json --verbose` is one line holding an array of every event (a3).
     let verbose = sandbox.run(
@@ -134,11 +132,10 @@ fn tool_round_trip_matches_the_real_cli() {
     assert_eq!(str_at(result, &["result"]), Some("done"));
     assert_eq!(result.get("num_turns").and_then(Json::as_i64), Some(2));
 
-    if let Some(real) = fixture_events("d0_tool_bash_echo_auto_allowed.stdout") {
-        assert_same_shape(&events[1], &real[2]); // the tool_use block event
-        assert_same_shape(tool_result, first_of(&real, "user"));
-        assert_same_shape(result, last_of(&real, "result"));
-    }
+    let real = fixture_events("d0_tool_bash_echo_auto_allowed.stdout");
+    assert_same_shape(&events[1], &real[2]); // the tool_use block event
+    assert_same_shape(tool_result, first_of(&real, "user"));
+    assert_same_shape(result, last_of(&real, "result"));
 }
 
 #[test]
@@ -175,10 +172,9 @@ fn denied_write_is_reported_and_not_performed() {
     assert_eq!(denials.len(), 1);
     assert_eq!(str_at(&denials[0], &["tool_name"]), Some("Write"));
     assert!(!path.exists());
-    if let Some(real) = fixture_events("d4_tool_write_not_allowed.stdout") {
-        assert_same_shape(denied, first_of(&real, "user"));
-        assert_same_shape(result, last_of(&real, "result"));
-    }
+    let real = fixture_events("d4_tool_write_not_allowed.stdout");
+    assert_same_shape(denied, first_of(&real, "user"));
+    assert_same_shape(result, last_of(&real, "result"));
 
     // With edits accepted, the write happens and nothing is denied.
     let allowed = sandbox.run(
@@ -215,10 +211,9 @@ fn api_error_401_is_a_successful_subtype_with_is_error() {
         text.starts_with("Failed to authenticate. API Error: 401"),
         "{text}"
     );
-    if let Some(real) = fixture_events("h1_http401_stream.stdout") {
-        assert_same_shape(synthetic, last_of(&real, "assistant"));
-        assert_same_shape(result, last_of(&real, "result"));
-    }
+    let real = fixture_events("h1_http401_stream.stdout");
+    assert_same_shape(synthetic, last_of(&real, "assistant"));
+    assert_same_shape(result, last_of(&real, "result"));
 
     let rate_limited = Sandbox::new().run(&stream_args("FAKE api_error 429", &[]), "");
     assert_eq!(
@@ -257,16 +252,15 @@ fn loop_past_max_turns_ends_in_error_max_turns() {
         result.get("result").is_none(),
         "error results have no result key"
     );
-    if let Some(real) = fixture_events("g1_max_turns_hit.stdout") {
-        // The recorded model also wrote a text block before each tool call; compare the
-        // events both have.
-        assert_same_shape(first_of(&events, "user"), first_of(&real, "user"));
-        assert_same_shape(result, last_of(&real, "result"));
-        assert_eq!(
-            result.get("terminal_reason"),
-            last_of(&real, "result").get("terminal_reason")
-        );
-    }
+    let real = fixture_events("g1_max_turns_hit.stdout");
+    // The recorded model also wrote a text block before each tool call; compare the
+    // events both have.
+    assert_same_shape(first_of(&events, "user"), first_of(&real, "user"));
+    assert_same_shape(result, last_of(&real, "result"));
+    assert_eq!(
+        result.get("terminal_reason"),
+        last_of(&real, "result").get("terminal_reason")
+    );
 
     // Text mode prints the error without a newline (g3).
     let text = Sandbox::new().run(&["-p", "FAKE loop 5", "--max-turns", "1"], "");
@@ -293,9 +287,8 @@ fn budget_is_checked_after_each_answer() {
         result.get("errors").unwrap().to_compact(),
         r#"["Reached maximum budget ($0.001)"]"#
     );
-    if let Some(real) = fixture_events("g4_max_budget_hit.stdout") {
-        assert_same_shape(result, last_of(&real, "result"));
-    }
+    let real = fixture_events("g4_max_budget_hit.stdout");
+    assert_same_shape(result, last_of(&real, "result"));
 }
 
 #[test]
@@ -337,9 +330,8 @@ fn not_logged_in_is_reported_like_the_real_cli() {
         Some("Not logged in · Please run /login")
     );
     assert!(result.get("api_error_status").unwrap().is_null());
-    if let Some(real) = fixture_events("o3_no_credentials.stdout") {
-        assert_same_shape(result, &real[0]);
-    }
+    let real = fixture_events("o3_no_credentials.stdout");
+    assert_same_shape(result, &real[0]);
 }
 
 #[test]
@@ -371,9 +363,8 @@ fn structured_output_precedes_terminal_reason() {
     let keys = result.keys();
     let at = |k: &str| keys.iter().position(|x| *x == k).unwrap();
     assert_eq!(at("structured_output") + 1, at("terminal_reason"));
-    if let Some(real) = fixture_events("i1_json_schema_structured.stdout") {
-        assert_same_shape(result, &real[0]);
-    }
+    let real = fixture_events("i1_json_schema_structured.stdout");
+    assert_same_shape(result, &real[0]);
 
     let missing = sandbox.run(
         &[
@@ -417,13 +408,12 @@ fn partial_messages_stream_deltas_around_each_block() {
     let assistant = kinds.iter().position(|k| k == "assistant").unwrap();
     assert_eq!(kinds[assistant - 1], "content_block_delta");
     assert_eq!(kinds[assistant + 1], "content_block_stop");
-    if let Some(real) = fixture_events("c4_stream_partial_tool_use.stdout") {
-        assert_same_shape(
-            first_of(&events, "stream_event"),
-            first_of(&real, "stream_event"),
-        );
-        assert_same_shape(&events[1], &real[1]); // system/status
-    }
+    let real = fixture_events("c4_stream_partial_tool_use.stdout");
+    assert_same_shape(
+        first_of(&events, "stream_event"),
+        first_of(&real, "stream_event"),
+    );
+    assert_same_shape(&events[1], &real[1]); // system/status
 
     let json = Sandbox::new().run(
         &[

@@ -374,31 +374,17 @@ pub fn last_of<'a>(events: &'a [Json], kind: &str) -> &'a Json {
         .unwrap_or_else(|| panic!("no {kind} event"))
 }
 
-/// The recorded real-CLI fixtures, when this checkout has them. Without them the caller
-/// skips its comparison, loudly; with `BATON_REQUIRE_ALL=1` (CI) that is a failure.
-pub fn fixture(name: &str) -> Option<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/claude-cli/fixtures");
-    if !dir.is_dir() {
-        assert!(
-            std::env::var("BATON_REQUIRE_ALL").as_deref() != Ok("1"),
-            "fixtures missing at {} and BATON_REQUIRE_ALL=1",
-            dir.display()
-        );
-        eprintln!(
-            "NOTICE: {} is missing; skipping the comparison with the real CLI's {name}",
-            dir.display()
-        );
-        return None;
-    }
-    let path = dir.join(name);
-    Some(
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read fixture {}: {e}", path.display())),
-    )
+/// A recorded real-CLI transcript (`crates/fake-claude/fixtures`, part of the repository).
+pub fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read fixture {}: {e}", path.display()))
 }
 
-pub fn fixture_events(name: &str) -> Option<Vec<Json>> {
-    fixture(name).map(|text| parse_lines(&text))
+pub fn fixture_events(name: &str) -> Vec<Json> {
+    parse_lines(&fixture(name))
 }
 
 /// Asserts that `ours` has the keys of `real` in the same order, recursively through

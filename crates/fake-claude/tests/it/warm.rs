@@ -56,9 +56,8 @@ fn two_turns_share_one_session() {
     assert_eq!(live.next_line(), None, "stdout closes at end of input");
     let status = live.wait(TIMEOUT).expect("exits after stdin EOF");
     assert_eq!(status.code(), Some(0));
-    if let Some(real) = fixture_events("f1_stream_input_multi.stdout") {
-        crate::support::assert_same_shape(result, real.last().unwrap());
-    }
+    let real = fixture_events("f1_stream_input_multi.stdout");
+    crate::support::assert_same_shape(result, real.last().unwrap());
 }
 
 #[test]
