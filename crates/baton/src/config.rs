@@ -60,6 +60,9 @@ pub struct Config {
     pub workspace_dir: PathBuf,
     /// A tracing filter, e.g. `info` or `baton_engine=debug`.
     pub log: String,
+    /// `text` (colour only when stderr is a terminal) or `json` (one object per line,
+    /// for log collectors).
+    pub log_format: LogFormat,
     /// Pre-started CLI processes for the job options given; see the README.
     pub warm_pool: Vec<WarmPoolEntry>,
     /// Days a completed job (with its events) is kept.
@@ -68,6 +71,13 @@ pub struct Config {
     pub retention_failed_days: u64,
     /// Days a dead-lettered job is kept.
     pub retention_dead_days: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +175,7 @@ impl Default for Config {
             keep_workspaces: false,
             workspace_dir: PathBuf::new(),
             log: "info".into(),
+            log_format: LogFormat::Text,
             warm_pool: Vec::new(),
             retention_completed_days: 7,
             retention_failed_days: 7,

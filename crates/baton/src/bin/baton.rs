@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use baton::client::{self, Client, RunOptions};
+use baton::config::LogFormat;
 use baton::{App, Config};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -170,13 +171,18 @@ enum JobsCommand {
     },
 }
 
-fn init_tracing(filter: &str) {
+fn init_tracing(filter: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // Colour codes are for a person at a terminal; in a file or a pipe they are noise.
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
 }
 
 /// Each attempt holds three pipes; raise the soft limit on open files to the hard limit so
@@ -208,7 +214,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(flags) => {
             let config = flags.load()?;
-            init_tracing(&config.log);
+            init_tracing(&config.log, config.log_format);
             raise_open_file_limit();
             let app = App::build(config).await?;
             tracing::info!(address = %app.local_addr(), "baton listening");

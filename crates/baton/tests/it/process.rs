@@ -49,10 +49,16 @@ pub(crate) fn spawn_server_with(
         };
         cmd.arg("--set").arg(format!("{k}={v}"));
     }
+    // Its log goes to a file in its data directory, as it would for a service manager.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stderr.log"))
+        .unwrap();
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     Proc {
@@ -100,6 +106,53 @@ async fn submit(base: &str, body: Value) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// Starts a server with `extra` settings, lets it log a job's life, stops it with SIGTERM
+/// and returns what it wrote to stderr (a file, not a terminal).
+async fn log_of_a_job(extra: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = tempfile::tempdir().unwrap();
+    let mut settings = vec![("log", "info")];
+    settings.extend_from_slice(extra);
+    let mut server = spawn_server_with(dir.path(), roots.path(), free_port(), &settings);
+    wait_ready(&server).await;
+    let id = submit(&server.base, json!({"prompt": "FAKE text logged"})).await;
+    wait_job(&server.base, &id, |j| j["state"] == "completed").await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    server.child.wait().unwrap();
+    std::fs::read_to_string(dir.path().join("stderr.log")).unwrap()
+}
+
+#[tokio::test]
+async fn logs_to_a_file_carry_no_colour_codes_and_json_logs_are_one_object_a_line() {
+    let text = log_of_a_job(&[]).await;
+    assert!(text.contains("baton listening"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a log file: {text:?}"
+    );
+
+    let json_log = log_of_a_job(&[("log_format", "json")]).await;
+    let lines: Vec<&str> = json_log.lines().filter(|l| !l.is_empty()).collect();
+    assert!(lines.len() >= 2, "{json_log}");
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("baton listening") && l.contains("\"address\"")),
+        "{json_log}"
+    );
 }
 
 #[tokio::test]
