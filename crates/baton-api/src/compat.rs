@@ -150,7 +150,30 @@ pub async fn chat(
     let spec = parse_request(&st, body.value.into_job()?)?;
     let wait = Duration::from_millis(spec.timeout_ms) + FACADE_MARGIN;
     let job = inserted(submit(&st, spec, idem).await?)?;
-    let job = st.engine().wait_for(job.id, wait).await?;
+    let job = st
+        .engine()
+        .wait_until(job.id, wait, |r| r.parked_until().is_some())
+        .await?;
+    if let Some(until) = job.parked_until() {
+        // A usage or rate limit: the caller is told when to come back, and the job does
+        // not run later for nobody.
+        let job = st.engine().cancel(job.id).await?;
+        let seconds = (until - st.engine().now_ms())
+            .max(0)
+            .unsigned_abs()
+            .div_ceil(1000);
+        return Err(ApiError {
+            detail: Some(json!({"job_id": job.id.to_string(), "job_state": job.state.as_str()})),
+            retry_after: Some(seconds),
+            ..ApiError::new(
+                ErrorType::RateLimit,
+                format!(
+                    "the Anthropic API refused the run until its limit resets in {seconds} s: {}; the job was cancelled",
+                    job.error_message.as_deref().unwrap_or("rate limited")
+                ),
+            )
+        });
+    }
     let view = wire::job(&job);
     let detail = json!({"job_id": job.id.to_string(), "job_state": job.state.as_str(), "job_error": view["error"]});
     match job.state {

@@ -48,6 +48,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields merged into the `error` object (e.g. the job a facade ran).
     pub detail: Option<serde_json::Value>,
+    /// Seconds for `Retry-After` on a 429 or 503 (1 when not set).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -56,6 +58,7 @@ impl ApiError {
             kind,
             message: message.into(),
             detail: None,
+            retry_after: None,
         }
     }
 
@@ -145,8 +148,10 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert("request-id", v);
         }
         if self.kind == ErrorType::Overloaded || self.kind == ErrorType::RateLimit {
-            resp.headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+            resp.headers_mut().insert(
+                "retry-after",
+                HeaderValue::from(self.retry_after.unwrap_or(1).max(1)),
+            );
         }
         resp
     }

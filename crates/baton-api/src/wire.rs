@@ -1,6 +1,5 @@
 //! How Baton's records look on the wire.
 
-use baton_core::JobState;
 use baton_store::{AttemptRecord, EventRecord, JobRecord};
 use serde_json::{Value, json};
 
@@ -54,8 +53,7 @@ pub fn job(j: &JobRecord) -> Value {
         "options": options,
         "last_event_seq": j.last_seq,
         // A queued job whose last attempt hit a rate limit waits for the limit to reset.
-        "parked_until": (j.state == JobState::Queued && j.error_type.as_deref() == Some("rate_limited"))
-            .then(|| timestamp(j.run_at)),
+        "parked_until": j.parked_until().map(timestamp),
     })
 }
 

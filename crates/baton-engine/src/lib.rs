@@ -374,13 +374,25 @@ impl Engine {
     }
 
     /// Waits until `job` is terminal or `timeout` passes, and returns it as it then is.
-    /// The job is read again only when a wake-up does not say what became of it.
     pub async fn wait_for(&self, job: JobId, timeout: Duration) -> Result<JobRecord> {
+        self.wait_until(job, timeout, |r| r.state.is_terminal())
+            .await
+    }
+
+    /// Waits until `job` is as `done` wants it (and at the latest until it is terminal) or
+    /// `timeout` passes, and returns it as it then is. The job is read again only when a
+    /// wake-up does not say what became of it.
+    pub async fn wait_until(
+        &self,
+        job: JobId,
+        timeout: Duration,
+        done: impl Fn(&JobRecord) -> bool,
+    ) -> Result<JobRecord> {
         let mut rx = self.inner.bus.subscribe(job);
         let deadline = tokio::time::Instant::now() + timeout;
         let mut record = self.inner.store.get_job(job).await?;
         loop {
-            if record.state.is_terminal() {
+            if done(&record) || record.state.is_terminal() {
                 return Ok(record);
             }
             let poll = tokio::time::sleep(Duration::from_millis(500));

@@ -300,10 +300,13 @@ const DEFAULT_PARK_MS: i64 = 60_000;
 /// (`retry-after` through its retry delay, or a usage limit's reset time), and the attempt
 /// is not counted: the job did nothing wrong.
 fn park(job: &JobRecord, report: &AttemptReport, message: &str, now: i64) -> Finish {
-    let after = report
-        .rate_limit_retry_ms
-        .map_or(DEFAULT_PARK_MS, |ms| ms as i64);
-    let until = (now + after).max(report.rate_limit_resets_at_ms.unwrap_or(0));
+    let retry = report.rate_limit_retry_ms.map(|ms| now + ms as i64);
+    let until = match (report.rate_limit_resets_at_ms, retry) {
+        // A usage limit's reset, unless the API asked for longer.
+        (Some(reset), retry) => reset.max(retry.unwrap_or(now)),
+        (None, Some(retry)) => retry,
+        (None, None) => now + DEFAULT_PARK_MS,
+    };
     Finish {
         transition: Transition::Retry,
         run_at: Some(until),

@@ -126,7 +126,9 @@ pub struct AttemptReport {
     /// The delay the CLI last waited before retrying a 429 (`system/api_retry` with
     /// `error_status: 429`); the API's `retry-after` is its floor.
     pub rate_limit_retry_ms: Option<u64>,
-    /// When a usage limit resets, from a `rate_limit_event` (milliseconds since the epoch).
+    /// When a usage limit that refused this attempt resets, from a `rate_limit_event`
+    /// whose status is `rejected` (milliseconds since the epoch). Events that only report
+    /// the state of a limit (`allowed`, `allowed_warning`) leave it alone.
     pub rate_limit_resets_at_ms: Option<i64>,
 }
 
@@ -436,12 +438,17 @@ async fn drive(
                         (Some("system"), Some("api_retry")) if event["error_status"] == 429 => {
                             report.rate_limit_retry_ms = event["retry_delay_ms"].as_f64().map(|ms| ms.ceil() as u64);
                         }
-                        // Subscription usage limits announce their reset this way; the field
-                        // is epoch seconds (not observed against the mock: no fixture has it).
-                        (Some("rate_limit_event"), _) => {
-                            if let Some(at) = event["rate_limit_info"]["resetsAt"].as_i64() {
-                                report.rate_limit_resets_at_ms = Some(at * 1000);
-                            }
+                        // A subscription's usage limit: `rejected` refuses the request and
+                        // says when the limit resets (epoch seconds); `allowed` and
+                        // `allowed_warning` come with runs that succeed and change nothing.
+                        (Some("rate_limit_event"), _)
+                            if event["rate_limit_info"]["status"] == "rejected" =>
+                        {
+                            report.rate_limit_resets_at_ms = Some(
+                                event["rate_limit_info"]["resetsAt"]
+                                    .as_i64()
+                                    .map_or(0, |at| at * 1000),
+                            );
                         }
                         (Some("result"), _) => {
                             result = Some(event.clone());
@@ -493,6 +500,13 @@ async fn drive(
         &report.stderr_tail,
         cfg,
     );
+    // A refused usage limit ends in an error result with no API status, which alone
+    // reads as a failed API call: it is a rate limit, to wait out, not to retry now.
+    if report.rate_limit_resets_at_ms.is_some()
+        && let Some((kind @ ErrorKind::ApiError, _)) = &mut report.error
+    {
+        *kind = ErrorKind::RateLimited;
+    }
     report.outcome = result
         .as_ref()
         .map(|r| outcome::summarize(r, model.as_deref()));

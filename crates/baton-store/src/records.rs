@@ -50,6 +50,15 @@ pub struct JobRecord {
     pub error_message: Option<String>,
 }
 
+impl JobRecord {
+    /// When a job that a rate limit parked may run again: it is queued, and its last
+    /// attempt ended `rate_limited` (without counting against its attempts).
+    pub fn parked_until(&self) -> Option<i64> {
+        (self.state == JobState::Queued && self.error_type.as_deref() == Some("rate_limited"))
+            .then_some(self.run_at)
+    }
+}
+
 /// A claimed job: its attempt number is the fencing token every later write must carry.
 #[derive(Debug, Clone)]
 pub struct Claimed {

@@ -43,6 +43,8 @@ Prompt lines starting with `FAKE ` script the run:
   tool | loop <n>       one / n Bash round trips, then `done`
   deny                  a Write that needs permission
   api_error <status>    an API failure result      not_logged_in
+  usage_limit <secs>    a usage limit (rejected), reset in secs
+  rate_limit <status> <secs>  a rate_limit_event (allowed, allowed_warning) first
   error <subtype>       error_max_turns | error_max_budget_usd |
                         error_max_structured_output_retries | error_during_execution
   structured <json>     structured_output          structured_missing

@@ -24,6 +24,9 @@ pub enum Answer {
     ApiError(u16),
     /// `FAKE not_logged_in`
     NotLoggedIn,
+    /// `FAKE usage_limit <seconds>`: a subscription's usage limit, reset in `seconds`: a
+    /// `rate_limit_event` with status `rejected`, then an error result with no API status.
+    UsageLimit { resets_in_s: u64 },
     /// `FAKE error <subtype>`
     Error(ErrorKind),
     /// `FAKE structured <json>`
@@ -85,6 +88,10 @@ pub struct Script {
     pub grandchild: bool,
     /// `FAKE stderr_flood <bytes>`
     pub stderr_flood: Option<usize>,
+    /// `FAKE rate_limit <status> <seconds>`: a `rate_limit_event` with that status
+    /// (`allowed`, `allowed_warning`) and a reset that far ahead, before the answer, as
+    /// the CLI prints for a subscription nearing its limit.
+    pub rate_limit: Option<(String, u64)>,
 }
 
 impl Script {
@@ -127,6 +134,16 @@ impl Script {
                 }
             }
             "not_logged_in" if one(0) => self.answer = Answer::NotLoggedIn,
+            "usage_limit" if one(1) => {
+                if let Ok(resets_in_s) = numbers[0].parse() {
+                    self.answer = Answer::UsageLimit { resets_in_s };
+                }
+            }
+            "rate_limit" if one(2) => {
+                if let Ok(secs) = numbers[1].parse() {
+                    self.rate_limit = Some((numbers[0].to_string(), secs));
+                }
+            }
             "error" if one(1) => {
                 if let Some(kind) = ErrorKind::parse(numbers[0]) {
                     self.answer = Answer::Error(kind);

@@ -322,6 +322,9 @@ impl Runner {
         if let Some(ms) = script.sleep_ms {
             self.pause(ms)?;
         }
+        if let Some((status, secs)) = &script.rate_limit {
+            self.rate_limit_event(status, *secs);
+        }
         if let Some(cut) = script.cut {
             let text = self.plain_answer(&script.answer, prompt);
             self.call(turn, vec![Block::text(text)], "end_turn", 0)?;
@@ -403,6 +406,19 @@ impl Runner {
                 // No request is sent without credentials (o3), hence no request id.
                 let text = "Not logged in · Please run /login".to_string();
                 Ok(self.synthetic_failure(turn, text, "authentication_failed", None, false))
+            }
+            Answer::UsageLimit { resets_in_s } => {
+                let resets_at = self.rate_limit_event("rejected", *resets_in_s);
+                let hour = (resets_at / 3600) % 24;
+                let (h12, half) = match hour {
+                    0 => (12, "am"),
+                    1..=11 => (hour, "am"),
+                    12 => (12, "pm"),
+                    _ => (hour - 12, "pm"),
+                };
+                let text = format!("You've hit your session limit · resets {h12}{half} (UTC)");
+                // The limit is the subscription's, not an API status: none is reported.
+                Ok(self.synthetic_failure(turn, text, "rate_limit", None, true))
             }
             Answer::Error(kind) => {
                 self.call(turn, vec![Block::text("Working on it.")], "tool_use", 0)?;
@@ -730,6 +746,30 @@ impl Runner {
     }
 
     /// The synthetic assistant message the CLI shows when no model answered.
+    /// A `rate_limit_event` whose limit resets `secs` from now; returns that reset time
+    /// in epoch seconds (the event's `resetsAt`).
+    fn rate_limit_event(&mut self, status: &str, secs: u64) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let resets_at = now + secs;
+        let info = obj! {
+            "status" => status,
+            "resetsAt" => resets_at,
+            "rateLimitType" => "five_hour",
+            "overageStatus" => "rejected",
+            "overageDisabledReason" => "org_level_disabled",
+            "isUsingOverage" => false,
+        };
+        self.out.event(obj! {
+            "type" => "rate_limit_event",
+            "rate_limit_info" => info,
+            "uuid" => new_uuid(),
+            "session_id" => self.session_id.clone(),
+        });
+        resets_at
+    }
+
     fn synthetic_failure(
         &mut self,
         turn: &mut Turn,

@@ -338,6 +338,101 @@ async fn a_rate_limited_job_is_parked_not_dead_lettered() {
     server.stop().await;
 }
 
+/// Seconds from the job's last attempt's end to `parked_until`.
+fn parked_for_s(job: &Value) -> i64 {
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let attempts = job["attempts"].as_array().unwrap();
+    let last = &attempts[attempts.len() - 1];
+    (at(&job["parked_until"]) - at(&last["finished_at"])).num_seconds()
+}
+
+/// A subscription's usage limit (`rate_limit_event` rejected, then an error result with no
+/// API status) parks the job until the announced reset, without spending an attempt; it
+/// is not an API error retried at once.
+#[tokio::test]
+async fn a_usage_limit_parks_the_job_until_its_reset() {
+    let server = Server::start().await;
+    let job = server.submit(prompt("FAKE usage_limit 7200")).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let parked = server
+        .wait_until(&id, |j| {
+            !j["parked_until"].is_null() || j["state"] != "queued" && j["state"] != "running"
+        })
+        .await;
+    assert_eq!(parked["state"], "queued", "{parked}");
+    assert_eq!(parked["error"]["type"], "rate_limited", "{parked}");
+    assert!(
+        parked["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("session limit"),
+        "{parked}"
+    );
+    assert_eq!(parked["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        parked["max_attempts"], 2,
+        "the attempt was counted: {parked}"
+    );
+    let waits = parked_for_s(&parked);
+    assert!((7_195..=7_201).contains(&waits), "parked for {waits} s");
+    server.stop().await;
+}
+
+/// `allowed` and `allowed_warning` rate-limit events come with runs that succeed: they
+/// change nothing, and a later 429 parks for its own time, not until their reset.
+#[tokio::test]
+async fn rate_limit_events_that_allow_change_nothing() {
+    let server = Server::start().await;
+    let job = server
+        .run(prompt(
+            "FAKE rate_limit allowed_warning 7200\nFAKE text fine",
+        ))
+        .await;
+    assert_eq!(
+        (job["state"].as_str(), job["result"].as_str()),
+        (Some("completed"), Some("fine"))
+    );
+    let job = server
+        .submit(prompt("FAKE rate_limit allowed 7200\nFAKE api_error 429"))
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let parked = server
+        .wait_until(&id, |j| !j["parked_until"].is_null())
+        .await;
+    let waits = parked_for_s(&parked);
+    assert!((59..=61).contains(&waits), "parked for {waits} s: {parked}");
+    server.stop().await;
+}
+
+/// A synchronous route answers a usage limit with 429 and when to come back, and cancels
+/// the job rather than run it later for nobody.
+#[tokio::test]
+async fn chat_answers_a_usage_limit_with_429_and_retry_after() {
+    let server = Server::start().await;
+    let resp = server
+        .http
+        .post(format!("{}/v1/chat", server.base))
+        .json(&json!({"prompt": "FAKE usage_limit 120"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry_after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (110..=120).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    let id = body["error"]["job_id"].as_str().unwrap();
+    assert_eq!(server.job(id).await["state"], "cancelled");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_missing_cli_fails_jobs_precisely_and_health_says_so() {
     let server = Server::with(&[("claude_bin", "/nonexistent/claude")]).await;
