@@ -460,7 +460,24 @@ async fn drive(
                     // watchdogs and the kill below still happen.
                     let _ = progress.send(Progress::Event(event)).await;
                 }
-                Ok(LineRead::TooLong) => break Stop::TooLong,
+                // A line over the bound is most often a tool's large output echoed back
+                // (a `user` event holding a whole file): the attempt goes on, with the
+                // event stored cut short and marked so. Only the result itself must be
+                // read whole.
+                Ok(LineRead::TooLong { head, len }) => {
+                    silence_deadline = Instant::now() + cfg.silence_timeout;
+                    let kind = line_type(&head);
+                    if kind.is_none_or(|k| k == "result") {
+                        break Stop::TooLong;
+                    }
+                    report.events += 1;
+                    let event = serde_json::json!({
+                        "type": kind,
+                        "baton_truncated": {"bytes": len, "kept": head.len(), "max_line_bytes": cfg.max_line_bytes},
+                        "head": String::from_utf8_lossy(&head),
+                    });
+                    let _ = progress.send(Progress::Event(event)).await;
+                }
                 Ok(LineRead::Eof) | Err(_) => break Stop::Eof,
             }
         }
@@ -516,6 +533,13 @@ async fn drive(
     report
 }
 
+/// The `type` of a stream-json line from its first bytes: the CLI writes it first.
+fn line_type(head: &[u8]) -> Option<&str> {
+    let rest = head.trim_ascii_start().strip_prefix(b"{\"type\":\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn decide(
     stop: Stop,
@@ -559,7 +583,7 @@ fn decide(
             return Some((
                 ErrorKind::OutputTooLarge,
                 format!(
-                    "the CLI printed a line longer than {} bytes",
+                    "the CLI printed its result (or a line that is not stream-json) longer than {} bytes",
                     cfg.max_line_bytes
                 ),
             ));

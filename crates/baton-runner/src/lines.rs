@@ -6,14 +6,24 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 #[derive(Debug, PartialEq, Eq)]
 pub enum LineRead {
     Line(Vec<u8>),
-    TooLong,
+    /// A line longer than the bound, read to its end but not kept: its first bytes (up
+    /// to [`HEAD_BYTES`]) and its whole length.
+    TooLong {
+        head: Vec<u8>,
+        len: usize,
+    },
     Eof,
 }
+
+/// How much of an over-long line is kept, enough to tell what it was.
+pub const HEAD_BYTES: usize = 4096;
 
 pub struct BoundedLines<R> {
     inner: R,
     line: Vec<u8>,
     max: usize,
+    /// Inside an over-long line: its head, and how many bytes it had so far.
+    skipping: Option<(Vec<u8>, usize)>,
 }
 
 impl<R: AsyncBufRead + Unpin> BoundedLines<R> {
@@ -22,6 +32,7 @@ impl<R: AsyncBufRead + Unpin> BoundedLines<R> {
             inner,
             line: Vec::new(),
             max,
+            skipping: None,
         }
     }
 
@@ -29,6 +40,9 @@ impl<R: AsyncBufRead + Unpin> BoundedLines<R> {
         loop {
             let buf = self.inner.fill_buf().await?;
             if buf.is_empty() {
+                if let Some((head, len)) = self.skipping.take() {
+                    return Ok(LineRead::TooLong { head, len });
+                }
                 if self.line.is_empty() {
                     return Ok(LineRead::Eof);
                 }
@@ -38,12 +52,26 @@ impl<R: AsyncBufRead + Unpin> BoundedLines<R> {
                 Some(i) => (i, true),
                 None => (buf.len(), false),
             };
-            if self.line.len() + take > self.max {
-                return Ok(LineRead::TooLong);
+            if self.skipping.is_none() && self.line.len() + take > self.max {
+                // Too long: keep the head, drop the rest as it comes.
+                let mut head = std::mem::take(&mut self.line);
+                let so_far = head.len();
+                head.truncate(HEAD_BYTES);
+                self.skipping = Some((head, so_far));
             }
-            self.line.extend_from_slice(&buf[..take]);
+            match &mut self.skipping {
+                Some((head, len)) => {
+                    let room = HEAD_BYTES.saturating_sub(head.len());
+                    head.extend_from_slice(&buf[..take.min(room)]);
+                    *len += take;
+                }
+                None => self.line.extend_from_slice(&buf[..take]),
+            }
             self.inner.consume(if done { take + 1 } else { take });
             if done {
+                if let Some((head, len)) = self.skipping.take() {
+                    return Ok(LineRead::TooLong { head, len });
+                }
                 return Ok(LineRead::Line(std::mem::take(&mut self.line)));
             }
         }
@@ -66,7 +94,38 @@ mod tests {
             r.next_line().await.unwrap(),
             LineRead::Line(b"two".to_vec())
         );
-        assert_eq!(r.next_line().await.unwrap(), LineRead::TooLong);
+        assert_eq!(
+            r.next_line().await.unwrap(),
+            LineRead::TooLong {
+                head: b"three-is-long".to_vec(),
+                len: 13
+            }
+        );
+        // The reading goes on after it.
+        assert_eq!(
+            r.next_line().await.unwrap(),
+            LineRead::Line(b"last".to_vec())
+        );
+        assert_eq!(r.next_line().await.unwrap(), LineRead::Eof);
+    }
+
+    #[tokio::test]
+    async fn an_over_long_line_keeps_only_its_head() {
+        let long = vec![b'x'; 3 * HEAD_BYTES];
+        let data = [b"{\"type\":\"user\"".as_slice(), &long, b"\nnext\n"].concat();
+        let mut r = BoundedLines::new(tokio::io::BufReader::with_capacity(100, &data[..]), 1000);
+        match r.next_line().await.unwrap() {
+            LineRead::TooLong { head, len } => {
+                assert_eq!(len, 14 + 3 * HEAD_BYTES);
+                assert_eq!(head.len(), HEAD_BYTES);
+                assert!(head.starts_with(b"{\"type\":\"user\""));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            r.next_line().await.unwrap(),
+            LineRead::Line(b"next".to_vec())
+        );
     }
 
     #[tokio::test]

@@ -49,7 +49,7 @@ Prompt lines starting with `FAKE ` script the run:
                         error_max_structured_output_retries | error_during_execution
   structured <json>     structured_output          structured_missing
   no_result | hang_mid_stream | crash | hang_after_result | grandchild
-  exit <code> | garbage | big_line <bytes> | stderr_flood <bytes> | echo_env
+  exit <code> | garbage | big_line <bytes> | big_result <bytes> | stderr_flood <bytes> | echo_env
 ";
 
 /// Runs the CLI with the arguments after argv[0]; returns the exit code.

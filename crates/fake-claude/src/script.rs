@@ -33,8 +33,10 @@ pub enum Answer {
     Structured(Json),
     /// `FAKE structured_missing`
     StructuredMissing,
-    /// `FAKE big_line <bytes>`
+    /// `FAKE big_line <bytes>`: an assistant message with a text of that many bytes.
     BigLine(usize),
+    /// `FAKE big_result <bytes>`: a result text of that many bytes.
+    BigResult(usize),
     /// `FAKE echo_env`
     EchoEnv,
 }
@@ -158,6 +160,11 @@ impl Script {
             "big_line" if one(1) => {
                 if let Ok(bytes) = numbers[0].parse() {
                     self.answer = Answer::BigLine(bytes);
+                }
+            }
+            "big_result" if one(1) => {
+                if let Ok(bytes) = numbers[0].parse() {
+                    self.answer = Answer::BigResult(bytes);
                 }
             }
             "echo_env" if one(0) => self.answer = Answer::EchoEnv,

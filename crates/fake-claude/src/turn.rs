@@ -353,6 +353,11 @@ impl Runner {
                 self.call(turn, blocks, "end_turn", 0)?;
                 Ok(Ending::success("big"))
             }
+            Answer::BigResult(bytes) => {
+                let text = "y".repeat(*bytes);
+                self.call(turn, vec![Block::text(text.clone())], "end_turn", 0)?;
+                Ok(Ending::success(text))
+            }
             Answer::Tool => {
                 self.bash_round_trip(turn, "echo hi", "Print hi", "hi")?;
                 self.final_text(turn, "done")

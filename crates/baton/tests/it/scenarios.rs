@@ -146,9 +146,18 @@ async fn every_scenario_ends_in_the_right_state() {
             None,
             &["result"],
         ),
+        // A line over max_line_bytes (1 MiB here) that is not the result is stored cut
+        // short; the run goes on.
         case(
-            "a 10 MB line",
+            "a 10 MB assistant line",
             "FAKE big_line 10000000",
+            "completed",
+            None,
+            &["system", "assistant", "result"],
+        ),
+        case(
+            "a 2 MB result line",
+            "FAKE big_result 2000000",
             "failed",
             Some("output_too_large"),
             &["system"],
@@ -335,6 +344,36 @@ async fn a_rate_limited_job_is_parked_not_dead_lettered() {
         (status.as_u16(), cancelled["state"].as_str()),
         (200, Some("cancelled"))
     );
+    server.stop().await;
+}
+
+/// A stream-json line over `max_line_bytes` that is not the result (here the assistant's
+/// 2 MB text; with the real CLI, most often a tool's large output echoed back) is stored
+/// cut short and marked so, and the attempt goes on to its result.
+#[tokio::test]
+async fn an_over_long_event_is_stored_truncated_and_the_run_goes_on() {
+    let server = Server::with(&[("max_line_bytes", "1048576")]).await;
+    let job = server.run(prompt("FAKE big_line 2000000")).await;
+    assert_eq!(
+        (job["state"].as_str(), job["result"].as_str()),
+        (Some("completed"), Some("big")),
+        "{}",
+        job["error"]
+    );
+    let id = job["id"].as_str().unwrap();
+    let events = server.events(id).await;
+    let cut: Vec<&Value> = events
+        .iter()
+        .filter(|e| !e["data"]["baton_truncated"].is_null())
+        .collect();
+    assert_eq!(cut.len(), 1, "{events:?}");
+    assert_eq!(cut[0]["kind"], "assistant");
+    let marker = &cut[0]["data"]["baton_truncated"];
+    assert!(marker["bytes"].as_u64().unwrap() > 2_000_000, "{marker}");
+    assert_eq!(marker["max_line_bytes"], 1_048_576);
+    let head = cut[0]["data"]["head"].as_str().unwrap();
+    assert!(head.starts_with("{\"type\":\"assistant\""), "{head}");
+    assert!(head.len() <= 4096);
     server.stop().await;
 }
 
