@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use baton_core::{JobRequest, JobSpec};
-use baton_store::JobRecord;
+use baton_store::{IdempotencyClaim, JobRecord};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -64,7 +64,9 @@ fn changed_spec(st: &AppState, job: &JobRecord, changes: &Changes) -> ApiResult<
 }
 
 /// Runs `f` at most once per `Idempotency-Key`: a repeat with the same body gets the
-/// stored response, with another body a 409.
+/// stored response, with another body a 409. The key is taken before `f` runs, so of
+/// requests racing with one key exactly one runs; the others get the stored answer, or a
+/// 409 while it is still being made. A request that fails gives its key back.
 async fn idempotent<F, Fut>(
     st: &AppState,
     headers: &HeaderMap,
@@ -81,30 +83,44 @@ where
         let (status, body) = f().await?;
         return Ok((status, Json(body)).into_response());
     };
-    if let Some((stored_hash, status, body)) = store.idempotent_response(st.project(), &key).await?
+    let project = st.project();
+    match store
+        .claim_idempotency(project, &key, &hash, st.engine().now_ms())
+        .await?
     {
-        if stored_hash != hash {
-            return Err(ApiError::key_reused());
+        IdempotencyClaim::Answered { request_hash, .. }
+        | IdempotencyClaim::Pending { request_hash }
+            if request_hash != hash =>
+        {
+            Err(ApiError::key_reused())
         }
-        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-        let mut resp = (status, Json(body)).into_response();
-        resp.headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-        return Ok(resp);
+        IdempotencyClaim::Pending { .. } => Err(ApiError::new(
+            ErrorType::Conflict,
+            "a request with this Idempotency-Key is still being answered; retry shortly",
+        )),
+        IdempotencyClaim::Answered { status, body, .. } => {
+            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let mut resp = (status, Json(body)).into_response();
+            resp.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(resp)
+        }
+        IdempotencyClaim::Taken => match f().await {
+            Ok((status, body)) => {
+                store
+                    .complete_idempotency(project, &key, status.as_u16(), &body.to_string())
+                    .await?;
+                Ok((status, Json(body)).into_response())
+            }
+            Err(e) => {
+                if let Err(release) = store.release_idempotency(project, &key).await {
+                    tracing::warn!(error = %release, "could not give an idempotency key back");
+                }
+                Err(e)
+            }
+        },
     }
-    let (status, body) = f().await?;
-    store
-        .store_idempotent_response(
-            st.project(),
-            &key,
-            &hash,
-            status.as_u16(),
-            &body.to_string(),
-            st.engine().now_ms(),
-        )
-        .await?;
-    Ok((status, Json(body)).into_response())
 }
 
 /// `POST /v1/jobs/{id}/retry`: replays a failed or dead job.

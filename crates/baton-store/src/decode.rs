@@ -5,7 +5,7 @@ use baton_core::{ErrorKind, JobId, JobSpec, JobState};
 use serde_json::Value;
 use sqlx::Row;
 
-use crate::records::{JobRecord, OpenJobs, Orphan};
+use crate::records::{IdempotencyClaim, JobRecord, OpenJobs, Orphan};
 use crate::{Result, StoreError};
 
 pub(crate) const JOB_COLUMNS: &str = "id, project_id, state, priority, run_at, created_at, updated_at, \
@@ -67,6 +67,22 @@ pub(crate) fn open_jobs(rows: &[impl Cols]) -> Result<OpenJobs> {
         }
     }
     Ok(open)
+}
+
+/// A stored idempotency key's row: status 0 marks a request still being answered.
+pub(crate) fn idempotency_claim(
+    request_hash: String,
+    status: i64,
+    body: String,
+) -> IdempotencyClaim {
+    match status {
+        0 => IdempotencyClaim::Pending { request_hash },
+        s => IdempotencyClaim::Answered {
+            request_hash,
+            status: s as u16,
+            body,
+        },
+    }
 }
 
 /// An orphan from the columns `id, attempt, max_attempts, pid, pid_start`.

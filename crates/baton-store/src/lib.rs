@@ -26,8 +26,9 @@ use std::path::Path;
 use baton_core::{JobId, JobSpec, JobState};
 
 pub use records::{
-    AttemptMeta, AttemptRecord, Claimed, EventRecord, Finish, Inserted, JobFilter, JobRecord,
-    NewEvent, NewJob, OpenJobs, Orphan, SessionRecord, SessionSave,
+    AttemptMeta, AttemptRecord, Claimed, EventRecord, Finish, IDEMPOTENCY_PENDING_MS,
+    IdempotencyClaim, Inserted, JobFilter, JobRecord, NewEvent, NewJob, OpenJobs, Orphan,
+    SessionRecord, SessionSave,
 };
 
 /// The handle every other crate uses: one API over either backend. Cheap to clone.
@@ -194,10 +195,14 @@ delegate! {
     /// Dead jobs, oldest first, optionally only those with one error type: what a bulk
     /// replay takes.
     fn dead_jobs(&self, project_id: &str, error_type: Option<&str>, limit: u32) -> Result<Vec<JobRecord>>;
-    /// The response stored for an idempotency key: `(request hash, status, body)`.
-    fn idempotent_response(&self, project_id: &str, key: &str) -> Result<Option<(String, u16, String)>>;
-    /// Remembers the response to an idempotent request; the first one stored wins.
-    fn store_idempotent_response(&self, project_id: &str, key: &str, request_hash: &str, status: u16, body: &str, now: i64) -> Result<()>;
+    /// Takes an `Idempotency-Key` for a request (one statement: of requests racing with
+    /// one key, exactly one takes it), or says who has it: a request still being
+    /// answered, or the stored answer.
+    fn claim_idempotency(&self, project_id: &str, key: &str, request_hash: &str, now: i64) -> Result<IdempotencyClaim>;
+    /// Stores the answer to the request that took the key.
+    fn complete_idempotency(&self, project_id: &str, key: &str, status: u16, body: &str) -> Result<()>;
+    /// Gives a taken key back unanswered (the request failed), so a retry may take it.
+    fn release_idempotency(&self, project_id: &str, key: &str) -> Result<()>;
     /// Forgets idempotency keys stored before `before`.
     fn prune_idempotency(&self, before: i64) -> Result<u64>;
     /// Deletes up to `limit` jobs in `state` that finished before `finished_before`, with

@@ -15,7 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use crate::decode::{
-    JOB_COLUMNS, fenced, job_from_row, open_jobs, orphan_from_row, parse_id, parse_state,
+    JOB_COLUMNS, fenced, idempotency_claim, job_from_row, open_jobs, orphan_from_row, parse_id,
+    parse_state,
 };
 use crate::records::*;
 use crate::{Notice, Result, StoreError, migrations};
@@ -838,40 +839,67 @@ impl PgStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    pub async fn idempotent_response(
+    pub async fn claim_idempotency(
         &self,
         project_id: &str,
         key: &str,
-    ) -> Result<Option<(String, u16, String)>> {
+        request_hash: &str,
+        now: i64,
+    ) -> Result<IdempotencyClaim> {
+        // A new key is taken; so is one whose request was left unanswered for too long
+        // (its server died with the request in flight).
+        let taken = sqlx::query(
+            "INSERT INTO idempotency_keys (project_id, key, request_hash, status, body, created_at) \
+             VALUES ($1, $2, $3, 0, '', $4) ON CONFLICT (project_id, key) DO UPDATE \
+             SET request_hash = excluded.request_hash, created_at = excluded.created_at \
+             WHERE idempotency_keys.status = 0 AND idempotency_keys.created_at < $5",
+        )
+        .bind(project_id)
+        .bind(key)
+        .bind(request_hash)
+        .bind(now)
+        .bind(now - IDEMPOTENCY_PENDING_MS)
+        .execute(&self.pool)
+        .await?;
+        if taken.rows_affected() == 1 {
+            return Ok(IdempotencyClaim::Taken);
+        }
         let row = sqlx::query(
             "SELECT request_hash, status, body FROM idempotency_keys WHERE project_id = $1 AND key = $2",
         )
         .bind(project_id)
         .bind(key)
-        .fetch_optional(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(row.map(|r| (r.get(0), r.get::<i64, _>(1) as u16, r.get(2))))
+        Ok(idempotency_claim(row.get(0), row.get(1), row.get(2)))
     }
 
-    pub async fn store_idempotent_response(
+    pub async fn complete_idempotency(
         &self,
         project_id: &str,
         key: &str,
-        request_hash: &str,
         status: u16,
         body: &str,
-        now: i64,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO idempotency_keys (project_id, key, request_hash, status, body, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "UPDATE idempotency_keys SET status = $1, body = $2 \
+             WHERE project_id = $3 AND key = $4 AND status = 0",
+        )
+        .bind(i64::from(status))
+        .bind(body)
+        .bind(project_id)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn release_idempotency(&self, project_id: &str, key: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE project_id = $1 AND key = $2 AND status = 0",
         )
         .bind(project_id)
         .bind(key)
-        .bind(request_hash)
-        .bind(i64::from(status))
-        .bind(body)
-        .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(())

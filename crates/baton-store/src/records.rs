@@ -154,6 +154,25 @@ pub struct OpenJobs {
     pub running: i64,
 }
 
+/// What became of an attempt to take an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// The key is this request's: run it, then complete (or release) the key.
+    Taken,
+    /// Another request with this key is still being answered.
+    Pending { request_hash: String },
+    /// The key was answered before: this is the answer.
+    Answered {
+        request_hash: String,
+        status: u16,
+        body: String,
+    },
+}
+
+/// How long a key may stay taken without an answer before another request may take it
+/// over (its server died with the request in flight).
+pub const IDEMPOTENCY_PENDING_MS: i64 = 5 * 60 * 1000;
+
 /// A running attempt whose owner is gone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Orphan {

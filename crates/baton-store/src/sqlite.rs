@@ -12,7 +12,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::decode::{JOB_COLUMNS, fenced, job_from_row, open_jobs, orphan_from_row, parse_state};
+use crate::decode::{
+    JOB_COLUMNS, fenced, idempotency_claim, job_from_row, open_jobs, orphan_from_row, parse_state,
+};
 use crate::migrations;
 use crate::records::*;
 use crate::{Result, StoreError};
@@ -882,42 +884,67 @@ impl SqliteStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    /// The response stored for an idempotency key: `(request hash, status, body)`.
-    pub async fn idempotent_response(
-        &self,
-        project_id: &str,
-        key: &str,
-    ) -> Result<Option<(String, u16, String)>> {
-        let row = sqlx::query("SELECT request_hash, status, body FROM idempotency_keys WHERE project_id = ? AND key = ?")
-            .bind(project_id)
-            .bind(key)
-            .fetch_optional(&self.write)
-            .await?;
-        Ok(row.map(|r| (r.get(0), r.get::<i64, _>(1) as u16, r.get(2))))
-    }
-
-    /// Remembers the response to an idempotent request; the first one stored wins.
-    pub async fn store_idempotent_response(
+    pub async fn claim_idempotency(
         &self,
         project_id: &str,
         key: &str,
         request_hash: &str,
-        status: u16,
-        body: &str,
         now: i64,
-    ) -> Result<()> {
-        sqlx::query(
+    ) -> Result<IdempotencyClaim> {
+        // A new key is taken; so is one whose request was left unanswered for too long
+        // (its server died with the request in flight).
+        let taken = sqlx::query(
             "INSERT INTO idempotency_keys (project_id, key, request_hash, status, body, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES (?, ?, ?, 0, '', ?) ON CONFLICT (project_id, key) DO UPDATE \
+             SET request_hash = excluded.request_hash, created_at = excluded.created_at \
+             WHERE idempotency_keys.status = 0 AND idempotency_keys.created_at < ?",
         )
         .bind(project_id)
         .bind(key)
         .bind(request_hash)
-        .bind(status as i64)
-        .bind(body)
         .bind(now)
+        .bind(now - IDEMPOTENCY_PENDING_MS)
         .execute(&self.write)
         .await?;
+        if taken.rows_affected() == 1 {
+            return Ok(IdempotencyClaim::Taken);
+        }
+        let row = sqlx::query(
+            "SELECT request_hash, status, body FROM idempotency_keys WHERE project_id = ? AND key = ?",
+        )
+        .bind(project_id)
+        .bind(key)
+        .fetch_one(&self.write)
+        .await?;
+        Ok(idempotency_claim(row.get(0), row.get(1), row.get(2)))
+    }
+
+    pub async fn complete_idempotency(
+        &self,
+        project_id: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = ?, body = ? \
+             WHERE project_id = ? AND key = ? AND status = 0",
+        )
+        .bind(i64::from(status))
+        .bind(body)
+        .bind(project_id)
+        .bind(key)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn release_idempotency(&self, project_id: &str, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE project_id = ? AND key = ? AND status = 0")
+            .bind(project_id)
+            .bind(key)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 

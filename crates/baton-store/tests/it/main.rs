@@ -8,7 +8,8 @@ use std::sync::Arc;
 use baton_core::{ErrorKind, JobId, JobRequest, JobSpec, JobState, Limits, SessionId, Transition};
 use baton_store::testing::TestDatabase;
 use baton_store::{
-    AttemptMeta, Finish, Inserted, JobFilter, NewEvent, NewJob, Notice, OpenJobs, Store, StoreError,
+    AttemptMeta, Finish, IDEMPOTENCY_PENDING_MS, IdempotencyClaim, Inserted, JobFilter, NewEvent,
+    NewJob, Notice, OpenJobs, Store, StoreError,
 };
 use serde_json::json;
 
@@ -685,22 +686,57 @@ async fn open_jobs_are_counted_and_finished_ones_are_not(t) {
     assert_eq!(s.count_open("other").await.unwrap(), OpenJobs::default());
 }
 
-async fn idempotent_responses_keep_the_first_and_expire(t) {
+async fn idempotency_keys_are_taken_once_answered_and_expire(t) {
     let s = &t.store;
-    s.store_idempotent_response("default", "k", "h1", 201, "{\"a\":1}", 10)
-        .await
-        .unwrap();
-    s.store_idempotent_response("default", "k", "h2", 500, "{}", 11)
-        .await
-        .unwrap();
+    let pending = IdempotencyClaim::Pending {
+        request_hash: "h1".into(),
+    };
+    assert_eq!(s.claim_idempotency("default", "k", "h1", 10).await.unwrap(), IdempotencyClaim::Taken);
+    assert_eq!(s.claim_idempotency("default", "k", "h2", 11).await.unwrap(), pending);
+    // Another project's key is another key.
+    assert_eq!(s.claim_idempotency("other", "k", "h1", 11).await.unwrap(), IdempotencyClaim::Taken);
+    s.complete_idempotency("default", "k", 201, "{\"a\":1}").await.unwrap();
+    let answered = IdempotencyClaim::Answered {
+        request_hash: "h1".into(),
+        status: 201,
+        body: "{\"a\":1}".into(),
+    };
+    assert_eq!(s.claim_idempotency("default", "k", "h1", 12).await.unwrap(), answered);
+    // A released key (its request failed) can be taken again; an answered one cannot be
+    // released, nor taken over however old.
+    s.release_idempotency("default", "k").await.unwrap();
+    let late = 12 + IDEMPOTENCY_PENDING_MS + 1;
+    assert_eq!(s.claim_idempotency("default", "k", "h1", late).await.unwrap(), answered);
+    s.release_idempotency("other", "k").await.unwrap();
+    assert_eq!(s.claim_idempotency("other", "k", "h3", 13).await.unwrap(), IdempotencyClaim::Taken);
+    // A key taken and never answered (its server died) is taken over after a while.
     assert_eq!(
-        s.idempotent_response("default", "k").await.unwrap(),
-        Some(("h1".into(), 201, "{\"a\":1}".into()))
+        s.claim_idempotency("other", "k", "h4", 14).await.unwrap(),
+        IdempotencyClaim::Pending { request_hash: "h3".into() }
     );
-    assert_eq!(s.idempotent_response("other", "k").await.unwrap(), None);
-    assert_eq!(s.prune_idempotency(10).await.unwrap(), 0);
-    assert_eq!(s.prune_idempotency(11).await.unwrap(), 1);
-    assert_eq!(s.idempotent_response("default", "k").await.unwrap(), None);
+    let stale = 13 + IDEMPOTENCY_PENDING_MS + 1;
+    assert_eq!(s.claim_idempotency("other", "k", "h4", stale).await.unwrap(), IdempotencyClaim::Taken);
+    assert_eq!(s.prune_idempotency(12).await.unwrap(), 1);
+    assert_eq!(s.claim_idempotency("default", "k", "h5", 20).await.unwrap(), IdempotencyClaim::Taken);
+}
+
+async fn racing_requests_with_one_idempotency_key_take_it_once(t) {
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        let store = t.reopen().await;
+        handles.push(tokio::spawn(async move {
+            store.claim_idempotency("default", "race", "h", 1).await.unwrap()
+        }));
+    }
+    let mut taken = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            IdempotencyClaim::Taken => taken += 1,
+            IdempotencyClaim::Pending { request_hash } => assert_eq!(request_hash, "h"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(taken, 1);
 }
 
 async fn listing_filters_and_pages_newest_first(t) {

@@ -144,3 +144,53 @@ async fn bulk_replay_by_error_type_and_idempotency() {
     assert_eq!(dead["data"].as_array().unwrap().len(), 1);
     server.stop().await;
 }
+
+/// Requests racing with one Idempotency-Key replay once: one takes the key and runs, the
+/// others get its answer (or a 409 while it is being made), never a second run.
+#[tokio::test]
+async fn racing_replays_with_one_key_replay_once() {
+    let server = Server::start().await;
+    let mut dead = Vec::new();
+    for _ in 0..4 {
+        dead.push(dead_job(&server, "FAKE crash", 1).await);
+    }
+    let body =
+        json!({"error_type": "crashed", "limit": 1, "options": {"prompt": "FAKE text back"}});
+    let requests = (0..8).map(|_| {
+        server
+            .http
+            .post(format!("{}/v1/dead/replay", server.base))
+            .header("idempotency-key", "race-1")
+            .json(&body)
+            .send()
+    });
+    let mut answers = Vec::new();
+    for resp in futures_util::future::join_all(requests).await {
+        let resp = resp.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            status == 200 && body["count"] == 1 || status == 409,
+            "{status}: {body}"
+        );
+        answers.push((status, body));
+    }
+    let ran: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    assert!(!ran.is_empty());
+    assert!(ran.iter().all(|b| *b == ran[0]), "{ran:?}");
+    let mut replayed = 0;
+    for id in &dead {
+        replayed += server
+            .events(id)
+            .await
+            .iter()
+            .filter(|e| e["kind"] == "job.replayed")
+            .count();
+    }
+    assert_eq!(replayed, 1, "one key, one replay");
+    server.stop().await;
+}
