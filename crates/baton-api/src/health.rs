@@ -21,33 +21,15 @@ pub async fn cli_version(st: &AppState) -> Result<String, String> {
     {
         return v;
     }
-    let bin = st.engine().config().runner.claude_bin.clone();
-    let mut cmd = tokio::process::Command::new(&bin);
-    cmd.arg("--version")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let result = match tokio::time::timeout(Duration::from_secs(10), cmd.output()).await {
-        Err(_) => Err(format!(
-            "{} --version did not answer within 10 s",
-            bin.display()
-        )),
-        Ok(Err(e)) => Err(format!(
-            "claude CLI not found or not executable at {}: {e}",
-            bin.display()
-        )),
-        Ok(Ok(out)) if out.status.success() => {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        }
-        Ok(Ok(out)) => Err(format!(
-            "{} --version failed ({}): {}",
-            bin.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-    };
+    let bin = &st.engine().config().runner.claude_bin;
+    let result = baton_runner::version::cli_version(bin, Duration::from_secs(10))
+        .await
+        .map_err(|e| match e {
+            baton_runner::version::VersionError::NotRunnable { bin, source } => {
+                format!("claude CLI not found or not executable at {bin}: {source}")
+            }
+            other => other.to_string(),
+        });
     if let Ok(mut c) = st.version_cache().lock() {
         *c = Some((Instant::now(), result.clone()));
     }

@@ -16,6 +16,7 @@ pub mod lines;
 pub mod outcome;
 pub mod process;
 pub mod spawn;
+pub mod version;
 pub mod warm;
 pub mod workspace;
 

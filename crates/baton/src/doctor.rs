@@ -8,16 +8,7 @@ use baton_core::{ErrorKind, JobRequest, Limits};
 
 use crate::config::Config;
 
-/// The oldest CLI whose protocol Baton relies on (stream-json events, `--json-schema`,
-/// `--max-budget-usd`, `--fork-session`).
-pub const MIN_CLI_VERSION: (u32, u32, u32) = (2, 0, 0);
-
-/// `2.1.197 (Claude Code)` → (2, 1, 197).
-pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
-    let mut parts = text.split_whitespace().next()?.split('.');
-    let mut next = || parts.next()?.parse::<u32>().ok();
-    Some((next()?, next()?, next()?))
-}
+use baton_runner::version::{MIN_CLI_VERSION, parse_version};
 
 struct Check {
     name: &'static str,
@@ -26,56 +17,36 @@ struct Check {
 }
 
 async fn cli_check(config: &Config) -> Check {
+    use baton_runner::version::{VersionError, cli_version};
     let bin = config.resolve_claude_bin();
-    let mut cmd = tokio::process::Command::new(&bin);
-    cmd.arg("--version")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let (ok, detail) = match tokio::time::timeout(Duration::from_secs(20), cmd.output()).await {
-        Err(_) => (
-            false,
-            format!("{} --version did not answer in 20 s", bin.display()),
-        ),
-        Ok(Err(e)) => (
+    let (ok, detail) = match cli_version(&bin, Duration::from_secs(20)).await {
+        Err(VersionError::NotRunnable { bin, source }) => (
             false,
             format!(
-                "{} cannot be run ({e}); install the CLI (npm install @anthropic-ai/claude-code) or set claude_bin / CLAUDE_BIN",
-                bin.display()
+                "{bin} cannot be run ({source}); install the CLI (npm install @anthropic-ai/claude-code) or set claude_bin / CLAUDE_BIN"
             ),
         ),
-        Ok(Ok(out)) if out.status.success() => {
-            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            match parse_version(&text) {
-                Some(v) if v >= MIN_CLI_VERSION => (true, format!("{text} ({})", bin.display())),
-                Some((a, b, c)) => (
-                    false,
-                    format!(
-                        "{} is version {a}.{b}.{c}, older than the {}.{}.{} Baton needs; install a newer @anthropic-ai/claude-code",
-                        bin.display(),
-                        MIN_CLI_VERSION.0,
-                        MIN_CLI_VERSION.1,
-                        MIN_CLI_VERSION.2
-                    ),
+        Err(other) => (false, other.to_string()),
+        Ok(text) => match parse_version(&text) {
+            Some(v) if v >= MIN_CLI_VERSION => (true, format!("{text} ({})", bin.display())),
+            Some((a, b, c)) => (
+                false,
+                format!(
+                    "{} is version {a}.{b}.{c}, older than the {}.{}.{} Baton needs; install a newer @anthropic-ai/claude-code",
+                    bin.display(),
+                    MIN_CLI_VERSION.0,
+                    MIN_CLI_VERSION.1,
+                    MIN_CLI_VERSION.2
                 ),
-                None => (
-                    false,
-                    format!(
-                        "{} --version printed {text:?}, not a claude version",
-                        bin.display()
-                    ),
-                ),
-            }
-        }
-        Ok(Ok(out)) => (
-            false,
-            format!(
-                "{} --version exited {}: {}",
-                bin.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
             ),
-        ),
+            None => (
+                false,
+                format!(
+                    "{} --version printed {text:?}, not a claude version",
+                    bin.display()
+                ),
+            ),
+        },
     };
     Check {
         name: "claude CLI",
