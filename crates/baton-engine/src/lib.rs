@@ -14,7 +14,14 @@
 //! and `baton-runner`; it knows nothing of HTTP.
 
 mod bus;
+mod cancel;
 mod clock;
+mod dispatch;
+mod finish;
+mod hints;
+mod loops;
+mod recovery;
+mod retention;
 mod supervisor;
 mod warm;
 
@@ -23,9 +30,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_core::{ErrorKind, JobId, JobSpec, JobState};
+use baton_core::{JobId, JobSpec};
 use baton_runner::RunnerConfig;
-use baton_store::{Finish, Inserted, JobRecord, NewEvent, NewJob, Store, StoreError};
+use baton_store::{Inserted, JobRecord, NewJob, Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,6 +63,8 @@ struct Running {
     pending_cancels: std::collections::HashSet<JobId>,
 }
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use recovery::Recovery;
+pub use retention::Retention;
 pub use warm::WarmPoolConfig;
 
 #[derive(Debug, Clone)]
@@ -81,29 +90,6 @@ pub struct EngineConfig {
 }
 
 /// How long finished jobs (and their events and attempts) are kept.
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    pub completed: Duration,
-    pub failed: Duration,
-    pub cancelled: Duration,
-    pub dead: Duration,
-    /// Jobs deleted per transaction.
-    pub batch: u32,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        let days = |d: u64| Duration::from_secs(d * 86_400);
-        Self {
-            completed: days(7),
-            failed: days(7),
-            cancelled: days(7),
-            dead: days(30),
-            batch: 500,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
@@ -141,21 +127,6 @@ struct Inner {
     next_sweep: AtomicI64,
     /// What the start found of earlier incarnations.
     recovery: std::sync::OnceLock<Recovery>,
-}
-
-/// What a node's start did about its earlier incarnations. Its cost grows with what they
-/// were running when they died, never with everything they ever ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// Process groups looked for, each named by its leader's pid and start time: the
-    /// attempts that were running, and those rescued elsewhere after their lease.
-    pub groups: usize,
-    /// Processes of those groups found alive and killed.
-    pub killed: usize,
-    /// Processes with their `HOME` in the attempts directory that no record named.
-    pub strays: usize,
-    /// Attempts that were running, ended as interrupted and requeued.
-    pub requeued: usize,
 }
 
 impl Engine {
@@ -248,86 +219,6 @@ impl Engine {
             .unwrap_or(0)
     }
 
-    async fn recover_previous_incarnations(&self) -> Result<Recovery> {
-        let inner = &self.inner;
-        let store = &inner.store;
-        let (node, me) = (&inner.cfg.node_id, &inner.incarnation);
-        let orphans = store.orphans_of_node(node, me).await?;
-        // The groups that may hold survivors: the orphans' (running when their node
-        // died), and those of attempts another node already rescued after the lease (the
-        // CLI died with its node, but not its children). Not the attempts that ended
-        // under their own supervisor: it reaped them. One read of `/proc` for them all.
-        let mut groups: Vec<(i32, u64)> = orphans
-            .iter()
-            .filter_map(|o| Some((o.pid?, o.pid_start?)))
-            .chain(store.abandoned_processes(node, me).await?)
-            .collect();
-        groups.sort_unstable();
-        groups.dedup();
-        let mut report = Recovery {
-            groups: groups.len(),
-            killed: baton_runner::process::kill_stale_groups(&groups),
-            requeued: orphans.len(),
-            ..Recovery::default()
-        };
-        for orphan in orphans {
-            self.rescue(
-                orphan.job_id,
-                orphan.attempt,
-                "the node restarted while the attempt ran",
-            )
-            .await;
-        }
-        // Processes no record names: the children of a CLI started just before the
-        // previous incarnation died, before it could write the CLI's pid.
-        if let Ok(dir) = inner.cfg.runner.attempts_dir.canonicalize() {
-            report.strays = baton_runner::process::kill_strays(&dir);
-        }
-        store.close_incarnations(node, me, self.now_ms()).await?;
-        if report != Recovery::default() {
-            tracing::info!(
-                groups = report.groups,
-                killed = report.killed,
-                strays = report.strays,
-                requeued = report.requeued,
-                "recovered what earlier incarnations of this node left"
-            );
-        }
-        Ok(report)
-    }
-
-    /// What this node's start found of its earlier incarnations.
-    pub fn recovery(&self) -> Recovery {
-        self.inner.recovery.get().copied().unwrap_or_default()
-    }
-
-    /// Ends an attempt whose owner is gone as an `interrupted` failure, due again now.
-    async fn rescue(&self, job: JobId, attempt: u32, why: &str) {
-        let store = &self.inner.store;
-        let Ok(record) = store.get_job(job).await else {
-            return;
-        };
-        let now = self.now_ms();
-        // No backoff: the attempt did not fail on its own account.
-        let finish = failure_finish(
-            &record,
-            attempt,
-            ErrorKind::Interrupted,
-            why.into(),
-            None,
-            now,
-            0.0,
-        );
-        match store.finish_attempt(job, attempt, &finish, now).await {
-            Ok(rec) => {
-                tracing::warn!(job = %job, attempt, state = %rec.state, "rescued an attempt: {why}");
-                self.inner.bus.publish_record(&rec);
-            }
-            Err(StoreError::Fenced { .. }) => {}
-            Err(e) => tracing::error!(job = %job, error = %e, "could not rescue an attempt"),
-        }
-    }
-
     /// Queues a job (or returns the one an earlier request with the same idempotency key
     /// created).
     pub async fn submit(&self, job: NewJob) -> Result<Inserted> {
@@ -337,28 +228,6 @@ impl Engine {
         let inserted = self.inner.store.insert_job(job, self.now_ms()).await?;
         self.inner.wake.notify_one();
         Ok(inserted)
-    }
-
-    /// Cancels a job: a queued one at once; a running one by killing its process group
-    /// (here, or on whichever node runs it: by a hint at once, else within half a
-    /// second by its poll).
-    pub async fn cancel(&self, job: JobId) -> Result<JobRecord> {
-        let record = self.inner.store.cancel(job, self.now_ms()).await?;
-        if record.state == JobState::Running
-            && let Ok(mut running) = self.inner.running.lock()
-        {
-            match running.tokens.get(&job) {
-                Some(token) => token.cancel(),
-                // Claimed here a moment ago, not yet registered: the claimer cancels it.
-                None if record.lease_owner.as_deref() == Some(self.incarnation()) => {
-                    running.pending_cancels.insert(job);
-                }
-                // Running elsewhere: that node hears the hint, or polls for the flag.
-                None => {}
-            }
-        }
-        self.inner.bus.publish_record(&record);
-        Ok(record)
     }
 
     /// Replays a failed or dead job with `spec` and `attempts` more attempts.
@@ -418,271 +287,6 @@ impl Engine {
         }
     }
 
-    /// One step of the dispatcher: rescues expired leases, then claims due jobs for the
-    /// free slots and starts their supervisors. Returns how many attempts it started.
-    pub async fn tick(&self) -> Result<usize> {
-        Ok(self.step().await?.started)
-    }
-
-    async fn step(&self) -> Result<Step> {
-        let inner = &self.inner;
-        if inner.draining.load(Ordering::SeqCst) {
-            return Ok(Step::default());
-        }
-        let now = self.now_ms();
-        // Leases are counted in seconds: looking for expired ones once per poll interval
-        // is soon enough, and keeps the sweep off the path of every submit and finish.
-        if now >= inner.next_sweep.load(Ordering::SeqCst) {
-            inner.next_sweep.store(
-                now + inner.cfg.poll_interval.as_millis() as i64,
-                Ordering::SeqCst,
-            );
-            for expired in inner.store.expired_leases(now).await? {
-                self.rescue(expired.job_id, expired.attempt, "its lease expired")
-                    .await;
-            }
-        }
-        let free = inner.slots.available_permits();
-        if free == 0 {
-            return Ok(Step::default());
-        }
-        let lease_ms = inner.cfg.lease.as_millis() as i64;
-        // Read again: the rescues above took time, and the claim is stamped with this.
-        let now = self.now_ms();
-        let claimed = inner
-            .store
-            .claim(&inner.incarnation, now, lease_ms, free as u32)
-            .await?;
-        let started = claimed.len();
-        for c in claimed {
-            let Ok(permit) = inner.slots.clone().try_acquire_owned() else {
-                // Cannot happen (only this loop takes permits), but if it did the lease
-                // would expire and the job be rescued, never lost.
-                tracing::error!(job = %c.job.id, "claimed a job without a free slot");
-                continue;
-            };
-            let token = inner.drain.child_token();
-            if let Ok(mut running) = inner.running.lock() {
-                running.tokens.insert(c.job.id, token.clone());
-                if running.pending_cancels.remove(&c.job.id) {
-                    token.cancel();
-                }
-            }
-            inner.bus.publish_record(&c.job);
-            let engine = self.clone();
-            inner.tasks.spawn(async move {
-                let id = c.job.id;
-                supervisor::supervise(&engine, c.job, token).await;
-                if let Ok(mut running) = engine.inner.running.lock() {
-                    running.tokens.remove(&id);
-                }
-                drop(permit);
-                engine.inner.wake.notify_one();
-            });
-        }
-        Ok(Step {
-            started,
-            full: started == free,
-        })
-    }
-
-    /// Deletes finished jobs older than their retention, in bounded batches, yielding
-    /// between batches so claims and completions are never held up for long. Returns how
-    /// many jobs were deleted.
-    pub async fn prune(&self) -> Result<u64> {
-        let r = self.inner.cfg.retention;
-        let now = self.now_ms();
-        // Idempotency keys guard retries of a request, which come within minutes.
-        self.inner.store.prune_idempotency(now - 86_400_000).await?;
-        let mut total = 0;
-        for (state, age) in [
-            (JobState::Completed, r.completed),
-            (JobState::Failed, r.failed),
-            (JobState::Cancelled, r.cancelled),
-            (JobState::Dead, r.dead),
-        ] {
-            let before = now - age.as_millis() as i64;
-            loop {
-                let n = self.inner.store.prune(state, before, r.batch).await?;
-                total += n;
-                if n < u64::from(r.batch) {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-        }
-        Ok(total)
-    }
-
-    /// Follows hints from other nodes sharing the database, until `stop`: a job became
-    /// due (wake the dispatcher), a job has new events (wake its followers), a cancel was
-    /// requested (stop the attempt if it runs here). Hints can be lost while the
-    /// connection is re-established; then everyone is woken to look again, and the
-    /// polls (dispatcher, SSE, [`Self::watch_cancels`]) cover the rest.
-    async fn follow_notices(&self, stop: CancellationToken) {
-        use baton_store::Notice;
-        let inner = &self.inner;
-        let mut notices = None;
-        loop {
-            if notices.is_none() {
-                match inner.store.notices().await {
-                    Ok(Some(n)) => notices = Some(n),
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot listen for other nodes' hints; polling");
-                    }
-                }
-            }
-            let Some(n) = notices.as_mut() else {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            };
-            let notice = tokio::select! {
-                _ = stop.cancelled() => return,
-                notice = n.next() => notice,
-            };
-            match notice {
-                Ok(Notice::JobsDue) => inner.wake.notify_one(),
-                Ok(Notice::Events { job, last_seq }) => inner.bus.publish(job, last_seq),
-                Ok(Notice::Cancel(job)) => self.cancel_here(job),
-                Ok(Notice::Reconnected) => {
-                    tracing::info!("listening for other nodes' hints again");
-                    inner.wake.notify_one();
-                    inner.bus.wake_all();
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "lost the hints connection; polling until it is back");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// On a shared database a cancel may be requested on another node: look for the
-    /// attempts running here that were asked to stop, twice a second, so a cancel takes
-    /// effect within a second even when its hint was lost.
-    async fn watch_cancels(&self, stop: CancellationToken) {
-        let inner = &self.inner;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-            if self.running_here() == 0 {
-                continue;
-            }
-            match inner.store.cancels_for(&inner.incarnation).await {
-                Ok(ids) => ids.into_iter().for_each(|job| self.cancel_here(job)),
-                Err(e) => tracing::debug!(error = %e, "could not look for cancels"),
-            }
-        }
-    }
-
-    /// Stops `job`'s attempt if it runs in this process.
-    fn cancel_here(&self, job: JobId) {
-        if let Ok(running) = self.inner.running.lock()
-            && let Some(token) = running.tokens.get(&job)
-        {
-            token.cancel();
-        }
-    }
-
-    /// The dispatch loop, until `shutdown`; then drains. A node that does not run jobs
-    /// only follows other nodes' hints (for its SSE streams and waits) until `shutdown`.
-    pub async fn run(&self, shutdown: CancellationToken) {
-        let inner = &self.inner;
-        let notices = tokio::spawn({
-            let engine = self.clone();
-            let stop = shutdown.clone();
-            async move { engine.follow_notices(stop).await }
-        });
-        // Cancels are watched until the drain is over, not only until shutdown begins.
-        let drained = CancellationToken::new();
-        let cancels = (inner.store.is_shared() && inner.cfg.runs_jobs).then(|| {
-            let engine = self.clone();
-            let stop = drained.clone();
-            tokio::spawn(async move { engine.watch_cancels(stop).await })
-        });
-        if !inner.cfg.runs_jobs {
-            shutdown.cancelled().await;
-            let _ = notices.await;
-            self.drain().await;
-            return;
-        }
-        let refill = (!inner.warm.is_empty()).then(|| {
-            let engine = self.clone();
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    // On a runtime worker, never a blocking-pool thread: see `warm`.
-                    engine.inner.warm.refill(&engine.inner.cfg.runner);
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    }
-                }
-                engine.inner.warm.clear();
-            })
-        });
-        let retention = {
-            let engine = self.clone();
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    match engine.prune().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(jobs = n, "retention pruned finished jobs"),
-                        Err(e) => tracing::warn!(error = %e, "retention failed; will try again"),
-                    }
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(600)) => {}
-                    }
-                }
-            })
-        };
-        loop {
-            let step = match self.step().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "dispatch failed; retrying");
-                    Step::default()
-                }
-            };
-            inner.bus.prune();
-            // A full batch may mean more are due: go again at once while slots are free.
-            // A short one emptied the due part of the queue; a submit wakes us again.
-            if step.full && inner.slots.available_permits() > 0 {
-                continue;
-            }
-            let mut wait = inner.cfg.poll_interval;
-            if let Ok(Some(next)) = inner.store.next_run_at().await {
-                let until = (next - self.now_ms()).max(0) as u64;
-                wait = wait.min(Duration::from_millis(until.max(5)));
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = inner.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
-        if let Some(refill) = refill {
-            let _ = refill.await;
-        }
-        let _ = retention.await;
-        let _ = notices.await;
-        self.drain().await;
-        drained.cancel();
-        if let Some(cancels) = cancels {
-            let _ = cancels.await;
-        }
-    }
-
     /// Stops claiming, lets running attempts finish for up to the drain timeout, then
     /// stops the rest and requeues them.
     pub async fn drain(&self) {
@@ -712,68 +316,6 @@ impl Engine {
 
     pub(crate) fn is_draining_cancel(&self) -> bool {
         self.inner.drain.is_cancelled()
-    }
-}
-
-/// What one dispatcher step did (by default: nothing).
-#[derive(Default)]
-struct Step {
-    started: usize,
-    /// Every free slot was filled: more jobs may be due.
-    full: bool,
-}
-
-/// The finish of a failed attempt, decided by the job's retry policy. `unit` is the
-/// random draw for the backoff's jitter.
-pub(crate) fn failure_finish(
-    job: &JobRecord,
-    attempt: u32,
-    kind: ErrorKind,
-    message: String,
-    outcome: Option<serde_json::Value>,
-    now: i64,
-    unit: f64,
-) -> Finish {
-    // The job's `max_attempts` column is the budget: refunds (parking, drains) and
-    // replays move it; the spec keeps the policy's delays.
-    let policy = baton_core::RetryPolicy {
-        max_attempts: job.max_attempts,
-        ..job.spec.retry
-    };
-    let transition = policy.decide(kind, attempt);
-    let next = JobState::Running
-        .apply(transition)
-        .unwrap_or(JobState::Failed);
-    let error = serde_json::json!({"type": kind.as_str(), "message": message});
-    let (run_at, event) = if next == JobState::Queued {
-        let at = now + policy.backoff_ms(attempt, unit, 0) as i64;
-        (
-            Some(at),
-            NewEvent::new(
-                "attempt.failed",
-                serde_json::json!({"attempt": attempt, "error": error, "retry_at": at}),
-            ),
-        )
-    } else {
-        (
-            None,
-            NewEvent::new(
-                format!("job.{next}"),
-                serde_json::json!({"state": next.as_str(), "error": error}),
-            ),
-        )
-    };
-    Finish {
-        transition,
-        run_at,
-        outcome,
-        error: Some((kind, message)),
-        event,
-        session: None,
-        refund_attempt: false,
-        trailing: Vec::new(),
-        // A rescue's view; the supervisor says otherwise for its own finishes.
-        reaped: false,
     }
 }
 

@@ -3,15 +3,14 @@
 
 use std::time::Duration;
 
-use baton_core::{ErrorKind, JobState, Transition};
+use baton_core::ErrorKind;
 use baton_runner::{Attempt, AttemptReport, Progress};
-use baton_store::{AttemptMeta, Finish, JobRecord, NewEvent, SessionSave, StoreError};
-use rand::Rng;
-use serde_json::{Value, json};
+use baton_store::{AttemptMeta, Finish, JobRecord, NewEvent, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{CrashPoint, Engine, failure_finish};
+use crate::finish::{Ran, finish, success_finish};
+use crate::{CrashPoint, Engine};
 
 const BATCH: usize = 256;
 
@@ -264,163 +263,8 @@ async fn flush(engine: &Engine, job: &JobRecord, pending: &mut Pending) -> Resul
 /// Waits `ms` before a retry of a store write. The first try does not touch the timer:
 /// even a zero sleep waits for the timer wheel's next millisecond tick, which on the hot
 /// path costs up to a millisecond per write.
-async fn backoff(ms: u64) {
+pub(crate) async fn backoff(ms: u64) {
     if ms > 0 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-}
-
-fn success_finish(report: &AttemptReport) -> Finish {
-    let outcome = report.outcome.clone().unwrap_or(Value::Null);
-    Finish {
-        transition: Transition::Succeed,
-        run_at: None,
-        outcome: report.outcome.clone(),
-        error: None,
-        session: None,
-        refund_attempt: false,
-        trailing: Vec::new(),
-        reaped: true,
-        event: NewEvent::new(
-            "job.completed",
-            json!({
-                "state": "completed",
-                "result": outcome["result"],
-                "session_id": outcome["session_id"],
-                "total_cost_usd": outcome["total_cost_usd"],
-            }),
-        ),
-    }
-}
-
-/// How long to park a rate-limited job when the CLI announced nothing.
-const DEFAULT_PARK_MS: i64 = 60_000;
-
-/// A rate-limited attempt parks its job until the limit resets, as announced by the CLI
-/// (`retry-after` through its retry delay, or a usage limit's reset time), and the attempt
-/// is not counted: the job did nothing wrong.
-fn park(job: &JobRecord, report: &AttemptReport, message: &str, now: i64) -> Finish {
-    let retry = report.rate_limit_retry_ms.map(|ms| now + ms as i64);
-    let until = match (report.rate_limit_resets_at_ms, retry) {
-        // A usage limit's reset, unless the API asked for longer.
-        (Some(reset), retry) => reset.max(retry.unwrap_or(now)),
-        (None, Some(retry)) => retry,
-        (None, None) => now + DEFAULT_PARK_MS,
-    };
-    Finish {
-        transition: Transition::Retry,
-        run_at: Some(until),
-        outcome: report.outcome.clone(),
-        error: Some((ErrorKind::RateLimited, message.to_string())),
-        event: NewEvent::new(
-            "job.parked",
-            json!({"attempt": job.attempt, "until": until, "reason": message, "error": {"type": "rate_limited", "message": message}}),
-        ),
-        session: None,
-        refund_attempt: true,
-        trailing: Vec::new(),
-        reaped: true,
-    }
-}
-
-/// What became of an attempt's process, for its finish.
-struct Ran {
-    /// The CLI was started.
-    ran: bool,
-    /// No process of the attempt can be alive (the runner killed and reaped the group).
-    reaped: bool,
-}
-
-/// Records the end of an attempt with the retry policy's decision, after `trailing`, the
-/// attempt's last events not written yet.
-async fn finish(
-    engine: &Engine,
-    job: &JobRecord,
-    report: AttemptReport,
-    Ran { ran, reaped }: Ran,
-    trailing: Vec<NewEvent>,
-) {
-    let inner = &engine.inner;
-    let store = &inner.store;
-    let now = engine.now_ms();
-    let mut finish = match &report.error {
-        None => success_finish(&report),
-        // A drain stops the attempt through Baton's own doing: requeue it, due at once,
-        // without counting the attempt.
-        Some((ErrorKind::Cancelled, _)) if ran && engine.is_draining_cancel() => Finish {
-            transition: Transition::Retry,
-            run_at: Some(now),
-            outcome: report.outcome.clone(),
-            error: Some((
-                ErrorKind::Interrupted,
-                "the node drained while the attempt ran".into(),
-            )),
-            event: NewEvent::new(
-                "attempt.failed",
-                json!({"attempt": job.attempt, "error": {"type": "interrupted", "message": "the node drained while the attempt ran"}, "retry_at": now}),
-            ),
-            session: None,
-            refund_attempt: true,
-            trailing: Vec::new(),
-            reaped: true,
-        },
-        Some((ErrorKind::RateLimited, message)) => park(job, &report, message, now),
-        Some((kind, message)) => {
-            let mut message = message.clone();
-            if let Some(exit) = &report.exit
-                && !message.contains(exit.as_str())
-                && *kind != ErrorKind::Cancelled
-            {
-                message.push_str(&format!(" [{exit}]"));
-            }
-            failure_finish(
-                job,
-                job.attempt,
-                *kind,
-                message,
-                report.outcome.clone(),
-                now,
-                rand::rng().random::<f64>(),
-            )
-        }
-    };
-    // The transcript is stored with the end of the attempt, in one transaction, so a
-    // resume claimed the moment the job ends finds it.
-    if let (Some(id), Some(transcript)) = (&report.session_id, &report.transcript) {
-        finish.session = Some(SessionSave {
-            id: id.clone(),
-            transcript: transcript.clone(),
-        });
-    }
-    finish.trailing = trailing;
-    finish.reaped = reaped;
-    if engine.crash_now(CrashPoint::BetweenFinishWrites) {
-        let _ = store
-            .crash_between_finish_writes(job.id, job.attempt, &finish, engine.now_ms())
-            .await;
-        return;
-    }
-    for delay in [0u64, 100, 500, 2000, 5000] {
-        backoff(delay).await;
-        match store
-            .finish_attempt(job.id, job.attempt, &finish, engine.now_ms())
-            .await
-        {
-            Ok(rec) => {
-                if rec.state == JobState::Queued {
-                    inner.wake.notify_one();
-                }
-                inner.bus.publish_record(&rec);
-                return;
-            }
-            Err(StoreError::Fenced { .. }) => {
-                tracing::warn!(job = %job.id, attempt = job.attempt, "completion refused: the attempt was fenced");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(job = %job.id, error = %e, "could not record the attempt's end; retrying")
-            }
-        }
-    }
-    tracing::error!(job = %job.id, "could not record the attempt's end; its lease will expire and it will be rescued");
 }
