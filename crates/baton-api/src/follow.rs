@@ -13,7 +13,7 @@ use futures_util::Stream;
 use tokio::sync::watch;
 
 use crate::AppState;
-use crate::wire::is_terminal_event;
+use baton_core::is_terminal_kind;
 
 pub enum Followed {
     Event(EventRecord),
@@ -46,7 +46,7 @@ pub fn follow(st: AppState, job: JobId, after: i64) -> impl Stream<Item = Follow
         loop {
             if let Some(e) = c.buffer.pop_front() {
                 c.after = e.seq;
-                if is_terminal_event(&e.kind) {
+                if is_terminal_kind(&e.kind) {
                     c.done = true;
                     c.buffer.clear();
                 }

@@ -79,11 +79,3 @@ pub fn event(e: &EventRecord) -> Value {
         "data": e.data,
     })
 }
-
-/// Lifecycle events after which a job's log never grows.
-pub fn is_terminal_event(kind: &str) -> bool {
-    matches!(
-        kind,
-        "job.completed" | "job.failed" | "job.cancelled" | "job.dead"
-    )
-}

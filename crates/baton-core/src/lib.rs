@@ -6,12 +6,14 @@
 //! other crate agrees on one definition of a job.
 
 pub mod error_kind;
+pub mod event;
 pub mod ids;
 pub mod retry;
 pub mod spec;
 pub mod state;
 
 pub use error_kind::ErrorKind;
+pub use event::{EventKind, is_terminal_kind};
 pub use ids::{DEFAULT_PROJECT, JobId, SessionId};
 pub use retry::RetryPolicy;
 pub use spec::{JobRequest, JobSpec, Limits, PermissionMode, SessionMode, SpecError};

@@ -1,7 +1,7 @@
 //! How an attempt's end is decided and recorded: success, a failure under the job's
 //! retry policy, a rate limit that parks the job.
 
-use baton_core::{ErrorKind, JobState, Transition};
+use baton_core::{ErrorKind, EventKind, JobState, Transition};
 use baton_runner::AttemptReport;
 use baton_store::{Finish, JobRecord, NewEvent, SessionSave, StoreError};
 use rand::Rng;
@@ -36,16 +36,16 @@ pub(crate) fn failure_finish(
         let at = now + policy.backoff_ms(attempt, unit, 0) as i64;
         (
             Some(at),
-            NewEvent::new(
-                "attempt.failed",
+            NewEvent::lifecycle(
+                EventKind::AttemptFailed,
                 serde_json::json!({"attempt": attempt, "error": error, "retry_at": at}),
             ),
         )
     } else {
         (
             None,
-            NewEvent::new(
-                format!("job.{next}"),
+            NewEvent::lifecycle(
+                EventKind::terminal(next).unwrap_or(EventKind::JobFailed),
                 serde_json::json!({"state": next.as_str(), "error": error}),
             ),
         )
@@ -75,8 +75,8 @@ pub(crate) fn success_finish(report: &AttemptReport) -> Finish {
         refund_attempt: false,
         trailing: Vec::new(),
         reaped: true,
-        event: NewEvent::new(
-            "job.completed",
+        event: NewEvent::lifecycle(
+            EventKind::JobCompleted,
             json!({
                 "state": "completed",
                 "result": outcome["result"],
@@ -106,8 +106,8 @@ fn park(job: &JobRecord, report: &AttemptReport, message: &str, now: i64) -> Fin
         run_at: Some(until),
         outcome: report.outcome.clone(),
         error: Some((ErrorKind::RateLimited, message.to_string())),
-        event: NewEvent::new(
-            "job.parked",
+        event: NewEvent::lifecycle(
+            EventKind::JobParked,
             json!({"attempt": job.attempt, "until": until, "reason": message, "error": {"type": "rate_limited", "message": message}}),
         ),
         session: None,
@@ -149,8 +149,8 @@ pub(crate) async fn finish(
                 ErrorKind::Interrupted,
                 "the node drained while the attempt ran".into(),
             )),
-            event: NewEvent::new(
-                "attempt.failed",
+            event: NewEvent::lifecycle(
+                EventKind::AttemptFailed,
                 json!({"attempt": job.attempt, "error": {"type": "interrupted", "message": "the node drained while the attempt ran"}, "retry_at": now}),
             ),
             session: None,

@@ -9,7 +9,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use baton_core::{JobId, JobSpec, JobState, Transition};
+use baton_core::{EventKind, JobId, JobSpec, JobState, Transition};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
@@ -588,7 +588,8 @@ impl PgStore {
                 .bind(&id)
                 .fetch_one(&mut *tx)
                 .await?;
-                let event = NewEvent::new("job.cancelled", json!({"state": "cancelled"}));
+                let event =
+                    NewEvent::lifecycle(EventKind::JobCancelled, json!({"state": "cancelled"}));
                 insert_event(&mut tx, &id, &project, seq, 0, now, &event).await?;
                 sqlx::query("SELECT pg_notify('baton_events', $1 || ':' || $2::bigint)")
                     .bind(&id)
@@ -796,8 +797,8 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let record = job_from_row(&row)?;
-        let event = NewEvent::new(
-            "job.replayed",
+        let event = NewEvent::lifecycle(
+            EventKind::JobReplayed,
             json!({"from": from.as_str(), "state": next.as_str()}),
         );
         insert_event(

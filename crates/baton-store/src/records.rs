@@ -1,6 +1,6 @@
 //! The rows the store hands out and takes in.
 
-use baton_core::{ErrorKind, JobId, JobSpec, JobState, Transition};
+use baton_core::{ErrorKind, EventKind, JobId, JobSpec, JobState, Transition};
 use serde_json::Value;
 
 /// A job to insert.
@@ -86,6 +86,11 @@ impl NewEvent {
             kind: kind.into(),
             data,
         }
+    }
+
+    /// One of Baton's own lifecycle events.
+    pub fn lifecycle(kind: EventKind, data: Value) -> Self {
+        Self::new(kind.as_str(), data)
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use baton_core::{JobId, JobSpec, JobState, Transition};
+use baton_core::{EventKind, JobId, JobSpec, JobState, Transition};
 use serde_json::{Value, json};
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -638,8 +638,10 @@ impl SqliteStore {
                 .bind(&id)
                 .fetch_one(&mut *tx)
                 .await?;
-                let event =
-                    NewEvent::new("job.cancelled", serde_json::json!({"state": "cancelled"}));
+                let event = NewEvent::lifecycle(
+                    EventKind::JobCancelled,
+                    serde_json::json!({"state": "cancelled"}),
+                );
                 insert_event(&mut tx, &id, &project, seq, 0, now, &event).await?;
             }
             JobState::Running => {
@@ -845,8 +847,8 @@ impl SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         let record = job_from_row(&row)?;
-        let event = NewEvent::new(
-            "job.replayed",
+        let event = NewEvent::lifecycle(
+            EventKind::JobReplayed,
             json!({"from": from.as_str(), "state": next.as_str()}),
         );
         insert_event(
