@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use baton_core::spec::SessionRequest;
-use baton_core::{JobRequest, JobState, PermissionMode, SessionId};
+use baton_core::{EventKind, JobRequest, JobState, PermissionMode, SessionId};
 use baton_store::{Inserted, JobFilter, JobRecord};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -219,15 +219,44 @@ pub async fn chat_stream(
     req.max_attempts = Some(1);
     let spec = parse_request(&st, req)?;
     let job = inserted(submit(&st, spec, idem).await?)?;
-    let stream = follow(st, job.id, 0).filter_map(|item| async move {
-        let data = match item {
-            Followed::Event(e) => translate(&e.kind, &e.data)?,
-            Followed::Failed(message) => {
-                json!({"type": "error", "error": {"type": "api_error", "message": message}})
+    let job_id = job.id;
+    let engine = st.engine().clone();
+    let stream = follow(st, job.id, 0)
+        .filter_map(move |item| {
+            let engine = engine.clone();
+            async move {
+                match item {
+                    // A rate or usage limit parked the job: the client hears when to come
+                    // back, the job is cancelled rather than run later for nobody, and the
+                    // stream ends here.
+                    Followed::Event(e) if e.kind == EventKind::JobParked.as_str() => {
+                        if let Err(err) = engine.cancel(job_id).await {
+                            tracing::warn!(job = %job_id, error = %err, "could not cancel a parked stream's job");
+                        }
+                        let until = e.data["until"].as_i64().unwrap_or(0);
+                        let seconds = (until - engine.now_ms()).max(0).unsigned_abs().div_ceil(1000);
+                        Some((
+                            json!({"type": "error", "error": {
+                                "type": "rate_limit_error",
+                                "message": format!("the Anthropic API refused the run until its limit resets in {seconds} s; the job was cancelled"),
+                                "retry_after": seconds,
+                            }}),
+                            true,
+                        ))
+                    }
+                    Followed::Event(e) => Some((translate(&e.kind, &e.data)?, false)),
+                    Followed::Failed(message) => Some((
+                        json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+                        true,
+                    )),
+                }
             }
-        };
-        Some(Ok::<_, Infallible>(Event::default().data(data.to_string())))
-    });
+        })
+        .scan(false, |ended, (data, last)| {
+            let item = (!*ended).then(|| Ok::<_, Infallible>(Event::default().data(data.to_string())));
+            *ended |= last;
+            std::future::ready(item)
+        });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

@@ -472,6 +472,42 @@ async fn chat_answers_a_usage_limit_with_429_and_retry_after() {
     server.stop().await;
 }
 
+/// The streaming chat route ends with a `rate_limit_error` event saying when to come
+/// back, and cancels the job, instead of holding the stream open until the reset.
+#[tokio::test]
+async fn chat_stream_ends_a_usage_limit_with_a_rate_limit_error() {
+    let server = Server::start().await;
+    let text = server
+        .http
+        .post(format!("{}/v1/chat/stream", server.base))
+        .json(&json!({"prompt": "FAKE usage_limit 120"}))
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "error", "{text}");
+    assert_eq!(last["error"]["type"], "rate_limit_error", "{text}");
+    let retry_after = last["error"]["retry_after"].as_u64().unwrap();
+    assert!((110..=120).contains(&retry_after), "{text}");
+    assert_eq!(
+        events.iter().filter(|e| e["type"] == "error").count(),
+        1,
+        "{text}"
+    );
+    let (_, list) = server.get("/v1/jobs?limit=1").await;
+    assert_eq!(list["data"][0]["state"], "cancelled", "{list}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_missing_cli_fails_jobs_precisely_and_health_says_so() {
     let server = Server::with(&[("claude_bin", "/nonexistent/claude")]).await;
