@@ -128,10 +128,17 @@ fn postgres_for_tests() -> anyhow::Result<Option<baton_store::testing::PrivateCl
 }
 
 /// Installs exactly the CLI version `tools/claude/package-lock.json` pins, with `npm ci`
-/// (integrity-checked, nothing global, nothing fetched outside the registry).
-fn install_claude() -> anyhow::Result<()> {
+/// (integrity-checked, nothing global, nothing fetched outside the registry). With
+/// `--version V`, that version instead (`npm install`, no lockfile), to check another
+/// release with the real-CLI suite; `cargo xtask install-claude` alone puts the pin back.
+fn install_claude(args: &[String]) -> anyhow::Result<()> {
     let dest = root().join(".build/claude");
     std::fs::create_dir_all(&dest)?;
+    match args {
+        [] => {}
+        [flag, version] if flag == "--version" => return install_claude_version(&dest, version),
+        _ => bail!("usage: cargo xtask install-claude [--version V]"),
+    }
     for f in ["package.json", "package-lock.json"] {
         std::fs::copy(root().join("tools/claude").join(f), dest.join(f))
             .with_context(|| format!("copying tools/claude/{f}"))?;
@@ -170,16 +177,54 @@ fn install_claude() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `@anthropic-ai/claude-code@version` into `dest`, replacing what is there.
+fn install_claude_version(dest: &std::path::Path, version: &str) -> anyhow::Result<()> {
+    if version.is_empty()
+        || !version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+    {
+        bail!("--version needs a version such as 2.1.332, not {version:?}");
+    }
+    for f in ["package.json", "package-lock.json"] {
+        let _ = std::fs::remove_file(dest.join(f));
+    }
+    std::fs::write(
+        dest.join("package.json"),
+        r#"{"name": "baton-claude-cli", "private": true}"#,
+    )?;
+    let mut npm = Command::new("npm");
+    npm.current_dir(dest).args([
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--no-save",
+        &format!("@anthropic-ai/claude-code@{version}"),
+    ]);
+    run(npm).context("npm is required to install the claude CLI (Node.js 18+)")?;
+    let bin = dest.join("node_modules/.bin/claude");
+    let out = Command::new(&bin).arg("--version").output()?;
+    let reported = String::from_utf8_lossy(&out.stdout);
+    if !reported.starts_with(version) {
+        bail!("installed claude reports {reported:?}, expected {version}");
+    }
+    eprintln!(
+        "xtask: installed claude {} (not the pinned version; `cargo xtask install-claude` restores it)",
+        reported.trim()
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::main(&args[1..]),
-        Some("install-claude") => install_claude(),
+        Some("install-claude") => install_claude(&args[1..]),
         Some("chaos") => chaos::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | bench [--quick|--real|--scale [--run-history]|--postgres [--database-url URL]|--baton PATH|--workspace-dir DIR] | chaos [--kills N] [--history N] [--release] [--postgres --nodes N] [--prebuilt] | install-claude>"
+                "usage: cargo xtask <ci | bench [--quick|--real|--scale [--run-history]|--postgres [--database-url URL]|--baton PATH|--workspace-dir DIR] | chaos [--kills N] [--history N] [--release] [--postgres --nodes N] [--prebuilt] | install-claude [--version V]>"
             );
             std::process::exit(2);
         }

@@ -224,6 +224,9 @@ async fn round_trip_check(config: &Config) -> Check {
             if [
                 "Unable to connect",
                 "ConnectionRefused",
+                // 2.1.3xx: "API Error: Connection refused — … (ECONNREFUSED)".
+                "Connection refused",
+                "ECONNREFUSED",
                 "timed out",
                 "ENOTFOUND",
             ]
