@@ -467,7 +467,7 @@ async fn drive(
                 // read whole.
                 Ok(LineRead::TooLong { head, len }) => {
                     silence_deadline = Instant::now() + cfg.silence_timeout;
-                    let kind = line_type(&head);
+                    let kind = lines::head_type(&head);
                     if kind.is_none_or(|k| k == "result") {
                         break Stop::TooLong;
                     }
@@ -532,13 +532,6 @@ async fn drive(
         report.transcript = read_transcript(&ws.transcript_path(sid));
     }
     report
-}
-
-/// The `type` of a stream-json line from its first bytes: the CLI writes it first.
-fn line_type(head: &[u8]) -> Option<&str> {
-    let rest = head.trim_ascii_start().strip_prefix(b"{\"type\":\"")?;
-    let end = rest.iter().position(|&b| b == b'"')?;
-    std::str::from_utf8(&rest[..end]).ok()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -78,6 +78,56 @@ impl<R: AsyncBufRead + Unpin> BoundedLines<R> {
     }
 }
 
+/// The top-level `"type"` of a JSON object from its first bytes, when they hold it: the
+/// CLI writes most events with `type` first, but 2.1.3xx writes the result's last. Keys
+/// of nested objects are skipped; a `type` past the head is not found.
+pub fn head_type(head: &[u8]) -> Option<&str> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    // The last top-level string read while expecting a key, and whether a ':' followed.
+    let mut key: Option<&[u8]> = None;
+    let mut expect_key = false;
+    while i < head.len() {
+        match head[i] {
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                while j < head.len() && head[j] != b'"' {
+                    j += if head[j] == b'\\' { 2 } else { 1 };
+                }
+                if j >= head.len() {
+                    return None;
+                }
+                let text = &head[start..j];
+                if depth == 1 {
+                    if expect_key {
+                        key = Some(text);
+                        expect_key = false;
+                    } else if key == Some(b"type".as_slice()) {
+                        return std::str::from_utf8(text).ok();
+                    }
+                }
+                i = j + 1;
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth == 1 {
+                    expect_key = true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => {
+                expect_key = true;
+                key = None;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +157,19 @@ mod tests {
             LineRead::Line(b"last".to_vec())
         );
         assert_eq!(r.next_line().await.unwrap(), LineRead::Eof);
+    }
+
+    #[test]
+    fn the_top_level_type_is_found_wherever_it_is_in_the_head() {
+        assert_eq!(head_type(br#"{"type":"user","message":{"x"#), Some("user"));
+        // 2.1.3xx's result: `type` after nested objects whose own `type`s do not count.
+        let late = br#"{"usage":{"type":"nested","a":[{"type":"deep"}]},"result":"a \"type\": x","type":"result"}"#;
+        assert_eq!(head_type(late), Some("result"));
+        assert_eq!(
+            head_type(br#"{"usage":{"type":"nested"},"result":"cut sho"#),
+            None
+        );
+        assert_eq!(head_type(b"not json"), None);
     }
 
     #[tokio::test]
