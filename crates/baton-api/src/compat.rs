@@ -79,7 +79,7 @@ pub async fn session_status(
         .engine()
         .store()
         .list_jobs(&JobFilter {
-            project_id: st.project().to_string(),
+            project_id: st.project().clone(),
             session_id: Some(sid.to_string()),
             limit: 1,
             ..JobFilter::default()

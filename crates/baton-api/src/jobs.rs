@@ -77,7 +77,7 @@ pub async fn submit(
         .map_err(ApiError::invalid)?;
     let job = NewJob {
         id: JobId::new(),
-        project_id: st.project().to_string(),
+        project_id: st.project().clone(),
         spec,
         run_at: st.engine().now_ms(),
         idempotency: idem,
@@ -201,7 +201,7 @@ pub(crate) async fn list(
         })
         .transpose()?;
     let filter = JobFilter {
-        project_id: st.project().to_string(),
+        project_id: st.project().clone(),
         state,
         session_id: q.session_id,
         error_type: q.error_type,
@@ -322,7 +322,7 @@ pub async fn get_session(
     let store = st.engine().store();
     let jobs = store
         .list_jobs(&JobFilter {
-            project_id: st.project().to_string(),
+            project_id: st.project().clone(),
             session_id: Some(sid.to_string()),
             limit: 100,
             ..JobFilter::default()

@@ -23,7 +23,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use baton_core::Limits;
+use baton_core::{Limits, ProjectId};
 use baton_engine::Engine;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,8 @@ pub use health::cli_version;
 pub struct ApiConfig {
     pub limits: Limits,
     pub max_body_bytes: usize,
-    pub project: String,
+    /// The project every request works in until keys name one.
+    pub project: ProjectId,
 }
 
 /// Shared by every handler; cheap to clone.
@@ -74,7 +75,7 @@ impl AppState {
         &self.inner.cfg.limits
     }
 
-    pub fn project(&self) -> &str {
+    pub fn project(&self) -> &ProjectId {
         &self.inner.cfg.project
     }
 

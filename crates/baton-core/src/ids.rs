@@ -6,9 +6,63 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The project every key, job and session belongs to until tenancy arrives; carried on every
-/// row so that multi-tenancy needs no schema rewrite.
-pub const DEFAULT_PROJECT: &str = "default";
+/// A project: the tenant boundary every job, event, session and key belongs to. 1 to 63
+/// characters: lowercase ASCII letters, digits, `-` and `_`, starting with a letter or a
+/// digit (it appears in URLs and in keys' names).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProjectId(String);
+
+impl ProjectId {
+    /// The project every record belongs to until projects are made.
+    pub const DEFAULT: &str = "default";
+
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let ok = (1..=63).contains(&s.len())
+            && s.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(IdError {
+                what: "project id",
+                value: truncate(s),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ProjectId {
+    fn default() -> Self {
+        Self(Self::DEFAULT.to_string())
+    }
+}
+
+impl fmt::Display for ProjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ProjectId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<ProjectId> for String {
+    fn from(p: ProjectId) -> String {
+        p.0
+    }
+}
 
 /// A job id: a UUIDv7, so ids sort by creation time and serve as pagination cursors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -119,6 +173,20 @@ mod tests {
         assert!(a < b);
         assert!(a.to_string() < b.to_string());
         assert_eq!(JobId::parse(&a.to_string()).unwrap(), a);
+    }
+
+    #[test]
+    fn project_ids_are_short_lowercase_names() {
+        for ok in ["default", "team-a", "a", "x_1", &"a".repeat(63)] {
+            assert_eq!(ProjectId::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in ["", "Team", "-a", "a b", "a/b", &"a".repeat(64), "é"] {
+            assert!(ProjectId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(ProjectId::default().as_str(), "default");
+        let json = serde_json::to_string(&ProjectId::default()).unwrap();
+        assert_eq!(json, "\"default\"");
+        assert!(serde_json::from_str::<ProjectId>("\"Bad\"").is_err());
     }
 
     #[test]

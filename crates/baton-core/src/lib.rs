@@ -14,7 +14,7 @@ pub mod state;
 
 pub use error_kind::ErrorKind;
 pub use event::{EventKind, is_terminal_kind};
-pub use ids::{DEFAULT_PROJECT, JobId, SessionId};
+pub use ids::{JobId, ProjectId, SessionId};
 pub use retry::RetryPolicy;
 pub use spec::{JobRequest, JobSpec, Limits, PermissionMode, SessionMode, SpecError};
 pub use state::{JobState, Transition, TransitionError};

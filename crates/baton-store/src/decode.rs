@@ -1,7 +1,7 @@
 //! Rows into records, the same for every backend: both store the same columns with the
 //! same meaning (times in milliseconds, flags as 0/1 integers, JSON as text).
 
-use baton_core::{ErrorKind, JobId, JobSpec, JobState};
+use baton_core::{ErrorKind, JobId, JobSpec, JobState, ProjectId};
 use serde_json::Value;
 use sqlx::Row;
 
@@ -50,6 +50,10 @@ pub(crate) fn fenced(job: JobId, attempt: u32) -> StoreError {
 
 pub(crate) fn parse_state(s: String) -> Result<JobState> {
     JobState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown job state {s:?}")))
+}
+
+pub(crate) fn parse_project(id: String) -> Result<ProjectId> {
+    ProjectId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 pub(crate) fn parse_id(id: &str) -> Result<JobId> {
@@ -115,7 +119,7 @@ pub(crate) fn job_from_row(r: &impl Cols) -> Result<JobRecord> {
     }
     Ok(JobRecord {
         id: JobId::parse(&id).map_err(|e| corrupt("id", &e))?,
-        project_id: r.text("project_id"),
+        project_id: parse_project(r.text("project_id"))?,
         state: parse_state(r.text("state"))?,
         priority: r.int("priority") as i32,
         run_at: r.int("run_at"),

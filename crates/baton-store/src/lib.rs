@@ -23,7 +23,7 @@ pub mod testing;
 
 use std::path::Path;
 
-use baton_core::{JobId, JobSpec, JobState};
+use baton_core::{JobId, JobSpec, JobState, ProjectId};
 
 pub use records::{
     AttemptMeta, AttemptRecord, Claimed, EventRecord, Finish, IDEMPOTENCY_PENDING_MS,
@@ -187,22 +187,22 @@ delegate! {
     fn next_run_at(&self) -> Result<Option<i64>>;
     /// The project's queued and running jobs. Its cost grows with the queue, not with the
     /// finished jobs kept.
-    fn count_open(&self, project_id: &str) -> Result<OpenJobs>;
+    fn count_open(&self, project_id: &ProjectId) -> Result<OpenJobs>;
     /// Starts a failed or dead job again with `spec`, `extra_attempts` more attempts and
     /// attempt numbers that continue (so fencing still holds). `Conflict` for any other
     /// state.
     fn replay(&self, job: JobId, spec: &JobSpec, extra_attempts: u32, now: i64) -> Result<JobRecord>;
     /// Dead jobs, oldest first, optionally only those with one error type: what a bulk
     /// replay takes.
-    fn dead_jobs(&self, project_id: &str, error_type: Option<&str>, limit: u32) -> Result<Vec<JobRecord>>;
+    fn dead_jobs(&self, project_id: &ProjectId, error_type: Option<&str>, limit: u32) -> Result<Vec<JobRecord>>;
     /// Takes an `Idempotency-Key` for a request (one statement: of requests racing with
     /// one key, exactly one takes it), or says who has it: a request still being
     /// answered, or the stored answer.
-    fn claim_idempotency(&self, project_id: &str, key: &str, request_hash: &str, now: i64) -> Result<IdempotencyClaim>;
+    fn claim_idempotency(&self, project_id: &ProjectId, key: &str, request_hash: &str, now: i64) -> Result<IdempotencyClaim>;
     /// Stores the answer to the request that took the key.
-    fn complete_idempotency(&self, project_id: &str, key: &str, status: u16, body: &str) -> Result<()>;
+    fn complete_idempotency(&self, project_id: &ProjectId, key: &str, status: u16, body: &str) -> Result<()>;
     /// Gives a taken key back unanswered (the request failed), so a retry may take it.
-    fn release_idempotency(&self, project_id: &str, key: &str) -> Result<()>;
+    fn release_idempotency(&self, project_id: &ProjectId, key: &str) -> Result<()>;
     /// Forgets idempotency keys stored before `before`.
     fn prune_idempotency(&self, before: i64) -> Result<u64>;
     /// Deletes up to `limit` jobs in `state` that finished before `finished_before`, with
@@ -210,8 +210,8 @@ delegate! {
     /// retention. Returns how many were deleted.
     fn prune(&self, state: JobState, finished_before: i64, limit: u32) -> Result<u64>;
     /// Stores a session's transcript after an attempt, so any later job can resume it.
-    fn save_session(&self, project_id: &str, session_id: &str, transcript: &[u8], job: JobId, now: i64) -> Result<()>;
-    fn get_session(&self, project_id: &str, session_id: &str) -> Result<SessionRecord>;
+    fn save_session(&self, project_id: &ProjectId, session_id: &str, transcript: &[u8], job: JobId, now: i64) -> Result<()>;
+    fn get_session(&self, project_id: &ProjectId, session_id: &str) -> Result<SessionRecord>;
     /// Test support for storage faults: makes the writer refuse every write, as a
     /// read-only database does.
     #[doc(hidden)]

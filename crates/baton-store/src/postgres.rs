@@ -9,14 +9,14 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use baton_core::{EventKind, JobId, JobSpec, JobState, Transition};
+use baton_core::{EventKind, JobId, JobSpec, JobState, ProjectId, Transition};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use crate::decode::{
     JOB_COLUMNS, fenced, idempotency_claim, job_from_row, open_jobs, orphan_from_row, parse_id,
-    parse_state,
+    parse_project, parse_state,
 };
 use crate::records::*;
 use crate::{Notice, Result, StoreError, migrations};
@@ -143,7 +143,7 @@ impl PgStore {
              SELECT {JOB_COLUMNS}, pg_notify('baton_jobs', '') FROM j"
         )))
         .bind(job.id.to_string())
-        .bind(&job.project_id)
+        .bind(job.project_id.as_str())
         .bind(i64::from(job.spec.priority))
         .bind(job.run_at)
         .bind(now)
@@ -161,7 +161,7 @@ impl PgStore {
         let existing = sqlx::query(
             "SELECT id, request_hash FROM jobs WHERE project_id = $1 AND idempotency_key = $2",
         )
-        .bind(&job.project_id)
+        .bind(job.project_id.as_str())
         .bind(&key)
         .fetch_optional(&self.pool)
         .await?
@@ -202,7 +202,7 @@ impl PgStore {
             }
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&filter.project_id);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(filter.project_id.as_str());
         if let Some(state) = filter.state {
             q = q.bind(state.as_str());
         }
@@ -417,21 +417,21 @@ impl PgStore {
         now: i64,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let last: Option<i64> = sqlx::query_scalar(
-            "UPDATE jobs SET last_seq = last_seq + $1 WHERE id = $2 AND state = 'running' AND attempt = $3 RETURNING last_seq",
+        let last: Option<(i64, String)> = sqlx::query_as(
+            "UPDATE jobs SET last_seq = last_seq + $1 WHERE id = $2 AND state = 'running' AND attempt = $3 RETURNING last_seq, project_id",
         )
         .bind(events.len() as i64)
         .bind(job.to_string())
         .bind(i64::from(attempt))
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(last) = last {
+        if let Some((last, project)) = last {
             let first = last - events.len() as i64 + 1;
             for (i, e) in events.iter().enumerate() {
                 insert_event(
                     &mut tx,
                     &job.to_string(),
-                    "default",
+                    &project,
                     first + i as i64,
                     attempt,
                     now,
@@ -748,12 +748,12 @@ impl PgStore {
         )
     }
 
-    pub async fn count_open(&self, project_id: &str) -> Result<OpenJobs> {
+    pub async fn count_open(&self, project_id: &ProjectId) -> Result<OpenJobs> {
         let rows = sqlx::query(
             "SELECT state, COUNT(*) AS n FROM jobs \
              WHERE project_id = $1 AND state IN ('queued', 'running') GROUP BY state",
         )
-        .bind(project_id)
+        .bind(project_id.as_str())
         .fetch_all(&self.pool)
         .await?;
         open_jobs(&rows)
@@ -804,7 +804,7 @@ impl PgStore {
         insert_event(
             &mut tx,
             &id,
-            &record.project_id,
+            record.project_id.as_str(),
             record.last_seq,
             record.attempt,
             now,
@@ -824,7 +824,7 @@ impl PgStore {
 
     pub async fn dead_jobs(
         &self,
-        project_id: &str,
+        project_id: &ProjectId,
         error_type: Option<&str>,
         limit: u32,
     ) -> Result<Vec<JobRecord>> {
@@ -832,7 +832,7 @@ impl PgStore {
             "SELECT {JOB_COLUMNS} FROM jobs WHERE project_id = $1 AND state = 'dead' \
              AND ($2::text IS NULL OR error_type = $2) ORDER BY id LIMIT $3"
         )))
-        .bind(project_id)
+        .bind(project_id.as_str())
         .bind(error_type)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -842,7 +842,7 @@ impl PgStore {
 
     pub async fn claim_idempotency(
         &self,
-        project_id: &str,
+        project_id: &ProjectId,
         key: &str,
         request_hash: &str,
         now: i64,
@@ -855,7 +855,7 @@ impl PgStore {
              SET request_hash = excluded.request_hash, created_at = excluded.created_at \
              WHERE idempotency_keys.status = 0 AND idempotency_keys.created_at < $5",
         )
-        .bind(project_id)
+        .bind(project_id.as_str())
         .bind(key)
         .bind(request_hash)
         .bind(now)
@@ -868,7 +868,7 @@ impl PgStore {
         let row = sqlx::query(
             "SELECT request_hash, status, body FROM idempotency_keys WHERE project_id = $1 AND key = $2",
         )
-        .bind(project_id)
+        .bind(project_id.as_str())
         .bind(key)
         .fetch_one(&self.pool)
         .await?;
@@ -877,7 +877,7 @@ impl PgStore {
 
     pub async fn complete_idempotency(
         &self,
-        project_id: &str,
+        project_id: &ProjectId,
         key: &str,
         status: u16,
         body: &str,
@@ -888,18 +888,18 @@ impl PgStore {
         )
         .bind(i64::from(status))
         .bind(body)
-        .bind(project_id)
+        .bind(project_id.as_str())
         .bind(key)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    pub async fn release_idempotency(&self, project_id: &str, key: &str) -> Result<()> {
+    pub async fn release_idempotency(&self, project_id: &ProjectId, key: &str) -> Result<()> {
         sqlx::query(
             "DELETE FROM idempotency_keys WHERE project_id = $1 AND key = $2 AND status = 0",
         )
-        .bind(project_id)
+        .bind(project_id.as_str())
         .bind(key)
         .execute(&self.pool)
         .await?;
@@ -929,7 +929,7 @@ impl PgStore {
 
     pub async fn save_session(
         &self,
-        project_id: &str,
+        project_id: &ProjectId,
         session_id: &str,
         transcript: &[u8],
         job: JobId,
@@ -937,7 +937,7 @@ impl PgStore {
     ) -> Result<()> {
         sqlx::query(SAVE_SESSION)
             .bind(session_id)
-            .bind(project_id)
+            .bind(project_id.as_str())
             .bind(transcript)
             .bind(now)
             .bind(job.to_string())
@@ -946,19 +946,23 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn get_session(&self, project_id: &str, session_id: &str) -> Result<SessionRecord> {
+    pub async fn get_session(
+        &self,
+        project_id: &ProjectId,
+        session_id: &str,
+    ) -> Result<SessionRecord> {
         let row = sqlx::query(
             "SELECT id, project_id, transcript, created_at, updated_at, last_job_id FROM sessions \
              WHERE id = $1 AND project_id = $2",
         )
         .bind(session_id)
-        .bind(project_id)
+        .bind(project_id.as_str())
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("session {session_id}")))?;
         Ok(SessionRecord {
             id: row.get(0),
-            project_id: row.get(1),
+            project_id: parse_project(row.get(1))?,
             transcript: row.get(2),
             created_at: row.get(3),
             updated_at: row.get(4),
@@ -999,7 +1003,7 @@ impl EventColumns {
     fn push(&mut self, record: &JobRecord, seq: i64, attempt: u32, event: &NewEvent) {
         self.ids.push(record.id.to_string());
         self.seqs.push(seq);
-        self.projects.push(record.project_id.clone());
+        self.projects.push(record.project_id.to_string());
         self.attempts.push(i64::from(attempt));
         self.kinds.push(event.kind.clone());
         self.data.push(event.data.to_string());
@@ -1164,7 +1168,7 @@ async fn save_session_in(
 ) -> Result<()> {
     sqlx::query(SAVE_SESSION)
         .bind(&session.id)
-        .bind(&record.project_id)
+        .bind(record.project_id.as_str())
         .bind(&session.transcript)
         .bind(now)
         .bind(record.id.to_string())

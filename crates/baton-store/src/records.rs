@@ -1,13 +1,13 @@
 //! The rows the store hands out and takes in.
 
-use baton_core::{ErrorKind, EventKind, JobId, JobSpec, JobState, Transition};
+use baton_core::{ErrorKind, EventKind, JobId, JobSpec, JobState, ProjectId, Transition};
 use serde_json::Value;
 
 /// A job to insert.
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: JobId,
-    pub project_id: String,
+    pub project_id: ProjectId,
     pub spec: JobSpec,
     pub run_at: i64,
     /// `(Idempotency-Key, hash of the request body)`.
@@ -27,7 +27,7 @@ pub enum Inserted {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     pub id: JobId,
-    pub project_id: String,
+    pub project_id: ProjectId,
     pub state: JobState,
     pub priority: i32,
     pub run_at: i64,
@@ -190,7 +190,7 @@ pub struct Orphan {
 
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
-    pub project_id: String,
+    pub project_id: ProjectId,
     pub state: Option<JobState>,
     pub session_id: Option<String>,
     pub error_type: Option<String>,
@@ -202,7 +202,7 @@ pub struct JobFilter {
 #[derive(Debug, Clone)]
 pub struct SessionRecord {
     pub id: String,
-    pub project_id: String,
+    pub project_id: ProjectId,
     pub transcript: Vec<u8>,
     pub created_at: i64,
     pub updated_at: i64,

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use baton_core::{EventKind, JobId, JobSpec, JobState, Transition};
+use baton_core::{EventKind, JobId, JobSpec, JobState, ProjectId, Transition};
 use serde_json::{Value, json};
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -13,7 +13,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::decode::{
-    JOB_COLUMNS, fenced, idempotency_claim, job_from_row, open_jobs, orphan_from_row, parse_state,
+    JOB_COLUMNS, fenced, idempotency_claim, job_from_row, open_jobs, orphan_from_row,
+    parse_project, parse_state,
 };
 use crate::migrations;
 use crate::records::*;
@@ -132,7 +133,7 @@ impl SqliteStore {
              VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING {JOB_COLUMNS}"
         )))
         .bind(job.id.to_string())
-        .bind(job.project_id.clone())
+        .bind(job.project_id.to_string())
         .bind(job.spec.priority)
         .bind(job.run_at)
         .bind(now)
@@ -152,7 +153,7 @@ impl SqliteStore {
         let existing = sqlx::query(
             "SELECT id, request_hash FROM jobs WHERE project_id = ? AND idempotency_key = ?",
         )
-        .bind(&job.project_id)
+        .bind(job.project_id.as_str())
         .bind(&key)
         .fetch_optional(&mut *tx)
         .await?;
@@ -197,7 +198,7 @@ impl SqliteStore {
             sql.push_str(" AND id < ?");
         }
         sql.push_str(" ORDER BY id DESC LIMIT ?");
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&filter.project_id);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(filter.project_id.as_str());
         if let Some(state) = filter.state {
             q = q.bind(state.as_str());
         }
@@ -464,21 +465,21 @@ impl SqliteStore {
         now: i64,
     ) -> Result<()> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let last: Option<i64> = sqlx::query_scalar(
-            "UPDATE jobs SET last_seq = last_seq + ? WHERE id = ? AND state = 'running' AND attempt = ? RETURNING last_seq",
+        let last: Option<(i64, String)> = sqlx::query_as(
+            "UPDATE jobs SET last_seq = last_seq + ? WHERE id = ? AND state = 'running' AND attempt = ? RETURNING last_seq, project_id",
         )
         .bind(events.len() as i64)
         .bind(job.to_string())
         .bind(attempt as i64)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(last) = last {
+        if let Some((last, project)) = last {
             let first = last - events.len() as i64 + 1;
             for (i, e) in events.iter().enumerate() {
                 insert_event(
                     &mut tx,
                     &job.to_string(),
-                    "default",
+                    &project,
                     first + i as i64,
                     attempt,
                     now,
@@ -560,7 +561,7 @@ impl SqliteStore {
                         sql.push_str(SAVE_SESSION);
                         sql.push_str("; ");
                         add(&mut args, session.id.clone())?;
-                        add(&mut args, record.project_id.clone())?;
+                        add(&mut args, record.project_id.to_string())?;
                         add(&mut args, session.transcript.clone())?;
                         add(&mut args, now)?;
                         add(&mut args, now)?;
@@ -795,12 +796,12 @@ impl SqliteStore {
         )
     }
 
-    pub async fn count_open(&self, project_id: &str) -> Result<OpenJobs> {
+    pub async fn count_open(&self, project_id: &ProjectId) -> Result<OpenJobs> {
         let rows = sqlx::query(
             "SELECT state, COUNT(*) AS n FROM jobs \
              WHERE project_id = ? AND state IN ('queued', 'running') GROUP BY state",
         )
-        .bind(project_id)
+        .bind(project_id.as_str())
         .fetch_all(&self.read)
         .await?;
         open_jobs(&rows)
@@ -854,7 +855,7 @@ impl SqliteStore {
         insert_event(
             &mut tx,
             &id,
-            &record.project_id,
+            record.project_id.as_str(),
             record.last_seq,
             record.attempt,
             now,
@@ -869,7 +870,7 @@ impl SqliteStore {
     /// replay takes.
     pub async fn dead_jobs(
         &self,
-        project_id: &str,
+        project_id: &ProjectId,
         error_type: Option<&str>,
         limit: u32,
     ) -> Result<Vec<JobRecord>> {
@@ -877,7 +878,7 @@ impl SqliteStore {
             "SELECT {JOB_COLUMNS} FROM jobs WHERE project_id = ? AND state = 'dead' \
              AND (? IS NULL OR error_type = ?) ORDER BY id LIMIT ?"
         )))
-        .bind(project_id)
+        .bind(project_id.as_str())
         .bind(error_type)
         .bind(error_type)
         .bind(limit as i64)
@@ -888,7 +889,7 @@ impl SqliteStore {
 
     pub async fn claim_idempotency(
         &self,
-        project_id: &str,
+        project_id: &ProjectId,
         key: &str,
         request_hash: &str,
         now: i64,
@@ -901,7 +902,7 @@ impl SqliteStore {
              SET request_hash = excluded.request_hash, created_at = excluded.created_at \
              WHERE idempotency_keys.status = 0 AND idempotency_keys.created_at < ?",
         )
-        .bind(project_id)
+        .bind(project_id.as_str())
         .bind(key)
         .bind(request_hash)
         .bind(now)
@@ -914,7 +915,7 @@ impl SqliteStore {
         let row = sqlx::query(
             "SELECT request_hash, status, body FROM idempotency_keys WHERE project_id = ? AND key = ?",
         )
-        .bind(project_id)
+        .bind(project_id.as_str())
         .bind(key)
         .fetch_one(&self.write)
         .await?;
@@ -923,7 +924,7 @@ impl SqliteStore {
 
     pub async fn complete_idempotency(
         &self,
-        project_id: &str,
+        project_id: &ProjectId,
         key: &str,
         status: u16,
         body: &str,
@@ -934,16 +935,16 @@ impl SqliteStore {
         )
         .bind(i64::from(status))
         .bind(body)
-        .bind(project_id)
+        .bind(project_id.as_str())
         .bind(key)
         .execute(&self.write)
         .await?;
         Ok(())
     }
 
-    pub async fn release_idempotency(&self, project_id: &str, key: &str) -> Result<()> {
+    pub async fn release_idempotency(&self, project_id: &ProjectId, key: &str) -> Result<()> {
         sqlx::query("DELETE FROM idempotency_keys WHERE project_id = ? AND key = ? AND status = 0")
-            .bind(project_id)
+            .bind(project_id.as_str())
             .bind(key)
             .execute(&self.write)
             .await?;
@@ -978,7 +979,7 @@ impl SqliteStore {
     /// Stores a session's transcript after an attempt, so any later job can resume it.
     pub async fn save_session(
         &self,
-        project_id: &str,
+        project_id: &ProjectId,
         session_id: &str,
         transcript: &[u8],
         job: JobId,
@@ -986,7 +987,7 @@ impl SqliteStore {
     ) -> Result<()> {
         sqlx::query(SAVE_SESSION)
             .bind(session_id)
-            .bind(project_id)
+            .bind(project_id.as_str())
             .bind(transcript)
             .bind(now)
             .bind(now)
@@ -996,19 +997,23 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn get_session(&self, project_id: &str, session_id: &str) -> Result<SessionRecord> {
+    pub async fn get_session(
+        &self,
+        project_id: &ProjectId,
+        session_id: &str,
+    ) -> Result<SessionRecord> {
         let row = sqlx::query(
             "SELECT id, project_id, transcript, created_at, updated_at, last_job_id FROM sessions \
              WHERE id = ? AND project_id = ?",
         )
         .bind(session_id)
-        .bind(project_id)
+        .bind(project_id.as_str())
         .fetch_optional(&self.write)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("session {session_id}")))?;
         Ok(SessionRecord {
             id: row.get(0),
-            project_id: row.get(1),
+            project_id: parse_project(row.get(1))?,
             transcript: row.get(2),
             created_at: row.get(3),
             updated_at: row.get(4),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use baton_api::{ApiConfig, AppState};
-use baton_core::{DEFAULT_PROJECT, Limits};
+use baton_core::{Limits, ProjectId};
 use baton_engine::{Engine, EngineConfig, SystemClock, WarmPoolConfig};
 use baton_runner::RunnerConfig;
 use baton_store::Store;
@@ -172,7 +172,7 @@ impl App {
         let api = ApiConfig {
             limits,
             max_body_bytes: config.max_body_bytes,
-            project: DEFAULT_PROJECT.into(),
+            project: ProjectId::default(),
         };
         let state = AppState::new(engine.clone(), api, shutdown.clone());
         let listener = TcpListener::bind(config.listen)

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use baton_core::{JobId, JobRequest, Limits, Transition};
+use baton_core::{JobId, JobRequest, Limits, ProjectId, Transition};
 use baton_store::{Finish, NewEvent, NewJob, Store};
 
 use crate::{cargo, root, run};
@@ -290,7 +290,7 @@ async fn queue_only_on(stores: &[Store], total: usize, batch: u32) -> anyhow::Re
     for _ in 0..total {
         let job = NewJob {
             id: JobId::new(),
-            project_id: "default".into(),
+            project_id: ProjectId::default(),
             spec: spec.clone(),
             run_at: 0,
             idempotency: None,

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use baton_core::{JobId, JobRequest, Limits, Transition};
+use baton_core::{JobId, JobRequest, Limits, ProjectId, Transition};
 use baton_store::{AttemptMeta, Finish, NewEvent, NewJob, Store};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -154,7 +154,7 @@ async fn seed_history(store: &Store, incarnation: &str, n: usize) -> anyhow::Res
                     ids.push(id);
                     let job = NewJob {
                         id,
-                        project_id: "default".into(),
+                        project_id: ProjectId::default(),
                         spec: spec.clone(),
                         run_at: now,
                         idempotency: None,
@@ -180,7 +180,7 @@ async fn seed_history(store: &Store, incarnation: &str, n: usize) -> anyhow::Res
     }
     let mut pid = 5_000_000;
     while claim_and_finish(store, incarnation, &events, &finish, &mut pid).await? > 0 {}
-    let queued = store.count_open("default").await?.queued;
+    let queued = store.count_open(&ProjectId::default()).await?.queued;
     if queued > 0 {
         bail!("the seeding left {queued} jobs queued");
     }

@@ -4,7 +4,7 @@ use std::os::unix::process::CommandExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_core::{ErrorKind, JobId, JobRequest, JobState, Limits};
+use baton_core::{ErrorKind, JobId, JobRequest, JobState, Limits, ProjectId};
 use baton_engine::{Clock, Engine, EngineConfig, ManualClock};
 use baton_runner::RunnerConfig;
 use baton_store::{AttemptMeta, Finish, Inserted, NewEvent, NewJob, Store, StoreError};
@@ -92,7 +92,7 @@ async fn submit_request(f: &Fixture, request: JobRequest, delay_ms: i64) -> JobI
     let spec = request.parse(&Limits::default()).unwrap();
     let job = NewJob {
         id: JobId::new(),
-        project_id: "default".into(),
+        project_id: ProjectId::default(),
         spec,
         run_at: f.clock.now_ms() + delay_ms,
         idempotency: None,
@@ -268,7 +268,7 @@ async fn a_restart_kills_the_previous_incarnations_processes_and_requeues_at_onc
         .insert_job(
             NewJob {
                 id,
-                project_id: "default".into(),
+                project_id: ProjectId::default(),
                 spec,
                 run_at: START,
                 idempotency: None,

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use baton_core::{ErrorKind, JobId, JobRequest, JobSpec, JobState, Limits, SessionId, Transition};
+use baton_core::{
+    ErrorKind, JobId, JobRequest, JobSpec, JobState, Limits, ProjectId, SessionId, Transition,
+};
 use baton_store::testing::TestDatabase;
 use baton_store::{
     AttemptMeta, Finish, IDEMPOTENCY_PENDING_MS, IdempotencyClaim, Inserted, JobFilter, NewEvent,
@@ -75,6 +77,10 @@ macro_rules! conformance {
     )*};
 }
 
+fn other_project() -> ProjectId {
+    ProjectId::parse("other").unwrap()
+}
+
 fn spec(prompt: &str) -> JobSpec {
     JobRequest::prompt(prompt)
         .parse(&Limits::default())
@@ -85,7 +91,7 @@ async fn insert(store: &Store, spec: JobSpec, run_at: i64) -> JobId {
     let id = JobId::new();
     let job = NewJob {
         id,
-        project_id: "default".into(),
+        project_id: ProjectId::default(),
         spec,
         run_at,
         idempotency: None,
@@ -255,7 +261,7 @@ async fn idempotency_keys_replay_or_conflict(t) {
     let s = &t.store;
     let job = |hash: &str| NewJob {
         id: JobId::new(),
-        project_id: "default".into(),
+        project_id: ProjectId::default(),
         spec: spec("x"),
         run_at: 0,
         idempotency: Some(("key".into(), hash.into())),
@@ -390,26 +396,26 @@ async fn sessions_round_trip_and_reopening_keeps_everything(t) {
     let id = {
         let s = &t.store;
         let id = insert(s, spec("persist"), 0).await;
-        s.save_session("default", "sess-1", b"line 1\n", id, 5)
+        s.save_session(&ProjectId::default(), "sess-1", b"line 1\n", id, 5)
             .await
             .unwrap();
-        s.save_session("default", "sess-1", b"line 1\nline 2\n", id, 6)
+        s.save_session(&ProjectId::default(), "sess-1", b"line 1\nline 2\n", id, 6)
             .await
             .unwrap();
         id
     };
     let s = t.reopen().await;
     assert_eq!(s.get_job(id).await.unwrap().spec.prompt, "persist");
-    let session = s.get_session("default", "sess-1").await.unwrap();
+    let session = s.get_session(&ProjectId::default(), "sess-1").await.unwrap();
     assert_eq!(session.transcript, b"line 1\nline 2\n");
     assert_eq!((session.created_at, session.updated_at), (5, 6));
     assert_eq!(session.last_job_id, Some(id.to_string()));
     assert!(matches!(
-        s.get_session("other", "sess-1").await,
+        s.get_session(&other_project(), "sess-1").await,
         Err(StoreError::NotFound(_))
     ));
     let filter = JobFilter {
-        project_id: "default".into(),
+        project_id: ProjectId::default(),
         limit: 10,
         ..JobFilter::default()
     };
@@ -456,7 +462,7 @@ async fn concurrent_submits_with_one_key_make_one_job(t) {
         handles.push(tokio::spawn(async move {
             let job = NewJob {
                 id: JobId::new(),
-                project_id: "default".into(),
+                project_id: ProjectId::default(),
                 spec: spec("same"),
                 run_at: 0,
                 idempotency: Some(("k".into(), "h".into())),
@@ -480,7 +486,7 @@ async fn concurrent_submits_with_one_key_make_one_job(t) {
     }
     assert_eq!((new, ids.len()), (1, 1));
     let filter = JobFilter {
-        project_id: "default".into(),
+        project_id: ProjectId::default(),
         limit: 10,
         ..JobFilter::default()
     };
@@ -593,16 +599,16 @@ async fn dead_jobs_are_listed_and_replayed_with_continuing_attempts(t) {
     die.error = Some((ErrorKind::RateLimited, "slow down".into()));
     let rec = s.finish_attempt(id, 1, &die, 3).await.unwrap();
     assert_eq!((rec.state, rec.finished_at), (JobState::Dead, Some(3)));
-    assert_eq!(s.dead_jobs("default", None, 10).await.unwrap().len(), 1);
+    assert_eq!(s.dead_jobs(&ProjectId::default(), None, 10).await.unwrap().len(), 1);
     assert_eq!(
-        s.dead_jobs("default", Some("rate_limited"), 10)
+        s.dead_jobs(&ProjectId::default(), Some("rate_limited"), 10)
             .await
             .unwrap()
             .len(),
         1
     );
     assert!(
-        s.dead_jobs("default", Some("timeout"), 10)
+        s.dead_jobs(&ProjectId::default(), Some("timeout"), 10)
             .await
             .unwrap()
             .is_empty()
@@ -677,13 +683,13 @@ async fn open_jobs_are_counted_and_finished_ones_are_not(t) {
     insert(s, spec("queued"), 0).await;
     insert(s, spec("later"), 10_000).await;
     assert_eq!(
-        s.count_open("default").await.unwrap(),
+        s.count_open(&ProjectId::default()).await.unwrap(),
         OpenJobs {
             queued: 2,
             running: 1
         }
     );
-    assert_eq!(s.count_open("other").await.unwrap(), OpenJobs::default());
+    assert_eq!(s.count_open(&other_project()).await.unwrap(), OpenJobs::default());
 }
 
 async fn idempotency_keys_are_taken_once_answered_and_expire(t) {
@@ -691,33 +697,33 @@ async fn idempotency_keys_are_taken_once_answered_and_expire(t) {
     let pending = IdempotencyClaim::Pending {
         request_hash: "h1".into(),
     };
-    assert_eq!(s.claim_idempotency("default", "k", "h1", 10).await.unwrap(), IdempotencyClaim::Taken);
-    assert_eq!(s.claim_idempotency("default", "k", "h2", 11).await.unwrap(), pending);
+    assert_eq!(s.claim_idempotency(&ProjectId::default(), "k", "h1", 10).await.unwrap(), IdempotencyClaim::Taken);
+    assert_eq!(s.claim_idempotency(&ProjectId::default(), "k", "h2", 11).await.unwrap(), pending);
     // Another project's key is another key.
-    assert_eq!(s.claim_idempotency("other", "k", "h1", 11).await.unwrap(), IdempotencyClaim::Taken);
-    s.complete_idempotency("default", "k", 201, "{\"a\":1}").await.unwrap();
+    assert_eq!(s.claim_idempotency(&other_project(), "k", "h1", 11).await.unwrap(), IdempotencyClaim::Taken);
+    s.complete_idempotency(&ProjectId::default(), "k", 201, "{\"a\":1}").await.unwrap();
     let answered = IdempotencyClaim::Answered {
         request_hash: "h1".into(),
         status: 201,
         body: "{\"a\":1}".into(),
     };
-    assert_eq!(s.claim_idempotency("default", "k", "h1", 12).await.unwrap(), answered);
+    assert_eq!(s.claim_idempotency(&ProjectId::default(), "k", "h1", 12).await.unwrap(), answered);
     // A released key (its request failed) can be taken again; an answered one cannot be
     // released, nor taken over however old.
-    s.release_idempotency("default", "k").await.unwrap();
+    s.release_idempotency(&ProjectId::default(), "k").await.unwrap();
     let late = 12 + IDEMPOTENCY_PENDING_MS + 1;
-    assert_eq!(s.claim_idempotency("default", "k", "h1", late).await.unwrap(), answered);
-    s.release_idempotency("other", "k").await.unwrap();
-    assert_eq!(s.claim_idempotency("other", "k", "h3", 13).await.unwrap(), IdempotencyClaim::Taken);
+    assert_eq!(s.claim_idempotency(&ProjectId::default(), "k", "h1", late).await.unwrap(), answered);
+    s.release_idempotency(&other_project(), "k").await.unwrap();
+    assert_eq!(s.claim_idempotency(&other_project(), "k", "h3", 13).await.unwrap(), IdempotencyClaim::Taken);
     // A key taken and never answered (its server died) is taken over after a while.
     assert_eq!(
-        s.claim_idempotency("other", "k", "h4", 14).await.unwrap(),
+        s.claim_idempotency(&other_project(), "k", "h4", 14).await.unwrap(),
         IdempotencyClaim::Pending { request_hash: "h3".into() }
     );
     let stale = 13 + IDEMPOTENCY_PENDING_MS + 1;
-    assert_eq!(s.claim_idempotency("other", "k", "h4", stale).await.unwrap(), IdempotencyClaim::Taken);
+    assert_eq!(s.claim_idempotency(&other_project(), "k", "h4", stale).await.unwrap(), IdempotencyClaim::Taken);
     assert_eq!(s.prune_idempotency(12).await.unwrap(), 1);
-    assert_eq!(s.claim_idempotency("default", "k", "h5", 20).await.unwrap(), IdempotencyClaim::Taken);
+    assert_eq!(s.claim_idempotency(&ProjectId::default(), "k", "h5", 20).await.unwrap(), IdempotencyClaim::Taken);
 }
 
 async fn racing_requests_with_one_idempotency_key_take_it_once(t) {
@@ -725,7 +731,7 @@ async fn racing_requests_with_one_idempotency_key_take_it_once(t) {
     for _ in 0..6 {
         let store = t.reopen().await;
         handles.push(tokio::spawn(async move {
-            store.claim_idempotency("default", "race", "h", 1).await.unwrap()
+            store.claim_idempotency(&ProjectId::default(), "race", "h", 1).await.unwrap()
         }));
     }
     let mut taken = 0;
@@ -747,7 +753,7 @@ async fn listing_filters_and_pages_newest_first(t) {
     }
     s.cancel(ids[1], 1).await.unwrap();
     let base = JobFilter {
-        project_id: "default".into(),
+        project_id: ProjectId::default(),
         limit: 2,
         ..JobFilter::default()
     };
@@ -767,7 +773,7 @@ async fn listing_filters_and_pages_newest_first(t) {
     let page: Vec<JobId> = s.list_jobs(&cancelled).await.unwrap().iter().map(|j| j.id).collect();
     assert_eq!(page, vec![ids[1]]);
     let other = JobFilter {
-        project_id: "other".into(),
+        project_id: other_project(),
         ..base
     };
     assert!(s.list_jobs(&other).await.unwrap().is_empty());
@@ -802,7 +808,7 @@ async fn the_attempts_process_and_session_are_recorded(t) {
     let job = s.get_job(id).await.unwrap();
     assert_eq!(job.session_id, meta.session_id);
     let filter = JobFilter {
-        project_id: "default".into(),
+        project_id: ProjectId::default(),
         session_id: meta.session_id.clone(),
         limit: 10,
         ..JobFilter::default()
