@@ -304,6 +304,116 @@ mod tidy {
         );
     }
 
+    /// Every `.rs` file under `dir` (relative to the root), with its path.
+    fn sources(dir: &str) -> Vec<(String, String)> {
+        fn walk(path: &std::path::Path, out: &mut Vec<(String, String)>) {
+            for entry in std::fs::read_dir(path).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let rel = path.strip_prefix(root()).unwrap().display().to_string();
+                    out.push((rel, text));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&root().join(dir), &mut out);
+        out
+    }
+
+    /// The lines of `sources` that contain any of `needles`, outside the allowed paths.
+    fn offenders(allowed: &[&str], needles: &[&str]) -> Vec<String> {
+        let mut found = Vec::new();
+        for dir in ["crates", "xtask/src"] {
+            for (path, text) in sources(dir) {
+                if allowed.iter().any(|a| path.starts_with(a)) {
+                    continue;
+                }
+                for (n, line) in text.lines().enumerate() {
+                    if needles.iter().any(|needle| line.contains(needle)) {
+                        found.push(format!("{path}:{}: {}", n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn sql_statements_are_written_only_in_the_store() {
+        // This file names the statements it looks for.
+        let found = offenders(
+            &["crates/baton-store/", "xtask/src/main.rs"],
+            &[
+                "\"SELECT ",
+                "\"INSERT INTO",
+                "\"UPDATE jobs",
+                "\"UPDATE attempts",
+                "\"DELETE FROM",
+                "\"CREATE TABLE",
+                "\"CREATE INDEX",
+                "sqlx::",
+            ],
+        );
+        assert!(
+            found.is_empty(),
+            "SQL outside baton-store:\n{}",
+            found.join("\n")
+        );
+    }
+
+    #[test]
+    fn processes_are_spawned_only_by_the_runner_and_the_test_tools() {
+        // The runner spawns the agent processes; the PostgreSQL test support starts its
+        // cluster; fake-claude and mock-anthropic are test support; xtask is tooling;
+        // tests start servers and sleeps of their own.
+        let found = offenders(
+            &[
+                "crates/baton-runner/src/",
+                "crates/baton-store/src/testing.rs",
+                "crates/fake-claude/",
+                "crates/mock-anthropic/",
+                "xtask/",
+                "crates/baton/tests/",
+                "crates/baton-engine/tests/",
+                "crates/baton-store/tests/",
+            ],
+            &[
+                "Command::new(",
+                "process::Command",
+                "libc::fork",
+                "posix_spawn",
+            ],
+        );
+        assert!(
+            found.is_empty(),
+            "processes spawned outside baton-runner:\n{}",
+            found.join("\n")
+        );
+    }
+
+    #[test]
+    fn http_status_codes_are_known_only_to_the_api() {
+        // The command-line client reads statuses of responses; the mock serves HTTP.
+        let found = offenders(
+            &[
+                "crates/baton-api/src/",
+                "crates/baton/src/client.rs",
+                "crates/mock-anthropic/",
+                "crates/baton/tests/",
+                "xtask/",
+            ],
+            &["StatusCode", "axum::http", "TOO_MANY_REQUESTS", "NOT_FOUND"],
+        );
+        assert!(
+            found.is_empty(),
+            "HTTP statuses outside baton-api:\n{}",
+            found.join("\n")
+        );
+    }
+
     #[test]
     fn sql_lives_only_in_the_store() {
         for name in crates() {
