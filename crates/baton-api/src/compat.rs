@@ -155,23 +155,15 @@ pub async fn chat(
         .wait_until(job.id, wait, |r| r.parked_until().is_some())
         .await?;
     if let Some(until) = job.parked_until() {
-        // A usage or rate limit: the caller is told when to come back, and the job does
-        // not run later for nobody.
-        let job = st.engine().cancel(job.id).await?;
-        let seconds = (until - st.engine().now_ms())
-            .max(0)
-            .unsigned_abs()
-            .div_ceil(1000);
+        let (seconds, message) = cancel_parked(st.engine(), job.id, until).await?;
         return Err(ApiError {
-            detail: Some(json!({"job_id": job.id.to_string(), "job_state": job.state.as_str()})),
+            detail: Some(json!({
+                "job_id": job.id.to_string(),
+                "job_state": "cancelled",
+                "job_error": job.error_message,
+            })),
             retry_after: Some(seconds),
-            ..ApiError::new(
-                ErrorType::RateLimit,
-                format!(
-                    "the Anthropic API refused the run until its limit resets in {seconds} s: {}; the job was cancelled",
-                    job.error_message.as_deref().unwrap_or("rate limited")
-                ),
-            )
+            ..ApiError::new(ErrorType::RateLimit, message)
         });
     }
     let view = wire::job(&job);
@@ -207,6 +199,27 @@ pub async fn chat(
     }
 }
 
+/// A synchronous caller's job that a rate or usage limit parked until `until`: it is
+/// cancelled, since nobody would see it run later, and the caller is told when to come
+/// back (seconds, and a message saying so).
+async fn cancel_parked(
+    engine: &baton_engine::Engine,
+    job: baton_core::JobId,
+    until: i64,
+) -> Result<(u64, String), baton_engine::EngineError> {
+    engine.cancel(job).await?;
+    let seconds = (until - engine.now_ms())
+        .max(0)
+        .unsigned_abs()
+        .div_ceil(1000);
+    Ok((
+        seconds,
+        format!(
+            "the Anthropic API refused the run until its limit resets in {seconds} s; the job was cancelled"
+        ),
+    ))
+}
+
 /// `POST /v1/chat/stream`: `start`, `delta`… and `done` as data-only SSE events.
 /// One attempt only: a retry would replay deltas the client has already shown.
 pub async fn chat_stream(
@@ -230,15 +243,17 @@ pub async fn chat_stream(
                     // back, the job is cancelled rather than run later for nobody, and the
                     // stream ends here.
                     Followed::Event(e) if e.kind == EventKind::JobParked.as_str() => {
-                        if let Err(err) = engine.cancel(job_id).await {
-                            tracing::warn!(job = %job_id, error = %err, "could not cancel a parked stream's job");
-                        }
                         let until = e.data["until"].as_i64().unwrap_or(0);
-                        let seconds = (until - engine.now_ms()).max(0).unsigned_abs().div_ceil(1000);
+                        let (seconds, message) = cancel_parked(&engine, job_id, until)
+                            .await
+                            .unwrap_or_else(|err| {
+                                tracing::warn!(job = %job_id, error = %err, "could not cancel a parked stream's job");
+                                (0, "the Anthropic API refused the run for now".into())
+                            });
                         Some((
                             json!({"type": "error", "error": {
                                 "type": "rate_limit_error",
-                                "message": format!("the Anthropic API refused the run until its limit resets in {seconds} s; the job was cancelled"),
+                                "message": message,
                                 "retry_after": seconds,
                             }}),
                             true,
