@@ -76,8 +76,8 @@ fn ci() -> anyhow::Result<()> {
     drop(cluster);
     // Short chaos runs on the binaries the tests just built: one node on SQLite, then
     // three on PostgreSQL (which is also restarted once).
-    // The SQLite run starts with a long-lived first incarnation: its restart must not
-    // grow with everything it ran.
+    // Both runs start with long-lived first incarnations: a restart must not grow with
+    // everything the node ran.
     chaos::main(&[
         "--prebuilt".to_string(),
         "--kills".to_string(),
@@ -93,6 +93,8 @@ fn ci() -> anyhow::Result<()> {
             "3".to_string(),
             "--kills".to_string(),
             "10".to_string(),
+            "--history".to_string(),
+            "2000".to_string(),
         ])
     } else {
         require_all("no PostgreSQL server binaries for the multi-node chaos run")
