@@ -94,13 +94,7 @@ const DEFAULT_PARK_MS: i64 = 60_000;
 /// (`retry-after` through its retry delay, or a usage limit's reset time), and the attempt
 /// is not counted: the job did nothing wrong.
 fn park(job: &JobRecord, report: &AttemptReport, message: &str, now: i64) -> Finish {
-    let retry = report.rate_limit_retry_ms.map(|ms| now + ms as i64);
-    let until = match (report.rate_limit_resets_at_ms, retry) {
-        // A usage limit's reset, unless the API asked for longer.
-        (Some(reset), retry) => reset.max(retry.unwrap_or(now)),
-        (None, Some(retry)) => retry,
-        (None, None) => now + DEFAULT_PARK_MS,
-    };
+    let until = park_until(report, now);
     Finish {
         transition: Transition::Retry,
         run_at: Some(until),
@@ -114,6 +108,17 @@ fn park(job: &JobRecord, report: &AttemptReport, message: &str, now: i64) -> Fin
         refund_attempt: true,
         trailing: Vec::new(),
         reaped: true,
+    }
+}
+
+/// When a rate-limited job may run again: a usage limit's announced reset, unless the API
+/// asked for longer; else the API's delay; else a minute.
+fn park_until(report: &AttemptReport, now: i64) -> i64 {
+    let retry = report.rate_limit_retry_ms.map(|ms| now + ms as i64);
+    match (report.rate_limit_resets_at_ms, retry) {
+        (Some(reset), retry) => reset.max(retry.unwrap_or(now)),
+        (None, Some(retry)) => retry,
+        (None, None) => now + DEFAULT_PARK_MS,
     }
 }
 
@@ -217,4 +222,42 @@ pub(crate) async fn finish(
         }
     }
     tracing::error!(job = %job.id, "could not record the attempt's end; its lease will expire and it will be rescued");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parked_job_waits_for_the_announced_reset_else_a_minute() {
+        let now = 1_000_000;
+        let report = |usage_limited, reset: Option<i64>, retry: Option<u64>| AttemptReport {
+            usage_limited,
+            rate_limit_resets_at_ms: reset,
+            rate_limit_retry_ms: retry,
+            ..AttemptReport::default()
+        };
+        assert_eq!(
+            park_until(&report(true, Some(now + 7_200_000), None), now),
+            now + 7_200_000
+        );
+        // The API asked for longer than the reset.
+        assert_eq!(
+            park_until(&report(true, Some(now + 1_000), Some(5_000)), now),
+            now + 5_000
+        );
+        // A usage limit that announced no reset, and a bare 429: a minute, never at once.
+        assert_eq!(
+            park_until(&report(true, None, None), now),
+            now + DEFAULT_PARK_MS
+        );
+        assert_eq!(
+            park_until(&report(false, None, None), now),
+            now + DEFAULT_PARK_MS
+        );
+        assert_eq!(
+            park_until(&report(false, None, Some(2_000)), now),
+            now + 2_000
+        );
+    }
 }

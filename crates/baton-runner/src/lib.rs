@@ -127,9 +127,12 @@ pub struct AttemptReport {
     /// The delay the CLI last waited before retrying a 429 (`system/api_retry` with
     /// `error_status: 429`); the API's `retry-after` is its floor.
     pub rate_limit_retry_ms: Option<u64>,
-    /// When a usage limit that refused this attempt resets, from a `rate_limit_event`
-    /// whose status is `rejected` (milliseconds since the epoch). Events that only report
-    /// the state of a limit (`allowed`, `allowed_warning`) leave it alone.
+    /// A usage limit refused this attempt: the CLI printed a `rate_limit_event` whose
+    /// status is `rejected`. Events that only report the state of a limit (`allowed`,
+    /// `allowed_warning`) leave it alone.
+    pub usage_limited: bool,
+    /// When that limit resets, if the event said (`resetsAt`, milliseconds since the
+    /// epoch).
     pub rate_limit_resets_at_ms: Option<i64>,
 }
 
@@ -445,11 +448,10 @@ async fn drive(
                         (Some("rate_limit_event"), _)
                             if event["rate_limit_info"]["status"] == "rejected" =>
                         {
-                            report.rate_limit_resets_at_ms = Some(
-                                event["rate_limit_info"]["resetsAt"]
-                                    .as_i64()
-                                    .map_or(0, |at| at * 1000),
-                            );
+                            report.usage_limited = true;
+                            report.rate_limit_resets_at_ms = event["rate_limit_info"]["resetsAt"]
+                                .as_i64()
+                                .map(|at| at * 1000);
                         }
                         (Some("result"), _) => {
                             result = Some(event.clone());
@@ -520,7 +522,7 @@ async fn drive(
     );
     // A refused usage limit ends in an error result with no API status, which alone
     // reads as a failed API call: it is a rate limit, to wait out, not to retry now.
-    if report.rate_limit_resets_at_ms.is_some()
+    if report.usage_limited
         && let Some((kind @ ErrorKind::ApiError, _)) = &mut report.error
     {
         *kind = ErrorKind::RateLimited;

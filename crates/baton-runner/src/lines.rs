@@ -84,7 +84,7 @@ impl<R: AsyncBufRead + Unpin> BoundedLines<R> {
 pub fn head_type(head: &[u8]) -> Option<&str> {
     let mut depth = 0usize;
     let mut i = 0;
-    // The last top-level string read while expecting a key, and whether a ':' followed.
+    // The top-level key whose value comes next, and whether the next string is a key.
     let mut key: Option<&[u8]> = None;
     let mut expect_key = false;
     while i < head.len() {
