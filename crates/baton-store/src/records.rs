@@ -54,8 +54,9 @@ impl JobRecord {
     /// When a job that a rate limit parked may run again: it is queued, and its last
     /// attempt ended `rate_limited` (without counting against its attempts).
     pub fn parked_until(&self) -> Option<i64> {
-        (self.state == JobState::Queued && self.error_type.as_deref() == Some("rate_limited"))
-            .then_some(self.run_at)
+        (self.state == JobState::Queued
+            && self.error_type.as_deref() == Some(ErrorKind::RateLimited.as_str()))
+        .then_some(self.run_at)
     }
 }
 
