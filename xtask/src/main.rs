@@ -417,6 +417,28 @@ mod tidy {
     }
 
     #[test]
+    fn only_the_dialect_modules_of_the_store_name_sqlx() {
+        // The aggregates' queries are written once, through `db.rs`; `sqlx` stays behind it.
+        let found = offenders(
+            &[
+                "crates/baton-store/src/db.rs",
+                "crates/baton-store/src/sqlite.rs",
+                "crates/baton-store/src/postgres.rs",
+                "crates/baton-store/src/faults.rs",
+                "crates/baton-store/src/testing.rs",
+                // This file names what it looks for.
+                "xtask/src/main.rs",
+            ],
+            &["sqlx"],
+        );
+        assert!(
+            found.is_empty(),
+            "sqlx named outside the store's dialect modules:\n{}",
+            found.join("\n")
+        );
+    }
+
+    #[test]
     fn sql_lives_only_in_the_store() {
         for name in crates() {
             if name == "baton-store" {

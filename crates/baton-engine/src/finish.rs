@@ -194,6 +194,7 @@ pub(crate) async fn finish(
     finish.trailing = trailing;
     finish.reaped = reaped;
     if engine.crash_now(CrashPoint::BetweenFinishWrites) {
+        #[cfg(feature = "testing")]
         let _ = store
             .crash_between_finish_writes(job.id, job.attempt, &finish, engine.now_ms())
             .await;

@@ -40,7 +40,8 @@ use tokio_util::task::TaskTracker;
 pub use bus::{Change, EventBus, Tail};
 
 /// Test support: the dangerous points at which a test can make an attempt's supervisor
-/// stop dead, writing nothing more, as if the process had been killed there.
+/// stop dead, writing nothing more, as if the process had been killed there. Planned only
+/// in builds with the `testing` feature; elsewhere no attempt ever stops at one.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
@@ -184,7 +185,7 @@ impl Engine {
     }
 
     /// Test support: the next attempt to reach `point` stops there, as if killed.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn plan_crash(&self, point: CrashPoint) {
         if let Ok(mut c) = self.inner.crash.lock() {
             *c = Some(point);

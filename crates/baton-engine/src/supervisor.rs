@@ -131,6 +131,7 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
                     }
                 }
                 if !pending.events.is_empty() && engine.crash_now(CrashPoint::DuringAppend) {
+                    #[cfg(feature = "testing")]
                     let _ = store.crash_during_append(id, attempt, &pending.events, engine.now_ms()).await;
                     run.abort();
                     return;

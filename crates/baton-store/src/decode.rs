@@ -1,45 +1,16 @@
-//! Rows into records, the same for every backend: both store the same columns with the
+//! Rows into records, the one decoder for every backend: both store the same columns with the
 //! same meaning (times in milliseconds, flags as 0/1 integers, JSON as text).
 
 use baton_core::{ErrorKind, JobId, JobSpec, JobState, ProjectId};
 use serde_json::Value;
-use sqlx::Row;
 
-use crate::records::{IdempotencyClaim, JobRecord, OpenJobs, Orphan};
+use crate::db::Row;
+use crate::{JobRecord, OpenJobs, Orphan};
 use crate::{Result, StoreError};
 
 pub(crate) const JOB_COLUMNS: &str = "id, project_id, state, priority, run_at, created_at, updated_at, \
     started_at, finished_at, attempt, max_attempts, spec, session_id, lease_owner, \
     lease_expires_at, cancel_requested, last_seq, outcome, error_type, error_message";
-
-/// The four column types Baton stores, read by name from either backend's rows.
-pub(crate) trait Cols {
-    fn text(&self, c: &str) -> String;
-    fn opt_text(&self, c: &str) -> Option<String>;
-    fn int(&self, c: &str) -> i64;
-    fn opt_int(&self, c: &str) -> Option<i64>;
-}
-
-macro_rules! cols_for {
-    ($row:ty) => {
-        impl Cols for $row {
-            fn text(&self, c: &str) -> String {
-                self.get(c)
-            }
-            fn opt_text(&self, c: &str) -> Option<String> {
-                self.get(c)
-            }
-            fn int(&self, c: &str) -> i64 {
-                self.get(c)
-            }
-            fn opt_int(&self, c: &str) -> Option<i64> {
-                self.get(c)
-            }
-        }
-    };
-}
-cols_for!(sqlx::sqlite::SqliteRow);
-cols_for!(sqlx::postgres::PgRow);
 
 pub(crate) fn fenced(job: JobId, attempt: u32) -> StoreError {
     StoreError::Fenced {
@@ -61,7 +32,7 @@ pub(crate) fn parse_id(id: &str) -> Result<JobId> {
 }
 
 /// The counts of `SELECT state, COUNT(*) AS n … GROUP BY state` over open jobs.
-pub(crate) fn open_jobs(rows: &[impl Cols]) -> Result<OpenJobs> {
+pub(crate) fn open_jobs(rows: &[Row]) -> Result<OpenJobs> {
     let mut open = OpenJobs::default();
     for r in rows {
         match parse_state(r.text("state"))? {
@@ -73,24 +44,8 @@ pub(crate) fn open_jobs(rows: &[impl Cols]) -> Result<OpenJobs> {
     Ok(open)
 }
 
-/// A stored idempotency key's row: status 0 marks a request still being answered.
-pub(crate) fn idempotency_claim(
-    request_hash: String,
-    status: i64,
-    body: String,
-) -> IdempotencyClaim {
-    match status {
-        0 => IdempotencyClaim::Pending { request_hash },
-        s => IdempotencyClaim::Answered {
-            request_hash,
-            status: s as u16,
-            body,
-        },
-    }
-}
-
 /// An orphan from the columns `id, attempt, max_attempts, pid, pid_start`.
-pub(crate) fn orphan_from_row(r: &impl Cols) -> Result<Orphan> {
+pub(crate) fn orphan_from_row(r: &Row) -> Result<Orphan> {
     Ok(Orphan {
         job_id: parse_id(&r.text("id"))?,
         attempt: r.int("attempt") as u32,
@@ -100,7 +55,7 @@ pub(crate) fn orphan_from_row(r: &impl Cols) -> Result<Orphan> {
     })
 }
 
-pub(crate) fn job_from_row(r: &impl Cols) -> Result<JobRecord> {
+pub(crate) fn job_from_row(r: &Row) -> Result<JobRecord> {
     let id = r.text("id");
     let corrupt = |what: &str, e: &dyn std::fmt::Display| {
         StoreError::Corrupt(format!("job {id}: {what}: {e}"))

@@ -365,3 +365,193 @@ fn as_user(cmd: &mut Command, user: Option<(u32, u32)>, die_with_parent: bool) {
         });
     }
 }
+
+/// A database's schema as both dialects can state it: per table its columns (name,
+/// normalised type, nullability, default), primary key and foreign keys, and every
+/// index's definition, normalised (no schema names, casts, `USING btree` or brackets).
+/// Dialect mechanisms that are not schema (SQLite's triggers, `WITHOUT ROWID`) are not
+/// part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Schema {
+    pub tables: std::collections::BTreeMap<String, Table>,
+    pub indexes: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Table {
+    /// `name type [not null] [default …]`, in column order.
+    pub columns: Vec<String>,
+    pub primary_key: Vec<String>,
+    /// `column -> table.column on delete …`, sorted.
+    pub foreign_keys: Vec<String>,
+}
+
+/// Reads the schema of `store`'s database back.
+pub async fn schema(store: &crate::Store) -> crate::Result<Schema> {
+    use crate::db::{Db, sql};
+    let db = &store.db;
+    let mut schema = Schema::default();
+    let (tables, indexes) = match db {
+        Db::Sqlite { .. } => (
+            sql("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"),
+            sql(
+                "SELECT name, sql AS def FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL",
+            ),
+        ),
+        Db::Postgres(_) => (
+            sql(
+                "SELECT table_name::text AS name FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+            ),
+            sql(
+                "SELECT indexname::text AS name, indexdef AS def FROM pg_indexes \
+                 WHERE schemaname = current_schema() AND indexname NOT LIKE '%\\_pkey'",
+            ),
+        ),
+    };
+    for row in db.all(tables).await? {
+        let name = row.text("name");
+        let table = match db {
+            Db::Sqlite { .. } => sqlite_table(db, &name).await?,
+            Db::Postgres(_) => postgres_table(db, &name).await?,
+        };
+        schema.tables.insert(name, table);
+    }
+    for row in db.all(indexes).await? {
+        schema
+            .indexes
+            .insert(row.text("name"), normalise_index(&row.text("def")));
+    }
+    Ok(schema)
+}
+
+async fn sqlite_table(db: &crate::db::Db, name: &str) -> crate::Result<Table> {
+    use crate::db::sql;
+    let mut table = Table::default();
+    let mut pk = Vec::new();
+    let columns = sql(
+        "SELECT name, type, \"notnull\" AS nn, dflt_value AS dflt, pk \
+                       FROM pragma_table_info(?) ORDER BY cid",
+    )
+    .bind(name);
+    for c in db.all(columns).await? {
+        let key = c.int("pk");
+        if key > 0 {
+            pk.push((key, c.text("name")));
+        }
+        // A primary key column is never null in Baton's tables, whatever SQLite allows.
+        table.columns.push(column(
+            &c.text("name"),
+            &c.text("type"),
+            c.int("nn") != 0 || key > 0,
+            c.opt_text("dflt"),
+        ));
+    }
+    pk.sort();
+    table.primary_key = pk.into_iter().map(|(_, n)| n).collect();
+    let fks = sql(
+        "SELECT \"from\" AS col, \"table\" AS ref, \"to\" AS refcol, on_delete \
+                   FROM pragma_foreign_key_list(?)",
+    )
+    .bind(name);
+    for f in db.all(fks).await? {
+        table.foreign_keys.push(foreign_key(
+            &f.text("col"),
+            &f.text("ref"),
+            &f.text("refcol"),
+            &f.text("on_delete"),
+        ));
+    }
+    table.foreign_keys.sort();
+    Ok(table)
+}
+
+async fn postgres_table(db: &crate::db::Db, name: &str) -> crate::Result<Table> {
+    use crate::db::sql;
+    let mut table = Table::default();
+    let columns = sql(
+        "SELECT column_name::text AS name, data_type::text AS type, \
+                       is_nullable::text AS nullable, column_default::text AS dflt \
+                       FROM information_schema.columns \
+                       WHERE table_schema = current_schema() AND table_name = ? \
+                       ORDER BY ordinal_position",
+    )
+    .bind(name);
+    for c in db.all(columns).await? {
+        table.columns.push(column(
+            &c.text("name"),
+            &c.text("type"),
+            c.text("nullable") == "NO",
+            c.opt_text("dflt"),
+        ));
+    }
+    let pk = sql("SELECT kcu.column_name::text AS name FROM information_schema.table_constraints tc \
+                  JOIN information_schema.key_column_usage kcu \
+                  ON tc.constraint_name = kcu.constraint_name AND tc.table_schema = kcu.table_schema \
+                  WHERE tc.table_schema = current_schema() AND tc.table_name = ? \
+                  AND tc.constraint_type = 'PRIMARY KEY' ORDER BY kcu.ordinal_position")
+    .bind(name);
+    table.primary_key = db.all(pk).await?.iter().map(|r| r.text("name")).collect();
+    let fks = sql("SELECT kcu.column_name::text AS col, ccu.table_name::text AS ref, \
+                   ccu.column_name::text AS refcol, rc.delete_rule::text AS on_delete \
+                   FROM information_schema.referential_constraints rc \
+                   JOIN information_schema.key_column_usage kcu \
+                   ON rc.constraint_name = kcu.constraint_name AND kcu.table_schema = rc.constraint_schema \
+                   JOIN information_schema.constraint_column_usage ccu \
+                   ON rc.unique_constraint_name = ccu.constraint_name \
+                   AND ccu.table_schema = rc.unique_constraint_schema \
+                   WHERE kcu.table_schema = current_schema() AND kcu.table_name = ?")
+    .bind(name);
+    for f in db.all(fks).await? {
+        table.foreign_keys.push(foreign_key(
+            &f.text("col"),
+            &f.text("ref"),
+            &f.text("refcol"),
+            &f.text("on_delete"),
+        ));
+    }
+    table.foreign_keys.sort();
+    Ok(table)
+}
+
+fn column(name: &str, ty: &str, not_null: bool, default: Option<String>) -> String {
+    let ty = match ty.to_ascii_lowercase().as_str() {
+        "integer" | "bigint" | "int" | "int8" => "int".to_string(),
+        "blob" | "bytea" => "bytes".to_string(),
+        other => other.to_string(),
+    };
+    let mut out = format!("{name} {ty}");
+    if not_null {
+        out.push_str(" not null");
+    }
+    if let Some(d) = default {
+        let d = d.split("::").next().unwrap_or_default().trim_matches('\'');
+        out.push_str(&format!(" default {d}"));
+    }
+    out
+}
+
+fn foreign_key(col: &str, table: &str, refcol: &str, on_delete: &str) -> String {
+    format!(
+        "{col} -> {table}.{refcol} on delete {}",
+        on_delete.to_ascii_lowercase()
+    )
+}
+
+/// `CREATE INDEX …` as both dialects would agree to write it.
+fn normalise_index(def: &str) -> String {
+    let mut s = def.to_ascii_lowercase();
+    for noise in ["using btree ", "::text", "::bigint", "(", ")"] {
+        s = s.replace(noise, " ");
+    }
+    let words: Vec<&str> = s.split_whitespace().collect();
+    let mut s = words.join(" ").replace(" ,", ",");
+    // PostgreSQL names the schema: `on baton_t_….jobs`.
+    if let Some(at) = s.find(" on ")
+        && let Some(dot) = s[at + 4..].find('.')
+        && !s[at + 4..at + 4 + dot].contains(' ')
+    {
+        s.replace_range(at + 4..at + 4 + dot + 1, "");
+    }
+    s
+}

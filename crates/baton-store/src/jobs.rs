@@ -1,0 +1,514 @@
+//! Jobs: the queue. Inserting and claiming differ by backend (`sqlite.rs`, `postgres.rs`);
+//! everything else here is written once.
+
+use baton_core::{ErrorKind, EventKind, JobId, JobSpec, JobState, ProjectId, Transition};
+use serde_json::{Value, json};
+
+use crate::db::{Db, Row, Tx, sql};
+use crate::decode::{JOB_COLUMNS, fenced, job_from_row, open_jobs, parse_id, parse_state};
+use crate::events::{NewEvent, insert_event};
+use crate::{Result, Store, StoreError, postgres, sqlite};
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub project_id: ProjectId,
+    pub spec: JobSpec,
+    pub run_at: i64,
+    /// `(Idempotency-Key, hash of the request body)`.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone)]
+pub enum Inserted {
+    New(JobRecord),
+    /// The same key with the same body was seen before: this is the original job.
+    Replayed(JobRecord),
+    /// The same key was used with a different body.
+    KeyReused,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub project_id: ProjectId,
+    pub state: JobState,
+    pub priority: i32,
+    pub run_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// Attempts claimed so far; the current attempt's number, and its fencing token.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub spec: JobSpec,
+    /// The Claude session the job runs in, once known.
+    pub session_id: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub cancel_requested: bool,
+    pub last_seq: i64,
+    pub outcome: Option<Value>,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+}
+
+impl JobRecord {
+    /// When a job that a rate limit parked may run again: it is queued, and its last
+    /// attempt ended `rate_limited` (without counting against its attempts).
+    pub fn parked_until(&self) -> Option<i64> {
+        (self.state == JobState::Queued
+            && self.error_type.as_deref() == Some(ErrorKind::RateLimited.as_str()))
+        .then_some(self.run_at)
+    }
+}
+
+/// A claimed job: its attempt number is the fencing token every later write must carry.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub job: JobRecord,
+}
+
+/// How many of a project's jobs wait or run: what the queue holds now, counted through
+/// the indexes of open jobs, never by reading the finished ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenJobs {
+    pub queued: i64,
+    pub running: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub project_id: ProjectId,
+    pub state: Option<JobState>,
+    pub session_id: Option<String>,
+    pub error_type: Option<String>,
+    /// Only jobs created before this one (ids sort by creation).
+    pub before: Option<JobId>,
+    pub limit: u32,
+}
+
+impl Store {
+    /// Inserts a job and its `job.queued` event, or finds the job an earlier request with
+    /// the same idempotency key created.
+    pub async fn insert_job(&self, job: NewJob, now: i64) -> Result<Inserted> {
+        let (key, hash) = job.idempotency.clone().unzip();
+        let inserted = match &self.db {
+            Db::Sqlite { .. } => sqlite::insert_job(&self.db, &job, now).await?,
+            Db::Postgres(pool) => postgres::insert_job(pool, &job, now).await?,
+        };
+        if let Some(record) = inserted {
+            return Ok(Inserted::New(record));
+        }
+        // The key was taken: by this request's twin, or by another request.
+        let existing = self
+            .db
+            .write_opt(
+                sql("SELECT id, request_hash FROM jobs WHERE project_id = ? AND idempotency_key = ?")
+                    .bind(job.project_id.as_str())
+                    .bind(key),
+            )
+            .await?
+            .ok_or_else(|| {
+                StoreError::Conflict("the job with this idempotency key was just deleted".into())
+            })?;
+        if existing.opt_text("request_hash") != hash {
+            return Ok(Inserted::KeyReused);
+        }
+        let id = parse_id(&existing.text("id"))?;
+        self.get_job(id).await.map(Inserted::Replayed)
+    }
+
+    pub async fn get_job(&self, id: JobId) -> Result<JobRecord> {
+        let row = self
+            .db
+            .opt(sql(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?")).bind(id.to_string()))
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+        job_from_row(&row)
+    }
+
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
+        let mut text = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE project_id = ?");
+        for (on, condition) in [
+            (filter.state.is_some(), " AND state = ?"),
+            (filter.session_id.is_some(), " AND session_id = ?"),
+            (filter.error_type.is_some(), " AND error_type = ?"),
+            (filter.before.is_some(), " AND id < ?"),
+        ] {
+            if on {
+                text.push_str(condition);
+            }
+        }
+        text.push_str(" ORDER BY id DESC LIMIT ?");
+        let mut q = sql(text).bind(filter.project_id.as_str());
+        if let Some(state) = filter.state {
+            q = q.bind(state.as_str());
+        }
+        if let Some(session) = &filter.session_id {
+            q = q.bind(session.clone());
+        }
+        if let Some(error_type) = &filter.error_type {
+            q = q.bind(error_type.clone());
+        }
+        if let Some(before) = filter.before {
+            q = q.bind(before.to_string());
+        }
+        let rows = self.db.all(q.bind(filter.limit)).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Claims up to `limit` due jobs for `incarnation`, each with a lease until
+    /// `now + lease_ms`, in priority then age order. A job whose session already has a
+    /// running attempt is skipped, so at most one attempt per session runs at a time, and
+    /// no job is ever claimed twice, however many nodes claim at once.
+    pub async fn claim(
+        &self,
+        incarnation: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Claimed>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (order, rows) = match &self.db {
+            Db::Sqlite { .. } => sqlite::claim(&self.db, incarnation, now, lease_ms, limit).await?,
+            Db::Postgres(pool) => postgres::claim(pool, incarnation, now, lease_ms, limit).await?,
+        };
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match job_from_row(row) {
+                Ok(job) => claimed.push(Claimed { job }),
+                // A row that cannot be decoded cannot be run: set it aside as failed, so it
+                // neither blocks the queue nor comes back forever.
+                Err(e) => {
+                    let id = row.text("id");
+                    tracing::error!(job = %id, error = %e, "quarantining a corrupt job");
+                    self.db
+                        .exec(
+                            sql("UPDATE jobs SET state = 'failed', finished_at = ?, \
+                                 error_type = 'corrupt_record', error_message = ?, \
+                                 lease_owner = NULL, lease_expires_at = NULL WHERE id = ?")
+                            .bind(now)
+                            .bind(e.to_string())
+                            .bind(id),
+                        )
+                        .await?;
+                }
+            }
+        }
+        claimed.sort_by_key(|c| order.iter().position(|id| *id == c.job.id.to_string()));
+        Ok(claimed)
+    }
+
+    /// Extends an attempt's lease. Returns whether a cancel was requested, or `Fenced` if
+    /// the attempt lost the job.
+    pub async fn renew_lease(
+        &self,
+        job: JobId,
+        attempt: u32,
+        incarnation: &str,
+        expires_at: i64,
+    ) -> Result<bool> {
+        let row = self
+            .db
+            .write_opt(
+                sql(
+                    "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND state = 'running' \
+                     AND attempt = ? AND lease_owner = ? RETURNING cancel_requested",
+                )
+                .bind(expires_at)
+                .bind(job.to_string())
+                .bind(attempt)
+                .bind(incarnation),
+            )
+            .await?;
+        match row {
+            Some(r) => Ok(r.int("cancel_requested") != 0),
+            None => Err(fenced(job, attempt)),
+        }
+    }
+
+    /// Cancels a job. A queued job is cancelled at once; a running one is flagged, and its
+    /// supervisor kills the process and records the end. Returns the job as it now stands.
+    pub async fn cancel(&self, job: JobId, now: i64) -> Result<JobRecord> {
+        let id = job.to_string();
+        let mut tx = self.db.begin().await?;
+        let lock = tx.for_update();
+        let row = tx
+            .opt(
+                sql(format!(
+                    "SELECT state, project_id FROM jobs WHERE id = ?{lock}"
+                ))
+                .bind(&*id),
+            )
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+        let state = parse_state(row.text("state"))?;
+        match state {
+            JobState::Queued => {
+                let next = state
+                    .apply(Transition::Cancel)
+                    .map_err(|e| StoreError::Conflict(e.to_string()))?;
+                let seq = tx
+                    .one(
+                        sql("UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?, \
+                             error_type = 'cancelled', error_message = 'cancelled before it started', \
+                             last_seq = last_seq + 1 WHERE id = ? AND state = 'queued' RETURNING last_seq")
+                        .bind(next.as_str())
+                        .bind(now)
+                        .bind(now)
+                        .bind(&*id),
+                    )
+                    .await?
+                    .int("last_seq");
+                let event =
+                    NewEvent::lifecycle(EventKind::JobCancelled, json!({"state": "cancelled"}));
+                insert_event(&mut tx, &id, &row.text("project_id"), seq, 0, now, &event).await?;
+                tx.notify("baton_events", format!("{id}:{seq}")).await?;
+            }
+            JobState::Running => {
+                tx.exec(
+                    sql("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?")
+                        .bind(now)
+                        .bind(&*id),
+                )
+                .await?;
+                tx.notify("baton_cancel", id.clone()).await?;
+            }
+            finished => {
+                return Err(StoreError::Conflict(format!(
+                    "job {id} is already {finished} and cannot be cancelled"
+                )));
+            }
+        }
+        tx.commit().await?;
+        self.get_job(job).await
+    }
+
+    /// Running jobs leased by `incarnation` whose cancel was requested.
+    pub async fn cancels_for(&self, incarnation: &str) -> Result<Vec<JobId>> {
+        let rows = self
+            .db
+            .all(
+                sql(
+                    "SELECT id FROM jobs WHERE state = 'running' AND lease_owner = ? \
+                     AND cancel_requested != 0",
+                )
+                .bind(incarnation),
+            )
+            .await?;
+        rows.iter().map(|r| parse_id(&r.text("id"))).collect()
+    }
+
+    /// The earliest `run_at` of a queued job, so the dispatcher knows when to wake.
+    pub async fn next_run_at(&self) -> Result<Option<i64>> {
+        let row = self
+            .db
+            .opt(sql(
+                "SELECT MIN(run_at) AS at FROM jobs WHERE state = 'queued'",
+            ))
+            .await?;
+        Ok(row.and_then(|r| r.opt_int("at")))
+    }
+
+    /// The project's queued and running jobs. Its cost grows with the queue, not with the
+    /// finished jobs kept.
+    pub async fn count_open(&self, project_id: &ProjectId) -> Result<OpenJobs> {
+        let rows = self
+            .db
+            .all(
+                sql("SELECT state, COUNT(*) AS n FROM jobs \
+                     WHERE project_id = ? AND state IN ('queued', 'running') GROUP BY state")
+                .bind(project_id.as_str()),
+            )
+            .await?;
+        open_jobs(&rows)
+    }
+
+    /// Starts a failed or dead job again with `spec`, `extra_attempts` more attempts and
+    /// attempt numbers that continue (so fencing still holds). `Conflict` for any other
+    /// state.
+    pub async fn replay(
+        &self,
+        job: JobId,
+        spec: &JobSpec,
+        extra_attempts: u32,
+        now: i64,
+    ) -> Result<JobRecord> {
+        let id = job.to_string();
+        let spec_json =
+            serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.db.begin().await?;
+        let lock = tx.for_update();
+        let state = tx
+            .opt(sql(format!("SELECT state FROM jobs WHERE id = ?{lock}")).bind(&*id))
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?
+            .text("state");
+        let from = parse_state(state)?;
+        let next = from.apply(Transition::Replay).map_err(|_| {
+            StoreError::Conflict(format!(
+                "job {id} is {from}; only failed or dead jobs can be replayed"
+            ))
+        })?;
+        let row = tx
+            .one(
+                sql(format!(
+                    "UPDATE jobs SET state = ?, spec = ?, priority = ?, max_attempts = attempt + ?, \
+                     run_at = ?, finished_at = NULL, outcome = NULL, error_type = NULL, \
+                     error_message = NULL, cancel_requested = 0, updated_at = ?, \
+                     last_seq = last_seq + 1 WHERE id = ? AND state = ? RETURNING {JOB_COLUMNS}"
+                ))
+                .bind(next.as_str())
+                .bind(spec_json)
+                .bind(spec.priority)
+                .bind(extra_attempts)
+                .bind(now)
+                .bind(now)
+                .bind(&*id)
+                .bind(from.as_str()),
+            )
+            .await?;
+        let record = job_from_row(&row)?;
+        let event = NewEvent::lifecycle(
+            EventKind::JobReplayed,
+            json!({"from": from.as_str(), "state": next.as_str()}),
+        );
+        let (project, seq) = (record.project_id.as_str(), record.last_seq);
+        insert_event(&mut tx, &id, project, seq, record.attempt, now, &event).await?;
+        tx.notify("baton_jobs", String::new()).await?;
+        tx.notify("baton_events", format!("{id}:{seq}")).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// Dead jobs, oldest first, optionally only those with one error type: what a bulk
+    /// replay takes.
+    pub async fn dead_jobs(
+        &self,
+        project_id: &ProjectId,
+        error_type: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>> {
+        let rows = self
+            .db
+            .all(
+                sql(format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE project_id = ? AND state = 'dead' \
+                     AND (? IS NULL OR error_type = ?) ORDER BY id LIMIT ?"
+                ))
+                .bind(project_id.as_str())
+                .bind(error_type)
+                .bind(error_type)
+                .bind(limit),
+            )
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Deletes up to `limit` jobs in `state` that finished before `finished_before`, with
+    /// their attempts and events (cascade). Small batches, so the queue never waits long
+    /// behind retention. Returns how many were deleted.
+    pub async fn prune(&self, state: JobState, finished_before: i64, limit: u32) -> Result<u64> {
+        // On PostgreSQL, rows another node is changing are left for the next batch.
+        let skip = match self.db {
+            Db::Sqlite { .. } => "",
+            Db::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        };
+        self.db
+            .exec(
+                sql(format!(
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = ? \
+                     AND finished_at < ? ORDER BY finished_at LIMIT ?{skip})"
+                ))
+                .bind(state.as_str())
+                .bind(finished_before)
+                .bind(limit),
+            )
+            .await
+    }
+}
+
+/// The due jobs a claim takes, from candidates in queue order (`id`, `session_id`): at
+/// most one per session, at most `limit`.
+pub(crate) fn one_per_session(candidates: &[Row], limit: u32) -> Vec<String> {
+    let mut sessions = std::collections::HashSet::new();
+    let mut order: Vec<String> = Vec::new();
+    for row in candidates {
+        if order.len() as u32 >= limit {
+            break;
+        }
+        if row
+            .opt_text("session_id")
+            .is_none_or(|s| sessions.insert(s))
+        {
+            order.push(row.text("id"));
+        }
+    }
+    order
+}
+
+/// The candidates of a claim, in queue order: due, and not of a session that already
+/// runs. Twice the limit, as some may share a session.
+pub(crate) const CLAIM_CANDIDATES: &str = "SELECT id, session_id FROM jobs j \
+    WHERE state = 'queued' AND run_at <= ? \
+    AND (session_id IS NULL OR NOT EXISTS \
+         (SELECT 1 FROM jobs r WHERE r.session_id = j.session_id AND r.state = 'running')) \
+    ORDER BY priority DESC, run_at, id LIMIT ?";
+
+/// The state a claimed job moves to.
+pub(crate) fn claimed_state() -> Result<JobState> {
+    JobState::Queued
+        .apply(Transition::Claim)
+        .map_err(|e| StoreError::Conflict(e.to_string()))
+}
+
+/// Moves one job by a finish, inside a transaction, if this attempt still owns it. The
+/// outer `Result` is a database failure; the inner one is this attempt's fate.
+pub(crate) async fn move_job(
+    tx: &mut Tx,
+    job: JobId,
+    attempt: u32,
+    finish: &crate::Finish,
+    now: i64,
+) -> Result<Result<JobRecord>> {
+    let next = match JobState::Running.apply(finish.transition) {
+        Ok(next) => next,
+        Err(e) => return Ok(Err(StoreError::Conflict(e.to_string()))),
+    };
+    let (error_type, error_message) = match &finish.error {
+        Some((kind, message)) => (Some(kind.as_str()), Some(message.as_str())),
+        None => (None, None),
+    };
+    let row = tx
+        .opt(
+            sql(format!(
+                "UPDATE jobs SET state = ?, run_at = COALESCE(?, run_at), finished_at = ?, \
+                 outcome = COALESCE(?, outcome), error_type = ?, error_message = ?, \
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, \
+                 last_seq = last_seq + 1 + ?, max_attempts = max_attempts + ? \
+                 WHERE id = ? AND state = 'running' AND attempt = ? RETURNING {JOB_COLUMNS}"
+            ))
+            .bind(next.as_str())
+            .bind(finish.run_at)
+            .bind(next.is_terminal().then_some(now))
+            .bind(finish.outcome.as_ref().map(Value::to_string))
+            .bind(error_type)
+            .bind(error_message)
+            .bind(now)
+            .bind(finish.trailing.len() as i64)
+            .bind(finish.refund_attempt)
+            .bind(job.to_string())
+            .bind(attempt),
+        )
+        .await?;
+    match row {
+        Some(row) => Ok(Ok(job_from_row(&row)?)),
+        None => Ok(Err(fenced(job, attempt))),
+    }
+}
