@@ -114,8 +114,10 @@ fn start(
     let mut cmd = Command::new(bin);
     if let Some(url) = database_url {
         // Through the environment: a URL does not belong in argv.
-        cmd.env("BATON_DATABASE_URL", url)
-            .env("BATON_LEASE_SECONDS", (NODE_LEASE_MS / 1000).to_string());
+        cmd.env("BATON_STORE_DATABASE_URL", url).env(
+            "BATON_RUNNER_LEASE_SECONDS",
+            (NODE_LEASE_MS / 1000).to_string(),
+        );
     }
     let child = cmd
         .arg("serve")
@@ -127,11 +129,11 @@ fn start(
         .args(["--max-concurrency", "8"])
         .args([
             "--set",
-            "log=error",
+            "server.log=error",
             "--set",
-            "drain_timeout_seconds=1",
+            "server.drain_timeout_seconds=1",
             "--set",
-            "poll_interval_ms=100",
+            "runner.poll_interval_ms=100",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

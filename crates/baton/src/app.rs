@@ -29,7 +29,7 @@ pub struct App {
 /// The stable id of this node, kept in the data directory so that a restarted server
 /// recognizes the attempts its previous incarnation left running.
 fn node_id(config: &Config) -> anyhow::Result<String> {
-    let path = config.data_dir.join("node_id");
+    let path = config.server.data_dir.join("node_id");
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
         _ => {
@@ -54,40 +54,45 @@ fn remove_children(dir: &std::path::Path) {
 /// The runner's settings; attempts are made under `<data_dir>/attempts`, or under this
 /// node's own directory in `workspace_dir` when one is set.
 pub fn runner_config(config: &Config, node_id: &str) -> RunnerConfig {
-    let attempts = if config.workspace_dir.as_os_str().is_empty() {
-        config.data_dir.join("attempts")
+    let attempts = if config.runner.workspace_dir.as_os_str().is_empty() {
+        config.server.data_dir.join("attempts")
     } else {
-        config.workspace_dir.join(format!("baton-{node_id}"))
+        config.runner.workspace_dir.join(format!("baton-{node_id}"))
     };
     let mut r = RunnerConfig::new(config.resolve_claude_bin(), attempts);
-    r.workspace_roots = config.workspace_roots.clone();
-    r.env_passthrough = config.env_passthrough.clone();
+    r.workspace_roots = config.limits.workspace_roots.clone();
+    r.env_passthrough = config.runner.env_passthrough.clone();
     r.env = config
+        .runner
         .env
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    r.silence_timeout = Duration::from_secs(config.silence_timeout_seconds);
-    r.result_grace = Duration::from_secs(config.result_grace_seconds);
-    r.kill_grace = Duration::from_secs(config.kill_grace_seconds);
-    r.max_line_bytes = config.max_line_bytes;
-    r.max_stderr_bytes = config.max_stderr_bytes;
-    r.keep_workspaces = config.keep_workspaces;
+    r.silence_timeout = Duration::from_secs(config.runner.silence_timeout_seconds);
+    r.result_grace = Duration::from_secs(config.runner.result_grace_seconds);
+    r.kill_grace = Duration::from_secs(config.runner.kill_grace_seconds);
+    r.max_line_bytes = config.runner.max_line_bytes;
+    r.max_stderr_bytes = config.runner.max_stderr_bytes;
+    r.keep_workspaces = config.runner.keep_workspaces;
     r
 }
 
 /// The configured database: PostgreSQL when `database_url` names one, else SQLite in the
 /// data directory.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    if !config.database_url.is_empty() {
-        let shown = crate::config::redact_url(&config.database_url);
-        return Store::connect_postgres(&config.database_url, config.database_max_connections)
+    std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
+        format!(
+            "creating the data directory {}",
+            config.server.data_dir.display()
+        )
+    })?;
+    if !config.store.database_url.is_empty() {
+        let shown = crate::config::redact_url(&config.store.database_url);
+        return Store::connect_postgres(&config.store.database_url, config.store.max_connections)
             .await
             .with_context(|| format!("connecting to PostgreSQL at {shown}"));
     }
-    let db = config.data_dir.join("baton.db");
+    let db = config.server.data_dir.join("baton.db");
     Store::open(&db)
         .await
         .with_context(|| format!("opening the database {}", db.display()))
@@ -97,9 +102,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// node id and kill each other's attempts as a dead predecessor's.
 fn lock_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let path = config.data_dir.join("node.lock");
+    std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
+        format!(
+            "creating the data directory {}",
+            config.server.data_dir.display()
+        )
+    })?;
+    let path = config.server.data_dir.join("node.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -110,7 +119,7 @@ fn lock_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         anyhow::bail!(
             "another Baton server uses the data directory {}; give each server its own --data-dir",
-            config.data_dir.display()
+            config.server.data_dir.display()
         );
     }
     Ok(file)
@@ -127,10 +136,10 @@ impl App {
         std::fs::create_dir_all(&runner.attempts_dir)
             .with_context(|| format!("creating {}", runner.attempts_dir.display()))?;
         let limits = Limits {
-            max_prompt_chars: config.max_prompt_chars,
-            max_timeout_ms: config.max_timeout_ms,
-            default_timeout_ms: config.default_timeout_ms,
-            max_attempts: config.max_attempts_limit,
+            max_prompt_chars: config.limits.max_prompt_chars,
+            max_timeout_ms: config.limits.max_timeout_ms,
+            default_timeout_ms: config.limits.default_timeout_ms,
+            max_attempts: config.limits.max_attempts_limit,
         };
         let warm_pools = config
             .warm_pool
@@ -145,20 +154,20 @@ impl App {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let engine_cfg = EngineConfig {
             node_id,
-            max_concurrency: config.max_concurrency,
-            lease: Duration::from_secs(config.lease_seconds),
-            poll_interval: Duration::from_millis(config.poll_interval_ms),
-            drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
+            max_concurrency: config.runner.max_concurrency,
+            lease: Duration::from_secs(config.runner.lease_seconds),
+            poll_interval: Duration::from_millis(config.runner.poll_interval_ms),
+            drain_timeout: Duration::from_secs(config.server.drain_timeout_seconds),
             runner,
             warm_pools,
             retention: baton_engine::Retention {
-                completed: Duration::from_secs(config.retention_completed_days * 86_400),
-                failed: Duration::from_secs(config.retention_failed_days * 86_400),
-                cancelled: Duration::from_secs(config.retention_failed_days * 86_400),
-                dead: Duration::from_secs(config.retention_dead_days * 86_400),
+                completed: Duration::from_secs(config.retention.completed_days * 86_400),
+                failed: Duration::from_secs(config.retention.failed_days * 86_400),
+                cancelled: Duration::from_secs(config.retention.failed_days * 86_400),
+                dead: Duration::from_secs(config.retention.dead_days * 86_400),
                 batch: 500,
             },
-            runs_jobs: config.role.runs_jobs(),
+            runs_jobs: config.server.role.runs_jobs(),
         };
         let attempts_dir = engine_cfg.runner.attempts_dir.clone();
         let keep = engine_cfg.runner.keep_workspaces;
@@ -171,21 +180,21 @@ impl App {
         let shutdown = CancellationToken::new();
         let api = ApiConfig {
             limits,
-            max_body_bytes: config.max_body_bytes,
+            max_body_bytes: config.server.max_body_bytes,
             project: ProjectId::default(),
         };
         let state = AppState::new(engine.clone(), api, shutdown.clone());
-        let listener = TcpListener::bind(config.listen)
+        let listener = TcpListener::bind(config.server.listen)
             .await
-            .with_context(|| format!("binding {}", config.listen))?;
+            .with_context(|| format!("binding {}", config.server.listen))?;
         Ok(Self {
             listener,
-            serves_api: config.role.serves_api(),
+            serves_api: config.server.role.serves_api(),
             _lock: lock,
             engine,
             state,
             shutdown,
-            drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
+            drain_timeout: Duration::from_secs(config.server.drain_timeout_seconds),
         })
     }
 

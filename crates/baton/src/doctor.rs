@@ -65,7 +65,7 @@ fn credentials_check(config: &Config) -> Check {
         .iter()
         .copied()
         .filter(|v| {
-            std::env::var_os(v).is_some_and(|x| !x.is_empty()) || config.env.contains_key(*v)
+            std::env::var_os(v).is_some_and(|x| !x.is_empty()) || config.runner.env.contains_key(*v)
         })
         .collect();
     let bedrock = ["CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX"]
@@ -93,7 +93,7 @@ fn credentials_check(config: &Config) -> Check {
 }
 
 fn data_dir_check(config: &Config) -> Check {
-    let dir = &config.data_dir;
+    let dir = &config.server.data_dir;
     let probe = dir.join(".doctor-probe");
     let result = std::fs::create_dir_all(dir)
         .and_then(|()| std::fs::write(&probe, b"ok"))
@@ -121,15 +121,15 @@ async fn database_check(config: &Config) -> Check {
             Ok(()) => Check {
                 name: "database",
                 ok: true,
-                detail: if config.database_url.is_empty() {
+                detail: if config.store.database_url.is_empty() {
                     format!(
                         "{} opens and answers",
-                        config.data_dir.join("baton.db").display()
+                        config.server.data_dir.join("baton.db").display()
                     )
                 } else {
                     format!(
                         "PostgreSQL at {} answers",
-                        crate::config::redact_url(&config.database_url)
+                        crate::config::redact_url(&config.store.database_url)
                     )
                 },
             },
@@ -149,6 +149,7 @@ async fn database_check(config: &Config) -> Check {
 
 fn endpoint(config: &Config) -> String {
     config
+        .runner
         .env
         .get("ANTHROPIC_BASE_URL")
         .cloned()
@@ -160,7 +161,7 @@ fn endpoint(config: &Config) -> String {
 async fn round_trip_check(config: &Config) -> Check {
     let name = "round trip";
     let mut runner = crate::app::runner_config(config, "doctor");
-    runner.attempts_dir = config.data_dir.join("doctor");
+    runner.attempts_dir = config.server.data_dir.join("doctor");
     runner.silence_timeout = Duration::from_secs(60);
     let mut request = JobRequest::prompt("Reply with the single word: ok");
     request.max_turns = Some(1);

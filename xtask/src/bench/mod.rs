@@ -185,7 +185,12 @@ fn spawn_server(
         .arg("--claude-bin")
         .arg(fake)
         .args(["--max-concurrency", &concurrency.to_string()])
-        .args(["--set", "silence_timeout_seconds=600", "--set", "log=warn"])
+        .args([
+            "--set",
+            "runner.silence_timeout_seconds=600",
+            "--set",
+            "server.log=warn",
+        ])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -469,7 +474,7 @@ async fn real_cli(bin: &Path, mock_bin: &Path, jobs: usize) -> anyhow::Result<()
         std::thread::sleep(Duration::from_millis(20));
     };
     let env = format!(
-        r#"env={{ANTHROPIC_BASE_URL = "http://127.0.0.1:{port}", ANTHROPIC_API_KEY = "sk-bench"}}"#
+        r#"runner.env={{ANTHROPIC_BASE_URL = "http://127.0.0.1:{port}", ANTHROPIC_API_KEY = "sk-bench"}}"#
     );
     let http = reqwest::Client::new();
     let mut results = Vec::new();
@@ -661,7 +666,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let mut server_flags = Vec::new();
     if let Some(dir) = option(args, "--workspace-dir")? {
         println!("workspaces: {dir}");
-        server_flags = vec!["--set".to_string(), format!("workspace_dir={dir}")];
+        server_flags = vec!["--set".to_string(), format!("runner.workspace_dir={dir}")];
     }
     let mut e2e = Vec::new();
     for (c, total) in [(1, 200 / scale), (8, 800 / scale), (32, 1600 / scale)] {

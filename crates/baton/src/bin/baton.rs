@@ -42,7 +42,7 @@ struct ServerFlags {
     /// all (default), api or worker.
     #[arg(long)]
     role: Option<String>,
-    /// Any configuration key, as key=value (repeatable).
+    /// Any configuration key, as section.key=value (repeatable), e.g. runner.lease_seconds=20.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
 }
@@ -51,22 +51,22 @@ impl ServerFlags {
     fn load(&self) -> anyhow::Result<Config> {
         let mut flags: Vec<(String, String)> = Vec::new();
         if let Some(v) = &self.listen {
-            flags.push(("listen".into(), v.clone()));
+            flags.push(("server.listen".into(), v.clone()));
         }
         if let Some(v) = &self.data_dir {
-            flags.push(("data_dir".into(), v.display().to_string()));
+            flags.push(("server.data_dir".into(), v.display().to_string()));
         }
         if let Some(v) = &self.claude_bin {
-            flags.push(("claude_bin".into(), v.display().to_string()));
+            flags.push(("runner.claude_bin".into(), v.display().to_string()));
         }
         if let Some(v) = self.max_concurrency {
-            flags.push(("max_concurrency".into(), v.to_string()));
+            flags.push(("runner.max_concurrency".into(), v.to_string()));
         }
         if let Some(v) = &self.database_url {
-            flags.push(("database_url".into(), v.clone()));
+            flags.push(("store.database_url".into(), v.clone()));
         }
         if let Some(v) = &self.role {
-            flags.push(("role".into(), v.clone()));
+            flags.push(("server.role".into(), v.clone()));
         }
         for kv in &self.set {
             let (k, v) = kv
@@ -75,12 +75,12 @@ impl ServerFlags {
             flags.push((k.trim().into(), v.into()));
         }
         // Any user on the machine can read a process's argv.
-        if let Some((_, url)) = flags.iter().find(|(k, _)| k == "database_url")
+        if let Some((_, url)) = flags.iter().find(|(k, _)| k == "store.database_url")
             && baton::config::url_has_password(url)
         {
             anyhow::bail!(
                 "the database URL on the command line carries a password, which any user can read \
-                 in the process list; put it in PGPASSWORD, ~/.pgpass, BATON_DATABASE_URL or baton.toml"
+                 in the process list; put it in PGPASSWORD, ~/.pgpass, BATON_STORE_DATABASE_URL or baton.toml"
             );
         }
         let env: Vec<(String, String)> = std::env::vars().collect();
@@ -214,7 +214,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(flags) => {
             let config = flags.load()?;
-            init_tracing(&config.log, config.log_format);
+            init_tracing(&config.server.log, config.server.log_format);
             raise_open_file_limit();
             let app = App::build(config).await?;
             tracing::info!(address = %app.local_addr(), "baton listening");

@@ -8,7 +8,11 @@ use crate::support::{Server, assert_no_survivors, prompt};
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
-    let server = Server::with(&[("max_prompt_chars", "1000"), ("max_body_bytes", "65536")]).await;
+    let server = Server::with(&[
+        ("limits.max_prompt_chars", "1000"),
+        ("server.max_body_bytes", "65536"),
+    ])
+    .await;
     let outside = tempfile::tempdir().unwrap();
     let outside = outside.path().display().to_string();
     let cases: Vec<(&str, Value, u16, &str)> = vec![
@@ -189,8 +193,11 @@ async fn wait_returns_the_finished_job() {
 async fn attempts_run_in_the_configured_workspace_directory() {
     let workspaces = tempfile::tempdir().unwrap();
     let server = Server::with(&[
-        ("workspace_dir", &workspaces.path().display().to_string()),
-        ("keep_workspaces", "true"),
+        (
+            "runner.workspace_dir",
+            &workspaces.path().display().to_string(),
+        ),
+        ("runner.keep_workspaces", "true"),
     ])
     .await;
     let (status, job) = server
@@ -219,7 +226,7 @@ async fn attempts_run_in_the_configured_workspace_directory() {
 
 #[tokio::test]
 async fn cancel_kills_a_running_job_and_refuses_a_finished_one() {
-    let server = Server::with(&[("max_concurrency", "1")]).await;
+    let server = Server::with(&[("runner.max_concurrency", "1")]).await;
     let running = server
         .submit(prompt("FAKE grandchild\nFAKE sleep 60000"))
         .await;

@@ -18,7 +18,10 @@ async fn database(test: &str) -> Option<TestDatabase> {
 
 /// An in-process node on the shared database.
 async fn node(db: &TestDatabase, role: &str, extra: &[(&str, &str)]) -> Server {
-    let mut overrides = vec![("database_url", db.url.as_str()), ("role", role)];
+    let mut overrides = vec![
+        ("store.database_url", db.url.as_str()),
+        ("server.role", role),
+    ];
     overrides.extend_from_slice(extra);
     Server::with(&overrides).await
 }
@@ -107,8 +110,8 @@ async fn a_cancel_on_one_node_stops_the_attempt_on_another_before_any_lease_rene
         return;
     };
     // A long lease: renewals (every 10 s) cannot be what carries the cancel.
-    let api = node(&db, "api", &[("lease_seconds", "30")]).await;
-    let worker = node(&db, "worker", &[("lease_seconds", "30")]).await;
+    let api = node(&db, "api", &[("runner.lease_seconds", "30")]).await;
+    let worker = node(&db, "worker", &[("runner.lease_seconds", "30")]).await;
     let job = api
         .submit(prompt("FAKE grandchild\nFAKE sleep 60000\nFAKE text never"))
         .await;
@@ -145,9 +148,9 @@ async fn a_killed_nodes_attempt_is_rescued_by_another_after_its_lease() {
     let api = node(&db, "api", &[]).await;
     let (dir, roots) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let extra = [
-        ("database_url", db.url.as_str()),
-        ("role", "worker"),
-        ("lease_seconds", "3"),
+        ("store.database_url", db.url.as_str()),
+        ("server.role", "worker"),
+        ("runner.lease_seconds", "3"),
     ];
     let mut doomed = spawn_server_with(dir.path(), roots.path(), free_port(), &extra);
     wait_ready(&doomed).await;
@@ -160,7 +163,7 @@ async fn a_killed_nodes_attempt_is_rescued_by_another_after_its_lease() {
     doomed.child.wait().unwrap();
     let killed = Instant::now();
     // Another worker, started after the death: it must wait out the lease, then rescue.
-    let rescuer = node(&db, "worker", &[("lease_seconds", "3")]).await;
+    let rescuer = node(&db, "worker", &[("runner.lease_seconds", "3")]).await;
     let done = api.wait_terminal(&id).await;
     let took = killed.elapsed();
     assert_eq!(done["state"], "completed", "{done}");
@@ -186,15 +189,19 @@ async fn a_zombie_node_that_wakes_after_losing_its_lease_changes_nothing() {
     let api = node(&db, "api", &[]).await;
     let (dir, roots) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let extra = [
-        ("database_url", db.url.as_str()),
-        ("role", "worker"),
-        ("lease_seconds", "3"),
+        ("store.database_url", db.url.as_str()),
+        ("server.role", "worker"),
+        ("runner.lease_seconds", "3"),
     ];
     let zombie = spawn_server_with(
         dir.path(),
         roots.path(),
         free_port(),
-        &[extra.as_slice(), &[("silence_timeout_seconds", "30")]].concat(),
+        &[
+            extra.as_slice(),
+            &[("runner.silence_timeout_seconds", "30")],
+        ]
+        .concat(),
     );
     wait_ready(&zombie).await;
     let job = api
@@ -210,7 +217,10 @@ async fn a_zombie_node_that_wakes_after_losing_its_lease_changes_nothing() {
     let rescuer = node(
         &db,
         "worker",
-        &[("lease_seconds", "3"), ("silence_timeout_seconds", "30")],
+        &[
+            ("runner.lease_seconds", "3"),
+            ("runner.silence_timeout_seconds", "30"),
+        ],
     )
     .await;
     let done = api.wait_terminal(&id).await;

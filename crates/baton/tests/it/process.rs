@@ -42,7 +42,7 @@ pub(crate) fn spawn_server_with(
     cmd.arg("serve");
     let extra = extra.iter().map(|(k, v)| (k.to_string(), v.to_string()));
     for (k, v) in test_flags(dir, roots).into_iter().chain(extra) {
-        let v = if k == "listen" {
+        let v = if k == "server.listen" {
             format!("127.0.0.1:{port}")
         } else {
             v
@@ -113,7 +113,7 @@ async fn submit(base: &str, body: Value) -> String {
 async fn log_of_a_job(extra: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let roots = tempfile::tempdir().unwrap();
-    let mut settings = vec![("log", "info")];
+    let mut settings = vec![("server.log", "info")];
     settings.extend_from_slice(extra);
     let mut server = spawn_server_with(dir.path(), roots.path(), free_port(), &settings);
     wait_ready(&server).await;
@@ -137,7 +137,7 @@ async fn logs_to_a_file_carry_no_colour_codes_and_json_logs_are_one_object_a_lin
         "colour codes in a log file: {text:?}"
     );
 
-    let json_log = log_of_a_job(&[("log_format", "json")]).await;
+    let json_log = log_of_a_job(&[("server.log_format", "json")]).await;
     let lines: Vec<&str> = json_log.lines().filter(|l| !l.is_empty()).collect();
     assert!(lines.len() >= 2, "{json_log}");
     for line in &lines {

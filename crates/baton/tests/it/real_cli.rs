@@ -49,9 +49,9 @@ async fn server(claude: &std::path::Path, mock: &MockAnthropic, extra: &[(&str, 
     );
     let claude = claude.display().to_string();
     let mut overrides = vec![
-        ("claude_bin", claude.as_str()),
-        ("env", env.as_str()),
-        ("silence_timeout_seconds", "60"),
+        ("runner.claude_bin", claude.as_str()),
+        ("runner.env", env.as_str()),
+        ("runner.silence_timeout_seconds", "60"),
     ];
     overrides.extend_from_slice(extra);
     Server::with(&overrides).await
@@ -190,7 +190,7 @@ async fn a_stalled_stream_is_cut_by_the_silence_watchdog_and_retried() {
     let mock = MockAnthropic::start().await;
     mock.push(Reply::stall(["partial answ", "er that neve"]));
     mock.push(Reply::text("recovered"));
-    let server = server(&claude, &mock, &[("silence_timeout_seconds", "3")]).await;
+    let server = server(&claude, &mock, &[("runner.silence_timeout_seconds", "3")]).await;
     let job = server
         .run(json!({"prompt": "tell me", "max_attempts": 2}))
         .await;
@@ -279,7 +279,10 @@ async fn a_session_resumes_after_a_restart_from_another_workspace() {
     let server = Server::start_in(
         dir,
         roots,
-        &[("claude_bin", claude.as_str()), ("env", env.as_str())],
+        &[
+            ("runner.claude_bin", claude.as_str()),
+            ("runner.env", env.as_str()),
+        ],
     )
     .await;
     let second = server
@@ -354,10 +357,10 @@ async fn the_real_cli_accepts_batons_arguments_and_fails_fast_without_an_api() {
     let Some(claude) = real_claude() else { return };
     let claude = claude.display().to_string();
     let server = Server::with(&[
-        ("claude_bin", claude.as_str()),
+        ("runner.claude_bin", claude.as_str()),
         // Port 9 (discard) on loopback: connection refused at once.
-        ("env", r#"{ANTHROPIC_BASE_URL = "http://127.0.0.1:9", ANTHROPIC_API_KEY = "sk-test", CLAUDE_CODE_MAX_RETRIES = "0"}"#),
-        ("silence_timeout_seconds", "60"),
+        ("runner.env", r#"{ANTHROPIC_BASE_URL = "http://127.0.0.1:9", ANTHROPIC_API_KEY = "sk-test", CLAUDE_CODE_MAX_RETRIES = "0"}"#),
+        ("runner.silence_timeout_seconds", "60"),
     ])
     .await;
     let (status, health) = server.get("/v1/health").await;
@@ -467,7 +470,7 @@ async fn doctor_diagnoses_each_failure_precisely() {
             .arg("--claude-bin")
             .arg(claude);
         cmd.arg("--set")
-            .arg(format!(r#"env={{ANTHROPIC_BASE_URL = "{base}"}}"#));
+            .arg(format!(r#"runner.env={{ANTHROPIC_BASE_URL = "{base}"}}"#));
         cmd.env_remove("ANTHROPIC_API_KEY")
             .env_remove("ANTHROPIC_AUTH_TOKEN")
             .env_remove("CLAUDE_CODE_OAUTH_TOKEN");

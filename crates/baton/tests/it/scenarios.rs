@@ -32,7 +32,11 @@ fn case(
 
 #[tokio::test]
 async fn every_scenario_ends_in_the_right_state() {
-    let server = Server::with(&[("max_concurrency", "8"), ("max_line_bytes", "1048576")]).await;
+    let server = Server::with(&[
+        ("runner.max_concurrency", "8"),
+        ("runner.max_line_bytes", "1048576"),
+    ])
+    .await;
     let mut cases = vec![
         case(
             "plain text",
@@ -352,7 +356,7 @@ async fn a_rate_limited_job_is_parked_not_dead_lettered() {
 /// cut short and marked so, and the attempt goes on to its result.
 #[tokio::test]
 async fn an_over_long_event_is_stored_truncated_and_the_run_goes_on() {
-    let server = Server::with(&[("max_line_bytes", "1048576")]).await;
+    let server = Server::with(&[("runner.max_line_bytes", "1048576")]).await;
     let job = server.run(prompt("FAKE big_line 2000000")).await;
     assert_eq!(
         (job["state"].as_str(), job["result"].as_str()),
@@ -510,7 +514,7 @@ async fn chat_stream_ends_a_usage_limit_with_a_rate_limit_error() {
 
 #[tokio::test]
 async fn a_missing_cli_fails_jobs_precisely_and_health_says_so() {
-    let server = Server::with(&[("claude_bin", "/nonexistent/claude")]).await;
+    let server = Server::with(&[("runner.claude_bin", "/nonexistent/claude")]).await;
     let (status, health) = server.get("/v1/health").await;
     assert_eq!(status, 503, "{health}");
     assert_eq!(health["status"], "error");

@@ -72,7 +72,7 @@ async fn a_job_resumes_another_jobs_session_from_a_different_workspace() {
 
 #[tokio::test]
 async fn resumes_of_one_session_never_run_at_once() {
-    let server = Server::with(&[("max_concurrency", "4")]).await;
+    let server = Server::with(&[("runner.max_concurrency", "4")]).await;
     let first = server
         .run(json!({"prompt": "start", "max_attempts": 1}))
         .await;

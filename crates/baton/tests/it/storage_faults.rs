@@ -76,7 +76,7 @@ async fn a_locked_database_times_out_clearly_then_recovers() {
 
 #[tokio::test]
 async fn a_corrupted_row_is_reported_and_set_aside_without_stopping_the_queue() {
-    let server = Server::with(&[("max_concurrency", "1")]).await;
+    let server = Server::with(&[("runner.max_concurrency", "1")]).await;
     let done = server.run(prompt("FAKE text fine")).await;
     let done_id: baton_core::JobId =
         baton_core::JobId::parse(done["id"].as_str().unwrap()).unwrap();

@@ -30,17 +30,20 @@ pub struct Server {
 /// Settings that keep watchdog scenarios fast; individual tests override more.
 pub fn test_flags(dir: &std::path::Path, roots: &std::path::Path) -> Vec<(String, String)> {
     [
-        ("listen", "127.0.0.1:0".to_string()),
-        ("data_dir", dir.display().to_string()),
-        ("claude_bin", fake_claude().display().to_string()),
-        ("silence_timeout_seconds", "2".into()),
-        ("result_grace_seconds", "1".into()),
-        ("kill_grace_seconds", "1".into()),
-        ("lease_seconds", "6".into()),
-        ("poll_interval_ms", "200".into()),
-        ("drain_timeout_seconds", "2".into()),
-        ("workspace_roots", format!("[\"{}\"]", roots.display())),
-        ("log", "warn".into()),
+        ("server.listen", "127.0.0.1:0".to_string()),
+        ("server.data_dir", dir.display().to_string()),
+        ("runner.claude_bin", fake_claude().display().to_string()),
+        ("runner.silence_timeout_seconds", "2".into()),
+        ("runner.result_grace_seconds", "1".into()),
+        ("runner.kill_grace_seconds", "1".into()),
+        ("runner.lease_seconds", "6".into()),
+        ("runner.poll_interval_ms", "200".into()),
+        ("server.drain_timeout_seconds", "2".into()),
+        (
+            "limits.workspace_roots",
+            format!("[\"{}\"]", roots.display()),
+        ),
+        ("server.log", "warn".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -1,0 +1,371 @@
+//! One `Config`, in sections (`[server]`, `[store]`, `[runner]`, `[limits]`, `[retention]`,
+//! `[[warm_pool]]`): defaults, then `baton.toml`, then `BATON_<SECTION>_<KEY>` environment
+//! variables, then command-line flags (`layers.rs`). Unknown keys are an error wherever they
+//! appear, and a key of the flat layout Baton had before its sections is refused with its new
+//! place; values that cannot work are refused by [`Config::validate`] with a message that
+//! says how to fix them.
+
+mod layers;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration, in sections. Every key has a default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub runner: RunnerConfig,
+    pub limits: LimitsConfig,
+    pub retention: RetentionConfig,
+    /// Pre-started CLI processes for the job options given; see the README.
+    pub warm_pool: Vec<WarmPoolEntry>,
+}
+
+/// `[server]`: this process, its HTTP API and its logs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the HTTP API listens. Loopback only until API keys exist.
+    pub listen: SocketAddr,
+    /// The node id, attempt workspaces and (by default) the SQLite database live here.
+    pub data_dir: PathBuf,
+    /// `all` (API and workers), `api` (queues, reads and cancels; runs nothing) or
+    /// `worker` (runs jobs; serves only `/v1/health`). Roles other than `all` need a
+    /// shared (PostgreSQL) database.
+    pub role: Role,
+    /// On SIGTERM/SIGINT, how long running attempts may take to finish before they are
+    /// stopped and requeued.
+    pub drain_timeout_seconds: u64,
+    pub max_body_bytes: usize,
+    /// A tracing filter, e.g. `info` or `baton_engine=debug`.
+    pub log: String,
+    /// `text` (colour only when stderr is a terminal) or `json` (one object per line,
+    /// for log collectors).
+    pub log_format: LogFormat,
+}
+
+/// `[store]`: where jobs are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Empty: the embedded SQLite database in the data directory. `postgres://…`: a
+    /// PostgreSQL database that several nodes share. A password belongs in `PGPASSWORD`,
+    /// `~/.pgpass` or the configuration file, never on the command line.
+    pub database_url: String,
+    /// Connections this node keeps to PostgreSQL.
+    pub max_connections: u32,
+}
+
+/// `[runner]`: how this node runs attempts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunnerConfig {
+    /// The `claude` executable; empty means `CLAUDE_BIN`, else `claude` on `PATH`.
+    pub claude_bin: PathBuf,
+    /// Attempts running at once on this node; more jobs wait in the queue.
+    pub max_concurrency: usize,
+    pub lease_seconds: u64,
+    pub poll_interval_ms: u64,
+    pub silence_timeout_seconds: u64,
+    pub result_grace_seconds: u64,
+    pub kill_grace_seconds: u64,
+    pub max_line_bytes: usize,
+    pub max_stderr_bytes: usize,
+    /// Variables copied from Baton's environment into every CLI's, beyond the built-in
+    /// list (credentials, endpoint, proxies, locale).
+    pub env_passthrough: Vec<String>,
+    /// Variables set for every CLI.
+    pub env: BTreeMap<String, String>,
+    pub keep_workspaces: bool,
+    /// Where attempt workspaces (each attempt's private `HOME` and scratch directory) are
+    /// made; empty means `<data_dir>/attempts`. Every attempt creates and deletes a few
+    /// directories, so at high job rates a tmpfs here spares the disk that churn. This
+    /// server keeps to its own `baton-<node id>` inside, so servers may share it.
+    pub workspace_dir: PathBuf,
+}
+
+/// `[limits]`: what a job may ask for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub default_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    pub max_prompt_chars: usize,
+    pub max_attempts_limit: u32,
+    /// Directories a job's `cwd` and `add_dirs` may name.
+    pub workspace_roots: Vec<PathBuf>,
+}
+
+/// `[retention]`: how long finished jobs are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days a completed job (with its events) is kept.
+    pub completed_days: u64,
+    /// Days a failed or cancelled job is kept.
+    pub failed_days: u64,
+    /// Days a dead-lettered job is kept.
+    pub dead_days: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    All,
+    Api,
+    Worker,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        self != Self::Worker
+    }
+
+    pub fn runs_jobs(self) -> bool {
+        self != Self::Api
+    }
+}
+
+/// One warm pool: `size` CLI processes kept ready for jobs whose options equal `options`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmPoolEntry {
+    /// Processes kept ready (each real CLI holds about 300 MB).
+    pub size: usize,
+    /// A ready process unused this long is retired and replaced.
+    #[serde(default = "default_warm_idle")]
+    pub idle_seconds: u64,
+    /// The job options served, as in `POST /v1/jobs` but without `prompt`, `session` or `cwd`.
+    #[serde(default)]
+    pub options: toml::Table,
+}
+
+fn default_warm_idle() -> u64 {
+    600
+}
+
+impl WarmPoolEntry {
+    /// The options as a job spec (with a placeholder prompt), checked like a request.
+    pub fn spec(&self, limits: &baton_core::Limits) -> anyhow::Result<baton_core::JobSpec> {
+        let mut options = serde_json::to_value(&self.options)?;
+        if options.get("prompt").is_some() {
+            bail!("warm_pool options must not contain a prompt");
+        }
+        options["prompt"] = serde_json::Value::String("warm".into());
+        let request: baton_core::JobRequest =
+            serde_json::from_value(options).context("warm_pool options")?;
+        let spec = request.parse(limits).context("warm_pool options")?;
+        if spec.session != baton_core::SessionMode::New || spec.cwd.is_some() {
+            bail!(
+                "warm_pool options cannot name a session or a cwd: a warm process starts before its job"
+            );
+        }
+        Ok(spec)
+    }
+}
+
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("baton");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/baton"),
+        None => PathBuf::from(".baton"),
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7847".parse().expect("a valid address"),
+            data_dir: default_data_dir(),
+            role: Role::All,
+            drain_timeout_seconds: 30,
+            max_body_bytes: 4 * 1024 * 1024,
+            log: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            max_connections: 10,
+        }
+    }
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            claude_bin: PathBuf::new(),
+            max_concurrency: 4,
+            lease_seconds: 12,
+            poll_interval_ms: 1000,
+            silence_timeout_seconds: 300,
+            result_grace_seconds: 5,
+            kill_grace_seconds: 5,
+            max_line_bytes: 8 * 1024 * 1024,
+            max_stderr_bytes: 64 * 1024,
+            env_passthrough: Vec::new(),
+            env: BTreeMap::new(),
+            keep_workspaces: false,
+            workspace_dir: PathBuf::new(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            default_timeout_ms: 30 * 60 * 1000,
+            max_timeout_ms: 24 * 3600 * 1000,
+            max_prompt_chars: 500_000,
+            max_attempts_limit: 20,
+            workspace_roots: Vec::new(),
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            completed_days: 7,
+            failed_days: 7,
+            dead_days: 30,
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.server.listen.ip().is_loopback() {
+            bail!(
+                "server.listen = {}: Baton has no API keys yet, so it only binds a loopback address \
+                 (127.0.0.1 or ::1); put an authenticating proxy in front to expose it",
+                self.server.listen
+            );
+        }
+        if self.runner.max_concurrency == 0 || self.runner.max_concurrency > 1024 {
+            bail!(
+                "runner.max_concurrency must be between 1 and 1024 (got {})",
+                self.runner.max_concurrency
+            );
+        }
+        let url = self.store.database_url.as_str();
+        if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!(
+                "store.database_url must be empty (SQLite in the data directory) or a postgres:// URL (got {})",
+                redact_url(url)
+            );
+        }
+        if url.is_empty() && self.server.role != Role::All {
+            bail!(
+                "server.role = {:?} needs a database shared with other nodes: set store.database_url = \"postgres://…\"",
+                self.server.role
+            );
+        }
+        if self.store.max_connections < 2 || self.store.max_connections > 1000 {
+            bail!("store.max_connections must be between 2 and 1000");
+        }
+        if !self.runner.workspace_dir.as_os_str().is_empty()
+            && !self.runner.workspace_dir.is_absolute()
+        {
+            bail!(
+                "runner.workspace_dir must be an absolute path (got {})",
+                self.runner.workspace_dir.display()
+            );
+        }
+        if self.runner.lease_seconds < 3 {
+            bail!("runner.lease_seconds must be at least 3 (renewed every third)");
+        }
+        if self.limits.default_timeout_ms > self.limits.max_timeout_ms
+            || self.limits.default_timeout_ms < 1000
+        {
+            bail!("limits.default_timeout_ms must be between 1000 and limits.max_timeout_ms");
+        }
+        if self.runner.max_line_bytes < 64 * 1024 {
+            bail!(
+                "runner.max_line_bytes must be at least 65536: real events exceed a few kilobytes"
+            );
+        }
+        for (i, pool) in self.warm_pool.iter().enumerate() {
+            if pool.size == 0 || pool.size > 64 {
+                bail!("warm_pool[{i}].size must be between 1 and 64");
+            }
+            if pool.idle_seconds == 0 {
+                bail!("warm_pool[{i}].idle_seconds must be positive");
+            }
+            pool.spec(&baton_core::Limits::default())
+                .with_context(|| format!("warm_pool[{i}]"))?;
+        }
+        for root in &self.limits.workspace_roots {
+            if !root.is_absolute() {
+                bail!(
+                    "limits.workspace_roots: {} must be an absolute path",
+                    root.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn resolve_claude_bin(&self) -> PathBuf {
+        if !self.runner.claude_bin.as_os_str().is_empty() {
+            return self.runner.claude_bin.clone();
+        }
+        if let Some(path) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&path) {
+                let candidate = dir.join("claude");
+                if candidate.is_file() {
+                    return candidate;
+                }
+            }
+        }
+        PathBuf::from("claude")
+    }
+}
+
+/// `url` with any password replaced by `***`, fit for a log line or an error.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    // A password can also travel as a query parameter.
+    let path = match path.find("password=") {
+        Some(i) => {
+            let end = path[i..].find('&').map_or(path.len(), |j| i + j);
+            format!("{}password=***{}", &path[..i], &path[end..])
+        }
+        None => path.to_string(),
+    };
+    format!("{scheme}://{authority}{path}")
+}
+
+/// Whether a database URL carries a password (which must not be on a command line).
+pub fn url_has_password(url: &str) -> bool {
+    redact_url(url) != url
+}
