@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use crate::cli::{InputFormat, Options, OutputFormat, split_tool_list};
 use crate::json::Json;
 
-/// The model shown in `system/init` when `--model` is absent.
-pub const DEFAULT_MODEL: &str = "claude-opus-4-8[1m]";
+/// The model when `--model` is absent.
+pub const DEFAULT_MODEL: &str = "claude-opus-5-5";
 
 /// The `system/init` tool list of a default run, in the CLI's order.
-pub const DEFAULT_TOOLS: [&str; 24] = [
+pub const DEFAULT_TOOLS: [&str; 22] = [
     "Task",
     "Bash",
     "CronCreate",
@@ -22,18 +22,16 @@ pub const DEFAULT_TOOLS: [&str; 24] = [
     "Edit",
     "EnterWorktree",
     "ExitWorktree",
+    "ListAgents",
+    "Monitor",
     "NotebookEdit",
     "Read",
     "ReportFindings",
     "ScheduleWakeup",
     "SendMessage",
     "Skill",
-    "TaskCreate",
-    "TaskGet",
-    "TaskList",
-    "TaskOutput",
     "TaskStop",
-    "TaskUpdate",
+    "ToolSearch",
     "WebFetch",
     "WebSearch",
     "Workflow",
@@ -130,7 +128,8 @@ pub struct Config {
     pub verbose: bool,
     pub partial_messages: bool,
     pub replay_user_messages: bool,
-    /// The name shown in `system/init` and keyed in `modelUsage`, e.g. `claude-opus-4-8[1m]`.
+    /// The name shown in `system/init`, sent to the API and keyed in `modelUsage`, e.g.
+    /// `claude-opus-5-5`.
     pub model: String,
     pub permission_mode: String,
     pub tools: Vec<String>,
@@ -237,19 +236,6 @@ impl Config {
             },
             prompt_arg: opts.prompt,
         })
-    }
-
-    /// The model name in assistant messages: the init name without the `[1m]` context tag.
-    pub fn api_model(&self) -> &str {
-        self.model.strip_suffix("[1m]").unwrap_or(&self.model)
-    }
-
-    pub fn context_window(&self) -> u64 {
-        if self.model.ends_with("[1m]") {
-            1_000_000
-        } else {
-            200_000
-        }
     }
 
     /// Whether a Write tool call would run without asking.
@@ -373,23 +359,21 @@ fn resolve(cwd: &str, path: &str) -> PathBuf {
     Path::new(cwd).join(path)
 }
 
-/// Aliases as observed: `sonnet`, `opus`, `haiku`, `fable`; other names pass through.
+/// Aliases as observed (fixtures `2.1.332/m_model_*`): `opus`, `sonnet`, `haiku`, `fable`;
+/// a `[1m]` context tag is dropped (every model has a 1M window); other names pass through.
 pub fn resolve_model(arg: Option<&str>) -> String {
     let Some(name) = arg.filter(|m| !m.is_empty() && *m != "default") else {
         return DEFAULT_MODEL.to_string();
     };
-    let (base, tag) = match name.strip_suffix("[1m]") {
-        Some(base) => (base, "[1m]"),
-        None => (name, ""),
-    };
-    let full = match base {
-        "sonnet" => "claude-sonnet-5",
-        "opus" => "claude-opus-4-8",
-        "haiku" => "claude-haiku-4-5-20251001",
-        "fable" => "claude-fable-5",
+    let base = name.strip_suffix("[1m]").unwrap_or(name);
+    match base {
+        "opus" => "claude-opus-5-5",
+        "sonnet" => "claude-sonnet-5-5",
+        "haiku" => "claude-haiku-5-5",
+        "fable" => "claude-fable-5-2",
         other => other,
-    };
-    format!("{full}{tag}")
+    }
+    .to_string()
 }
 
 /// The init tool list: `--tools` picks from the built-ins (`""` = none, `default` = all),
@@ -416,8 +400,10 @@ fn tool_list(tools: Option<&str>, disallowed: &[String]) -> Vec<String> {
     let removed: Vec<String> = disallowed.iter().flat_map(|v| split_tool_list(v)).collect();
     let had_bash = list.iter().any(|t| t == "Bash");
     list.retain(|t| !removed.contains(t));
-    // Observed quirk (d5): without Bash, the CLI offers its dedicated search tools instead.
+    // Observed quirk (d5): without Bash, the CLI drops Monitor (which watches shell
+    // commands) and offers its dedicated search tools instead, in name order after Task.
     if had_bash && !list.iter().any(|t| t == "Bash") && tools.is_none() {
+        list.retain(|t| t != "Monitor");
         list.extend(["Glob".to_string(), "Grep".to_string()]);
         if let Some((first, rest)) = list.split_first_mut()
             && first == "Task"
@@ -443,22 +429,24 @@ mod tests {
 
     #[test]
     fn model_aliases() {
-        assert_eq!(resolve_model(None), "claude-opus-4-8[1m]");
-        assert_eq!(resolve_model(Some("sonnet")), "claude-sonnet-5");
-        assert_eq!(resolve_model(Some("opus[1m]")), "claude-opus-4-8[1m]");
+        assert_eq!(resolve_model(None), "claude-opus-5-5");
+        assert_eq!(resolve_model(Some("sonnet")), "claude-sonnet-5-5");
+        assert_eq!(resolve_model(Some("opus[1m]")), "claude-opus-5-5");
+        assert_eq!(resolve_model(Some("fable")), "claude-fable-5-2");
         assert_eq!(resolve_model(Some("my-model")), "my-model");
     }
 
     #[test]
     fn tools_follow_flags() {
-        assert_eq!(tool_list(None, &[]).len(), 24);
+        assert_eq!(tool_list(None, &[]).len(), 22);
         assert!(tool_list(Some(""), &[]).is_empty());
         assert_eq!(tool_list(Some("Bash,Read"), &[]), ["Bash", "Read"]);
         let without_bash = tool_list(None, &["Bash".into()]);
         assert!(!without_bash.contains(&"Bash".to_string()));
         assert_eq!(without_bash[0], "Task");
         assert!(without_bash.contains(&"Glob".to_string()));
-        assert_eq!(tool_list(None, &["Bash(rm *)".into()]).len(), 24);
+        assert!(!without_bash.contains(&"Monitor".to_string()));
+        assert_eq!(tool_list(None, &["Bash(rm *)".into()]).len(), 22);
     }
 
     #[test]

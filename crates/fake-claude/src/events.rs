@@ -1,163 +1,18 @@
 //! Builders for the stream-json events, with the key sets and key order of the real CLI's
-//! output (fixtures `b_stream_json_verbose`, `d0_*`, `d4_*`, `g1_*`, `h1_*`, `e3_*`, ...).
+//! output (fixtures `2.1.332/b_stream_json_verbose`, `d0_*`, `d4_*`, `g1_*`, `h15_*`,
+//! `e3b_*`, ...). `system/init` is in `init`, token counts in `usage`.
 
-use crate::config::{Config, Environment};
+mod init;
+mod usage;
+
+pub use init::{init, initialize_response};
+pub use usage::{
+    Usage, block_usage, empty_usage, full_usage, model_usage, record, result_usage, total_cost,
+};
+
 use crate::json::Json;
 use crate::obj;
 use crate::session::{new_uuid, now_iso};
-
-/// Token counts of one request, or summed over several.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-}
-
-impl Usage {
-    pub fn add(&mut self, other: Usage) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-    }
-
-    /// Opus 4.8 prices, $5 / $25 per million tokens, which the CLI applies locally.
-    pub fn cost_usd(self) -> f64 {
-        self.input_tokens as f64 * 5e-6 + self.output_tokens as f64 * 25e-6
-    }
-}
-
-const SLASH_COMMANDS: [&str; 25] = [
-    "deep-research",
-    "update-config",
-    "verify",
-    "debug",
-    "code-review",
-    "simplify",
-    "batch",
-    "fewer-permission-prompts",
-    "loop",
-    "claude-api",
-    "run",
-    "run-skill-generator",
-    "clear",
-    "compact",
-    "config",
-    "context",
-    "heapdump",
-    "init",
-    "reload-skills",
-    "review",
-    "security-review",
-    "usage",
-    "insights",
-    "goal",
-    "team-onboarding",
-];
-/// The first twelve slash commands are skills.
-const SKILL_COUNT: usize = 12;
-const AGENTS: [&str; 5] = [
-    "claude",
-    "Explore",
-    "general-purpose",
-    "Plan",
-    "statusline-setup",
-];
-
-fn strings(items: &[&str]) -> Json {
-    Json::Arr(items.iter().map(|s| Json::from(*s)).collect())
-}
-
-pub fn init(config: &Config, env: &Environment, session_id: &str, memory_dir: &str) -> Json {
-    obj! {
-        "type" => "system",
-        "subtype" => "init",
-        "cwd" => env.cwd.clone(),
-        "session_id" => session_id,
-        "tools" => config.tools.clone(),
-        "mcp_servers" => Json::Arr(config.mcp_servers.iter().map(|s| obj! {
-            "name" => s.name.clone(),
-            "status" => s.status,
-        }).collect()),
-        "model" => config.model.clone(),
-        "permissionMode" => config.permission_mode.clone(),
-        "slash_commands" => strings(&SLASH_COMMANDS),
-        "apiKeySource" => env.api_key_source,
-        "claude_code_version" => crate::VERSION,
-        "output_style" => "default",
-        "agents" => strings(&AGENTS),
-        "skills" => strings(&SLASH_COMMANDS[..SKILL_COUNT]),
-        "plugins" => Json::Arr(Vec::new()),
-        "analytics_disabled" => true,
-        "product_feedback_disabled" => true,
-        "uuid" => new_uuid(),
-        "memory_paths" => obj! { "auto" => memory_dir },
-        "fast_mode_state" => "off",
-    }
-}
-
-/// The `usage` of an assistant event: the request's input and a placeholder output of 1,
-/// because the CLI emits each block before the final usage is known.
-pub fn block_usage(input_tokens: u64) -> Json {
-    obj! {
-        "input_tokens" => input_tokens,
-        "output_tokens" => 1,
-        "cache_creation_input_tokens" => 0,
-        "cache_read_input_tokens" => 0,
-    }
-}
-
-/// The full `usage` object of a result (and of transcript lines).
-pub fn full_usage(usage: Usage) -> Json {
-    obj! {
-        "input_tokens" => usage.input_tokens,
-        "cache_creation_input_tokens" => 0,
-        "cache_read_input_tokens" => 0,
-        "output_tokens" => usage.output_tokens,
-        "server_tool_use" => obj! { "web_search_requests" => 0, "web_fetch_requests" => 0 },
-        "service_tier" => "standard",
-        "cache_creation" => obj! { "ephemeral_1h_input_tokens" => 0, "ephemeral_5m_input_tokens" => 0 },
-        "inference_geo" => "",
-        "iterations" => Json::Arr(Vec::new()),
-        "speed" => "standard",
-    }
-}
-
-/// The usage of a synthetic (error) message: zeros, with nulls where a real answer has tiers.
-fn synthetic_usage() -> Json {
-    obj! {
-        "input_tokens" => 0,
-        "output_tokens" => 0,
-        "cache_creation_input_tokens" => 0,
-        "cache_read_input_tokens" => 0,
-        "server_tool_use" => obj! { "web_search_requests" => 0, "web_fetch_requests" => 0 },
-        "service_tier" => Json::Null,
-        "cache_creation" => obj! { "ephemeral_1h_input_tokens" => 0, "ephemeral_5m_input_tokens" => 0 },
-        "inference_geo" => Json::Null,
-        "iterations" => Json::Null,
-        "speed" => Json::Null,
-    }
-}
-
-/// `modelUsage`: cumulative per model over the process, as the CLI reports it.
-pub fn model_usage(spent: &[(String, Usage)], context_window: u64) -> Json {
-    Json::Obj(
-        spent
-            .iter()
-            .map(|(model, usage)| {
-                let entry = obj! {
-                    "inputTokens" => usage.input_tokens,
-                    "outputTokens" => usage.output_tokens,
-                    "cacheReadInputTokens" => 0,
-                    "cacheCreationInputTokens" => 0,
-                    "webSearchRequests" => 0,
-                    "costUSD" => usage.cost_usd(),
-                    "contextWindow" => context_window,
-                    "maxOutputTokens" => 64000,
-                };
-                (model.clone(), entry)
-            })
-            .collect(),
-    )
-}
 
 /// An assistant event carrying one content block of a message.
 pub struct AssistantBlock<'a> {
@@ -188,6 +43,7 @@ impl AssistantBlock<'_> {
             "parent_tool_use_id" => Json::Null,
             "session_id" => self.session_id,
             "uuid" => self.uuid,
+            "timestamp" => now_iso(),
             "request_id" => self.request_id,
         }
     }
@@ -211,6 +67,7 @@ impl AssistantBlock<'_> {
 /// The message the CLI makes up when no model answered (API errors, not logged in).
 pub fn synthetic_message(text: &str) -> Json {
     obj! {
+        "diagnostics" => Json::Null,
         "id" => new_uuid(),
         "container" => Json::Null,
         "model" => "<synthetic>",
@@ -219,29 +76,39 @@ pub fn synthetic_message(text: &str) -> Json {
         "stop_reason" => "stop_sequence",
         "stop_sequence" => "",
         "type" => "message",
-        "usage" => synthetic_usage(),
+        "usage" => usage::synthetic_usage(),
         "content" => Json::Arr(vec![obj! { "type" => "text", "text" => text }]),
         "context_management" => Json::Null,
     }
 }
 
-pub fn synthetic_event(
-    message: Json,
-    session_id: &str,
-    uuid: &str,
-    error: &str,
-    request_id: Option<&str>,
-) -> Json {
+/// What a synthetic assistant event says about the failed request.
+pub struct ApiFailure<'a> {
+    /// The event's `error`, e.g. `authentication_failed`, `rate_limit`, `server_error`.
+    pub error: &'a str,
+    /// Present when a request was answered (with an error status).
+    pub request_id: Option<&'a str>,
+    /// The HTTP status and the API's error type, when the API answered one (h15, h16, h17).
+    pub status: Option<(u16, &'a str)>,
+}
+
+pub fn synthetic_event(message: Json, session_id: &str, uuid: &str, failure: &ApiFailure) -> Json {
     let mut event = obj! {
         "type" => "assistant",
         "message" => message,
         "parent_tool_use_id" => Json::Null,
         "session_id" => session_id,
         "uuid" => uuid,
-        "error" => error,
+        "timestamp" => now_iso(),
+        "error" => failure.error,
     };
-    if let Some(id) = request_id {
+    if let Some(id) = failure.request_id {
         event.set("request_id", id);
+    }
+    event.set("is_api_error_message", true);
+    if let Some((status, kind)) = failure.status {
+        event.set("api_error_status", status);
+        event.set("api_error_type", kind);
     }
     event
 }
@@ -263,7 +130,7 @@ pub fn user_event(session_id: &str, uuid: &str, content: Json, extra: Vec<(&str,
 }
 
 /// `--replay-user-messages`: the stdin message echoed back (key order differs from other
-/// user events, as observed in f3).
+/// user events, as observed in f2).
 pub fn replay_event(message: &Json, session_id: &str) -> Json {
     obj! {
         "type" => "user",
@@ -286,6 +153,16 @@ pub fn tool_result_ok(tool_use_id: &str, content: &str) -> Json {
     }
 }
 
+/// A `tool_result` block without `is_error` (a Write that created its file, d10;
+/// structured output, i3).
+pub fn tool_result_plain(tool_use_id: &str, content: &str) -> Json {
+    obj! {
+        "tool_use_id" => tool_use_id,
+        "type" => "tool_result",
+        "content" => content,
+    }
+}
+
 /// A failed or denied `tool_result` block; the CLI orders these keys differently.
 pub fn tool_result_error(tool_use_id: &str, content: &str) -> Json {
     obj! {
@@ -296,14 +173,73 @@ pub fn tool_result_error(tool_use_id: &str, content: &str) -> Json {
     }
 }
 
-pub fn stream_event(event: Json, session_id: &str) -> Json {
+/// Why a tool call ran or did not: the `tool_result_meta` of its user event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission {
+    /// Accepted; the reason is `subcommandResults` (a read-only Bash command, d0), `rule`
+    /// (`--allowedTools`, d1) or `mode` (the permission mode, d10). `None` for tools that
+    /// need no permission (StructuredOutput, i3).
+    Accepted(Option<&'static str>),
+    /// Refused for want of a permission (d4).
+    Rejected,
+}
+
+pub fn tool_result_meta(tool_use_id: &str, permission: Permission) -> Json {
+    let entry = match permission {
+        Permission::Accepted(reason) => {
+            let mut decision = obj! { "decision" => "accept", "source" => "config" };
+            if let Some(reason) = reason {
+                decision.set("reason_type", reason);
+            }
+            obj! { "id" => tool_use_id, "permission_decision" => decision }
+        }
+        Permission::Rejected => obj! {
+            "id" => tool_use_id,
+            "non_execution_kind" => "user-rejected",
+            "permission_decision" => obj! { "decision" => "reject", "source" => "config" },
+        },
+    };
+    Json::Arr(vec![entry])
+}
+
+/// The `system/permission_denied` event that precedes a refused call's result (d4).
+pub fn permission_denied(
+    tool_name: &str,
+    tool_use_id: &str,
+    message: &str,
+    session_id: &str,
+) -> Json {
     obj! {
+        "type" => "system",
+        "subtype" => "permission_denied",
+        "tool_name" => tool_name,
+        "tool_use_id" => tool_use_id,
+        "message" => message,
+        "uuid" => new_uuid(),
+        "session_id" => session_id,
+    }
+}
+
+/// A `stream_event` of `--include-partial-messages`. `extra` keys (the `ttft_ms` and
+/// `thinking_display` of `message_start`) go before `api_message_id`, which is last.
+pub fn stream_event(
+    event: Json,
+    session_id: &str,
+    message_id: &str,
+    extra: Vec<(&str, Json)>,
+) -> Json {
+    let mut out = obj! {
         "type" => "stream_event",
         "event" => event,
         "session_id" => session_id,
         "parent_tool_use_id" => Json::Null,
         "uuid" => new_uuid(),
+    };
+    for (key, value) in extra {
+        out.set(key, value);
     }
+    out.set("api_message_id", message_id);
+    out
 }
 
 pub fn status_requesting(session_id: &str) -> Json {
@@ -311,12 +247,12 @@ pub fn status_requesting(session_id: &str) -> Json {
         "type" => "system",
         "subtype" => "status",
         "status" => "requesting",
-        "uuid" => new_uuid(),
         "session_id" => session_id,
+        "uuid" => new_uuid(),
     }
 }
 
-/// The result line when `--resume` names an unknown session (e3): no `terminal_reason`,
+/// The result line when `--resume` names an unknown session (e3b): no `terminal_reason`,
 /// no `fast_mode_state`.
 pub fn resume_failure(session_id: &str, message: &str) -> Json {
     obj! {
@@ -329,39 +265,27 @@ pub fn resume_failure(session_id: &str, message: &str) -> Json {
         "stop_reason" => Json::Null,
         "session_id" => session_id,
         "total_cost_usd" => 0,
-        "usage" => full_usage(Usage::default()),
+        "usage" => empty_usage(),
         "modelUsage" => Json::Obj(Vec::new()),
         "permission_denials" => Json::Arr(Vec::new()),
         "uuid" => new_uuid(),
         "errors" => Json::Arr(vec![Json::from(message)]),
+        "result_index" => 0,
     }
 }
 
-/// The answer to a `control_request` with subtype `initialize` (f5), abridged.
-pub fn initialize_response(config: &Config, env: &Environment) -> Json {
-    let commands: Vec<Json> = SLASH_COMMANDS
-        .iter()
-        .map(|name| obj! { "name" => *name, "description" => "", "argumentHint" => "" })
-        .collect();
-    let agents: Vec<Json> = AGENTS
-        .iter()
-        .map(|name| obj! { "name" => *name, "description" => "" })
-        .collect();
+/// `subagent_stats` of a result: the fake never starts subagents.
+pub fn subagent_stats() -> Json {
     obj! {
-        "commands" => commands,
-        "agents" => agents,
-        "output_style" => "default",
-        "available_output_styles" => strings(&["default"]),
-        "models" => vec![obj! {
-            "value" => "default",
-            "resolvedModel" => config.model.clone(),
-            "displayName" => "Default (recommended)",
-        }],
-        "account" => obj! {
-            "tokenSource" => "none",
-            "apiKeySource" => env.api_key_source,
-            "apiProvider" => "firstParty",
-        },
-        "pid" => std::process::id(),
+        "spawned" => 0,
+        "requested" => obj! { "background" => 0, "foreground" => 0, "unset" => 0 },
+        "started_in_background" => 0,
+        "max_depth" => 0,
+        "spawned_by_subagents" => 0,
+        "completed" => 0,
+        "failed" => 0,
+        "killed" => obj! { "parent" => 0, "user" => 0, "system" => 0 },
+        "refused" => obj! { "depth_limit" => 0, "concurrency_limit" => 0, "budget" => 0 },
+        "by_type" => Json::Obj(Vec::new()),
     }
 }

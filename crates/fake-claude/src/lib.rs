@@ -1,4 +1,4 @@
-//! `fake-claude`: a protocol-faithful stand-in for the `claude` CLI (2.1.197) in `-p` mode,
+//! `fake-claude`: a protocol-faithful stand-in for the `claude` CLI (2.1.332) in `-p` mode,
 //! scripted per test by directive lines in the prompt. Baton's tests spawn it exactly as
 //! they would spawn the real CLI. Test support only.
 //!
@@ -14,11 +14,16 @@
 //! `I remember: <earlier prompts joined by " | ">` once the session has history.
 //!
 //! Numbers: per simulated request, `input_tokens = 100 + prompt_chars / 4` and
-//! `output_tokens = 1 + answer_chars / 4`; cost `= in * 5e-6 + out * 25e-6` (opus prices).
+//! `output_tokens = 1 + answer_chars / 4`; cost at the model's list price, for the default
+//! `claude-opus-5-5` `= in * 4e-6 + out * 20e-6`. `total_cost_usd` and `modelUsage` add up
+//! the turns of one process; unlike 2.1.332 they leave out what earlier processes of a
+//! resumed session spent (the real CLI restores that from the transcript), and
+//! `model_usage_since_last_result` is the turn's own spend in both.
 
 pub mod cli;
 pub mod config;
 pub mod events;
+mod interrupt;
 pub mod json;
 pub mod script;
 pub mod session;
@@ -30,12 +35,12 @@ use crate::config::{Config, Environment};
 use crate::session::OpenError;
 
 /// The CLI version this fake imitates.
-pub const VERSION: &str = "2.1.197";
+pub const VERSION: &str = "2.1.332";
 
 const HELP: &str = "\
 Usage: fake-claude -p [options] [prompt]
 
-A protocol-faithful stand-in for the claude CLI (2.1.197), for tests. Only print mode.
+A protocol-faithful stand-in for the claude CLI (2.1.332), for tests. Only print mode.
 Prompt lines starting with `FAKE ` script the run:
   text <words...>       answer with <words...>
   sleep <ms>            wait after system/init
@@ -94,7 +99,7 @@ pub fn run(args: Vec<String>) -> u8 {
     let opened = match session::open(&config.session, &env) {
         Ok(opened) => opened,
         Err(OpenError::NotFound(id)) => {
-            // stderr always; stdout only has a result line in stream-json (e3, e4).
+            // stderr always; stdout only has a result line in stream-json (e3b, e4).
             let message = format!("No conversation found with session ID: {id}");
             eprintln!("{message}");
             if config.output == OutputFormat::StreamJson {
@@ -105,7 +110,7 @@ pub fn run(args: Vec<String>) -> u8 {
         Err(OpenError::Refused(message)) => return refuse(&message),
     };
 
-    exit_zero_on_sigint();
+    interrupt::install();
     let mut runner = turn::Runner::new(config, env, opened);
     match prompt {
         Some(prompt) => u8::from(runner.run_turn(&prompt, None)),
@@ -127,20 +132,6 @@ fn read_prompt(arg: Option<&str>) -> Option<String> {
         (None, piped) => piped.unwrap_or_default(),
     };
     (!prompt.trim().is_empty()).then_some(prompt)
-}
-
-/// The real CLI exits 0 on SIGINT without printing a result (k2); SIGTERM and SIGHUP keep
-/// their default (death by signal, 143/129 as a shell reports it).
-fn exit_zero_on_sigint() {
-    extern "C" fn on_sigint(_signal: libc::c_int) {
-        // SAFETY: _exit is async-signal-safe. Every event line was flushed when written.
-        unsafe { libc::_exit(0) }
-    }
-    let handler: extern "C" fn(libc::c_int) = on_sigint;
-    // SAFETY: installs a handler that only calls an async-signal-safe function.
-    unsafe {
-        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
-    }
 }
 
 /// The `fake-claude` executable of this workspace's build, for other crates' tests: next to

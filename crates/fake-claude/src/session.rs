@@ -84,12 +84,14 @@ pub fn open(request: &SessionRequest, env: &Environment) -> Result<Opened, OpenE
         });
     };
 
-    let old_path = dir.join(format!("{old_id}.jsonl"));
     // A non-UUID is never a file name the CLI would have written; treat it as unknown rather
     // than letting it name a path outside the project directory.
-    if !is_uuid(&old_id) || !old_path.is_file() {
+    let Some(old_path) = is_uuid(&old_id)
+        .then(|| find_transcript(env, &dir, &old_id))
+        .flatten()
+    else {
         return Err(OpenError::NotFound(old_id));
-    }
+    };
     let raw = fs::read_to_string(&old_path).map_err(|e| {
         OpenError::Refused(format!("Error: cannot read {}: {e}", old_path.display()))
     })?;
@@ -121,6 +123,24 @@ pub fn open(request: &SessionRequest, env: &Environment) -> Result<Opened, OpenE
         history,
         transcript,
     })
+}
+
+/// The transcript of session `id`: in this directory's project, else (2.1.332, e3) in the
+/// project of any other directory, where a resumed session goes on being written.
+fn find_transcript(env: &Environment, dir: &Path, id: &str) -> Option<PathBuf> {
+    let name = format!("{id}.jsonl");
+    let own = dir.join(&name);
+    if own.is_file() {
+        return Some(own);
+    }
+    let mut others: Vec<PathBuf> = fs::read_dir(env.config_dir.join("projects"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join(&name))
+        .filter(|path| path.is_file())
+        .collect();
+    others.sort();
+    others.into_iter().next()
 }
 
 /// The most recently modified transcript in `dir`, for `--continue`.

@@ -8,7 +8,7 @@ fn version_prints_the_real_version_string() {
     for flag in ["--version", "-v"] {
         let run = sandbox.run(&[flag], "");
         assert_eq!(run.code(), Some(0));
-        assert_eq!(run.stdout, "2.1.197 (Claude Code)\n");
+        assert_eq!(run.stdout, fixture("_version.txt"));
     }
 }
 
@@ -132,7 +132,10 @@ fn flags_are_reflected_in_system_init() {
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     let events = run.events();
     let init = first_of(&events, "system");
-    assert_eq!(init.get("model").unwrap().as_str(), Some("claude-sonnet-5"));
+    assert_eq!(
+        init.get("model").unwrap().as_str(),
+        Some("claude-sonnet-5-5")
+    );
     assert_eq!(init.get("permissionMode").unwrap().as_str(), Some("plan"));
     assert_eq!(
         init.get("tools").unwrap().to_compact(),
@@ -147,7 +150,7 @@ fn flags_are_reflected_in_system_init() {
         result
             .get("modelUsage")
             .unwrap()
-            .get("claude-sonnet-5")
+            .get("claude-sonnet-5-5")
             .is_some()
     );
 

@@ -5,6 +5,7 @@
 mod cli;
 mod output;
 mod processes;
+mod recorded;
 mod sessions;
 mod support;
 mod warm;

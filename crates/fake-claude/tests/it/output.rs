@@ -42,7 +42,7 @@ fn plain_run_has_the_real_event_shapes() {
     assert_eq!(str_at(result, &["subtype"]), Some("success"));
     assert_eq!(result.get("is_error").and_then(Json::as_bool), Some(false));
     assert_eq!(str_at(result, &["result"]), Some("fake answer to: say hi"));
-    // 100 + 6/4 input tokens, 1 + 22/4 output tokens, at $5 and $25 per million.
+    // 100 + 6/4 input tokens, 1 + 22/4 output tokens, at opus's $4 and $20 per million.
     assert_eq!(
         result
             .get("usage")
@@ -62,7 +62,7 @@ fn plain_run_has_the_real_event_shapes() {
         Some(6)
     );
     let cost = result.get("total_cost_usd").and_then(Json::as_f64).unwrap();
-    assert!((cost - (101.0 * 5e-6 + 6.0 * 25e-6)).abs() < 1e-12);
+    assert!((cost - (101.0 * 4e-6 + 6.0 * 20e-6)).abs() < 1e-12);
 
     let real = fixture_events("b_stream_json_verbose.stdout");
     assert_eq!(types(&real), types(&events));
@@ -335,7 +335,7 @@ fn not_logged_in_is_reported_like_the_real_cli() {
 }
 
 #[test]
-fn structured_output_precedes_terminal_reason() {
+fn structured_output_follows_the_result() {
     let sandbox = Sandbox::new();
     let schema = r#"{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}"#;
     let run = sandbox.run(
@@ -362,7 +362,7 @@ fn structured_output_precedes_terminal_reason() {
     assert_eq!(result.get("num_turns").and_then(Json::as_i64), Some(2));
     let keys = result.keys();
     let at = |k: &str| keys.iter().position(|x| *x == k).unwrap();
-    assert_eq!(at("structured_output") + 1, at("terminal_reason"));
+    assert_eq!(at("result") + 1, at("structured_output"));
     let real = fixture_events("i1_json_schema_structured.stdout");
     assert_same_shape(result, &real[0]);
 

@@ -121,7 +121,7 @@ fn sleep_delays_the_answer() {
 }
 
 #[test]
-fn sigint_exits_zero_without_a_result() {
+fn sigint_ends_the_turn_as_interrupted_and_exits_zero() {
     let sandbox = Sandbox::new();
     let mut live = Live::spawn(sandbox.command(&stream_args("FAKE sleep 60000")));
     live.close_stdin(); // as Baton does after writing the prompt
@@ -130,7 +130,14 @@ fn sigint_exits_zero_without_a_result() {
     unsafe {
         libc::kill(live.pgid(), libc::SIGINT);
     }
+    // 2.1.332 reports the interruption and a result before it exits 0 (k2).
+    let events = live.events_until("result");
     assert_eq!(live.wait(TIMEOUT).and_then(|s| s.code()), Some(0));
+    let real = crate::support::fixture_events("k2_sigint_during_request.stdout");
+    assert_eq!(events.len(), 2);
+    for (ours, theirs) in events.iter().zip(&real[1..]) {
+        crate::support::assert_same_shape(ours, theirs);
+    }
     let (rest, _) = live.finish();
     assert!(rest.is_empty());
 }

@@ -1,5 +1,6 @@
 //! Sessions: stored where the real CLI stores them, so that a transcript copied to another
-//! HOME resumes there, and resuming from another directory fails the same way.
+//! HOME resumes there, a session is found from another directory, and an unknown one fails
+//! the same way.
 
 use std::fs;
 
@@ -98,13 +99,32 @@ fn resume_reads_a_real_cli_transcript() {
 }
 
 #[test]
-fn resume_from_another_cwd_fails_like_the_real_cli() {
+fn resume_from_another_cwd_finds_the_session() {
     let sandbox = Sandbox::new();
     let created = sandbox.run(&["-p", "hello", "--session-id", SESSION], "");
     assert_eq!(created.code(), Some(0), "{}", created.stderr);
 
+    // 2.1.332 looks in every project directory (e3); the transcript stays where it was.
     let elsewhere = sandbox.work.parent().unwrap().join("elsewhere");
     fs::create_dir_all(&elsewhere).unwrap();
+    let args = ["-p", "and now?", "--resume", SESSION];
+    let resumed = run(command(&sandbox.home, &elsewhere, &args), "");
+    assert_eq!(resumed.code(), Some(0), "{}", resumed.stderr);
+    assert_eq!(resumed.stdout, "I remember: hello\n");
+    let transcript = sandbox.project_dir().join(format!("{SESSION}.jsonl"));
+    assert!(
+        fs::read_to_string(&transcript)
+            .unwrap()
+            .contains("and now?")
+    );
+    let own = crate::support::project_dir(&sandbox.home, &elsewhere);
+    assert!(!own.exists(), "nothing is written under {}", own.display());
+}
+
+#[test]
+fn resume_of_an_unknown_session_fails_like_the_real_cli() {
+    let sandbox = Sandbox::new();
+    let unknown = "00000000-0000-4000-8000-000000000000";
     let args = [
         "-p",
         "hi",
@@ -112,34 +132,28 @@ fn resume_from_another_cwd_fails_like_the_real_cli() {
         "stream-json",
         "--verbose",
         "--resume",
-        SESSION,
+        unknown,
     ];
-    let failed = run(command(&sandbox.home, &elsewhere, &args), "");
+    let failed = sandbox.run(&args, "");
     assert_eq!(failed.code(), Some(1));
-    assert_eq!(
-        failed.stderr,
-        format!("No conversation found with session ID: {SESSION}\n")
-    );
+    assert_eq!(failed.stderr, fixture("e3b_resume_unknown_stream.stderr"));
     let events = failed.events();
     assert_eq!(events.len(), 1, "no system/init, one result line");
     let result = &events[0];
     assert_eq!(str_at(result, &["subtype"]), Some("error_during_execution"));
-    assert_eq!(str_at(result, &["session_id"]), Some(SESSION));
-    let real = fixture_events("e3_resume_other_cwd.stdout");
+    assert_eq!(str_at(result, &["session_id"]), Some(unknown));
+    let real = fixture_events("e3b_resume_unknown_stream.stdout");
     assert_same_shape(result, &real[0]);
     assert_eq!(result.get("errors"), real[0].get("errors"));
 
     // With json output, stdout stays empty (e4).
-    let json = run(
-        command(
-            &sandbox.home,
-            &elsewhere,
-            &["-p", "hi", "--output-format", "json", "--resume", SESSION],
-        ),
+    let json = sandbox.run(
+        &["-p", "hi", "--output-format", "json", "--resume", unknown],
         "",
     );
     assert_eq!(json.code(), Some(1));
     assert!(json.stdout.is_empty());
+    assert_eq!(json.stderr, failed.stderr);
 }
 
 #[test]

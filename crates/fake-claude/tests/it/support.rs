@@ -374,10 +374,15 @@ pub fn last_of<'a>(events: &'a [Json], kind: &str) -> &'a Json {
         .unwrap_or_else(|| panic!("no {kind} event"))
 }
 
-/// A recorded real-CLI transcript (`crates/fake-claude/fixtures`, part of the repository).
+/// The CLI version whose recordings the fake is compared with: the pinned one.
+pub const RECORDED: &str = "2.1.332";
+
+/// A recorded real-CLI transcript (`crates/fake-claude/fixtures/<RECORDED>`, part of the
+/// repository).
 pub fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
+        .join(RECORDED)
         .join(name);
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("read fixture {}: {e}", path.display()))

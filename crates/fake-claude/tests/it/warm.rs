@@ -1,6 +1,6 @@
 //! Warm processes: `--input-format stream-json`, one turn per stdin line.
 
-use crate::support::{Json, Live, Sandbox, TIMEOUT, fixture_events, str_at, type_of};
+use crate::support::{Json, Live, Sandbox, TIMEOUT, fixture, fixture_events, str_at, type_of};
 
 const WARM: [&str; 6] = [
     "-p",
@@ -86,12 +86,7 @@ fn malformed_input_ends_the_process() {
     let bad = sandbox.run(&WARM, "this is not json\n");
     assert_eq!(bad.code(), Some(1));
     assert!(bad.stdout.is_empty());
-    assert!(
-        bad.stderr
-            .starts_with("Error parsing streaming input line: this is not json: "),
-        "{}",
-        bad.stderr
-    );
+    assert_eq!(bad.stderr, fixture("f4_stream_input_bad_json.stderr"));
 
     let no_role = sandbox.run(
         &WARM,
@@ -100,7 +95,7 @@ fn malformed_input_ends_the_process() {
     assert_eq!(no_role.code(), Some(1));
     assert_eq!(
         no_role.stderr,
-        "Error: Expected message role 'user', got 'undefined'\n"
+        fixture("f6_stream_input_unknown_type_and_no_role.stderr")
     );
 }
 
@@ -113,14 +108,17 @@ fn interrupt_aborts_the_turn_and_the_process_goes_on() {
     );
     let init = live.next_event();
     assert_eq!(str_at(&init, &["response", "request_id"]), Some("init-1"));
-    assert!(
-        init.get("response")
-            .unwrap()
-            .get("response")
-            .unwrap()
-            .get("commands")
-            .is_some()
-    );
+    let real = fixture_events("f5_stream_input_initialize_interrupt.stdout");
+    // The answer's keys are the real ones; its lists are abridged.
+    assert_eq!(init.keys(), real[0].keys());
+    let body = |e: &Json| e.get("response").unwrap().keys().join(",");
+    assert_eq!(body(&init), body(&real[0]));
+    let answer = |e: &Json| {
+        e.get("response")
+            .and_then(|r| r.get("response"))
+            .map(|r| r.keys().join(","))
+    };
+    assert_eq!(answer(&init), answer(&real[0]));
 
     live.send(&user_line("FAKE sleep 60000"));
     assert_eq!(type_of(&live.next_event()), "system");
@@ -130,8 +128,12 @@ fn interrupt_aborts_the_turn_and_the_process_goes_on() {
     let events = live.events_until("result");
     assert_eq!(
         events[0].to_compact(),
-        r#"{"type":"control_response","response":{"subtype":"success","request_id":"int-1"}}"#
+        r#"{"type":"control_response","response":{"subtype":"success","request_id":"int-1","response":{"still_queued":[]}}}"#
     );
+    // The control response, "[Request interrupted by user]", and the result (f5).
+    for (ours, theirs) in events.iter().zip(&real[2..5]) {
+        crate::support::assert_same_shape(ours, theirs);
+    }
     let result = events.last().unwrap();
     assert_eq!(str_at(result, &["subtype"]), Some("error_during_execution"));
     assert_eq!(
