@@ -1,8 +1,9 @@
 //! A scripted Anthropic Messages API on loopback, to drive the real `claude` CLI offline.
 //! Test support only.
 //!
-//! The mock speaks what `claude` 2.1.197 sends and expects (the request logs in
-//! `crates/fake-claude/fixtures/*.requests.jsonl`): it answers the `HEAD /` preflight,
+//! The mock speaks what `claude` 2.1.332 sends and expects (the request logs in
+//! `crates/fake-claude/fixtures/2.1.332/*.requests.jsonl`, recorded with this mock; 2.1.197's
+//! are in `crates/fake-claude/fixtures`): it answers the `HEAD /` preflight (2.1.197's),
 //! `POST /v1/messages` (any query, e.g. `beta=true`) as SSE when the body says
 //! `"stream": true` and as one JSON message otherwise, `POST /v1/messages/count_tokens`,
 //! and `GET /v1/models`; anything else is an Anthropic-style 404. `GET /__mock/requests`
@@ -11,7 +12,8 @@
 //!
 //! Each `POST /v1/messages` is answered, in order of precedence, by
 //! 1. the auto-mode classifier answer (`<block>no</block>`) if the system prompt is the
-//!    classifier's;
+//!    classifier's (2.1.197 asked it; 2.1.332 runs no classifier against a base URL that
+//!    is not Anthropic's and refuses what would need it, fixtures `2.1.332/d16_*`, `d18_*`);
 //! 2. the next [`Reply`] queued with [`MockAnthropic::push`];
 //! 3. `MOCK_…` directives in the prompt (see [Directives](#directives)), which lets
 //!    one mock serve many concurrent CLI processes;

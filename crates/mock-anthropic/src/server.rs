@@ -26,7 +26,7 @@ use crate::reply::{ApiError, Reply};
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// The model the mock answers with when a request names none.
-const DEFAULT_MODEL: &str = "claude-opus-4-8";
+const DEFAULT_MODEL: &str = "claude-opus-5-5";
 
 /// Everything the handlers share with [`crate::MockAnthropic`].
 #[derive(Debug)]
@@ -351,9 +351,10 @@ fn collect_headers(headers: &axum::http::HeaderMap) -> BTreeMap<String, String> 
 
 fn models() -> Value {
     let models = [
-        ("claude-opus-4-8", "Claude Opus 4.8"),
-        ("claude-sonnet-5", "Claude Sonnet 5"),
-        ("claude-haiku-4-5-20251001", "Claude Haiku 4.5"),
+        ("claude-opus-5-5", "Claude Opus 5.5"),
+        ("claude-fable-5-2", "Claude Fable 5.2"),
+        ("claude-sonnet-5-5", "Claude Sonnet 5.5"),
+        ("claude-haiku-5-5", "Claude Haiku 5.5"),
     ];
     let data: Vec<Value> = models
         .iter()

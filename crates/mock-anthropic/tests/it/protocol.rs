@@ -100,7 +100,7 @@ async fn non_streaming_request_gets_one_message_object() {
     assert!(message["id"].as_str().unwrap().starts_with("msg_"));
     assert_eq!(message["type"], "message");
     assert_eq!(message["role"], "assistant");
-    assert_eq!(message["model"], "claude-opus-4-8");
+    assert_eq!(message["model"], "claude-opus-5-5");
     assert_eq!(
         message["content"],
         json!([{"type": "text", "text": "part A."}, {"type": "text", "text": "part B."}])
@@ -327,7 +327,7 @@ async fn request_log_records_and_redacts() {
     );
     assert_eq!(request.header("x-app"), Some("cli"));
     assert_eq!(request.prompt(), Some("MOCK_TEXT logged"));
-    assert_eq!(request.model(), Some("claude-opus-4-8"));
+    assert_eq!(request.model(), Some("claude-opus-5-5"));
     assert!(request.is_streaming());
     assert_eq!(request.reply, "text");
 
@@ -352,11 +352,11 @@ async fn classifier_is_answered_past_the_queue() {
     let mock = MockAnthropic::start().await;
     mock.push(Reply::tool_use("Bash", json!({"command": "true"})));
     let classifier = json!({
-        "model": "claude-opus-4-8",
+        "model": "claude-opus-5-5",
         "max_tokens": 64,
         "stop_sequences": ["</block>"],
         "system": [
-            {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197.323;"},
+            {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.332.0b8;"},
             {"type": "text", "text": "You are a security monitor for autonomous AI coding agents.\n"},
         ],
         "messages": [{"role": "user", "content": [

@@ -20,25 +20,27 @@ pub fn client() -> reqwest::Client {
 pub fn prompt_messages(prompt: &str) -> Vec<Value> {
     vec![
         json!({"role": "user", "content": [
-            {"type": "text", "text": "<system-reminder>\nAs you answer the user's questions, you can use the following context:\n# currentDate\nToday's date is 2026-11-22.\n</system-reminder>\n\n"},
-            {"type": "text", "text": prompt, "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "<system-reminder>\nAttribution for git commits and pull requests you create from here on\n</system-reminder>"},
+            {"type": "text", "text": prompt},
         ]}),
-        json!({"role": "system", "content": "Available agent types for the Agent tool:\n- claude: Catch-all"}),
+        json!({"role": "system", "content": [
+            {"type": "text", "text": "# Environment\nYou have been invoked in the following environment: \n - Primary working directory: /tmp/lab/cwd", "cache_control": {"type": "ephemeral"}},
+        ]}),
     ]
 }
 
 /// A `/v1/messages` body like the CLI's main-loop request.
 pub fn body(messages: Vec<Value>, stream: bool) -> Value {
     let mut body = json!({
-        "model": "claude-opus-4-8",
+        "model": "claude-opus-5-5",
         "messages": messages,
         "system": [
-            {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197.123; cc_entrypoint=sdk-cli;"},
+            {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.332.0b8; cc_entrypoint=sdk-cli;"},
             {"type": "text", "text": "You are a Claude agent, built on Anthropic's Claude Agent SDK."},
         ],
         "tools": [{"name": "Bash", "input_schema": {"type": "object"}}],
-        "max_tokens": 64000,
-        "thinking": {"type": "adaptive"},
+        "max_tokens": 128000,
+        "thinking": {"type": "adaptive", "display": "updates"},
     });
     if stream {
         body["stream"] = json!(true);
