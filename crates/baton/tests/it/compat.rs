@@ -62,7 +62,7 @@ async fn cli_wrapper_health_chat_stream_and_continuity() {
     let (status, health) = server.get("/v1/health").await;
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["claude_version"], "2.1.197 (Claude Code)");
+    assert_eq!(health["claude_version"], "2.1.332 (Claude Code)");
 
     let (status, chat) = server
         .post("/v1/chat", json!({"prompt": "What is 2+2?"}))

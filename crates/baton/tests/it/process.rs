@@ -338,7 +338,7 @@ async fn cli_client_runs_lists_shows_and_reports_outcomes() {
     let (code, out) = doctor(Some("sk-test-secret"));
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains("2.1.197") && !out.contains("sk-test-secret"),
+        out.contains("2.1.332") && !out.contains("sk-test-secret"),
         "{out}"
     );
     let (code, out) = doctor(None);
