@@ -362,6 +362,17 @@ impl Tx {
         }
     }
 
+    /// Ends the transaction now, releasing its row locks. (Dropped, a transaction is rolled
+    /// back only when its connection next goes back to the pool, and until then a claim's
+    /// `SKIP LOCKED` passes over the rows it locked.)
+    pub(crate) async fn rollback(self) -> Result<()> {
+        match self {
+            Self::Sqlite(tx) => tx.rollback().await?,
+            Self::Postgres(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
             Self::Sqlite(tx) => tx.commit().await?,

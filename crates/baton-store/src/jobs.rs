@@ -281,6 +281,7 @@ impl Store {
                 tx.notify("baton_cancel", id.clone()).await?;
             }
             finished => {
+                tx.rollback().await?;
                 return Err(StoreError::Conflict(format!(
                     "job {id} is already {finished} and cannot be cancelled"
                 )));
@@ -351,11 +352,12 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?
             .text("state");
         let from = parse_state(state)?;
-        let next = from.apply(Transition::Replay).map_err(|_| {
-            StoreError::Conflict(format!(
+        let Ok(next) = from.apply(Transition::Replay) else {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
                 "job {id} is {from}; only failed or dead jobs can be replayed"
-            ))
-        })?;
+            )));
+        };
         let row = tx
             .one(
                 sql(format!(
@@ -366,7 +368,7 @@ impl Store {
                 ))
                 .bind(next.as_str())
                 .bind(spec_json)
-                .bind(spec.priority)
+                .bind(spec.schedule.priority)
                 .bind(extra_attempts)
                 .bind(now)
                 .bind(now)
