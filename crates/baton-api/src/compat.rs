@@ -148,7 +148,7 @@ pub async fn chat(
 ) -> ApiResult<Json<Value>> {
     let idem = idempotency(&headers, "POST /v1/chat", &body.raw)?;
     let spec = parse_request(&st, body.value.into_job()?)?;
-    let wait = Duration::from_millis(spec.timeout_ms) + FACADE_MARGIN;
+    let wait = Duration::from_millis(spec.schedule.timeout_ms) + FACADE_MARGIN;
     let job = inserted(submit(&st, spec, idem).await?)?;
     let job = st
         .engine()

@@ -57,9 +57,9 @@ fn changed_spec(st: &AppState, job: &JobRecord, changes: &Changes) -> ApiResult<
     st.engine()
         .config()
         .runner
-        .check_paths(&spec)
+        .check_paths(&spec.options.add_dirs, spec.cwd.as_deref())
         .map_err(ApiError::invalid)?;
-    let attempts = spec.retry.max_attempts;
+    let attempts = spec.schedule.retry.max_attempts;
     Ok((spec, attempts))
 }
 

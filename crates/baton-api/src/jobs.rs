@@ -73,7 +73,7 @@ pub async fn submit(
     st.engine()
         .config()
         .runner
-        .check_paths(&spec)
+        .check_paths(&spec.options.add_dirs, spec.cwd.as_deref())
         .map_err(ApiError::invalid)?;
     let job = NewJob {
         id: JobId::new(),

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod retry;
 pub mod spec;
 pub mod state;
+pub mod step;
 
 pub use error_kind::ErrorKind;
 pub use event::{EventKind, is_terminal_kind};
@@ -18,3 +19,4 @@ pub use ids::{JobId, ProjectId, SessionId};
 pub use retry::RetryPolicy;
 pub use spec::{JobRequest, JobSpec, Limits, PermissionMode, SessionMode, SpecError};
 pub use state::{JobState, Transition, TransitionError};
+pub use step::{ClaudeOptions, ClaudeRun, Schedule, Step};

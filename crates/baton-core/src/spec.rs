@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{RetryPolicy, SessionId};
+use crate::{ClaudeOptions, ClaudeRun, RetryPolicy, Schedule, SessionId, Step};
 
 /// Bounds on a request, set by the server's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,43 +138,20 @@ pub struct JobRequest {
     pub max_attempts: Option<u32>,
 }
 
-/// A validated job: everything the runner needs, nothing it must check again.
+/// A validated job: everything the runner needs, nothing it must check again. Stored as
+/// one JSON object: the options and the schedule are flattened into it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub prompt: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub system_prompt: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub append_system_prompt: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allowed_tools: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub disallowed_tools: Vec<String>,
-    /// `Some(vec![])` disables every built-in tool; `None` keeps the CLI's default set.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub permission_mode: Option<PermissionMode>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_turns: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_budget_usd: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub json_schema: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mcp_config: Option<Value>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub add_dirs: Vec<String>,
+    /// What runs.
+    #[serde(flatten)]
+    pub options: ClaudeOptions,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
-    pub timeout_ms: u64,
     pub session: SessionMode,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub metadata: Map<String, Value>,
-    pub priority: i32,
-    pub retry: RetryPolicy,
+    /// How it is scheduled.
+    #[serde(flatten)]
+    pub schedule: Schedule,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -364,29 +341,49 @@ impl JobRequest {
         }
         Ok(JobSpec {
             prompt: self.prompt,
-            model,
-            system_prompt,
-            append_system_prompt,
-            allowed_tools,
-            disallowed_tools,
-            tools,
-            permission_mode: self.permission_mode,
-            max_turns: self.max_turns,
-            max_budget_usd: self.max_budget_usd,
-            json_schema: self.json_schema,
-            mcp_config: self.mcp_config,
-            add_dirs,
+            options: ClaudeOptions {
+                model,
+                system_prompt,
+                append_system_prompt,
+                allowed_tools,
+                disallowed_tools,
+                tools,
+                permission_mode: self.permission_mode,
+                max_turns: self.max_turns,
+                max_budget_usd: self.max_budget_usd,
+                json_schema: self.json_schema,
+                mcp_config: self.mcp_config,
+                add_dirs,
+            },
             cwd: self.cwd,
-            timeout_ms,
             session,
-            metadata,
-            priority,
-            retry,
+            schedule: Schedule {
+                timeout_ms,
+                metadata,
+                priority,
+                retry,
+            },
         })
     }
 }
 
 impl JobSpec {
+    /// What an attempt of this job runs.
+    pub fn step(&self) -> Step {
+        Step::Claude(self.claude_run())
+    }
+
+    /// The Claude CLI run this job is.
+    pub fn claude_run(&self) -> ClaudeRun {
+        ClaudeRun {
+            prompt: self.prompt.clone(),
+            options: self.options.clone(),
+            cwd: self.cwd.clone(),
+            session: self.session,
+            timeout_ms: self.schedule.timeout_ms,
+        }
+    }
+
     /// The request this spec would be parsed from: how a replay changes some options and
     /// has the result checked like a new request.
     pub fn to_request(&self) -> JobRequest {
@@ -406,26 +403,27 @@ impl JobSpec {
                 id: id.map(|i| i.to_string()),
             }),
         };
+        let (o, s) = (&self.options, &self.schedule);
         JobRequest {
             prompt: self.prompt.clone(),
-            model: self.model.clone(),
-            system_prompt: self.system_prompt.clone(),
-            append_system_prompt: self.append_system_prompt.clone(),
-            allowed_tools: Some(self.allowed_tools.clone()),
-            disallowed_tools: Some(self.disallowed_tools.clone()),
-            tools: self.tools.clone(),
-            permission_mode: self.permission_mode,
-            max_turns: self.max_turns,
-            max_budget_usd: self.max_budget_usd,
-            json_schema: self.json_schema.clone(),
-            mcp_config: self.mcp_config.clone(),
-            add_dirs: Some(self.add_dirs.clone()),
+            model: o.model.clone(),
+            system_prompt: o.system_prompt.clone(),
+            append_system_prompt: o.append_system_prompt.clone(),
+            allowed_tools: Some(o.allowed_tools.clone()),
+            disallowed_tools: Some(o.disallowed_tools.clone()),
+            tools: o.tools.clone(),
+            permission_mode: o.permission_mode,
+            max_turns: o.max_turns,
+            max_budget_usd: o.max_budget_usd,
+            json_schema: o.json_schema.clone(),
+            mcp_config: o.mcp_config.clone(),
+            add_dirs: Some(o.add_dirs.clone()),
             cwd: self.cwd.clone(),
-            timeout_ms: Some(self.timeout_ms as i64),
+            timeout_ms: Some(s.timeout_ms as i64),
             session,
-            metadata: Some(self.metadata.clone()),
-            priority: Some(self.priority),
-            max_attempts: Some(self.retry.max_attempts),
+            metadata: Some(s.metadata.clone()),
+            priority: Some(s.priority),
+            max_attempts: Some(s.retry.max_attempts),
         }
     }
 }
@@ -449,12 +447,51 @@ mod tests {
         req.parse(&Limits::default()).map_err(|e| e.to_string())
     }
 
+    /// A spec is stored as one flat JSON object, as before options and schedule were
+    /// apart: rows written by earlier versions read back unchanged.
+    #[test]
+    fn a_spec_is_stored_flat_and_earlier_rows_read_back() {
+        let spec = parse(serde_json::json!({
+            "prompt": "hi", "model": "sonnet", "priority": 3, "metadata": {"k": 1}
+        }))
+        .unwrap();
+        let stored = serde_json::to_value(&spec).unwrap();
+        for key in [
+            "prompt",
+            "model",
+            "timeout_ms",
+            "priority",
+            "retry",
+            "session",
+            "metadata",
+        ] {
+            assert!(stored.get(key).is_some(), "{key} in {stored}");
+        }
+        let earlier = serde_json::json!({
+            "prompt": "hi", "model": "sonnet", "allowed_tools": ["Read"], "timeout_ms": 60000,
+            "session": {"mode": "new"}, "priority": 3,
+            "retry": serde_json::to_value(RetryPolicy::default()).unwrap()
+        });
+        let back: JobSpec = serde_json::from_value(earlier).unwrap();
+        assert_eq!(back.options.model.as_deref(), Some("sonnet"));
+        assert_eq!(back.options.allowed_tools, ["Read"]);
+        assert_eq!(
+            (back.schedule.timeout_ms, back.schedule.priority),
+            (60_000, 3)
+        );
+        let crate::Step::Claude(run) = back.step();
+        assert_eq!((run.prompt.as_str(), run.timeout_ms), ("hi", 60_000));
+    }
+
     #[test]
     fn minimal_request_gets_defaults() {
         let spec = parse(serde_json::json!({"prompt": "hi"})).unwrap();
-        assert_eq!(spec.timeout_ms, Limits::default().default_timeout_ms);
+        assert_eq!(
+            spec.schedule.timeout_ms,
+            Limits::default().default_timeout_ms
+        );
         assert_eq!(spec.session, SessionMode::New);
-        assert_eq!(spec.retry.max_attempts, 3);
+        assert_eq!(spec.schedule.retry.max_attempts, 3);
     }
 
     #[test]

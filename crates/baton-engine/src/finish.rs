@@ -25,7 +25,7 @@ pub(crate) fn failure_finish(
     // replays move it; the spec keeps the policy's delays.
     let policy = baton_core::RetryPolicy {
         max_attempts: job.max_attempts,
-        ..job.spec.retry
+        ..job.spec.schedule.retry
     };
     let transition = policy.decide(kind, attempt);
     let next = JobState::Running

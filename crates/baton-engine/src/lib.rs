@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_core::{JobId, JobSpec};
+use baton_core::{JobId, JobSpec, Step};
 use baton_runner::RunnerConfig;
 use baton_store::{Inserted, JobRecord, NewJob, Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
@@ -207,8 +207,9 @@ impl Engine {
         self.inner.warm.status()
     }
 
-    pub(crate) fn take_warm(&self, spec: &JobSpec) -> Option<baton_runner::warm::WarmProcess> {
-        self.inner.warm.take(spec)
+    pub(crate) fn take_warm(&self, step: &Step) -> Option<baton_runner::warm::WarmProcess> {
+        let Step::Claude(run) = step;
+        self.inner.warm.take(run)
     }
 
     /// Attempts running in this process right now.

@@ -54,16 +54,16 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
     let (tx, mut rx) = mpsc::channel::<Progress>(BATCH);
     let runner_token = token.child_token();
     let cfg = inner.cfg.runner.clone();
-    let spec = job.spec.clone();
+    let step = job.spec.step();
     let name = format!("{id}-{attempt}");
-    let warm = engine.take_warm(&job.spec);
+    let warm = engine.take_warm(&step);
     let ran_warm = warm.is_some();
     let run = tokio::spawn({
         let runner_token = runner_token.clone();
         async move {
             let attempt = Attempt {
                 name,
-                spec: &spec,
+                step: &step,
                 restore,
             };
             match warm {

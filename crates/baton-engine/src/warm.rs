@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use baton_core::JobSpec;
+use baton_core::{ClaudeOptions, ClaudeRun};
 use baton_runner::RunnerConfig;
 use baton_runner::warm::{WarmProcess, shape_of};
 use serde_json::{Value, json};
@@ -20,8 +20,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// One pool, as configured.
 #[derive(Debug, Clone)]
 pub struct WarmPoolConfig {
-    /// The job options it serves (the prompt is ignored).
-    pub options: JobSpec,
+    /// The options of the runs it serves.
+    pub options: ClaudeOptions,
     /// Processes kept ready.
     pub size: usize,
     /// A ready process unused this long is retired and replaced.
@@ -29,7 +29,7 @@ pub struct WarmPoolConfig {
 }
 
 struct Pool {
-    shape: JobSpec,
+    shape: ClaudeOptions,
     /// Started, not yet answering: counted so a refill does not start too many.
     booting: std::sync::atomic::AtomicUsize,
     /// Set on shutdown: a process that finishes booting afterwards is killed, not kept.
@@ -53,19 +53,17 @@ impl WarmPools {
     pub(crate) fn new(configs: &[WarmPoolConfig]) -> Self {
         let pools = configs
             .iter()
-            .filter_map(|c| {
-                Some(Pool {
-                    shape: shape_of(&c.options)?,
-                    booting: std::sync::atomic::AtomicUsize::new(0),
-                    closed: std::sync::atomic::AtomicBool::new(false),
-                    size: c.size,
-                    idle: c.idle,
-                    ready: Mutex::new(VecDeque::new()),
-                    started: AtomicU64::new(0),
-                    used: AtomicU64::new(0),
-                    retired: AtomicU64::new(0),
-                    failed: AtomicU64::new(0),
-                })
+            .map(|c| Pool {
+                shape: c.options.clone(),
+                booting: std::sync::atomic::AtomicUsize::new(0),
+                closed: std::sync::atomic::AtomicBool::new(false),
+                size: c.size,
+                idle: c.idle,
+                ready: Mutex::new(VecDeque::new()),
+                started: AtomicU64::new(0),
+                used: AtomicU64::new(0),
+                retired: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
             })
             .map(std::sync::Arc::new)
             .collect();
@@ -79,10 +77,10 @@ impl WarmPools {
         self.pools.is_empty()
     }
 
-    /// A ready process for `spec`, if a pool serves its options.
-    pub(crate) fn take(&self, spec: &JobSpec) -> Option<WarmProcess> {
-        let shape = shape_of(spec)?;
-        let pool = self.pools.iter().find(|p| p.shape == shape)?;
+    /// A ready process for `run`, if a pool serves its options.
+    pub(crate) fn take(&self, run: &ClaudeRun) -> Option<WarmProcess> {
+        let shape = shape_of(run)?;
+        let pool = self.pools.iter().find(|p| &p.shape == shape)?;
         let mut ready = pool.ready.lock().ok()?;
         while let Some(mut process) = ready.pop_front() {
             if process.is_alive() {

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use baton_core::{JobSpec, SessionMode};
+use baton_core::{ClaudeRun, SessionMode};
 
 /// Files written for one attempt, named in argv by path.
 #[derive(Debug, Default, Clone)]
@@ -16,7 +16,7 @@ pub struct ArgFiles {
     pub mcp_config: Option<PathBuf>,
 }
 
-pub fn build_args(spec: &JobSpec, files: &ArgFiles) -> Vec<OsString> {
+pub fn build_args(spec: &ClaudeRun, files: &ArgFiles) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["-p", "--output-format", "stream-json", "--verbose"]
         .into_iter()
         .map(OsString::from)
@@ -25,7 +25,7 @@ pub fn build_args(spec: &JobSpec, files: &ArgFiles) -> Vec<OsString> {
         args.push(flag.into());
         args.push(value.into());
     };
-    if let Some(m) = &spec.model {
+    if let Some(m) = &spec.options.model {
         push("--model", m);
     }
     if let Some(f) = &files.system_prompt {
@@ -36,32 +36,32 @@ pub fn build_args(spec: &JobSpec, files: &ArgFiles) -> Vec<OsString> {
     }
     // One flag per tool: a rule such as `Bash(git *)` contains a space, which the CLI
     // would otherwise take as a separator.
-    for t in &spec.allowed_tools {
+    for t in &spec.options.allowed_tools {
         push("--allowedTools", t);
     }
-    for t in &spec.disallowed_tools {
+    for t in &spec.options.disallowed_tools {
         push("--disallowedTools", t);
     }
-    if let Some(tools) = &spec.tools {
+    if let Some(tools) = &spec.options.tools {
         push("--tools", &tools.join(","));
     }
-    if let Some(mode) = spec.permission_mode {
+    if let Some(mode) = spec.options.permission_mode {
         push("--permission-mode", mode.as_str());
     }
-    if let Some(n) = spec.max_turns {
+    if let Some(n) = spec.options.max_turns {
         push("--max-turns", &n.to_string());
     }
-    if let Some(b) = spec.max_budget_usd {
+    if let Some(b) = spec.options.max_budget_usd {
         push("--max-budget-usd", &b.to_string());
     }
-    if let Some(schema) = &spec.json_schema {
+    if let Some(schema) = &spec.options.json_schema {
         push("--json-schema", &schema.to_string());
     }
     if let Some(f) = &files.mcp_config {
         push("--mcp-config", &f.to_string_lossy());
         args.push("--strict-mcp-config".into());
     }
-    for d in &spec.add_dirs {
+    for d in &spec.options.add_dirs {
         args.push("--add-dir".into());
         args.push(d.into());
     }
@@ -163,7 +163,7 @@ mod tests {
         let mut req = JobRequest::prompt("SECRET PROMPT");
         req.system_prompt = Some("SECRET SYSTEM".into());
         req.allowed_tools = Some(vec!["Bash(git *)".into(), "Read".into()]);
-        let spec = req.parse(&Limits::default()).unwrap();
+        let spec = req.parse(&Limits::default()).unwrap().claude_run();
         let files = ArgFiles {
             system_prompt: Some("/a/system.txt".into()),
             ..ArgFiles::default()
@@ -187,7 +187,10 @@ mod tests {
 
     #[test]
     fn fork_with_chosen_id() {
-        let mut spec = JobRequest::prompt("x").parse(&Limits::default()).unwrap();
+        let mut spec = JobRequest::prompt("x")
+            .parse(&Limits::default())
+            .unwrap()
+            .claude_run();
         let (from, id) = (SessionId::new(), SessionId::new());
         spec.session = SessionMode::Fork { from, id: Some(id) };
         let args: Vec<String> = build_args(&spec, &ArgFiles::default())

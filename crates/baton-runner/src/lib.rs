@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use baton_core::{ErrorKind, JobSpec};
+use baton_core::{ClaudeRun, ErrorKind, Step};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -77,19 +77,21 @@ impl RunnerConfig {
         }
     }
 
-    /// Checks a job's `cwd` and `add_dirs` against the workspace roots.
-    pub fn check_paths(&self, spec: &JobSpec) -> Result<Option<PathBuf>, String> {
-        for d in &spec.add_dirs {
+    /// Checks a run's `cwd` and `add_dirs` against the workspace roots.
+    pub fn check_paths(
+        &self,
+        add_dirs: &[String],
+        cwd: Option<&str>,
+    ) -> Result<Option<PathBuf>, String> {
+        for d in add_dirs {
             workspace::inside_roots(Path::new(d), &self.workspace_roots)
                 .map_err(|e| format!("add_dirs: {e}"))?;
         }
-        spec.cwd
-            .as_deref()
-            .map(|c| {
-                workspace::inside_roots(Path::new(c), &self.workspace_roots)
-                    .map_err(|e| format!("cwd: {e}"))
-            })
-            .transpose()
+        cwd.map(|c| {
+            workspace::inside_roots(Path::new(c), &self.workspace_roots)
+                .map_err(|e| format!("cwd: {e}"))
+        })
+        .transpose()
     }
 }
 
@@ -106,7 +108,7 @@ pub enum Progress {
 pub struct Attempt<'a> {
     /// Unique per attempt; names its workspace directory.
     pub name: String,
-    pub spec: &'a JobSpec,
+    pub step: &'a Step,
     /// The stored transcript of the session the job resumes or forks.
     pub restore: Option<Vec<u8>>,
 }
@@ -158,8 +160,8 @@ pub async fn run(
     progress: mpsc::Sender<Progress>,
     cancel: CancellationToken,
 ) -> AttemptReport {
-    let spec = attempt.spec;
-    let cwd = match cfg.check_paths(spec) {
+    let Step::Claude(spec) = attempt.step;
+    let cwd = match cfg.check_paths(&spec.options.add_dirs, spec.cwd.as_deref()) {
         Ok(cwd) => cwd,
         Err(e) => return failed(ErrorKind::InvalidRequest, e),
     };
@@ -190,7 +192,7 @@ pub(crate) fn failed(kind: ErrorKind, message: String) -> AttemptReport {
 
 fn prepare_files(
     ws: &Workspace,
-    spec: &JobSpec,
+    spec: &ClaudeRun,
     restore: Option<&[u8]>,
 ) -> std::io::Result<ArgFiles> {
     if let (Some(session), Some(transcript)) = (spec.session.restores(), restore) {
@@ -198,16 +200,19 @@ fn prepare_files(
     }
     Ok(ArgFiles {
         system_prompt: spec
+            .options
             .system_prompt
             .as_ref()
             .map(|s| ws.private_file("system_prompt.txt", s.as_bytes()))
             .transpose()?,
         append_system_prompt: spec
+            .options
             .append_system_prompt
             .as_ref()
             .map(|s| ws.private_file("append_system_prompt.txt", s.as_bytes()))
             .transpose()?,
         mcp_config: spec
+            .options
             .mcp_config
             .as_ref()
             .map(|c| ws.private_file("mcp_config.json", c.to_string().as_bytes()))
@@ -231,7 +236,7 @@ pub struct Launched {
 fn launch(
     cfg: &RunnerConfig,
     ws: &Workspace,
-    spec: &JobSpec,
+    spec: &ClaudeRun,
     files: &ArgFiles,
     extra_args: &[&str],
 ) -> Result<Launched, (ErrorKind, String)> {
@@ -314,7 +319,7 @@ async fn run_in(
     progress: mpsc::Sender<Progress>,
     cancel: CancellationToken,
 ) -> AttemptReport {
-    let spec = attempt.spec;
+    let Step::Claude(spec) = attempt.step;
     let files = match prepare_files(ws, spec, attempt.restore.as_deref()) {
         Ok(f) => f,
         Err(e) => {
@@ -345,7 +350,7 @@ async fn run_in(
 async fn drive(
     cfg: &RunnerConfig,
     ws: &Workspace,
-    spec: &JobSpec,
+    spec: &ClaudeRun,
     launched: Launched,
     input: Vec<u8>,
     progress: mpsc::Sender<Progress>,
@@ -540,7 +545,7 @@ async fn drive(
 fn decide(
     stop: Stop,
     result: Option<&Value>,
-    spec: &JobSpec,
+    spec: &ClaudeRun,
     status: Option<ExitStatus>,
     parsed_any: bool,
     unparsed: u32,
@@ -593,7 +598,7 @@ fn decide(
         _ => {}
     }
     if let Some(result) = result {
-        return outcome::classify_result(result, spec.json_schema.is_some()).err();
+        return outcome::classify_result(result, spec.options.json_schema.is_some()).err();
     }
     let exit = status.map_or("no exit status".to_string(), describe_exit);
     if stderr.contains("No conversation found") {

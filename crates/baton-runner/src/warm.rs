@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use baton_core::{JobSpec, SessionMode};
+use baton_core::{ClaudeOptions, ClaudeRun, SessionMode, Step};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -19,32 +19,29 @@ pub struct WarmProcess {
     launched: Option<Launched>,
     ws: Option<Workspace>,
     /// The options it was started with: only a job with the same ones may use it.
-    pub shape: JobSpec,
+    pub shape: ClaudeOptions,
     pub born: Instant,
     pub pid: i32,
 }
 
-/// The options that fix a CLI process at start: everything but the prompt and the
-/// options Baton applies itself. `None` when a job cannot run warm at all (it resumes or
-/// names a session, or runs in a directory of its own).
-pub fn shape_of(spec: &JobSpec) -> Option<JobSpec> {
-    if spec.session != SessionMode::New || spec.cwd.is_some() {
-        return None;
-    }
-    let mut shape = spec.clone();
-    shape.prompt = String::new();
-    shape.timeout_ms = 0;
-    shape.metadata.clear();
-    shape.priority = 0;
-    shape.retry = baton_core::RetryPolicy::default();
-    Some(shape)
+/// The options that fix a CLI process at start: the run's [`ClaudeOptions`]. `None` when
+/// a run cannot be warm at all (it resumes or names a session, or works in a directory of
+/// its own).
+pub fn shape_of(run: &ClaudeRun) -> Option<&ClaudeOptions> {
+    (run.session == SessionMode::New && run.cwd.is_none()).then_some(&run.options)
 }
 
 impl WarmProcess {
     /// Starts a process for jobs of `shape` in a new workspace named `name`.
-    pub fn start(cfg: &RunnerConfig, shape: &JobSpec, name: &str) -> Result<Self, String> {
-        let shape =
-            shape_of(shape).ok_or("a warm pool cannot serve resumed sessions or a fixed cwd")?;
+    pub fn start(cfg: &RunnerConfig, shape: &ClaudeOptions, name: &str) -> Result<Self, String> {
+        // What it runs until its prompt arrives: the options, in a new session.
+        let shape = ClaudeRun {
+            prompt: String::new(),
+            options: shape.clone(),
+            cwd: None,
+            session: SessionMode::New,
+            timeout_ms: 0,
+        };
         let ws = Workspace::create(&cfg.attempts_dir, name, None)
             .map_err(|e| format!("could not prepare a warm workspace: {e}"))?;
         let files = prepare_files(&ws, &shape, None)
@@ -60,7 +57,7 @@ impl WarmProcess {
             pid: launched.pid,
             launched: Some(launched),
             ws: Some(ws),
-            shape,
+            shape: shape.options,
             born: Instant::now(),
         })
     }
@@ -151,10 +148,10 @@ pub async fn run_warm(
             "the warm process was already used".into(),
         );
     };
-    let message =
-        json!({"type": "user", "message": {"role": "user", "content": attempt.spec.prompt}});
+    let Step::Claude(run) = attempt.step;
+    let message = json!({"type": "user", "message": {"role": "user", "content": run.prompt}});
     let input = format!("{message}\n").into_bytes();
-    let report = drive(cfg, &ws, attempt.spec, launched, input, progress, cancel).await;
+    let report = drive(cfg, &ws, run, launched, input, progress, cancel).await;
     if !cfg.keep_workspaces {
         tokio::task::spawn_blocking(move || ws.remove());
     }

@@ -146,7 +146,7 @@ impl App {
             .iter()
             .map(|p| {
                 Ok(WarmPoolConfig {
-                    options: p.spec(&limits)?,
+                    options: p.spec(&limits)?.options,
                     size: p.size,
                     idle: Duration::from_secs(p.idle_seconds),
                 })

@@ -182,7 +182,7 @@ async fn round_trip_check(config: &Config) -> Check {
     let started = std::time::Instant::now();
     let attempt = baton_runner::Attempt {
         name: format!("doctor-{}", std::process::id()),
-        spec: &spec,
+        step: &spec.step(),
         restore: None,
     };
     let report = baton_runner::run(

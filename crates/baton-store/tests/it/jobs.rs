@@ -7,7 +7,7 @@ async fn claims_by_priority_then_age_and_only_when_due(t) {
     let s = &t.store;
     let low = insert(s, spec("low"), 0).await;
     let mut high_spec = spec("high");
-    high_spec.priority = 10;
+    high_spec.schedule.priority = 10;
     let high = insert(s, high_spec, 0).await;
     let later = insert(s, spec("later"), 5_000).await;
     let claimed = s.claim("n1", 1_000, 30_000, 10).await.unwrap();
@@ -168,7 +168,7 @@ async fn dead_jobs_are_listed_and_replayed_with_continuing_attempts(t) {
             .is_empty()
     );
     let mut changed = spec("changed");
-    changed.priority = 3;
+    changed.schedule.priority = 3;
     let rec = s.replay(id, &changed, 2, 4).await.unwrap();
     assert_eq!(
         (rec.state, rec.attempt, rec.max_attempts, rec.priority),
