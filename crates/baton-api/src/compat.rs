@@ -14,8 +14,9 @@ use baton_core::spec::SessionRequest;
 use baton_core::{EventKind, JobRequest, JobState, PermissionMode, SessionId};
 use baton_store::{Inserted, JobFilter, JobRecord};
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, ErrorType};
 use crate::extract::Body;
@@ -30,22 +31,70 @@ fn inserted(i: Inserted) -> ApiResult<JobRecord> {
     }
 }
 
-#[derive(Deserialize)]
+/// The pipeline worker's request.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteRequest {
+    #[schema(min_length = 1, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     prompt: String,
+    #[schema(max_items = 256, inline, value_type = Option<Vec<baton_core::spec::ToolName>>)]
     allowed_tools: Option<Vec<String>>,
-    /// Milliseconds.
+    /// The job's wall-clock limit, in milliseconds.
+    #[serde(default, deserialize_with = "baton_core::int::opt")]
+    #[schema(minimum = 1000, maximum = 86400000)]
     timeout: Option<i64>,
+}
+
+/// `POST /execute`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct ExecuteResponse {
+    /// Poll `GET /sessions/{session_id}`.
+    session_id: String,
+    #[schema(value_type = String, pattern = "^running$")]
+    status: &'static str,
+    job_id: String,
+}
+
+/// `GET /sessions/{id}`'s answer, in the pipeline worker's shape.
+#[derive(Serialize, ToSchema)]
+pub struct SessionStatus {
+    session_id: String,
+    #[schema(value_type = String, pattern = "^(running|completed|failed)$")]
+    status: &'static str,
+    /// The result text (empty until completed).
+    response: String,
+    /// The job, as the native API shows it.
+    result: wire::Job,
+    error: Option<wire::Failure>,
+}
+
+/// `POST /v1/chat`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct ChatResponse {
+    #[schema(value_type = Option<String>)]
+    result: Value,
+    session_id: Option<String>,
+    #[schema(value_type = Option<f64>)]
+    cost_usd: Value,
+    #[schema(value_type = Option<Object>)]
+    usage: Value,
+    #[schema(value_type = Option<String>)]
+    model: Value,
+    job_id: String,
 }
 
 /// `POST /execute`: the job starts a new Claude session whose id Baton picks, so the
 /// `session_id` it answers with is the real session id, pollable at `/sessions/{id}`.
+#[utoipa::path(post, path = "/execute", tag = "pipeline worker",
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body = ExecuteRequest,
+    responses((status = 200, description = "Queued; poll /sessions/{session_id}", body = ExecuteResponse),
+        (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn execute(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Body<ExecuteRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ExecuteResponse>> {
     let idem = idempotency(&headers, "POST /execute", &body.raw)?;
     let session = SessionId::new();
     let req = JobRequest {
@@ -61,18 +110,21 @@ pub async fn execute(
     let job = inserted(submit(&st, spec, idem).await?)?;
     // A replayed request answers with the session its first submission created.
     let session = job.spec.session.owned_session().unwrap_or(session);
-    Ok(Json(json!({
-        "session_id": session.to_string(),
-        "status": "running",
-        "job_id": job.id.to_string(),
-    })))
+    Ok(Json(ExecuteResponse {
+        session_id: session.to_string(),
+        status: "running",
+        job_id: job.id.to_string(),
+    }))
 }
 
 /// `GET /sessions/{id}`: the newest job of the session, in the pipeline-worker shape.
+#[utoipa::path(get, path = "/sessions/{id}", tag = "pipeline worker", params(("id" = String, Path)),
+    responses((status = 200, description = "The session's newest job", body = SessionStatus),
+        (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn session_status(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionStatus>> {
     let not_found = || ApiError::not_found(format!("no session with id {id:?}"));
     let sid = SessionId::parse(&id).map_err(|_| not_found())?;
     let jobs = st
@@ -91,27 +143,36 @@ pub async fn session_status(
         JobState::Completed => "completed",
         JobState::Failed | JobState::Cancelled | JobState::Dead => "failed",
     };
-    let view = wire::job(job);
-    let response = view["result"].as_str().unwrap_or_default().to_string();
-    Ok(Json(json!({
-        "session_id": sid.to_string(),
-        "status": status,
-        "response": response,
-        "result": view,
-        "error": view["error"],
-    })))
+    let view = wire::Job::new(job);
+    Ok(Json(SessionStatus {
+        session_id: sid.to_string(),
+        status,
+        response: view.result.as_str().unwrap_or_default().to_string(),
+        error: view.error.clone(),
+        result: view,
+    }))
 }
 
-#[derive(Deserialize)]
+/// The CLI wrapper's request.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
+    /// Required.
+    #[schema(min_length = 1, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     prompt: Option<String>,
+    /// Continue this Claude session.
+    #[schema(format = "uuid")]
     session_id: Option<String>,
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]+$")]
     model: Option<String>,
+    #[schema(min_length = 1, max_length = 200000, pattern = r"^[^\x00]+$")]
     system_prompt: Option<String>,
+    #[schema(exclusive_minimum = 0, maximum = 100000)]
     max_budget_usd: Option<f64>,
     permission_mode: Option<PermissionMode>,
+    #[schema(max_items = 256, inline, value_type = Option<Vec<baton_core::spec::ToolName>>)]
     allowed_tools: Option<Vec<String>>,
+    #[schema(value_type = Option<baton_core::spec::AbsolutePath>)]
     cwd: Option<String>,
 }
 
@@ -141,11 +202,16 @@ impl ChatRequest {
 const FACADE_MARGIN: Duration = Duration::from_secs(60);
 
 /// `POST /v1/chat`: runs a durable job and answers when it ends.
+#[utoipa::path(post, path = "/v1/chat", tag = "CLI wrapper",
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body = ChatRequest,
+    responses((status = 200, description = "The job's result", body = ChatResponse),
+        (status = "default", description = "An error (429 with Retry-After while a usage limit lasts; 502 when the job failed; 504 when it did not finish in time)", body = wire::ErrorBody)))]
 pub async fn chat(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Body<ChatRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ChatResponse>> {
     let idem = idempotency(&headers, "POST /v1/chat", &body.raw)?;
     let spec = parse_request(&st, body.value.into_job()?)?;
     let wait = Duration::from_millis(spec.schedule.timeout_ms) + FACADE_MARGIN;
@@ -166,26 +232,26 @@ pub async fn chat(
             ..ApiError::new(ErrorType::RateLimit, message)
         });
     }
-    let view = wire::job(&job);
-    let detail = json!({"job_id": job.id.to_string(), "job_state": job.state.as_str(), "job_error": view["error"]});
+    let view = wire::Job::new(&job);
+    let detail = json!({"job_id": job.id.to_string(), "job_state": job.state.as_str(), "job_error": view.error});
     match job.state {
-        JobState::Completed => Ok(Json(json!({
-            "result": view["result"],
-            "session_id": view["session_id"],
-            "cost_usd": view["total_cost_usd"],
-            "usage": view["usage"],
-            "model": view["model"],
-            "job_id": job.id.to_string(),
-        }))),
+        JobState::Completed => Ok(Json(ChatResponse {
+            result: view.result,
+            session_id: view.session_id,
+            cost_usd: view.total_cost_usd,
+            usage: view.usage,
+            model: view.model,
+            job_id: job.id.to_string(),
+        })),
         s if s.is_terminal() => Err(ApiError {
             detail: Some(detail),
             ..ApiError::new(
                 ErrorType::BadGateway,
                 format!(
                     "the job ended {s}: {}",
-                    view["error"]["message"]
-                        .as_str()
-                        .unwrap_or("no error message")
+                    view.error
+                        .as_ref()
+                        .map_or("no error message", |e| e.message.as_str())
                 ),
             )
         }),
@@ -222,6 +288,11 @@ async fn cancel_parked(
 
 /// `POST /v1/chat/stream`: `start`, `delta`… and `done` as data-only SSE events.
 /// One attempt only: a retry would replay deltas the client has already shown.
+#[utoipa::path(post, path = "/v1/chat/stream", tag = "CLI wrapper",
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body = ChatRequest,
+    responses((status = 200, description = "Data-only server-sent events: start, delta, done or error", content_type = "text/event-stream", body = String),
+        (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn chat_stream(
     State(st): State<AppState>,
     headers: HeaderMap,

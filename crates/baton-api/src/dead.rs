@@ -10,27 +10,34 @@ use baton_core::{JobRequest, JobSpec};
 use baton_store::{IdempotencyClaim, JobRecord};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, ErrorType};
 use crate::jobs::{ListQuery, Params, idempotency, list, parse_job_id, parse_request};
 use crate::{AppState, wire};
 
+#[utoipa::path(get, path = "/v1/dead", tag = "dead letters", params(ListQuery),
+    responses((status = 200, description = "Dead jobs, newest first, each with every attempt", body = wire::JobList),
+        (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn list_dead(
     State(st): State<AppState>,
     Params(mut q): Params<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<wire::JobList>> {
     q.state = Some("dead".into());
     list(&st, q, true).await
 }
 
 /// What a replay may change.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Changes {
-    /// Job options to change, as in `POST /v1/jobs`.
+    /// Job options to change, as in `POST /v1/jobs` (checked like a new request).
     #[serde(default)]
+    #[schema(value_type = Object)]
     options: Map<String, Value>,
     /// Attempts for the replay (default: the job's policy).
+    #[serde(default, deserialize_with = "baton_core::int::opt")]
+    #[schema(minimum = 1, maximum = 20)]
     max_attempts: Option<u32>,
 }
 
@@ -124,6 +131,11 @@ where
 }
 
 /// `POST /v1/jobs/{id}/retry`: replays a failed or dead job.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "dead letters",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Replay once.")),
+    request_body(content = Changes, description = "What to change; no body keeps everything", content_type = "application/json"),
+    responses((status = 200, description = "The failed or dead job, queued again", body = wire::Job),
+        (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn retry_job(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -137,28 +149,45 @@ pub async fn retry_job(
         let job = st.engine().store().get_job(id).await?;
         let (spec, attempts) = changed_spec(&st, &job, &changes)?;
         let job = st.engine().replay(id, &spec, attempts).await?;
-        Ok((StatusCode::OK, wire::job(&job)))
+        Ok((
+            StatusCode::OK,
+            serde_json::to_value(wire::Job::new(&job)).unwrap_or_default(),
+        ))
     })
     .await
 }
 
-#[derive(Deserialize, Default)]
+/// Which dead jobs to replay, and what to change.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkReplay {
     /// Only dead jobs with this error type.
     error_type: Option<String>,
-    /// At most this many (default 100, at most 1000), oldest first.
+    /// At most this many (default 100), oldest first.
+    #[serde(default, deserialize_with = "baton_core::int::opt")]
+    #[schema(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     #[serde(flatten)]
     changes: Changes,
 }
 
 /// `POST /v1/dead/replay`: replays dead jobs by filter.
+#[utoipa::path(post, path = "/v1/dead/replay", tag = "dead letters",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replay once.")),
+    request_body = BulkReplay,
+    responses((status = 200, description = "The dead jobs queued again, oldest first", body = wire::ReplayResult),
+        (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn replay_dead(
     State(st): State<AppState>,
     headers: HeaderMap,
     raw: Bytes,
 ) -> ApiResult<Response> {
+    // A bulk replay names what it replays: `{}` for every dead job, never an empty body.
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid(
+            "a JSON body is required: {} replays every dead job, {\"error_type\": …} some",
+        ));
+    }
     let req: BulkReplay = parse_body(&raw)?;
     let limit = req.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -186,7 +215,12 @@ pub async fn replay_dead(
         }
         Ok((
             StatusCode::OK,
-            json!({"object": "replay", "count": replayed.len(), "job_ids": replayed}),
+            serde_json::to_value(wire::ReplayResult {
+                object: wire::ReplayTag::Tag,
+                count: replayed.len(),
+                job_ids: replayed,
+            })
+            .unwrap_or_default(),
         ))
     })
     .await

@@ -1,10 +1,10 @@
 //! The one error envelope, and the one table from internal errors to HTTP.
 
+use crate::wire::{ErrorBody, ErrorDetail, ErrorName, ErrorTag};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use baton_engine::EngineError;
 use baton_store::StoreError;
-use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorType {
@@ -12,6 +12,8 @@ pub enum ErrorType {
     Authentication,
     Permission,
     NotFound,
+    /// The route exists, the method does not (405, with `Allow`).
+    MethodNotAllowed,
     Conflict,
     RequestTooLarge,
     RateLimit,
@@ -25,19 +27,23 @@ pub enum ErrorType {
 
 impl ErrorType {
     /// The table: every error Baton returns has exactly one status and one type.
-    pub fn status_and_name(self) -> (StatusCode, &'static str) {
+    pub fn status_and_name(self) -> (StatusCode, ErrorName) {
         match self {
-            Self::InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request_error"),
-            Self::Authentication => (StatusCode::UNAUTHORIZED, "authentication_error"),
-            Self::Permission => (StatusCode::FORBIDDEN, "permission_error"),
-            Self::NotFound => (StatusCode::NOT_FOUND, "not_found_error"),
-            Self::Conflict => (StatusCode::CONFLICT, "conflict_error"),
-            Self::RequestTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
-            Self::RateLimit => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
-            Self::Api => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
-            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded_error"),
-            Self::BadGateway => (StatusCode::BAD_GATEWAY, "api_error"),
-            Self::GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error"),
+            Self::InvalidRequest => (StatusCode::BAD_REQUEST, ErrorName::InvalidRequestError),
+            Self::Authentication => (StatusCode::UNAUTHORIZED, ErrorName::AuthenticationError),
+            Self::Permission => (StatusCode::FORBIDDEN, ErrorName::PermissionError),
+            Self::NotFound => (StatusCode::NOT_FOUND, ErrorName::NotFoundError),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorName::InvalidRequestError,
+            ),
+            Self::Conflict => (StatusCode::CONFLICT, ErrorName::ConflictError),
+            Self::RequestTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorName::RequestTooLarge),
+            Self::RateLimit => (StatusCode::TOO_MANY_REQUESTS, ErrorName::RateLimitError),
+            Self::Api => (StatusCode::INTERNAL_SERVER_ERROR, ErrorName::ApiError),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, ErrorName::OverloadedError),
+            Self::BadGateway => (StatusCode::BAD_GATEWAY, ErrorName::ApiError),
+            Self::GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, ErrorName::TimeoutError),
         }
     }
 }
@@ -136,13 +142,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, name) = self.kind.status_and_name();
         let request_id = new_request_id();
-        let mut error = json!({"type": name, "message": self.message});
-        if let (Some(obj), Some(serde_json::Value::Object(extra))) =
-            (error.as_object_mut(), self.detail)
-        {
-            obj.extend(extra);
-        }
-        let body = json!({"type": "error", "error": error, "request_id": request_id});
+        let detail = match self.detail {
+            Some(serde_json::Value::Object(extra)) => extra,
+            _ => serde_json::Map::new(),
+        };
+        let body = ErrorBody {
+            tag: ErrorTag::Tag,
+            error: ErrorDetail {
+                kind: name,
+                message: self.message,
+                detail,
+            },
+            request_id: request_id.clone(),
+        };
         let mut resp = (status, axum::Json(body)).into_response();
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert("request-id", v);

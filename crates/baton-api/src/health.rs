@@ -7,7 +7,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::AppState;
 
@@ -36,6 +38,43 @@ pub async fn cli_version(st: &AppState) -> Result<String, String> {
     result
 }
 
+/// What `GET /v1/health` answers.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(value_type = String, pattern = "^(ok|error)$")]
+    status: &'static str,
+    /// What `claude --version` printed; null when it could not run.
+    claude_version: Option<String>,
+    claude_bin: String,
+    #[schema(value_type = String, pattern = "^(ok|error)$")]
+    database: &'static str,
+    #[schema(value_type = String, pattern = "^(sqlite|postgres)$")]
+    database_backend: &'static str,
+    node_id: String,
+    runs_jobs: bool,
+    /// What is wrong, when `status` is `error`.
+    error: Option<String>,
+    /// The project's queue as it stands (finished jobs are not counted).
+    jobs: Option<QueueCounts>,
+    running_here: usize,
+    max_concurrency: usize,
+    incarnation: String,
+    /// Each warm pool's counters.
+    #[schema(value_type = Vec<Object>)]
+    warm_pools: Value,
+}
+
+/// Jobs waiting and running.
+#[derive(Serialize, ToSchema)]
+pub struct QueueCounts {
+    queued: i64,
+    running: i64,
+}
+
+#[utoipa::path(get, path = "/v1/health", tag = "health",
+    responses(
+        (status = 200, description = "Baton can run jobs", body = Health),
+        (status = 503, description = "Baton cannot run jobs (no CLI, no database)", body = Health)))]
 pub async fn health(State(st): State<AppState>) -> Response {
     let runs_jobs = st.engine().config().runs_jobs;
     // A node that runs no jobs needs no CLI.
@@ -47,33 +86,37 @@ pub async fn health(State(st): State<AppState>) -> Response {
     let db = st.engine().store().ping().await.map_err(|e| e.to_string());
     // The queue as it stands; finished jobs are not counted, so a health check costs the
     // same however long the history kept.
-    let counts = st
+    let jobs = st
         .engine()
         .store()
         .count_open(st.project())
         .await
-        .map(|c| json!({"queued": c.queued, "running": c.running}))
-        .unwrap_or_else(|_| json!({}));
+        .ok()
+        .map(|c| QueueCounts {
+            queued: c.queued,
+            running: c.running,
+        });
     let ok = cli.is_ok() && db.is_ok();
-    let errors: Vec<&String> = [cli.as_ref().err(), db.as_ref().err()]
+    let errors: Vec<&str> = [cli.as_ref().err(), db.as_ref().err()]
         .into_iter()
         .flatten()
+        .map(String::as_str)
         .collect();
-    let body = json!({
-        "status": if ok { "ok" } else { "error" },
-        "claude_version": cli.as_ref().ok(),
-        "claude_bin": st.engine().config().runner.claude_bin.display().to_string(),
-        "database": if db.is_ok() { "ok" } else { "error" },
-        "database_backend": st.engine().store().backend_name(),
-        "node_id": st.engine().config().node_id,
-        "runs_jobs": runs_jobs,
-        "error": (!errors.is_empty()).then(|| errors.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")),
-        "jobs": counts,
-        "running_here": st.engine().running_here(),
-        "max_concurrency": st.engine().config().max_concurrency,
-        "incarnation": st.engine().incarnation(),
-        "warm_pools": st.engine().warm_status(),
-    });
+    let body = Health {
+        status: if ok { "ok" } else { "error" },
+        claude_version: cli.as_ref().ok().cloned(),
+        claude_bin: st.engine().config().runner.claude_bin.display().to_string(),
+        database: if db.is_ok() { "ok" } else { "error" },
+        database_backend: st.engine().store().backend_name(),
+        node_id: st.engine().config().node_id.clone(),
+        runs_jobs,
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+        jobs,
+        running_here: st.engine().running_here(),
+        max_concurrency: st.engine().config().max_concurrency,
+        incarnation: st.engine().incarnation().to_string(),
+        warm_pools: st.engine().warm_status(),
+    };
     let status = if ok {
         StatusCode::OK
     } else {

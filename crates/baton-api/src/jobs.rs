@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
@@ -90,9 +91,12 @@ pub fn parse_request(st: &AppState, req: JobRequest) -> ApiResult<JobSpec> {
         .map_err(|e| ApiError::invalid(e.to_string()))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
+    /// Seconds to wait for the job to end before answering.
+    #[param(minimum = 0, maximum = 300)]
     wait: Option<f64>,
 }
 
@@ -110,6 +114,13 @@ fn wait_duration(q: &WaitQuery) -> ApiResult<Option<Duration>> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+    params(WaitQuery, ("Idempotency-Key" = Option<String>, Header, description = "Submit once: a repeat with the same body answers with the same job.")),
+    request_body = JobRequest,
+    responses(
+        (status = 201, description = "Queued (or, with ?wait, finished)", body = wire::Job),
+        (status = 200, description = "An earlier request with this Idempotency-Key made this job", body = wire::Job),
+        (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn create_job(
     State(st): State<AppState>,
     Params(q): Params<WaitQuery>,
@@ -130,7 +141,7 @@ pub async fn create_job(
         Some(w) if !record.state.is_terminal() => st.engine().wait_for(record.id, w).await?,
         _ => record,
     };
-    let mut resp = (status, Json(wire::job(&record))).into_response();
+    let mut resp = (status, Json(wire::Job::new(&record))).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/jobs/{}", record.id)) {
         resp.headers_mut().insert("location", loc);
     }
@@ -141,32 +152,45 @@ pub async fn create_job(
     Ok(resp)
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, description = "The job, with its attempts", body = wire::Job),
+        (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn get_job(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<wire::Job>> {
     let id = parse_job_id(&id)?;
     let record = st.engine().store().get_job(id).await?;
     let attempts = st.engine().store().list_attempts(id).await?;
-    let mut body = wire::job(&record);
-    body["attempts"] = attempts.iter().map(wire::attempt).collect();
-    Ok(Json(body))
+    Ok(Json(wire::Job::new(&record).with_attempts(&attempts)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobState>)]
     pub(crate) state: Option<String>,
+    /// Only jobs whose last error has this type.
     error_type: Option<String>,
+    /// Only jobs of this session.
     session_id: Option<String>,
+    /// Page size (20).
+    #[serde(default, deserialize_with = "baton_core::int::opt_query")]
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page; empty is the first page.
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, description = "Jobs, newest first", body = wire::JobList),
+        (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn list_jobs(
     State(st): State<AppState>,
     Params(q): Params<ListQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<wire::JobList>> {
     list(&st, q, false).await
 }
 
@@ -175,7 +199,7 @@ pub(crate) async fn list(
     st: &AppState,
     q: ListQuery,
     with_attempts: bool,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<wire::JobList>> {
     let state = q
         .state
         .as_deref()
@@ -194,6 +218,7 @@ pub(crate) async fn list(
     let before = q
         .cursor
         .as_deref()
+        .filter(|c| !c.is_empty())
         .map(|c| {
             JobId::parse(c).map_err(|_| {
                 ApiError::invalid(format!("cursor {c:?} is not a cursor this API returned"))
@@ -218,21 +243,26 @@ pub(crate) async fn list(
     };
     let mut data = Vec::with_capacity(jobs.len());
     for j in &jobs {
-        let mut view = wire::job(j);
+        let mut view = wire::Job::new(j);
         if with_attempts {
             let attempts = st.engine().store().list_attempts(j.id).await?;
-            view["attempts"] = attempts.iter().map(wire::attempt).collect();
+            view = view.with_attempts(&attempts);
         }
         data.push(view);
     }
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "has_more": has_more,
-        "next_cursor": next_cursor,
-    })))
+    Ok(Json(wire::JobList {
+        object: wire::ListTag::Tag,
+        data,
+        has_more,
+        next_cursor,
+    }))
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Cancelled before it started", body = wire::Job),
+        (status = 202, description = "Running: its process group is being killed", body = wire::Job),
+        (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn cancel_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let id = parse_job_id(&id)?;
     let record = st.engine().cancel(id).await?;
@@ -241,17 +271,40 @@ pub async fn cancel_job(State(st): State<AppState>, Path(id): Path<String>) -> A
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(wire::job(&record))).into_response())
+    Ok((status, Json(wire::Job::new(&record))).into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Only events with a larger `seq`.
+    #[serde(default, deserialize_with = "baton_core::int::opt_query")]
     after: Option<i64>,
+    /// `json`: pages of events instead of a stream.
+    #[param(value_type = Option<EventsFormat>)]
     format: Option<String>,
+    /// Page size of JSON pages (500).
+    #[serde(default, deserialize_with = "baton_core::int::opt_query")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
+/// How events are answered.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum EventsFormat {
+    #[schema(rename = "json")]
+    Json,
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs",
+    params(("id" = String, Path), EventsQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume a stream after this event.")),
+    responses(
+        (status = 200, description = "The job's events: server-sent events (every event, then live), or pages of JSON with format=json or Accept: application/json",
+            content((wire::EventList = "application/json"), (String = "text/event-stream"))),
+        (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn job_events(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -288,12 +341,12 @@ pub async fn job_events(
             .await?;
         let has_more = events.len() > limit as usize;
         let events = &events[..events.len().min(limit as usize)];
-        return Ok(Json(json!({
-            "object": "list",
-            "data": events.iter().map(wire::event).collect::<Vec<_>>(),
-            "has_more": has_more,
-            "next_after": events.last().map(|e| e.seq),
-        }))
+        return Ok(Json(wire::EventList {
+            object: wire::ListTag::Tag,
+            data: events.iter().map(wire::Event::new).collect(),
+            has_more,
+            next_after: events.last().map(|e| e.seq),
+        })
         .into_response());
     }
     let stream = follow(st, id, after).map(|item| {
@@ -313,10 +366,13 @@ pub async fn job_events(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 200, description = "A Claude session: its stored transcript and jobs", body = wire::Session),
+        (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn get_session(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<wire::Session>> {
     let sid = baton_core::SessionId::parse(&id)
         .map_err(|_| ApiError::not_found(format!("no session with id {id:?}")))?;
     let store = st.engine().store();
@@ -340,16 +396,16 @@ pub async fn get_session(
         .iter()
         .find(|j| j.state == JobState::Running)
         .map(|j| j.id.to_string());
-    Ok(Json(json!({
-        "id": sid.to_string(),
-        "object": "session",
-        "project_id": st.project(),
-        "transcript_stored": stored.is_some(),
-        "transcript_bytes": stored.as_ref().map(|s| s.transcript.len()),
-        "created_at": stored.as_ref().map(|s| wire::timestamp(s.created_at)),
-        "updated_at": stored.as_ref().map(|s| wire::timestamp(s.updated_at)),
-        "last_job_id": stored.as_ref().and_then(|s| s.last_job_id.clone()),
-        "running_job_id": running,
-        "job_ids": jobs.iter().map(|j| j.id.to_string()).collect::<Vec<_>>(),
-    })))
+    Ok(Json(wire::Session {
+        id: sid.to_string(),
+        object: wire::SessionTag::Tag,
+        project_id: st.project().to_string(),
+        transcript_stored: stored.is_some(),
+        transcript_bytes: stored.as_ref().map(|s| s.transcript.len() as u64),
+        created_at: stored.as_ref().map(|s| wire::timestamp(s.created_at)),
+        updated_at: stored.as_ref().map(|s| wire::timestamp(s.updated_at)),
+        last_job_id: stored.as_ref().and_then(|s| s.last_job_id.clone()),
+        running_job_id: running,
+        job_ids: jobs.iter().map(|j| j.id.to_string()).collect(),
+    }))
 }

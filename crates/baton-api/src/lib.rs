@@ -17,12 +17,12 @@ pub mod wire;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use baton_core::{Limits, ProjectId};
 use baton_engine::Engine;
 use tokio_util::sync::CancellationToken;
@@ -98,6 +98,30 @@ async fn request_id(req: Request, next: Next) -> Response {
     resp
 }
 
+/// A method a route does not serve: `405` with the routes's `Allow` header (which the
+/// router sets), and the error envelope as the body.
+async fn method_not_allowed(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    if resp.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        return resp;
+    }
+    let allow = resp.headers().get(axum::http::header::ALLOW).cloned();
+    let message = match allow.as_ref().and_then(|a| a.to_str().ok()) {
+        Some(methods) => format!("this route serves {methods} only"),
+        None => "this route does not serve this method".to_string(),
+    };
+    let mut envelope = axum::response::IntoResponse::into_response(ApiError::new(
+        error::ErrorType::MethodNotAllowed,
+        message,
+    ));
+    if let Some(allow) = allow {
+        envelope
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow);
+    }
+    envelope
+}
+
 /// A worker node's router: `/v1/health` only, for probes; every other route says where
 /// the API is.
 pub fn worker_router(state: AppState) -> Router {
@@ -129,14 +153,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/stream", post(compat::chat_stream))
         .route("/execute", post(compat::execute))
         .route("/sessions/{id}", get(compat::session_status))
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                error::ErrorType::InvalidRequest,
-                "method not allowed on this route",
-            )
-        })
+        .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)

@@ -1,7 +1,11 @@
-//! How Baton's records look on the wire.
+//! How Baton's records look on the wire: one typed struct per response shape, each with
+//! its OpenAPI schema derived from it (`openapi.rs` collects them).
 
+use baton_core::JobState;
 use baton_store::{AttemptRecord, EventRecord, JobRecord};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 pub fn timestamp(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -9,73 +13,293 @@ pub fn timestamp(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn opt_timestamp(ms: Option<i64>) -> Value {
-    ms.map_or(Value::Null, |m| Value::String(timestamp(m)))
+fn opt_timestamp(ms: Option<i64>) -> Option<String> {
+    ms.map(timestamp)
 }
 
-pub fn job(j: &JobRecord) -> Value {
-    let outcome = j.outcome.clone().unwrap_or(Value::Null);
-    let error = match (&j.error_type, &j.error_message) {
-        (Some(t), m) => json!({"type": t, "message": m.clone().unwrap_or_default()}),
-        _ => Value::Null,
+/// The `object` tag of each shape: one value each.
+macro_rules! tag {
+    ($name:ident, $value:literal) => {
+        #[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+        pub enum $name {
+            #[default]
+            #[serde(rename = $value)]
+            Tag,
+        }
     };
-    let mut options = serde_json::to_value(&j.spec).unwrap_or(Value::Null);
-    let metadata = options
-        .as_object_mut()
-        .and_then(|o| o.remove("metadata"))
-        .unwrap_or_else(|| json!({}));
-    json!({
-        "id": j.id.to_string(),
-        "object": "job",
-        "project_id": j.project_id,
-        "state": j.state.as_str(),
-        "priority": j.priority,
-        "attempt": j.attempt,
-        "max_attempts": j.max_attempts,
-        "session_id": j.session_id,
-        "cancel_requested": j.cancel_requested,
-        "created_at": timestamp(j.created_at),
-        "updated_at": timestamp(j.updated_at),
-        "run_at": timestamp(j.run_at),
-        "started_at": opt_timestamp(j.started_at),
-        "finished_at": opt_timestamp(j.finished_at),
-        "result": outcome["result"],
-        "structured_output": outcome["structured_output"],
-        "total_cost_usd": outcome["total_cost_usd"],
-        "usage": outcome["usage"],
-        "num_turns": outcome["num_turns"],
-        "duration_ms": outcome["duration_ms"],
-        "model": outcome["model"],
-        "permission_denials": outcome.get("permission_denials").cloned().unwrap_or_else(|| json!([])),
-        "error": error,
-        "outcome": outcome,
-        "metadata": metadata,
-        "options": options,
-        "last_event_seq": j.last_seq,
-        // A queued job whose last attempt hit a rate limit waits for the limit to reset.
-        "parked_until": j.parked_until().map(timestamp),
-    })
+}
+tag!(JobTag, "job");
+tag!(ListTag, "list");
+tag!(SessionTag, "session");
+tag!(ReplayTag, "replay");
+tag!(ErrorTag, "error");
+
+/// Why a job or attempt failed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Failure {
+    /// An error type, e.g. `timeout`, `rate_limited`, `api_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
 }
 
-pub fn attempt(a: &AttemptRecord) -> Value {
-    json!({
-        "attempt": a.attempt,
-        "node_incarnation": a.incarnation,
-        "started_at": timestamp(a.started_at),
-        "finished_at": opt_timestamp(a.finished_at),
-        "pid": a.pid,
-        "error": a.error_type.as_ref().map(|t| json!({"type": t, "message": a.error_message})),
-        "fenced": a.fenced,
-        "warm": a.warm,
-    })
+/// A job, as every route shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Job {
+    pub id: String,
+    pub object: JobTag,
+    pub project_id: String,
+    pub state: JobState,
+    pub priority: i32,
+    /// Attempts claimed so far.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub session_id: Option<String>,
+    pub cancel_requested: bool,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    #[schema(format = DateTime)]
+    pub run_at: String,
+    #[schema(format = DateTime)]
+    pub started_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub finished_at: Option<String>,
+    /// The result text, once completed.
+    #[schema(value_type = Option<String>)]
+    pub result: Value,
+    /// With `json_schema`: the result as JSON.
+    pub structured_output: Value,
+    #[schema(value_type = Option<f64>)]
+    pub total_cost_usd: Value,
+    #[schema(value_type = Option<Object>)]
+    pub usage: Value,
+    #[schema(value_type = Option<i64>)]
+    pub num_turns: Value,
+    #[schema(value_type = Option<i64>)]
+    pub duration_ms: Value,
+    #[schema(value_type = Option<String>)]
+    pub model: Value,
+    pub permission_denials: Vec<Value>,
+    pub error: Option<Failure>,
+    /// The summarized `result` event of the last attempt.
+    #[schema(value_type = Option<Object>)]
+    pub outcome: Value,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// The job's options, as accepted.
+    #[schema(value_type = Object)]
+    pub options: Value,
+    pub last_event_seq: i64,
+    /// A queued job whose last attempt hit a rate limit waits for the limit to reset.
+    #[schema(format = DateTime)]
+    pub parked_until: Option<String>,
+    /// Every attempt, where the route shows them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<Attempt>>,
 }
 
-pub fn event(e: &EventRecord) -> Value {
-    json!({
-        "seq": e.seq,
-        "kind": e.kind,
-        "attempt": e.attempt,
-        "at": timestamp(e.at),
-        "data": e.data,
-    })
+impl Job {
+    pub fn new(j: &JobRecord) -> Self {
+        let outcome = j.outcome.clone().unwrap_or(Value::Null);
+        let mut options = serde_json::to_value(&j.spec).unwrap_or(Value::Null);
+        let metadata = options
+            .as_object_mut()
+            .and_then(|o| o.remove("metadata"))
+            .unwrap_or_else(|| json!({}));
+        let field = |k: &str| outcome.get(k).cloned().unwrap_or(Value::Null);
+        Self {
+            id: j.id.to_string(),
+            object: JobTag::Tag,
+            project_id: j.project_id.to_string(),
+            state: j.state,
+            priority: j.priority,
+            attempt: j.attempt,
+            max_attempts: j.max_attempts,
+            session_id: j.session_id.clone(),
+            cancel_requested: j.cancel_requested,
+            created_at: timestamp(j.created_at),
+            updated_at: timestamp(j.updated_at),
+            run_at: timestamp(j.run_at),
+            started_at: opt_timestamp(j.started_at),
+            finished_at: opt_timestamp(j.finished_at),
+            result: field("result"),
+            structured_output: field("structured_output"),
+            total_cost_usd: field("total_cost_usd"),
+            usage: field("usage"),
+            num_turns: field("num_turns"),
+            duration_ms: field("duration_ms"),
+            model: field("model"),
+            permission_denials: outcome
+                .get("permission_denials")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            error: j.error_type.as_ref().map(|t| Failure {
+                kind: t.clone(),
+                message: j.error_message.clone().unwrap_or_default(),
+            }),
+            outcome,
+            metadata,
+            options,
+            last_event_seq: j.last_seq,
+            parked_until: j.parked_until().map(timestamp),
+            attempts: None,
+        }
+    }
+
+    pub fn with_attempts(mut self, attempts: &[AttemptRecord]) -> Self {
+        self.attempts = Some(attempts.iter().map(Attempt::new).collect());
+        self
+    }
+}
+
+/// One attempt of a job.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub node_incarnation: String,
+    #[schema(format = DateTime)]
+    pub started_at: String,
+    #[schema(format = DateTime)]
+    pub finished_at: Option<String>,
+    pub pid: Option<i32>,
+    pub error: Option<AttemptFailure>,
+    /// Its completion arrived after it had lost the job, and was refused.
+    pub fenced: bool,
+    /// It ran on a pre-started process from a warm pool.
+    pub warm: bool,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AttemptFailure {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: Option<String>,
+}
+
+impl Attempt {
+    pub fn new(a: &AttemptRecord) -> Self {
+        Self {
+            attempt: a.attempt,
+            node_incarnation: a.incarnation.clone(),
+            started_at: timestamp(a.started_at),
+            finished_at: opt_timestamp(a.finished_at),
+            pid: a.pid,
+            error: a.error_type.as_ref().map(|t| AttemptFailure {
+                kind: t.clone(),
+                message: a.error_message.clone(),
+            }),
+            fenced: a.fenced,
+            warm: a.warm,
+        }
+    }
+}
+
+/// One event of a job's log.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Event {
+    /// Its number in the job's log, from 1, without gaps.
+    pub seq: i64,
+    /// A lifecycle kind (`job.queued`, `attempt.started`, …) or the CLI's event type.
+    pub kind: String,
+    pub attempt: u32,
+    #[schema(format = DateTime)]
+    pub at: String,
+    pub data: Value,
+}
+
+impl Event {
+    pub fn new(e: &EventRecord) -> Self {
+        Self {
+            seq: e.seq,
+            kind: e.kind.clone(),
+            attempt: e.attempt,
+            at: timestamp(e.at),
+            data: e.data.clone(),
+        }
+    }
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobList {
+    pub object: ListTag,
+    pub data: Vec<Job>,
+    pub has_more: bool,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of a job's events.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventList {
+    pub object: ListTag,
+    pub data: Vec<Event>,
+    pub has_more: bool,
+    /// Pass as `after` for the next page.
+    pub next_after: Option<i64>,
+}
+
+/// A Claude session: its stored transcript and jobs.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Session {
+    pub id: String,
+    pub object: SessionTag,
+    pub project_id: String,
+    pub transcript_stored: bool,
+    pub transcript_bytes: Option<u64>,
+    #[schema(format = DateTime)]
+    pub created_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub updated_at: Option<String>,
+    pub last_job_id: Option<String>,
+    pub running_job_id: Option<String>,
+    pub job_ids: Vec<String>,
+}
+
+/// What a bulk replay did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReplayResult {
+    pub object: ReplayTag,
+    pub count: usize,
+    pub job_ids: Vec<String>,
+}
+
+/// Every error Baton answers with (compatible routes keep their own shapes).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    #[serde(rename = "type")]
+    pub tag: ErrorTag,
+    pub error: ErrorDetail,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    #[serde(rename = "type")]
+    pub kind: ErrorName,
+    pub message: String,
+    /// More about the error, where there is more (e.g. the job a facade ran).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Map<String, Value>,
+}
+
+/// The error types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorName {
+    InvalidRequestError,
+    AuthenticationError,
+    PermissionError,
+    NotFoundError,
+    ConflictError,
+    RequestTooLarge,
+    RateLimitError,
+    ApiError,
+    OverloadedError,
+    TimeoutError,
 }

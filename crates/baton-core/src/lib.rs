@@ -8,6 +8,7 @@
 pub mod error_kind;
 pub mod event;
 pub mod ids;
+pub mod int;
 pub mod retry;
 pub mod spec;
 pub mod state;

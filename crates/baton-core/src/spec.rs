@@ -36,6 +36,7 @@ const MAX_ITEM_CHARS: usize = 4_096;
 const MAX_SYSTEM_PROMPT_CHARS: usize = 200_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PermissionMode {
     #[serde(rename = "default")]
     Default,
@@ -105,38 +106,128 @@ impl SessionMode {
 /// The `session` object of a request: `{"resume": id}`, `{"resume": id, "fork": true}`,
 /// `{"id": id}` or `{"resume": id, "fork": true, "id": new_id}`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SessionRequest {
+    /// Continue this session.
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub resume: Option<String>,
+    /// With `resume`: start a new session from a copy of its history.
     #[serde(default)]
     pub fork: bool,
+    /// The id of the new session (alone: start a session with this id; with `fork`: the
+    /// fork's id).
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub id: Option<String>,
 }
 
 /// A job as submitted over the wire.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
+    /// What to ask: at least one character that is not white space, no NUL.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"))]
     pub prompt: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]+$"))]
     pub model: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200000, pattern = r"^[^\x00]+$"))]
     pub system_prompt: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200000, pattern = r"^[^\x00]+$"))]
     pub append_system_prompt: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, inline, value_type = Option<Vec<ToolName>>))]
     pub allowed_tools: Option<Vec<String>>,
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, inline, value_type = Option<Vec<ToolName>>))]
     pub disallowed_tools: Option<Vec<String>>,
+    /// Built-in tools available; `[]` disables them all.
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, inline, value_type = Option<Vec<ToolName>>))]
     pub tools: Option<Vec<String>>,
     pub permission_mode: Option<PermissionMode>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
+    #[serde(default, deserialize_with = "crate::int::opt")]
     pub max_turns: Option<u32>,
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, maximum = 100000))]
     pub max_budget_usd: Option<f64>,
+    /// A JSON Schema the result must follow (structured output).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub json_schema: Option<Value>,
+    /// `{"mcpServers": {...}}`, as the CLI's `--mcp-config`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<McpConfig>))]
     pub mcp_config: Option<Value>,
+    /// Absolute directories inside a configured workspace root.
+    #[cfg_attr(feature = "openapi", schema(max_items = 256, inline, value_type = Option<Vec<AbsolutePath>>))]
     pub add_dirs: Option<Vec<String>>,
+    /// An absolute path inside a configured workspace root.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AbsolutePath>))]
     pub cwd: Option<String>,
+    /// The job's wall-clock limit, in milliseconds (at most the server's
+    /// `limits.max_timeout_ms`, 24 h by default).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1000, maximum = 86400000))]
+    #[serde(default, deserialize_with = "crate::int::opt")]
     pub timeout_ms: Option<i64>,
     pub session: Option<SessionRequest>,
+    /// The caller's own data, kept with the job (at most 16 KiB of JSON).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Map<String, Value>>,
+    #[cfg_attr(feature = "openapi", schema(minimum = -1000, maximum = 1000))]
+    #[serde(default, deserialize_with = "crate::int::opt")]
     pub priority: Option<i32>,
+    /// At most the server's `limits.max_attempts_limit` (20 by default).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 20))]
+    #[serde(default, deserialize_with = "crate::int::opt")]
     pub max_attempts: Option<u32>,
 }
+
+/// Schemas of the request's strings that carry rules of their own.
+#[cfg(feature = "openapi")]
+mod schemas {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    fn string(pattern: &str, description: &str) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+            .min_length(Some(1))
+            .max_length(Some(super::MAX_ITEM_CHARS))
+            .description(Some(description))
+            .into()
+    }
+
+    /// A tool name or rule, e.g. `Read` or `Bash(git *)`.
+    pub struct ToolName;
+    impl utoipa::PartialSchema for ToolName {
+        fn schema() -> RefOr<Schema> {
+            string(
+                r"^[^\x00]*[^\s\x00][^\x00]*$",
+                "A tool name or rule, e.g. Read or Bash(git *).",
+            )
+        }
+    }
+    impl utoipa::ToSchema for ToolName {}
+
+    /// An absolute path without `..` segments.
+    pub struct AbsolutePath;
+    impl utoipa::PartialSchema for AbsolutePath {
+        fn schema() -> RefOr<Schema> {
+            string(
+                r"^(/[^/\x00]*)+$",
+                "An absolute path inside a configured workspace root, without .. segments.",
+            )
+        }
+    }
+    impl utoipa::ToSchema for AbsolutePath {}
+
+    /// The CLI's MCP configuration.
+    #[derive(utoipa::ToSchema)]
+    #[allow(dead_code, non_snake_case)]
+    pub struct McpConfig {
+        #[schema(value_type = Object)]
+        mcpServers: serde_json::Map<String, serde_json::Value>,
+    }
+}
+#[cfg(feature = "openapi")]
+pub use schemas::{AbsolutePath, McpConfig, ToolName};
 
 /// A validated job: everything the runner needs, nothing it must check again. Stored as
 /// one JSON object: the options and the schedule are flattened into it.
