@@ -133,6 +133,40 @@ fn postgres_for_tests() -> anyhow::Result<Option<baton_store::testing::PrivateCl
 /// (integrity-checked, nothing global, nothing fetched outside the registry). With
 /// `--version V`, that version instead (`npm install`, no lockfile), to check another
 /// release with the real-CLI suite; `cargo xtask install-claude` alone puts the pin back.
+/// The pinned Python tools (`tools/python/requirements.txt`) in `.build/venv`.
+fn install_python() -> anyhow::Result<()> {
+    let venv = root().join(".build/venv");
+    let requirements = root().join("tools/python/requirements.txt");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .context("running python3 -m venv (is python3-venv installed?)")?;
+        if !status.success() {
+            bail!("python3 -m venv {} failed", venv.display());
+        }
+    }
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements)
+        .status()
+        .context("running pip")?;
+    if !status.success() {
+        bail!("pip install -r {} failed", requirements.display());
+    }
+    eprintln!("xtask: Python tools installed in {}", venv.display());
+    Ok(())
+}
+
 fn install_claude(args: &[String]) -> anyhow::Result<()> {
     let dest = root().join(".build/claude");
     std::fs::create_dir_all(&dest)?;
@@ -223,10 +257,11 @@ fn main() -> anyhow::Result<()> {
         Some("ci") => ci(),
         Some("bench") => bench::main(&args[1..]),
         Some("install-claude") => install_claude(&args[1..]),
+        Some("install-python") => install_python(),
         Some("chaos") => chaos::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | bench [--quick|--real|--scale [--run-history]|--postgres [--database-url URL]|--baton PATH|--workspace-dir DIR] | chaos [--kills N] [--history N] [--release] [--postgres --nodes N] [--prebuilt] | install-claude [--version V]>"
+                "usage: cargo xtask <ci | bench [--quick|--real|--scale [--run-history]|--postgres [--database-url URL]|--baton PATH|--workspace-dir DIR] | chaos [--kills N] [--history N] [--release] [--postgres --nodes N] [--prebuilt] | install-claude [--version V] | install-python>"
             );
             std::process::exit(2);
         }

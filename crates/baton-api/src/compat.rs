@@ -35,7 +35,10 @@ fn inserted(i: Inserted) -> ApiResult<JobRecord> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteRequest {
-    #[schema(min_length = 1, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    #[schema(
+        min_length = 1,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
     prompt: String,
     #[schema(max_items = 256, inline, value_type = Option<Vec<baton_core::spec::ToolName>>)]
     allowed_tools: Option<Vec<String>>,
@@ -86,7 +89,7 @@ pub struct ChatResponse {
 /// `POST /execute`: the job starts a new Claude session whose id Baton picks, so the
 /// `session_id` it answers with is the real session id, pollable at `/sessions/{id}`.
 #[utoipa::path(post, path = "/execute", tag = "pipeline worker",
-    params(("Idempotency-Key" = Option<String>, Header)),
+    params(("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header)),
     request_body = ExecuteRequest,
     responses((status = 200, description = "Queued; poll /sessions/{session_id}", body = ExecuteResponse),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
@@ -158,8 +161,13 @@ pub async fn session_status(
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     /// Required.
-    #[schema(min_length = 1, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
-    prompt: Option<String>,
+    #[serde(default)]
+    #[schema(
+        required = true,
+        min_length = 1,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
+    prompt: String,
     /// Continue this Claude session.
     #[schema(format = "uuid")]
     session_id: Option<String>,
@@ -178,8 +186,7 @@ pub struct ChatRequest {
 
 impl ChatRequest {
     fn into_job(self) -> ApiResult<JobRequest> {
-        let prompt = self
-            .prompt
+        let prompt = Some(self.prompt)
             .filter(|p| !p.is_empty())
             .ok_or_else(|| ApiError::invalid("prompt is required"))?;
         Ok(JobRequest {
@@ -198,15 +205,50 @@ impl ChatRequest {
     }
 }
 
+/// A conversation continues a session Baton knows in this project (its transcript is
+/// stored, or a job of it exists): another is the caller's mistake, a 404 at once, not a
+/// job that fails as the CLI finds no conversation.
+async fn known_session(st: &AppState, spec: &baton_core::JobSpec) -> ApiResult<()> {
+    let Some(id) = spec.session.restores() else {
+        return Ok(());
+    };
+    let store = st.engine().store();
+    let stored = match store.get_session(st.project(), &id.to_string()).await {
+        Ok(_) => true,
+        Err(baton_store::StoreError::NotFound(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if stored {
+        return Ok(());
+    }
+    let jobs = store
+        .list_jobs(&JobFilter {
+            project_id: st.project().clone(),
+            session_id: Some(id.to_string()),
+            limit: 1,
+            ..JobFilter::default()
+        })
+        .await?;
+    if jobs.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no session with id {id} in this project"
+        )));
+    }
+    Ok(())
+}
+
 /// How long a synchronous facade waits beyond the job's own timeout (queueing, retries).
 const FACADE_MARGIN: Duration = Duration::from_secs(60);
 
 /// `POST /v1/chat`: runs a durable job and answers when it ends.
 #[utoipa::path(post, path = "/v1/chat", tag = "CLI wrapper",
-    params(("Idempotency-Key" = Option<String>, Header)),
+    params(("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header)),
     request_body = ChatRequest,
     responses((status = 200, description = "The job's result", body = ChatResponse),
-        (status = "default", description = "An error (429 with Retry-After while a usage limit lasts; 502 when the job failed; 504 when it did not finish in time)", body = wire::ErrorBody)))]
+        (status = 429, description = "A usage limit refused the run; Retry-After says when it resets", body = wire::ErrorBody),
+        (status = 502, description = "The job failed (the error names it)", body = wire::ErrorBody),
+        (status = 504, description = "The job did not finish in time; it keeps running", body = wire::ErrorBody),
+        (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn chat(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -214,6 +256,7 @@ pub async fn chat(
 ) -> ApiResult<Json<ChatResponse>> {
     let idem = idempotency(&headers, "POST /v1/chat", &body.raw)?;
     let spec = parse_request(&st, body.value.into_job()?)?;
+    known_session(&st, &spec).await?;
     let wait = Duration::from_millis(spec.schedule.timeout_ms) + FACADE_MARGIN;
     let job = inserted(submit(&st, spec, idem).await?)?;
     let job = st
@@ -289,9 +332,9 @@ async fn cancel_parked(
 /// `POST /v1/chat/stream`: `start`, `delta`… and `done` as data-only SSE events.
 /// One attempt only: a retry would replay deltas the client has already shown.
 #[utoipa::path(post, path = "/v1/chat/stream", tag = "CLI wrapper",
-    params(("Idempotency-Key" = Option<String>, Header)),
+    params(("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header)),
     request_body = ChatRequest,
-    responses((status = 200, description = "Data-only server-sent events: start, delta, done or error", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "Data-only server-sent events: start, delta, done or error", content_type = "text/event-stream", body = wire::SseEvent),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn chat_stream(
     State(st): State<AppState>,
@@ -302,6 +345,7 @@ pub async fn chat_stream(
     let mut req = body.value.into_job()?;
     req.max_attempts = Some(1);
     let spec = parse_request(&st, req)?;
+    known_session(&st, &spec).await?;
     let job = inserted(submit(&st, spec, idem).await?)?;
     let job_id = job.id;
     let engine = st.engine().clone();

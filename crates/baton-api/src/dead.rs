@@ -13,18 +13,17 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, ErrorType};
-use crate::jobs::{ListQuery, Params, idempotency, list, parse_job_id, parse_request};
+use crate::jobs::{DeadQuery, Params, idempotency, list, parse_job_id, parse_request};
 use crate::{AppState, wire};
 
-#[utoipa::path(get, path = "/v1/dead", tag = "dead letters", params(ListQuery),
+#[utoipa::path(get, path = "/v1/dead", tag = "dead letters", params(DeadQuery),
     responses((status = 200, description = "Dead jobs, newest first, each with every attempt", body = wire::JobList),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn list_dead(
     State(st): State<AppState>,
-    Params(mut q): Params<ListQuery>,
+    Params(q): Params<DeadQuery>,
 ) -> ApiResult<Json<wire::JobList>> {
-    q.state = Some("dead".into());
-    list(&st, q, true).await
+    list(&st, q.into(), true).await
 }
 
 /// What a replay may change.
@@ -46,6 +45,27 @@ fn parse_body<T: for<'de> Deserialize<'de> + Default>(raw: &Bytes) -> ApiResult<
         return Ok(T::default());
     }
     serde_json::from_slice(raw).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+/// `changes` on their own: every option a known field of the right type, `max_attempts`
+/// in range. Checked before any job is looked at, so a bad request is refused even when
+/// no job would take it.
+fn check_changes(st: &AppState, changes: &Changes) -> ApiResult<()> {
+    if let Some(n) = changes.max_attempts
+        && (n == 0 || n > st.limits().max_attempts)
+    {
+        return Err(ApiError::invalid(format!(
+            "max_attempts must be between 1 and {}",
+            st.limits().max_attempts
+        )));
+    }
+    let mut probe = Value::Object(changes.options.clone());
+    if probe.get("prompt").is_none() {
+        probe["prompt"] = json!("a prompt");
+    }
+    let request = serde_json::from_value::<JobRequest>(probe)
+        .map_err(|e| ApiError::invalid(format!("options: {e}")))?;
+    parse_request(st, request).map(drop)
 }
 
 /// The job's options with `changes` applied, checked like a new request.
@@ -132,7 +152,7 @@ where
 
 /// `POST /v1/jobs/{id}/retry`: replays a failed or dead job.
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "dead letters",
-    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Replay once.")),
+    params(("id" = String, Path), ("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header, description = "Replay once.")),
     request_body(content = Changes, description = "What to change; no body keeps everything", content_type = "application/json"),
     responses((status = 200, description = "The failed or dead job, queued again", body = wire::Job),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
@@ -144,6 +164,7 @@ pub async fn retry_job(
 ) -> ApiResult<Response> {
     let id = parse_job_id(&id)?;
     let changes: Changes = parse_body(&raw)?;
+    check_changes(&st, &changes)?;
     let route = format!("POST /v1/jobs/{id}/retry");
     idempotent(&st, &headers, &route, &raw, || async {
         let job = st.engine().store().get_job(id).await?;
@@ -173,7 +194,7 @@ pub struct BulkReplay {
 
 /// `POST /v1/dead/replay`: replays dead jobs by filter.
 #[utoipa::path(post, path = "/v1/dead/replay", tag = "dead letters",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replay once.")),
+    params(("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header, description = "Replay once.")),
     request_body = BulkReplay,
     responses((status = 200, description = "The dead jobs queued again, oldest first", body = wire::ReplayResult),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
@@ -189,6 +210,7 @@ pub async fn replay_dead(
         ));
     }
     let req: BulkReplay = parse_body(&raw)?;
+    check_changes(&st, &req.changes)?;
     let limit = req.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 1000"));

@@ -115,7 +115,7 @@ fn wait_duration(q: &WaitQuery) -> ApiResult<Option<Duration>> {
 }
 
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
-    params(WaitQuery, ("Idempotency-Key" = Option<String>, Header, description = "Submit once: a repeat with the same body answers with the same job.")),
+    params(WaitQuery, ("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header, description = "Submit once: a repeat with the same body answers with the same job.")),
     request_body = JobRequest,
     responses(
         (status = 201, description = "Queued (or, with ?wait, finished)", body = wire::Job),
@@ -181,7 +181,38 @@ pub struct ListQuery {
     #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page; empty is the first page.
+    #[param(value_type = Option<wire::params::Cursor>)]
     cursor: Option<String>,
+}
+
+/// The dead-letter list's parameters: a job list's, without `state`.
+#[derive(Deserialize, Default, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeadQuery {
+    /// Only jobs whose last error has this type.
+    error_type: Option<String>,
+    /// Only jobs of this session.
+    session_id: Option<String>,
+    /// Page size (20).
+    #[serde(default, deserialize_with = "baton_core::int::opt_query")]
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page; empty is the first page.
+    #[param(value_type = Option<wire::params::Cursor>)]
+    cursor: Option<String>,
+}
+
+impl From<DeadQuery> for ListQuery {
+    fn from(q: DeadQuery) -> Self {
+        Self {
+            state: Some("dead".into()),
+            error_type: q.error_type,
+            session_id: q.session_id,
+            limit: q.limit,
+            cursor: q.cursor,
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
@@ -300,10 +331,10 @@ pub enum EventsFormat {
 
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs",
     params(("id" = String, Path), EventsQuery,
-        ("Last-Event-ID" = Option<i64>, Header, description = "Resume a stream after this event.")),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, description = "Resume a stream after this event.")),
     responses(
         (status = 200, description = "The job's events: server-sent events (every event, then live), or pages of JSON with format=json or Accept: application/json",
-            content((wire::EventList = "application/json"), (String = "text/event-stream"))),
+            content((wire::EventList = "application/json"), (wire::SseEvent = "text/event-stream"))),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn job_events(
     State(st): State<AppState>,
@@ -329,11 +360,16 @@ pub async fn job_events(
             .get("accept")
             .and_then(|a| a.to_str().ok())
             .is_some_and(|a| a.contains("application/json") && !a.contains("text/event-stream"));
+    let limit = q.limit.unwrap_or(500);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 1000"));
+    }
+    if let Some(f) = q.format.as_deref().filter(|f| *f != "json") {
+        return Err(ApiError::invalid(format!(
+            "format must be json (or absent, for a stream); got {f:?}"
+        )));
+    }
     if wants_json {
-        let limit = q.limit.unwrap_or(500);
-        if !(1..=1000).contains(&limit) {
-            return Err(ApiError::invalid("limit must be between 1 and 1000"));
-        }
         let events = st
             .engine()
             .store()

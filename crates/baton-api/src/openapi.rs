@@ -3,10 +3,13 @@
 //! document is kept in the repository (`openapi.json` beside this crate's manifest) and a
 //! test fails when the two differ, so a change of the wire is always a visible change.
 
-use serde_json::Value;
+use std::path::PathBuf;
+
+use axum::extract::State;
+use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use crate::{compat, dead, health, jobs, wire};
+use crate::{AppState, compat, dead, health, jobs, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,22 +34,81 @@ use crate::{compat, dead, health, jobs, wire};
         compat::session_status,
         openapi_json,
     ),
-    components(schemas(wire::ErrorBody))
+    components(schemas(
+        wire::ErrorBody,
+        wire::params::Cursor,
+        wire::params::IdempotencyKey,
+        jobs::EventsFormat
+    ))
 )]
 struct ApiDoc;
 
-/// The document this server serves.
+/// The document this server serves: its `cwd` and `add_dirs` name the workspace roots it
+/// is configured with.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "This document", body = Object)))]
-pub async fn openapi_json() -> axum::Json<Value> {
-    axum::Json(document())
+pub async fn openapi_json(State(st): State<AppState>) -> axum::Json<Value> {
+    axum::Json(document_for(&st.engine().config().runner.workspace_roots))
 }
 
+/// The document of a server with no workspace roots (the snapshot's).
 pub fn document() -> Value {
+    document_for(&[])
+}
+
+pub fn document_for(roots: &[PathBuf]) -> Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     doc.info.license = None;
-    serde_json::to_value(doc).unwrap_or(Value::Null)
+    let mut doc = serde_json::to_value(doc).unwrap_or(Value::Null);
+    refine(&mut doc["components"]["schemas"], roots);
+    doc
+}
+
+/// What the derives cannot say, added to the derived schemas:
+/// - a `session` object's fields depend on each other (`fork` needs `resume`; `resume`
+///   with `id` is a fork);
+/// - a replay's `options` are the fields of a job request, none of them required;
+/// - `cwd` and `add_dirs` name directories inside the configured workspace roots (the
+///   roots themselves are the values a schema can promise exist; with none configured,
+///   neither is accepted).
+fn refine(schemas: &mut Value, roots: &[PathBuf]) {
+    let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+    let dir = if roots.is_empty() {
+        json!({"not": {}, "description": "No workspace roots are configured: no directory is accepted."})
+    } else {
+        json!({"type": "string", "enum": roots,
+               "description": "A directory inside a configured workspace root (here, the roots themselves)."})
+    };
+    for name in ["JobRequest", "ChatRequest"] {
+        schemas[name]["properties"]["cwd"] = dir.clone();
+    }
+    schemas["JobRequest"]["properties"]["add_dirs"] = if roots.is_empty() {
+        json!({"type": ["array", "null"], "maxItems": 0})
+    } else {
+        json!({"type": ["array", "null"], "items": dir, "maxItems": 256})
+    };
+    let uuid = json!({"type": "string", "format": "uuid"});
+    schemas["SessionRequest"]["allOf"] = json!([
+        {"if": {"properties": {"fork": {"const": true}}, "required": ["fork"]},
+         "then": {"properties": {"resume": uuid}, "required": ["resume"]}},
+        {"if": {"properties": {"resume": uuid, "id": uuid}, "required": ["resume", "id"]},
+         "then": {"properties": {"fork": {"const": true}}, "required": ["fork"]}},
+    ]);
+    let mut options = schemas["JobRequest"].clone();
+    if let Some(o) = options.as_object_mut() {
+        o.remove("required");
+        o.insert(
+            "description".into(),
+            json!(
+                "Job options to change, as in a job request; each is checked like a new request."
+            ),
+        );
+    }
+    schemas["JobOptions"] = options;
+    for name in ["Changes", "BulkReplay"] {
+        schemas[name]["properties"]["options"] = json!({"$ref": "#/components/schemas/JobOptions"});
+    }
 }
 
 /// Every `(method, path)` the document names.

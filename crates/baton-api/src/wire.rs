@@ -17,22 +17,45 @@ fn opt_timestamp(ms: Option<i64>) -> Option<String> {
     ms.map(timestamp)
 }
 
-/// The `object` tag of each shape: one value each.
-macro_rules! tag {
-    ($name:ident, $value:literal) => {
-        #[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
-        pub enum $name {
-            #[default]
-            #[serde(rename = $value)]
-            Tag,
-        }
-    };
+/// The `job` tag.
+#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+pub enum JobTag {
+    #[default]
+    #[serde(rename = "job")]
+    Tag,
 }
-tag!(JobTag, "job");
-tag!(ListTag, "list");
-tag!(SessionTag, "session");
-tag!(ReplayTag, "replay");
-tag!(ErrorTag, "error");
+
+/// The `list` tag.
+#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+pub enum ListTag {
+    #[default]
+    #[serde(rename = "list")]
+    Tag,
+}
+
+/// The `session` tag.
+#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+pub enum SessionTag {
+    #[default]
+    #[serde(rename = "session")]
+    Tag,
+}
+
+/// The `replay` tag.
+#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+pub enum ReplayTag {
+    #[default]
+    #[serde(rename = "replay")]
+    Tag,
+}
+
+/// The `error` tag.
+#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+pub enum ErrorTag {
+    #[default]
+    #[serde(rename = "error")]
+    Tag,
+}
 
 /// Why a job or attempt failed.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -302,4 +325,47 @@ pub enum ErrorName {
     ApiError,
     OverloadedError,
     TimeoutError,
+}
+
+/// One server-sent event, as a client reads it: `id` and `event` where the stream sends
+/// them, `data` always (a JSON document).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SseEvent {
+    /// The event's `seq` (job event streams).
+    pub id: Option<String>,
+    /// The event's kind (job event streams).
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Request-side strings with rules of their own.
+pub mod params {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+    /// An `Idempotency-Key`: 1 to 255 visible ASCII characters.
+    pub struct IdempotencyKey;
+    impl utoipa::PartialSchema for IdempotencyKey {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[!-~]{1,255}$"))
+                .into()
+        }
+    }
+    impl utoipa::ToSchema for IdempotencyKey {}
+
+    /// A page cursor: a job id this API returned, or empty for the first page.
+    pub struct Cursor;
+    impl utoipa::PartialSchema for Cursor {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(
+                    "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$",
+                ))
+                .into()
+        }
+    }
+    impl utoipa::ToSchema for Cursor {}
 }

@@ -106,6 +106,9 @@ mod tests {
         assert_eq!(parse(r#"{}"#), Ok(None));
         assert!(parse(r#"{"n": 1.5}"#).is_err());
         assert!(parse(r#"{"n": -1}"#).is_err());
-        assert!(parse(r#"{"n": "3"}"#).is_err(), "a string is not an integer in JSON");
+        assert!(
+            parse(r#"{"n": "3"}"#).is_err(),
+            "a string is not an integer in JSON"
+        );
     }
 }

@@ -127,13 +127,28 @@ pub struct SessionRequest {
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     /// What to ask: at least one character that is not white space, no NUL.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+        )
+    )]
     pub prompt: String,
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]+$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]+$")
+    )]
     pub model: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200000, pattern = r"^[^\x00]+$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 200000, pattern = r"^[^\x00]+$")
+    )]
     pub system_prompt: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200000, pattern = r"^[^\x00]+$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 200000, pattern = r"^[^\x00]+$")
+    )]
     pub append_system_prompt: Option<String>,
     #[cfg_attr(feature = "openapi", schema(max_items = 256, inline, value_type = Option<Vec<ToolName>>))]
     pub allowed_tools: Option<Vec<String>>,
@@ -181,8 +196,8 @@ pub struct JobRequest {
 /// Schemas of the request's strings that carry rules of their own.
 #[cfg(feature = "openapi")]
 mod schemas {
-    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
     use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
     fn string(pattern: &str, description: &str) -> RefOr<Schema> {
         ObjectBuilder::new()
@@ -199,7 +214,7 @@ mod schemas {
     impl utoipa::PartialSchema for ToolName {
         fn schema() -> RefOr<Schema> {
             string(
-                r"^[^\x00]*[^\s\x00][^\x00]*$",
+                r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$",
                 "A tool name or rule, e.g. Read or Bash(git *).",
             )
         }

@@ -7,6 +7,7 @@ mod nodes;
 mod process;
 mod real_cli;
 mod scenarios;
+mod schemathesis;
 mod sessions;
 mod sse;
 mod storage_faults;
