@@ -9,7 +9,10 @@ pub mod error_kind;
 pub mod event;
 pub mod ids;
 pub mod int;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod retry;
+pub mod session;
 pub mod spec;
 pub mod state;
 pub mod step;

@@ -6,7 +6,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{ClaudeOptions, ClaudeRun, RetryPolicy, Schedule, SessionId, Step};
+#[cfg(feature = "openapi")]
+pub use crate::openapi::{AbsolutePath, McpConfig, ToolName};
+use crate::session::session_mode;
+pub use crate::session::{SessionMode, SessionRequest};
+use crate::{ClaudeOptions, ClaudeRun, RetryPolicy, Schedule, Step};
 
 /// Bounds on a request, set by the server's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +36,7 @@ impl Default for Limits {
 pub const MIN_TIMEOUT_MS: u64 = 1_000;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 const MAX_LIST_ITEMS: usize = 256;
-const MAX_ITEM_CHARS: usize = 4_096;
+pub(crate) const MAX_ITEM_CHARS: usize = 4_096;
 const MAX_SYSTEM_PROMPT_CHARS: usize = 200_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,62 +67,6 @@ impl PermissionMode {
             Self::Plan => "plan",
         }
     }
-}
-
-/// How a job relates to a Claude session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "snake_case")]
-pub enum SessionMode {
-    /// A new session with an id the CLI picks.
-    New,
-    /// A new session with the id the caller picked.
-    Start { id: SessionId },
-    /// Continue an existing session, keeping its id.
-    Resume { id: SessionId },
-    /// Start a new session from a copy of an existing one's history.
-    Fork {
-        from: SessionId,
-        id: Option<SessionId>,
-    },
-}
-
-impl SessionMode {
-    /// The session whose transcript this job appends to, if known before it runs. At most
-    /// one attempt per such session runs at a time.
-    pub fn owned_session(&self) -> Option<SessionId> {
-        match *self {
-            Self::New => None,
-            Self::Start { id } | Self::Resume { id } => Some(id),
-            Self::Fork { id, .. } => id,
-        }
-    }
-
-    /// The session whose stored transcript must be restored before the CLI starts.
-    pub fn restores(&self) -> Option<SessionId> {
-        match *self {
-            Self::Resume { id } => Some(id),
-            Self::Fork { from, .. } => Some(from),
-            _ => None,
-        }
-    }
-}
-
-/// The `session` object of a request: `{"resume": id}`, `{"resume": id, "fork": true}`,
-/// `{"id": id}` or `{"resume": id, "fork": true, "id": new_id}`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct SessionRequest {
-    /// Continue this session.
-    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
-    pub resume: Option<String>,
-    /// With `resume`: start a new session from a copy of its history.
-    #[serde(default)]
-    pub fork: bool,
-    /// The id of the new session (alone: start a session with this id; with `fork`: the
-    /// fork's id).
-    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
-    pub id: Option<String>,
 }
 
 /// A job as submitted over the wire.
@@ -193,57 +141,6 @@ pub struct JobRequest {
     pub max_attempts: Option<u32>,
 }
 
-/// Schemas of the request's strings that carry rules of their own.
-#[cfg(feature = "openapi")]
-mod schemas {
-    use utoipa::openapi::RefOr;
-    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-
-    fn string(pattern: &str, description: &str) -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .pattern(Some(pattern))
-            .min_length(Some(1))
-            .max_length(Some(super::MAX_ITEM_CHARS))
-            .description(Some(description))
-            .into()
-    }
-
-    /// A tool name or rule, e.g. `Read` or `Bash(git *)`.
-    pub struct ToolName;
-    impl utoipa::PartialSchema for ToolName {
-        fn schema() -> RefOr<Schema> {
-            string(
-                r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$",
-                "A tool name or rule, e.g. Read or Bash(git *).",
-            )
-        }
-    }
-    impl utoipa::ToSchema for ToolName {}
-
-    /// An absolute path without `..` segments.
-    pub struct AbsolutePath;
-    impl utoipa::PartialSchema for AbsolutePath {
-        fn schema() -> RefOr<Schema> {
-            string(
-                r"^(/[^/\x00]*)+$",
-                "An absolute path inside a configured workspace root, without .. segments.",
-            )
-        }
-    }
-    impl utoipa::ToSchema for AbsolutePath {}
-
-    /// The CLI's MCP configuration.
-    #[derive(utoipa::ToSchema)]
-    #[allow(dead_code, non_snake_case)]
-    pub struct McpConfig {
-        #[schema(value_type = Object)]
-        mcpServers: serde_json::Map<String, serde_json::Value>,
-    }
-}
-#[cfg(feature = "openapi")]
-pub use schemas::{AbsolutePath, McpConfig, ToolName};
-
 /// A validated job: everything the runner needs, nothing it must check again. Stored as
 /// one JSON object: the options and the schedule are flattened into it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -267,7 +164,7 @@ pub struct SpecError {
     pub message: String,
 }
 
-fn err(field: &'static str, message: impl Into<String>) -> SpecError {
+pub(crate) fn err(field: &'static str, message: impl Into<String>) -> SpecError {
     SpecError {
         field,
         message: message.into(),
@@ -320,28 +217,6 @@ fn absolute_path(field: &'static str, p: &str) -> Result<(), SpecError> {
         return Err(err(field, format!("{p:?} must not contain '..'")));
     }
     Ok(())
-}
-
-fn session_mode(req: Option<SessionRequest>) -> Result<SessionMode, SpecError> {
-    let Some(req) = req else {
-        return Ok(SessionMode::New);
-    };
-    let parse = |s: &str| SessionId::parse(s).map_err(|e| err("session", e.to_string()));
-    let resume = req.resume.as_deref().map(parse).transpose()?;
-    let id = req.id.as_deref().map(parse).transpose()?;
-    match (resume, req.fork, id) {
-        (None, false, None) => Ok(SessionMode::New),
-        (None, false, Some(id)) => Ok(SessionMode::Start { id }),
-        (Some(id), false, None) => Ok(SessionMode::Resume { id }),
-        (Some(from), true, None) => Ok(SessionMode::Fork { from, id: None }),
-        (Some(from), true, Some(id)) if id != from => Ok(SessionMode::Fork { from, id: Some(id) }),
-        (Some(_), true, Some(_)) => Err(err("session", "a fork needs an id of its own")),
-        (None, true, _) => Err(err("session", "fork needs resume: the session to copy")),
-        (Some(_), false, Some(_)) => Err(err(
-            "session",
-            "resume keeps the session's id; give id only with fork",
-        )),
-    }
 }
 
 impl JobRequest {

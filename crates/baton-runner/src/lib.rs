@@ -12,6 +12,7 @@
 //! **Architecture invariant:** this is the only crate that spawns agent processes.
 
 pub mod argv;
+mod end;
 pub mod lines;
 pub mod outcome;
 pub mod process;
@@ -22,7 +23,6 @@ pub mod workspace;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 use std::time::Duration;
 
 use baton_core::{ClaudeRun, ErrorKind, Step};
@@ -33,6 +33,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::argv::ArgFiles;
+use crate::end::{Stop, decide, describe_exit};
 use crate::lines::{BoundedLines, LineRead};
 use crate::workspace::Workspace;
 
@@ -136,17 +137,6 @@ pub struct AttemptReport {
     /// When that limit resets, if the event said (`resetsAt`, milliseconds since the
     /// epoch).
     pub rate_limit_resets_at_ms: Option<i64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Eof,
-    Cancelled,
-    WallTimeout,
-    Silence,
-    TooLong,
-    ResultGrace,
-    Garbage,
 }
 
 const MAX_UNPARSED_LINES: u32 = 100;
@@ -541,103 +531,6 @@ async fn drive(
     report
 }
 
-#[allow(clippy::too_many_arguments)]
-fn decide(
-    stop: Stop,
-    result: Option<&Value>,
-    spec: &ClaudeRun,
-    status: Option<ExitStatus>,
-    parsed_any: bool,
-    unparsed: u32,
-    stderr: &str,
-    cfg: &RunnerConfig,
-) -> Option<(ErrorKind, String)> {
-    let stderr_excerpt = || {
-        let t = stderr.trim();
-        let start = t.len().saturating_sub(2000);
-        let start = (start..=t.len())
-            .find(|&i| t.is_char_boundary(i))
-            .unwrap_or(t.len());
-        t[start..].to_string()
-    };
-    match stop {
-        Stop::Cancelled => return Some((ErrorKind::Cancelled, "cancelled while running".into())),
-        Stop::WallTimeout if result.is_none() => {
-            return Some((
-                ErrorKind::Timeout,
-                format!(
-                    "the job ran longer than its timeout of {} ms",
-                    spec.timeout_ms
-                ),
-            ));
-        }
-        Stop::Silence if result.is_none() => {
-            return Some((
-                ErrorKind::SilenceTimeout,
-                format!(
-                    "the CLI printed nothing for {} s",
-                    cfg.silence_timeout.as_secs()
-                ),
-            ));
-        }
-        Stop::TooLong => {
-            return Some((
-                ErrorKind::OutputTooLarge,
-                format!(
-                    "the CLI printed its result (or a line that is not stream-json) longer than {} bytes",
-                    cfg.max_line_bytes
-                ),
-            ));
-        }
-        Stop::Garbage => {
-            return Some((
-                ErrorKind::ProtocolError,
-                format!("the CLI printed {unparsed} lines that are not stream-json"),
-            ));
-        }
-        _ => {}
-    }
-    if let Some(result) = result {
-        return outcome::classify_result(result, spec.options.json_schema.is_some()).err();
-    }
-    let exit = status.map_or("no exit status".to_string(), describe_exit);
-    if stderr.contains("No conversation found") {
-        return Some((ErrorKind::SessionNotFound, stderr_excerpt()));
-    }
-    // Lines that are not stream-json and no result: whatever runs there does not speak
-    // the protocol (a wrong binary, a wrapper printing banners).
-    if unparsed > 0 {
-        let message = format!(
-            "the CLI printed {unparsed} lines that are not stream-json and no result ({exit})"
-        );
-        return Some((
-            ErrorKind::ProtocolError,
-            with_stderr(message, &stderr_excerpt()),
-        ));
-    }
-    let (kind, message) = match status {
-        Some(s) if s.code().is_none() => (
-            ErrorKind::Crashed,
-            format!("the CLI died ({exit}) before its result"),
-        ),
-        Some(s) if s.success() => (
-            ErrorKind::NoResult,
-            "the CLI exited without a result event".into(),
-        ),
-        // Exit 1 before any event, with an explanation on stderr: the CLI refused its
-        // arguments or environment (unknown flag, root bypass, bad MCP config).
-        Some(_) if !parsed_any && !stderr.trim().is_empty() => (
-            ErrorKind::InvalidRequest,
-            format!("the CLI refused to start ({exit})"),
-        ),
-        _ => (
-            ErrorKind::Crashed,
-            format!("the CLI exited ({exit}) without a result"),
-        ),
-    };
-    Some((kind, with_stderr(message, &stderr_excerpt())))
-}
-
 /// `path` if it is an executable file; without a slash, the first executable `path` on
 /// Baton's `PATH`. Relative paths are made absolute: the CLI starts in another directory.
 fn find_executable(path: &Path) -> Option<PathBuf> {
@@ -652,23 +545,6 @@ fn find_executable(path: &Path) -> Option<PathBuf> {
         .map(|d| d.join(path))
         .find(|p| ok(p))
         .map(|p| std::path::absolute(&p).unwrap_or(p))
-}
-
-fn with_stderr(message: String, stderr: &str) -> String {
-    if stderr.is_empty() {
-        message
-    } else {
-        format!("{message}; stderr: {stderr}")
-    }
-}
-
-fn describe_exit(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exit code {c}"),
-        (None, Some(s)) => format!("signal {s}"),
-        _ => "unknown exit".into(),
-    }
 }
 
 fn read_transcript(path: &Path) -> Option<Vec<u8>> {

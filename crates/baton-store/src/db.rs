@@ -217,25 +217,60 @@ impl Row {
     }
 }
 
+/// Which SQLite connection a statement goes to (PostgreSQL has one pool).
+#[derive(Clone, Copy)]
+enum On {
+    /// A reader: sees the last commit.
+    Reader,
+    /// The writer: writes, and reads that must see this process's own latest write.
+    Writer,
+}
+
 impl Db {
+    fn sqlite_pool(&self, on: On) -> Option<&SqlitePool> {
+        match (self, on) {
+            (Self::Sqlite { read, .. }, On::Reader) => Some(read),
+            (Self::Sqlite { write, .. }, On::Writer) => Some(write),
+            (Self::Postgres(_), _) => None,
+        }
+    }
+
+    async fn rows(&self, s: Stmt, on: On) -> Result<Vec<Row>> {
+        match (self.sqlite_pool(on), self) {
+            (Some(pool), _) => Ok(rows_sqlite(s.sqlite()?.fetch_all(pool).await?)),
+            (None, Self::Postgres(pool)) => Ok(rows_pg(s.postgres()?.fetch_all(pool).await?)),
+            (None, Self::Sqlite { .. }) => unreachable!("every SQLite target has a pool"),
+        }
+    }
+
+    async fn row(&self, s: Stmt, on: On) -> Result<Option<Row>> {
+        match (self.sqlite_pool(on), self) {
+            (Some(pool), _) => Ok(s.sqlite()?.fetch_optional(pool).await?.map(Row::Sqlite)),
+            (None, Self::Postgres(pool)) => {
+                Ok(s.postgres()?.fetch_optional(pool).await?.map(Row::Postgres))
+            }
+            (None, Self::Sqlite { .. }) => unreachable!("every SQLite target has a pool"),
+        }
+    }
+
     /// Rows, read from the last commit.
     pub(crate) async fn all(&self, s: Stmt) -> Result<Vec<Row>> {
-        match self {
-            Self::Sqlite { read, .. } => Ok(rows_sqlite(s.sqlite()?.fetch_all(read).await?)),
-            Self::Postgres(pool) => Ok(rows_pg(s.postgres()?.fetch_all(pool).await?)),
-        }
+        self.rows(s, On::Reader).await
     }
 
     /// One row or none, read from the last commit.
     pub(crate) async fn opt(&self, s: Stmt) -> Result<Option<Row>> {
-        match self {
-            Self::Sqlite { read, .. } => {
-                Ok(s.sqlite()?.fetch_optional(read).await?.map(Row::Sqlite))
-            }
-            Self::Postgres(pool) => {
-                Ok(s.postgres()?.fetch_optional(pool).await?.map(Row::Postgres))
-            }
-        }
+        self.row(s, On::Reader).await
+    }
+
+    /// A write that returns rows (`RETURNING`), or a read that must see this process's
+    /// own latest write on SQLite (it goes to the writer).
+    pub(crate) async fn write_all(&self, s: Stmt) -> Result<Vec<Row>> {
+        self.rows(s, On::Writer).await
+    }
+
+    pub(crate) async fn write_opt(&self, s: Stmt) -> Result<Option<Row>> {
+        self.row(s, On::Writer).await
     }
 
     /// A write, alone in its transaction: how many rows it changed.
@@ -243,26 +278,6 @@ impl Db {
         match self {
             Self::Sqlite { write, .. } => Ok(s.sqlite()?.execute(write).await?.rows_affected()),
             Self::Postgres(pool) => Ok(s.postgres()?.execute(pool).await?.rows_affected()),
-        }
-    }
-
-    /// A write that returns rows (`RETURNING`), or a read that must see this process's
-    /// own latest write on SQLite (it goes to the writer).
-    pub(crate) async fn write_all(&self, s: Stmt) -> Result<Vec<Row>> {
-        match self {
-            Self::Sqlite { write, .. } => Ok(rows_sqlite(s.sqlite()?.fetch_all(write).await?)),
-            Self::Postgres(pool) => Ok(rows_pg(s.postgres()?.fetch_all(pool).await?)),
-        }
-    }
-
-    pub(crate) async fn write_opt(&self, s: Stmt) -> Result<Option<Row>> {
-        match self {
-            Self::Sqlite { write, .. } => {
-                Ok(s.sqlite()?.fetch_optional(write).await?.map(Row::Sqlite))
-            }
-            Self::Postgres(pool) => {
-                Ok(s.postgres()?.fetch_optional(pool).await?.map(Row::Postgres))
-            }
         }
     }
 

@@ -454,15 +454,7 @@ async fn sqlite_table(db: &crate::db::Db, name: &str) -> crate::Result<Table> {
                    FROM pragma_foreign_key_list(?)",
     )
     .bind(name);
-    for f in db.all(fks).await? {
-        table.foreign_keys.push(foreign_key(
-            &f.text("col"),
-            &f.text("ref"),
-            &f.text("refcol"),
-            &f.text("on_delete"),
-        ));
-    }
-    table.foreign_keys.sort();
+    table.foreign_keys = foreign_keys(db, fks).await?;
     Ok(table)
 }
 
@@ -502,15 +494,7 @@ async fn postgres_table(db: &crate::db::Db, name: &str) -> crate::Result<Table> 
                    AND ccu.table_schema = rc.unique_constraint_schema \
                    WHERE kcu.table_schema = current_schema() AND kcu.table_name = ?")
     .bind(name);
-    for f in db.all(fks).await? {
-        table.foreign_keys.push(foreign_key(
-            &f.text("col"),
-            &f.text("ref"),
-            &f.text("refcol"),
-            &f.text("on_delete"),
-        ));
-    }
-    table.foreign_keys.sort();
+    table.foreign_keys = foreign_keys(db, fks).await?;
     Ok(table)
 }
 
@@ -531,11 +515,25 @@ fn column(name: &str, ty: &str, not_null: bool, default: Option<String>) -> Stri
     out
 }
 
-fn foreign_key(col: &str, table: &str, refcol: &str, on_delete: &str) -> String {
-    format!(
-        "{col} -> {table}.{refcol} on delete {}",
-        on_delete.to_ascii_lowercase()
-    )
+/// `column -> table.column on delete …` of each row of `query` (`col`, `ref`, `refcol`,
+/// `on_delete`), sorted.
+async fn foreign_keys(db: &crate::db::Db, query: crate::db::Stmt) -> crate::Result<Vec<String>> {
+    let mut out: Vec<String> = db
+        .all(query)
+        .await?
+        .iter()
+        .map(|f| {
+            format!(
+                "{} -> {}.{} on delete {}",
+                f.text("col"),
+                f.text("ref"),
+                f.text("refcol"),
+                f.text("on_delete").to_ascii_lowercase()
+            )
+        })
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 /// `CREATE INDEX …` as both dialects would agree to write it.

@@ -22,7 +22,12 @@ use baton_store::{Finish, NewEvent, NewJob, Store};
 
 use crate::{cargo, root, run};
 
+mod pg;
+mod real;
 mod scale;
+
+use pg::{fresh_schema, postgres};
+use real::{get_json, millis, pct, real_cli};
 
 struct Stats {
     n: usize,
@@ -408,151 +413,6 @@ fn release_bins() -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((dir.join("baton"), dir.join("fake-claude")))
 }
 
-fn millis(rfc3339: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339).map_or(0, |t| t.timestamp_millis())
-}
-
-async fn get_json(http: &reqwest::Client, url: String) -> anyhow::Result<serde_json::Value> {
-    Ok(http.get(url).send().await?.json().await?)
-}
-
-/// One job with the real CLI: (time to its first CLI event, total), in milliseconds.
-async fn real_job(http: &reqwest::Client, base: &str) -> anyhow::Result<(f64, f64)> {
-    let t = Instant::now();
-    let job: serde_json::Value = http
-        .post(format!("{base}/v1/jobs?wait=60"))
-        .json(&serde_json::json!({"prompt": "MOCK_TEXT bench", "max_attempts": 1}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let total = t.elapsed().as_secs_f64() * 1000.0;
-    if job["state"] != "completed" {
-        bail!("a real-CLI bench job failed: {job}");
-    }
-    let id = job["id"].as_str().context("job id")?;
-    let events = get_json(http, format!("{base}/v1/jobs/{id}/events?format=json")).await?;
-    let first = events["data"]
-        .as_array()
-        .and_then(|e| e.iter().find(|e| e["kind"] == "system"))
-        .context("no CLI event")?;
-    let ttfe = (millis(first["at"].as_str().unwrap_or(""))
-        - millis(job["created_at"].as_str().unwrap_or(""))) as f64;
-    Ok((ttfe, total))
-}
-
-fn pct(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// (e) The real CLI, cold and warm.
-async fn real_cli(bin: &Path, mock_bin: &Path, jobs: usize) -> anyhow::Result<()> {
-    let claude = root().join(".build/claude/node_modules/.bin/claude");
-    if !claude.exists() {
-        bail!("the real CLI is not installed: run `cargo xtask install-claude`");
-    }
-    let dir = tempfile::tempdir()?;
-    let port_file = dir.path().join("mock.port");
-    let mut mock = Command::new(mock_bin)
-        .args(["--port", "0", "--port-file"])
-        .arg(&port_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let port = loop {
-        if let Ok(p) = std::fs::read_to_string(&port_file)
-            && let Ok(p) = p.trim().parse::<u16>()
-        {
-            break p;
-        }
-        if Instant::now() > deadline {
-            let _ = mock.kill();
-            bail!("mock-anthropic did not start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let env = format!(
-        r#"runner.env={{ANTHROPIC_BASE_URL = "http://127.0.0.1:{port}", ANTHROPIC_API_KEY = "sk-bench"}}"#
-    );
-    let http = reqwest::Client::new();
-    let mut results = Vec::new();
-    for warm in [false, true] {
-        let mut extra = vec!["--set".to_string(), env.clone()];
-        if warm {
-            extra.extend([
-                "--set".to_string(),
-                "warm_pool=[{size = 2, options = {}}]".to_string(),
-            ]);
-        }
-        let server = start_server_with(bin, &claude, 2, &extra)?;
-        let (mut ttfe, mut total) = (Vec::new(), Vec::new());
-        real_job(&http, &server.base).await?; // warm-up: page cache, database
-        for _ in 0..jobs {
-            if warm {
-                // Measure warm starts: give the pool its time to refill between jobs.
-                for _ in 0..200 {
-                    let h = get_json(&http, format!("{}/v1/health", server.base)).await?;
-                    if h["warm_pools"][0]["ready"].as_u64() >= Some(1) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-            }
-            let (f, t) = real_job(&http, &server.base).await?;
-            ttfe.push(f);
-            total.push(t);
-        }
-        println!(
-            "(e) real CLI {}: time to first event p50 {:.0} ms, p99 {:.0} ms; total p50 {:.0} ms, p99 {:.0} ms ({jobs} jobs)",
-            if warm { "warm" } else { "cold" },
-            pct(ttfe.clone(), 0.5),
-            pct(ttfe.clone(), 0.99),
-            pct(total.clone(), 0.5),
-            pct(total.clone(), 0.99)
-        );
-        results.push(pct(ttfe, 0.5));
-        if !warm {
-            // Memory of a running CLI: a job that streams for a few seconds.
-            let job: serde_json::Value = http
-                .post(format!("{}/v1/jobs", server.base))
-                .json(&serde_json::json!({"prompt": "MOCK_SLOW 40 100", "max_attempts": 1}))
-                .send()
-                .await?
-                .json()
-                .await?;
-            let id = job["id"].as_str().context("job id")?.to_string();
-            let mut peak = 0;
-            for _ in 0..80 {
-                let j = get_json(&http, format!("{}/v1/jobs/{id}", server.base)).await?;
-                if let Some(pid) = j["attempts"][0]["pid"].as_u64()
-                    && let Ok(kb) = rss_kb(pid as u32)
-                {
-                    peak = peak.max(kb);
-                }
-                if j["state"] != "running" && j["state"] != "queued" {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            println!(
-                "(e) real CLI resident memory while answering: {:.0} MB",
-                peak as f64 / 1024.0
-            );
-        }
-    }
-    let _ = mock.kill();
-    let _ = mock.wait();
-    println!(
-        "  warm time to first event <= 0.2 x cold: {:.0} vs {:.0} ms -> {:.2}x",
-        results[1],
-        results[0],
-        results[1] / results[0]
-    );
-    Ok(())
-}
-
 /// The value after `name` in `args`, if `name` is there.
 fn option<'a>(args: &'a [String], name: &str) -> anyhow::Result<Option<&'a str>> {
     match args.iter().position(|a| a == name) {
@@ -716,79 +576,4 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     println!("  (c) >= 5000 jobs/s: {:.0}", c.n as f64 / c.secs);
     println!("  (d) <= 50 MB: {:.1} MB", busy as f64 / 1024.0);
     Ok(())
-}
-
-/// The PostgreSQL benchmarks: queue-only throughput, and end to end over HTTP with
-/// enqueue->start latency, with 1 and 3 nodes. On the server at `url` (each run in a fresh
-/// schema), else on a private cluster started here.
-fn postgres(scale: usize, url: Option<String>) -> anyhow::Result<()> {
-    let cluster = match &url {
-        Some(_) => None,
-        None => {
-            Some(baton_store::testing::PrivateCluster::start().map_err(|e| anyhow::anyhow!(e))?)
-        }
-    };
-    let base = match (&url, &cluster) {
-        (Some(u), _) => u.clone(),
-        (None, Some(c)) => c.url(),
-        (None, None) => unreachable!("a cluster was started"),
-    };
-    let (bin, fake) = release_bins()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    println!(
-        "machine: {} cores, {}; PostgreSQL: {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::env::consts::ARCH,
-        if url.is_some() {
-            "the server named by --database-url, with its own settings"
-        } else {
-            "a private cluster (fsync off, synchronous_commit off), Unix socket"
-        }
-    );
-    for nodes in [1usize, 3] {
-        let db = rt.block_on(fresh_schema(&base))?;
-        let stores = rt.block_on(async {
-            let mut v = Vec::new();
-            for _ in 0..nodes {
-                v.push(Store::connect_postgres(&db.url, 4).await?);
-            }
-            anyhow::Ok(v)
-        })?;
-        let c = rt.block_on(queue_only_on(&stores, 20_000 / scale, 64))?;
-        println!(
-            "(c) PostgreSQL queue only, {nodes} node(s) (claim 64 + complete each): {:.0} jobs/s over {} jobs",
-            c.n as f64 / c.secs,
-            c.n
-        );
-    }
-    for nodes in [1usize, 3] {
-        let db = rt.block_on(fresh_schema(&base))?;
-        let flags = vec!["--database-url".to_string(), db.url.clone()];
-        let servers = (0..nodes)
-            .map(|_| start_server_with(&bin, &fake, 32, &flags))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
-        rt.block_on(end_to_end_on(&bases, nodes, 5 * nodes))?;
-        for (c, total) in [(8, 800 / scale), (32, 1600 / scale)] {
-            let (s, to_start) = rt.block_on(end_to_end_on(&bases, c, total))?;
-            println!(
-                "(b) PostgreSQL HTTP end to end, {nodes} node(s), concurrency {c}: {:.0} jobs/s, submit->complete p50 {:.2} ms, p99 {:.2} ms; enqueue->start p50 {:.0} ms, p99 {:.0} ms ({} jobs)",
-                s.n as f64 / s.secs,
-                s.p50_ms,
-                s.p99_ms,
-                pct(to_start.clone(), 0.50),
-                pct(to_start, 0.99),
-                s.n
-            );
-        }
-    }
-    Ok(())
-}
-
-async fn fresh_schema(base: &str) -> anyhow::Result<baton_store::testing::TestDatabase> {
-    baton_store::testing::schema_in(base)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))
 }
