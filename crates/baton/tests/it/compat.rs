@@ -179,3 +179,38 @@ async fn compatibility_routes_are_idempotent() {
     assert_eq!(server.job_count().await, 2, "one job per key");
     server.stop().await;
 }
+
+/// Requests racing with one Idempotency-Key on a route that creates a job make one job,
+/// and every one of them answers with it: the key is taken by one statement (the job's own
+/// unique key), never checked and then written.
+#[tokio::test]
+async fn racing_duplicates_on_every_creating_route_make_one_job() {
+    let server = Server::start().await;
+    for (path, body, id_field) in [
+        ("/v1/jobs", json!({"prompt": "FAKE text raced"}), "id"),
+        ("/execute", json!({"prompt": "FAKE text raced"}), "job_id"),
+        ("/v1/chat", json!({"prompt": "FAKE text raced"}), "job_id"),
+    ] {
+        let before = server.job_count().await;
+        let key = format!("race-{}", path.replace('/', "-"));
+        let requests = (0..12).map(|_| {
+            server
+                .http
+                .post(format!("{}{path}", server.base))
+                .header("idempotency-key", &key)
+                .json(&body)
+                .send()
+        });
+        let answers = futures_util::future::join_all(requests).await;
+        let mut ids = std::collections::HashSet::new();
+        for answer in answers {
+            let answer = answer.unwrap();
+            assert!(answer.status().is_success(), "{path}: {}", answer.status());
+            let v: Value = answer.json().await.unwrap();
+            ids.insert(v[id_field].as_str().unwrap().to_string());
+        }
+        assert_eq!(ids.len(), 1, "{path}: every racer answers with the one job");
+        assert_eq!(server.job_count().await, before + 1, "{path}: one job");
+    }
+    server.stop().await;
+}
