@@ -142,18 +142,18 @@ pub struct JobRequest {
 }
 
 /// A validated job: everything the runner needs, nothing it must check again. Stored as
-/// one JSON object: the options and the schedule are flattened into it.
+/// one flat JSON object ([`crate::step::StoredSpec`]: the options and the schedule side by
+/// side, as before they were apart), read without serde's `flatten`, which buffers every
+/// value and made each claim's decoding measurably slower.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "crate::step::StoredSpec", into = "crate::step::StoredSpec")]
 pub struct JobSpec {
     pub prompt: String,
     /// What runs.
-    #[serde(flatten)]
     pub options: ClaudeOptions,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
     pub session: SessionMode,
     /// How it is scheduled.
-    #[serde(flatten)]
     pub schedule: Schedule,
 }
 

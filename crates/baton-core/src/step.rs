@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{PermissionMode, RetryPolicy, SessionMode};
+use crate::{JobSpec, PermissionMode, RetryPolicy, SessionMode};
 
 /// The options of a Claude CLI run, as they become its arguments and files.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -65,4 +65,99 @@ pub struct ClaudeRun {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     Claude(ClaudeRun),
+}
+
+/// A [`JobSpec`] as stored: one flat object, every field at the top.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StoredSpec {
+    prompt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_prompt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    append_system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    allowed_tools: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    disallowed_tools: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permission_mode: Option<PermissionMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_turns: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_budget_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    json_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mcp_config: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    add_dirs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cwd: Option<String>,
+    timeout_ms: u64,
+    session: SessionMode,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    metadata: Map<String, Value>,
+    priority: i32,
+    retry: RetryPolicy,
+}
+
+impl From<StoredSpec> for JobSpec {
+    fn from(s: StoredSpec) -> Self {
+        Self {
+            prompt: s.prompt,
+            options: ClaudeOptions {
+                model: s.model,
+                system_prompt: s.system_prompt,
+                append_system_prompt: s.append_system_prompt,
+                allowed_tools: s.allowed_tools,
+                disallowed_tools: s.disallowed_tools,
+                tools: s.tools,
+                permission_mode: s.permission_mode,
+                max_turns: s.max_turns,
+                max_budget_usd: s.max_budget_usd,
+                json_schema: s.json_schema,
+                mcp_config: s.mcp_config,
+                add_dirs: s.add_dirs,
+            },
+            cwd: s.cwd,
+            session: s.session,
+            schedule: Schedule {
+                timeout_ms: s.timeout_ms,
+                metadata: s.metadata,
+                priority: s.priority,
+                retry: s.retry,
+            },
+        }
+    }
+}
+
+impl From<JobSpec> for StoredSpec {
+    fn from(j: JobSpec) -> Self {
+        let (o, s) = (j.options, j.schedule);
+        Self {
+            prompt: j.prompt,
+            model: o.model,
+            system_prompt: o.system_prompt,
+            append_system_prompt: o.append_system_prompt,
+            allowed_tools: o.allowed_tools,
+            disallowed_tools: o.disallowed_tools,
+            tools: o.tools,
+            permission_mode: o.permission_mode,
+            max_turns: o.max_turns,
+            max_budget_usd: o.max_budget_usd,
+            json_schema: o.json_schema,
+            mcp_config: o.mcp_config,
+            add_dirs: o.add_dirs,
+            cwd: j.cwd,
+            timeout_ms: s.timeout_ms,
+            session: j.session,
+            metadata: s.metadata,
+            priority: s.priority,
+            retry: s.retry,
+        }
+    }
 }

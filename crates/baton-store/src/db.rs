@@ -126,26 +126,23 @@ impl Stmt {
         self
     }
 
-    fn sqlite(&self) -> Result<sqlx::query::Query<'static, Sqlite, SqliteArguments>> {
+    fn sqlite(self) -> Result<sqlx::query::Query<'static, Sqlite, SqliteArguments>> {
         let mut args = SqliteArguments::default();
-        for a in &self.args {
-            match a.clone() {
+        for a in self.args {
+            match a {
                 Arg::Int(v) => args.add(v),
                 Arg::Text(v) => args.add(v),
                 Arg::Bytes(v) => args.add(v),
             }
             .map_err(|e| StoreError::Unavailable(format!("binding an argument: {e}")))?;
         }
-        Ok(sqlx::query_with(
-            sqlx::AssertSqlSafe(self.sql.clone()),
-            args,
-        ))
+        Ok(sqlx::query_with(sqlx::AssertSqlSafe(self.sql), args))
     }
 
-    fn postgres(&self) -> Result<sqlx::query::Query<'static, Postgres, PgArguments>> {
+    fn postgres(self) -> Result<sqlx::query::Query<'static, Postgres, PgArguments>> {
         let mut args = PgArguments::default();
-        for a in &self.args {
-            match a.clone() {
+        for a in self.args {
+            match a {
                 Arg::Int(v) => args.add(v),
                 Arg::Text(v) => args.add(v),
                 Arg::Bytes(v) => args.add(v),
