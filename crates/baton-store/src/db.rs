@@ -127,33 +127,37 @@ impl Stmt {
     }
 
     fn sqlite(self) -> Result<sqlx::query::Query<'static, Sqlite, SqliteArguments>> {
-        let mut args = SqliteArguments::default();
-        for a in self.args {
-            match a {
-                Arg::Int(v) => args.add(v),
-                Arg::Text(v) => args.add(v),
-                Arg::Bytes(v) => args.add(v),
-            }
-            .map_err(|e| StoreError::Unavailable(format!("binding an argument: {e}")))?;
-        }
+        let args = arguments(self.args)?;
         Ok(sqlx::query_with(sqlx::AssertSqlSafe(self.sql), args))
     }
 
     fn postgres(self) -> Result<sqlx::query::Query<'static, Postgres, PgArguments>> {
-        let mut args = PgArguments::default();
-        for a in self.args {
-            match a {
-                Arg::Int(v) => args.add(v),
-                Arg::Text(v) => args.add(v),
-                Arg::Bytes(v) => args.add(v),
-            }
-            .map_err(|e| StoreError::Unavailable(format!("binding an argument: {e}")))?;
-        }
+        let args = arguments(self.args)?;
         Ok(sqlx::query_with(
             sqlx::AssertSqlSafe(numbered(&self.sql)),
             args,
         ))
     }
+}
+
+/// The arguments of a statement, bound for one backend.
+fn arguments<A>(values: Vec<Arg>) -> Result<A>
+where
+    A: Arguments,
+    for<'q> Option<i64>: sqlx::Encode<'q, A::Database> + sqlx::Type<A::Database>,
+    for<'q> Option<String>: sqlx::Encode<'q, A::Database> + sqlx::Type<A::Database>,
+    for<'q> Vec<u8>: sqlx::Encode<'q, A::Database> + sqlx::Type<A::Database>,
+{
+    let mut args = A::default();
+    for a in values {
+        match a {
+            Arg::Int(v) => args.add(v),
+            Arg::Text(v) => args.add(v),
+            Arg::Bytes(v) => args.add(v),
+        }
+        .map_err(|e| StoreError::Unavailable(format!("binding an argument: {e}")))?;
+    }
+    Ok(args)
 }
 
 /// `?` placeholders as PostgreSQL's `$1, $2, …`; a `?` inside a quoted literal stays.
