@@ -66,9 +66,29 @@ pub fn classify_result(result: &Value, wants_structured: bool) -> Result<(), (Er
 
 /// The fields of a `result` event (plus the model from `system/init`) kept as the job's
 /// outcome. Accounting prefers `modelUsage` and `total_cost_usd`: after a stalled-stream
-/// fallback the top-level `usage` is all zeros.
+/// fallback the top-level `usage` is all zeros. But a resumed session's `total_cost_usd` and
+/// `modelUsage` (claude 2.1.3xx) include what its earlier runs spent, restored with the
+/// transcript; where the CLI says what this run alone used
+/// (`model_usage_since_last_result`), the job's cost and model usage are that, and the
+/// session's running total is kept beside them (`session_total_cost_usd`).
 pub fn summarize(result: &Value, model: Option<&str>) -> Value {
     let pick = |k: &str| result.get(k).cloned().unwrap_or(Value::Null);
+    let this_run = result
+        .get("model_usage_since_last_result")
+        .and_then(Value::as_object)
+        .filter(|m| !m.is_empty());
+    let (cost, model_usage) = match this_run {
+        Some(usage) => (
+            json!(
+                usage
+                    .values()
+                    .filter_map(|u| u["costUSD"].as_f64())
+                    .sum::<f64>()
+            ),
+            Value::Object(usage.clone()),
+        ),
+        None => (pick("total_cost_usd"), pick("modelUsage")),
+    };
     json!({
         "subtype": pick("subtype"),
         "is_error": pick("is_error"),
@@ -76,9 +96,10 @@ pub fn summarize(result: &Value, model: Option<&str>) -> Value {
         "structured_output": pick("structured_output"),
         "session_id": pick("session_id"),
         "model": model,
-        "total_cost_usd": pick("total_cost_usd"),
+        "total_cost_usd": cost,
+        "session_total_cost_usd": pick("total_cost_usd"),
         "usage": pick("usage"),
-        "model_usage": pick("modelUsage"),
+        "model_usage": model_usage,
         "num_turns": pick("num_turns"),
         "duration_ms": pick("duration_ms"),
         "duration_api_ms": pick("duration_api_ms"),
@@ -128,6 +149,29 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// A resumed session's result counts the session's earlier runs in `total_cost_usd`;
+    /// the job's cost is this run's.
+    #[test]
+    fn a_resumed_run_costs_what_it_spent_itself() {
+        let resumed = fixture_result("2.1.332/e13_resume_budget_below_session_cost");
+        let session_total = resumed["total_cost_usd"].as_f64().unwrap();
+        let outcome = summarize(&resumed, None);
+        let cost = outcome["total_cost_usd"].as_f64().unwrap();
+        assert!(
+            cost > 0.0 && cost < session_total,
+            "{cost} vs {session_total}"
+        );
+        assert_eq!(outcome["session_total_cost_usd"], resumed["total_cost_usd"]);
+        // A first run: the two agree.
+        let fresh = fixture_result("2.1.332/b_stream_json_verbose");
+        let outcome = summarize(&fresh, None);
+        let (cost, total) = (
+            outcome["total_cost_usd"].as_f64().unwrap(),
+            fresh["total_cost_usd"].as_f64().unwrap(),
+        );
+        assert!((cost - total).abs() < 1e-9, "{cost} vs {total}");
     }
 
     #[test]
