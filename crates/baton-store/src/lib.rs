@@ -15,6 +15,7 @@
 //! its database driver appears in its public API.
 
 mod attempts;
+mod audit;
 mod db;
 mod decode;
 mod events;
@@ -23,8 +24,10 @@ mod faults;
 mod idempotency;
 mod incarnations;
 mod jobs;
+mod keys;
 mod migrations;
 mod postgres;
+mod projects;
 mod sessions;
 mod sqlite;
 #[cfg(feature = "testing")]
@@ -35,15 +38,19 @@ use std::path::Path;
 use db::{Db, sql};
 
 pub use attempts::{AttemptMeta, AttemptRecord, Finish, Orphan};
+pub use audit::{AuditFilter, AuditRecord};
 pub use events::{EventRecord, NewEvent};
 #[cfg(feature = "testing")]
 pub use faults::WriteLock;
 pub use idempotency::{IDEMPOTENCY_PENDING_MS, IdempotencyClaim};
 pub use jobs::{Claimed, Inserted, JobFilter, JobRecord, NewJob, OpenJobs};
+pub use keys::{KeyRecord, NewKey};
+pub use projects::ProjectRecord;
 pub use sessions::{SessionRecord, SessionSave};
 
 /// The handle every other crate uses: one API over either backend, one module per
-/// aggregate (jobs, events, attempts, sessions, incarnations, idempotency keys). Each
+/// aggregate (jobs, events, attempts, sessions, incarnations, idempotency keys, projects,
+/// API keys, the audit log). Each
 /// method means the same on both backends; the conformance suite (`tests/it`) holds them
 /// to it. Cheap to clone.
 #[derive(Clone, Debug)]

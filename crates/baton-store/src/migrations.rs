@@ -14,11 +14,13 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0005_rows_with_their_change.sql"),
     include_str!("../migrations/sqlite/0006_attempt_reaped.sql"),
     include_str!("../migrations/sqlite/0007_one_running_per_session.sql"),
+    include_str!("../migrations/sqlite/0008_tenancy.sql"),
 ];
 
 pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
     include_str!("../migrations/postgres/0002_attempt_reaped.sql"),
+    include_str!("../migrations/postgres/0003_tenancy.sql"),
 ];
 
 /// Serializes schema migrations across PostgreSQL nodes that start at once.

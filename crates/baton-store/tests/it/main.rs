@@ -132,3 +132,4 @@ mod jobs;
 mod notices;
 mod schema;
 mod sessions;
+mod tenancy;
