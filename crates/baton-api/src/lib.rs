@@ -11,6 +11,7 @@ mod extract;
 mod follow;
 mod health;
 mod jobs;
+pub mod keys;
 pub mod openapi;
 pub mod wire;
 
