@@ -203,7 +203,9 @@ fn install_claude(args: &[String]) -> anyhow::Result<()> {
     let mut npm = Command::new("npm");
     npm.current_dir(&dest)
         .args(["ci", "--no-audit", "--no-fund"]);
-    run(npm).context("npm is required to install the pinned claude CLI (Node.js 18+)")?;
+    run(npm).context(
+        "npm is required to install the pinned claude CLI (Node.js 22+ for the pinned release)",
+    )?;
     let out = Command::new(&bin).arg("--version").output()?;
     let version = String::from_utf8_lossy(&out.stdout);
     if !version.starts_with(&wanted) {
@@ -237,7 +239,9 @@ fn install_claude_version(dest: &std::path::Path, version: &str) -> anyhow::Resu
         "--no-save",
         &format!("@anthropic-ai/claude-code@{version}"),
     ]);
-    run(npm).context("npm is required to install the claude CLI (Node.js 18+)")?;
+    run(npm).context(
+        "npm is required to install the claude CLI (Node.js 22+ for the pinned release)",
+    )?;
     let bin = dest.join("node_modules/.bin/claude");
     let out = Command::new(&bin).arg("--version").output()?;
     let reported = String::from_utf8_lossy(&out.stdout);

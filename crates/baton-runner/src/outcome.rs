@@ -140,14 +140,18 @@ mod tests {
                 Some(ErrorKind::ApiError),
             ),
         ];
-        for (name, want) in cases {
-            assert_eq!(
-                classify_result(&fixture_result(name), false)
-                    .err()
-                    .map(|e| e.0),
-                want,
-                "{name}"
-            );
+        // The previous pin's recordings (2.1.197) and the current one's.
+        for version in ["", "2.1.332/"] {
+            for (name, want) in cases {
+                let name = format!("{version}{name}");
+                assert_eq!(
+                    classify_result(&fixture_result(&name), false)
+                        .err()
+                        .map(|e| e.0),
+                    want,
+                    "{name}"
+                );
+            }
         }
     }
 
