@@ -212,15 +212,9 @@ async fn known_session(st: &AppState, spec: &baton_core::JobSpec) -> ApiResult<(
     let Some(id) = spec.session.restores() else {
         return Ok(());
     };
+    // A job of the session is the cheap proof (an index lookup); only without one is the
+    // stored transcript looked for.
     let store = st.engine().store();
-    let stored = match store.get_session(st.project(), &id.to_string()).await {
-        Ok(_) => true,
-        Err(baton_store::StoreError::NotFound(_)) => false,
-        Err(e) => return Err(e.into()),
-    };
-    if stored {
-        return Ok(());
-    }
     let jobs = store
         .list_jobs(&JobFilter {
             project_id: st.project().clone(),
@@ -229,12 +223,16 @@ async fn known_session(st: &AppState, spec: &baton_core::JobSpec) -> ApiResult<(
             ..JobFilter::default()
         })
         .await?;
-    if jobs.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "no session with id {id} in this project"
-        )));
+    if !jobs.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    match store.get_session(st.project(), &id.to_string()).await {
+        Ok(_) => Ok(()),
+        Err(baton_store::StoreError::NotFound(_)) => Err(ApiError::not_found(format!(
+            "no session with id {id} in this project"
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// How long a synchronous facade waits beyond the job's own timeout (queueing, retries).

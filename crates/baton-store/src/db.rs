@@ -228,29 +228,25 @@ enum On {
 }
 
 impl Db {
-    fn sqlite_pool(&self, on: On) -> Option<&SqlitePool> {
-        match (self, on) {
-            (Self::Sqlite { read, .. }, On::Reader) => Some(read),
-            (Self::Sqlite { write, .. }, On::Writer) => Some(write),
-            (Self::Postgres(_), _) => None,
-        }
-    }
-
     async fn rows(&self, s: Stmt, on: On) -> Result<Vec<Row>> {
-        match (self.sqlite_pool(on), self) {
-            (Some(pool), _) => Ok(rows_sqlite(s.sqlite()?.fetch_all(pool).await?)),
-            (None, Self::Postgres(pool)) => Ok(rows_pg(s.postgres()?.fetch_all(pool).await?)),
-            (None, Self::Sqlite { .. }) => unreachable!("every SQLite target has a pool"),
+        match self {
+            Self::Sqlite { read, write } => {
+                let pool = if let On::Reader = on { read } else { write };
+                Ok(rows_sqlite(s.sqlite()?.fetch_all(pool).await?))
+            }
+            Self::Postgres(pool) => Ok(rows_pg(s.postgres()?.fetch_all(pool).await?)),
         }
     }
 
     async fn row(&self, s: Stmt, on: On) -> Result<Option<Row>> {
-        match (self.sqlite_pool(on), self) {
-            (Some(pool), _) => Ok(s.sqlite()?.fetch_optional(pool).await?.map(Row::Sqlite)),
-            (None, Self::Postgres(pool)) => {
+        match self {
+            Self::Sqlite { read, write } => {
+                let pool = if let On::Reader = on { read } else { write };
+                Ok(s.sqlite()?.fetch_optional(pool).await?.map(Row::Sqlite))
+            }
+            Self::Postgres(pool) => {
                 Ok(s.postgres()?.fetch_optional(pool).await?.map(Row::Postgres))
             }
-            (None, Self::Sqlite { .. }) => unreachable!("every SQLite target has a pool"),
         }
     }
 
