@@ -18,10 +18,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use crate::audit::Target;
+use crate::auth::{JobsRead, JobsWrite};
 use crate::error::{ApiError, ApiResult, ErrorType};
 use crate::extract::Body;
 use crate::follow::{Followed, follow};
-use crate::jobs::{idempotency, parse_request, submit};
+use crate::jobs::{idempotency, prepare, submit};
 use crate::{AppState, wire};
 
 fn inserted(i: Inserted) -> ApiResult<JobRecord> {
@@ -95,9 +97,10 @@ pub struct ChatResponse {
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn execute(
     State(st): State<AppState>,
+    caller: JobsWrite,
     headers: HeaderMap,
     body: Body<ExecuteRequest>,
-) -> ApiResult<Json<ExecuteResponse>> {
+) -> ApiResult<Response> {
     let idem = idempotency(&headers, "POST /execute", &body.raw)?;
     let session = SessionId::new();
     let req = JobRequest {
@@ -109,15 +112,17 @@ pub async fn execute(
         }),
         ..JobRequest::prompt(body.value.prompt)
     };
-    let spec = parse_request(&st, req)?;
-    let job = inserted(submit(&st, spec, idem).await?)?;
+    let spec = prepare(&st, &caller, req).await?;
+    let job = inserted(submit(&st, &caller, spec, idem).await?)?;
     // A replayed request answers with the session its first submission created.
     let session = job.spec.session.owned_session().unwrap_or(session);
-    Ok(Json(ExecuteResponse {
+    let resp = Json(ExecuteResponse {
         session_id: session.to_string(),
         status: "running",
         job_id: job.id.to_string(),
-    }))
+    })
+    .into_response();
+    Ok(Target::on(resp, job.id.to_string(), None))
 }
 
 /// `GET /sessions/{id}`: the newest job of the session, in the pipeline-worker shape.
@@ -126,6 +131,7 @@ pub async fn execute(
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn session_status(
     State(st): State<AppState>,
+    caller: JobsRead,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionStatus>> {
     let not_found = || ApiError::not_found(format!("no session with id {id:?}"));
@@ -134,7 +140,7 @@ pub async fn session_status(
         .engine()
         .store()
         .list_jobs(&JobFilter {
-            project_id: st.project().clone(),
+            project_id: caller.project.clone(),
             session_id: Some(sid.to_string()),
             limit: 1,
             ..JobFilter::default()
@@ -205,36 +211,6 @@ impl ChatRequest {
     }
 }
 
-/// A conversation continues a session Baton knows in this project (its transcript is
-/// stored, or a job of it exists): another is the caller's mistake, a 404 at once, not a
-/// job that fails as the CLI finds no conversation.
-async fn known_session(st: &AppState, spec: &baton_core::JobSpec) -> ApiResult<()> {
-    let Some(id) = spec.session.restores() else {
-        return Ok(());
-    };
-    // A job of the session is the cheap proof (an index lookup); only without one is the
-    // stored transcript looked for.
-    let store = st.engine().store();
-    let jobs = store
-        .list_jobs(&JobFilter {
-            project_id: st.project().clone(),
-            session_id: Some(id.to_string()),
-            limit: 1,
-            ..JobFilter::default()
-        })
-        .await?;
-    if !jobs.is_empty() {
-        return Ok(());
-    }
-    match store.get_session(st.project(), &id.to_string()).await {
-        Ok(_) => Ok(()),
-        Err(baton_store::StoreError::NotFound(_)) => Err(ApiError::not_found(format!(
-            "no session with id {id} in this project"
-        ))),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// How long a synchronous facade waits beyond the job's own timeout (queueing, retries).
 const FACADE_MARGIN: Duration = Duration::from_secs(60);
 
@@ -249,14 +225,14 @@ const FACADE_MARGIN: Duration = Duration::from_secs(60);
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn chat(
     State(st): State<AppState>,
+    caller: JobsWrite,
     headers: HeaderMap,
     body: Body<ChatRequest>,
-) -> ApiResult<Json<ChatResponse>> {
+) -> ApiResult<Response> {
     let idem = idempotency(&headers, "POST /v1/chat", &body.raw)?;
-    let spec = parse_request(&st, body.value.into_job()?)?;
-    known_session(&st, &spec).await?;
+    let spec = prepare(&st, &caller, body.value.into_job()?).await?;
     let wait = Duration::from_millis(spec.schedule.timeout_ms) + FACADE_MARGIN;
-    let job = inserted(submit(&st, spec, idem).await?)?;
+    let job = inserted(submit(&st, &caller, spec, idem).await?)?;
     let job = st
         .engine()
         .wait_until(job.id, wait, |r| r.parked_until().is_some())
@@ -276,14 +252,19 @@ pub async fn chat(
     let view = wire::Job::new(&job);
     let detail = json!({"job_id": job.id.to_string(), "job_state": job.state.as_str(), "job_error": view.error});
     match job.state {
-        JobState::Completed => Ok(Json(ChatResponse {
-            result: view.result,
-            session_id: view.session_id,
-            cost_usd: view.total_cost_usd,
-            usage: view.usage,
-            model: view.model,
-            job_id: job.id.to_string(),
-        })),
+        JobState::Completed => Ok(Target::on(
+            Json(ChatResponse {
+                result: view.result,
+                session_id: view.session_id,
+                cost_usd: view.total_cost_usd,
+                usage: view.usage,
+                model: view.model,
+                job_id: job.id.to_string(),
+            })
+            .into_response(),
+            job.id.to_string(),
+            None,
+        )),
         s if s.is_terminal() => Err(ApiError {
             detail: Some(detail),
             ..ApiError::new(
@@ -336,15 +317,15 @@ async fn cancel_parked(
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn chat_stream(
     State(st): State<AppState>,
+    caller: JobsWrite,
     headers: HeaderMap,
     body: Body<ChatRequest>,
 ) -> ApiResult<Response> {
     let idem = idempotency(&headers, "POST /v1/chat/stream", &body.raw)?;
     let mut req = body.value.into_job()?;
     req.max_attempts = Some(1);
-    let spec = parse_request(&st, req)?;
-    known_session(&st, &spec).await?;
-    let job = inserted(submit(&st, spec, idem).await?)?;
+    let spec = prepare(&st, &caller, req).await?;
+    let job = inserted(submit(&st, &caller, spec, idem).await?)?;
     let job_id = job.id;
     let engine = st.engine().clone();
     let stream = follow(st, job.id, 0)
@@ -385,9 +366,10 @@ pub async fn chat_stream(
             *ended |= last;
             std::future::ready(item)
         });
-    Ok(Sse::new(stream)
+    let resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+        .into_response();
+    Ok(Target::on(resp, job_id.to_string(), None))
 }
 
 fn translate(kind: &str, e: &Value) -> Option<Value> {

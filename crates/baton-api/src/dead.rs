@@ -12,8 +12,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
+use crate::auth::{Caller, JobsRead, JobsWrite};
 use crate::error::{ApiError, ApiResult, ErrorType};
-use crate::jobs::{DeadQuery, Params, idempotency, list, parse_job_id, parse_request};
+use crate::jobs::{DeadQuery, Params, idempotency, job_of, list, parse_request};
 use crate::{AppState, wire};
 
 #[utoipa::path(get, path = "/v1/dead", tag = "dead letters", params(DeadQuery),
@@ -21,9 +22,10 @@ use crate::{AppState, wire};
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn list_dead(
     State(st): State<AppState>,
+    caller: JobsRead,
     Params(q): Params<DeadQuery>,
 ) -> ApiResult<Json<wire::JobList>> {
-    list(&st, q.into(), true).await
+    list(&st, &caller, q.into(), true).await
 }
 
 /// What a replay may change.
@@ -90,12 +92,15 @@ fn changed_spec(st: &AppState, job: &JobRecord, changes: &Changes) -> ApiResult<
     Ok((spec, attempts))
 }
 
-/// Runs `f` at most once per `Idempotency-Key`: a repeat with the same body gets the
-/// stored response, with another body a 409. The key is taken before `f` runs, so of
+/// Runs `f` at most once per `Idempotency-Key` of the caller's project: a repeat with the
+/// same body gets the stored response, with another body a 409. `f` answers with a status,
+/// the body to store, and optionally another body for this first answer only (one that
+/// holds a secret, which is never stored). The key is taken before `f` runs, so of
 /// requests racing with one key exactly one runs; the others get the stored answer, or a
 /// 409 while it is still being made. A request that fails gives its key back.
-async fn idempotent<F, Fut>(
+pub(crate) async fn idempotent<F, Fut>(
     st: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     route: &str,
     raw: &[u8],
@@ -103,14 +108,14 @@ async fn idempotent<F, Fut>(
 ) -> ApiResult<Response>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ApiResult<(StatusCode, Value)>>,
+    Fut: std::future::Future<Output = ApiResult<(StatusCode, Value, Option<Value>)>>,
 {
     let store = st.engine().store();
     let Some((key, hash)) = idempotency(headers, route, raw)? else {
-        let (status, body) = f().await?;
-        return Ok((status, Json(body)).into_response());
+        let (status, body, first) = f().await?;
+        return Ok((status, Json(first.unwrap_or(body))).into_response());
     };
-    let project = st.project();
+    let project = &caller.project;
     match store
         .claim_idempotency(project, &key, &hash, st.engine().now_ms())
         .await?
@@ -134,11 +139,11 @@ where
             Ok(resp)
         }
         IdempotencyClaim::Taken => match f().await {
-            Ok((status, body)) => {
+            Ok((status, body, first)) => {
                 store
                     .complete_idempotency(project, &key, status.as_u16(), &body.to_string())
                     .await?;
-                Ok((status, Json(body)).into_response())
+                Ok((status, Json(first.unwrap_or(body))).into_response())
             }
             Err(e) => {
                 if let Err(release) = store.release_idempotency(project, &key).await {
@@ -158,21 +163,23 @@ where
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn retry_job(
     State(st): State<AppState>,
+    caller: JobsWrite,
     Path(id): Path<String>,
     headers: HeaderMap,
     raw: Bytes,
 ) -> ApiResult<Response> {
-    let id = parse_job_id(&id)?;
     let changes: Changes = parse_body(&raw)?;
     check_changes(&st, &changes)?;
-    let route = format!("POST /v1/jobs/{id}/retry");
-    idempotent(&st, &headers, &route, &raw, || async {
-        let job = st.engine().store().get_job(id).await?;
+    let job = job_of(&st, &caller, &id).await?;
+    let route = format!("POST /v1/jobs/{}/retry", job.id);
+    idempotent(&st, &caller, &headers, &route, &raw, || async {
+        let job = st.engine().store().get_job(job.id).await?;
         let (spec, attempts) = changed_spec(&st, &job, &changes)?;
-        let job = st.engine().replay(id, &spec, attempts).await?;
+        let job = st.engine().replay(job.id, &spec, attempts).await?;
         Ok((
             StatusCode::OK,
             serde_json::to_value(wire::Job::new(&job)).unwrap_or_default(),
+            None,
         ))
     })
     .await
@@ -200,6 +207,7 @@ pub struct BulkReplay {
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn replay_dead(
     State(st): State<AppState>,
+    caller: JobsWrite,
     headers: HeaderMap,
     raw: Bytes,
 ) -> ApiResult<Response> {
@@ -215,35 +223,44 @@ pub async fn replay_dead(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 1000"));
     }
-    idempotent(&st, &headers, "POST /v1/dead/replay", &raw, || async {
-        let dead = st
-            .engine()
-            .store()
-            .dead_jobs(st.project(), req.error_type.as_deref(), limit)
-            .await?;
-        // Check every job's changed options before replaying any.
-        let planned = dead
-            .iter()
-            .map(|job| changed_spec(&st, job, &req.changes).map(|(spec, n)| (job.id, spec, n)))
-            .collect::<ApiResult<Vec<_>>>()?;
-        let mut replayed = Vec::new();
-        for (id, spec, attempts) in planned {
-            // A job replayed meanwhile by someone else is skipped, not an error.
-            match st.engine().replay(id, &spec, attempts).await {
-                Ok(job) => replayed.push(job.id.to_string()),
-                Err(baton_engine::EngineError::Store(baton_store::StoreError::Conflict(_))) => {}
-                Err(e) => return Err(e.into()),
+    idempotent(
+        &st,
+        &caller,
+        &headers,
+        "POST /v1/dead/replay",
+        &raw,
+        || async {
+            let dead = st
+                .engine()
+                .store()
+                .dead_jobs(&caller.project, req.error_type.as_deref(), limit)
+                .await?;
+            // Check every job's changed options before replaying any.
+            let planned = dead
+                .iter()
+                .map(|job| changed_spec(&st, job, &req.changes).map(|(spec, n)| (job.id, spec, n)))
+                .collect::<ApiResult<Vec<_>>>()?;
+            let mut replayed = Vec::new();
+            for (id, spec, attempts) in planned {
+                // A job replayed meanwhile by someone else is skipped, not an error.
+                match st.engine().replay(id, &spec, attempts).await {
+                    Ok(job) => replayed.push(job.id.to_string()),
+                    Err(baton_engine::EngineError::Store(baton_store::StoreError::Conflict(_))) => {
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
-        }
-        Ok((
-            StatusCode::OK,
-            serde_json::to_value(wire::ReplayResult {
-                object: wire::ReplayTag::Tag,
-                count: replayed.len(),
-                job_ids: replayed,
-            })
-            .unwrap_or_default(),
-        ))
-    })
+            Ok((
+                StatusCode::OK,
+                serde_json::to_value(wire::ReplayResult {
+                    object: wire::ReplayTag::Tag,
+                    count: replayed.len(),
+                    job_ids: replayed,
+                })
+                .unwrap_or_default(),
+                None,
+            ))
+        },
+    )
     .await
 }

@@ -159,6 +159,12 @@ impl IntoResponse for ApiError {
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert("request-id", v);
         }
+        if self.kind == ErrorType::Authentication {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"baton\""),
+            );
+        }
         if self.kind == ErrorType::Overloaded || self.kind == ErrorType::RateLimit {
             resp.headers_mut().insert(
                 "retry-after",

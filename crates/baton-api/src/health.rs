@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
@@ -38,11 +38,23 @@ pub async fn cli_version(st: &AppState) -> Result<String, String> {
     result
 }
 
-/// What `GET /v1/health` answers.
+/// What `GET /v1/health` answers: to a caller without a key, once keys exist, only
+/// `status` and `auth`.
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     #[schema(value_type = String, pattern = "^(ok|error)$")]
     status: &'static str,
+    /// `open`: no API key exists yet, so Baton serves loopback only and needs no key;
+    /// `keys`: every route but this one needs an API key.
+    #[schema(value_type = String, pattern = "^(open|keys)$")]
+    auth: &'static str,
+    #[serde(flatten)]
+    detail: Option<HealthDetail>,
+}
+
+/// What health tells a caller with a key (or anyone, while Baton is open).
+#[derive(Serialize, ToSchema)]
+pub struct HealthDetail {
     /// What `claude --version` printed; null when it could not run.
     claude_version: Option<String>,
     claude_bin: String,
@@ -54,7 +66,7 @@ pub struct Health {
     runs_jobs: bool,
     /// What is wrong, when `status` is `error`.
     error: Option<String>,
-    /// The project's queue as it stands (finished jobs are not counted).
+    /// The caller's project's queue as it stands (finished jobs are not counted).
     jobs: Option<QueueCounts>,
     running_here: usize,
     max_concurrency: usize,
@@ -75,7 +87,9 @@ pub struct QueueCounts {
     responses(
         (status = 200, description = "Baton can run jobs", body = Health),
         (status = 503, description = "Baton cannot run jobs (no CLI, no database)", body = Health)))]
-pub async fn health(State(st): State<AppState>) -> Response {
+pub async fn health(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let enforced = st.auth().enforced(&st).await.unwrap_or(true);
+    let caller = st.auth().caller(&st, &headers).await.ok();
     let runs_jobs = st.engine().config().runs_jobs;
     // A node that runs no jobs needs no CLI.
     let cli = if runs_jobs {
@@ -86,24 +100,21 @@ pub async fn health(State(st): State<AppState>) -> Response {
     let db = st.engine().store().ping().await.map_err(|e| e.to_string());
     // The queue as it stands; finished jobs are not counted, so a health check costs the
     // same however long the history kept.
-    let jobs = st
-        .engine()
-        .store()
-        .count_open(st.project())
-        .await
-        .ok()
-        .map(|c| QueueCounts {
-            queued: c.queued,
-            running: c.running,
-        });
+    let jobs = match &caller {
+        Some(c) => st.engine().store().count_open(&c.project).await.ok(),
+        None => None,
+    }
+    .map(|c| QueueCounts {
+        queued: c.queued,
+        running: c.running,
+    });
     let ok = cli.is_ok() && db.is_ok();
     let errors: Vec<&str> = [cli.as_ref().err(), db.as_ref().err()]
         .into_iter()
         .flatten()
         .map(String::as_str)
         .collect();
-    let body = Health {
-        status: if ok { "ok" } else { "error" },
+    let detail = caller.is_some().then(|| HealthDetail {
         claude_version: cli.as_ref().ok().cloned(),
         claude_bin: st.engine().config().runner.claude_bin.display().to_string(),
         database: if db.is_ok() { "ok" } else { "error" },
@@ -116,6 +127,11 @@ pub async fn health(State(st): State<AppState>) -> Response {
         max_concurrency: st.engine().config().max_concurrency,
         incarnation: st.engine().incarnation().to_string(),
         warm_pools: st.engine().warm_status(),
+    });
+    let body = Health {
+        status: if ok { "ok" } else { "error" },
+        auth: if enforced { "keys" } else { "open" },
+        detail,
     };
     let status = if ok {
         StatusCode::OK

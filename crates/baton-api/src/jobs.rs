@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use baton_core::{JobId, JobRequest, JobSpec, JobState};
-use baton_store::{Inserted, JobFilter, NewJob};
+use baton_store::{Inserted, JobFilter, JobRecord, NewJob, StoreError};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -18,7 +18,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ApiResult};
+use crate::audit::Target;
+use crate::auth::{Caller, JobsRead, JobsWrite};
+use crate::error::{ApiError, ApiResult, ErrorType};
 use crate::extract::Body;
 use crate::follow::{Followed, follow};
 use crate::{AppState, wire};
@@ -36,8 +38,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     }
 }
 
-pub fn parse_job_id(s: &str) -> ApiResult<JobId> {
-    JobId::parse(s).map_err(|_| ApiError::not_found(format!("no job with id {s:?}")))
+/// The job `id` names, if the caller may see it: another project's job is answered
+/// exactly as one that does not exist.
+pub async fn job_of(st: &AppState, caller: &Caller, id: &str) -> ApiResult<JobRecord> {
+    let not_found = || ApiError::not_found(format!("no job with id {id:?}"));
+    let job_id = JobId::parse(id).map_err(|_| not_found())?;
+    match st.engine().store().get_job(job_id).await {
+        Ok(job) if caller.sees(&job.project_id) => Ok(job),
+        Ok(_) | Err(StoreError::NotFound(_)) => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `Idempotency-Key` plus a hash of what the key guards: the same key with another body
@@ -65,9 +75,12 @@ pub(crate) fn idempotency(
     Ok(Some((format!("{route} {key}"), hash)))
 }
 
-/// Validates paths against the workspace roots and queues the job.
+/// Validates paths against the workspace roots, checks that a session it continues is
+/// one of the caller's project and that the project is within its queued-jobs quota, and
+/// queues the job in the caller's project.
 pub async fn submit(
     st: &AppState,
+    caller: &Caller,
     spec: JobSpec,
     idem: Option<(String, String)>,
 ) -> ApiResult<Inserted> {
@@ -76,14 +89,87 @@ pub async fn submit(
         .runner
         .check_paths(&spec.options.add_dirs, spec.cwd.as_deref())
         .map_err(ApiError::invalid)?;
+    known_session(st, caller, &spec).await?;
+    let settings = st.settings(&caller.project).await?;
+    if let Some(max) = settings.quotas.max_queued {
+        let open = st.engine().store().count_open(&caller.project).await?;
+        let held = open.queued + open.running;
+        if held >= i64::from(max) {
+            return Err(ApiError {
+                retry_after: Some(QUOTA_RETRY_SECONDS),
+                ..ApiError::new(
+                    ErrorType::RateLimit,
+                    format!(
+                        "project {} has {held} jobs queued or running, its quota (quotas.max_queued) is {max}; \
+                         retry when some have finished",
+                        caller.project
+                    ),
+                )
+            });
+        }
+    }
     let job = NewJob {
         id: JobId::new(),
-        project_id: st.project().clone(),
+        project_id: caller.project.clone(),
         spec,
         run_at: st.engine().now_ms(),
         idempotency: idem,
     };
     Ok(st.engine().submit(job).await?)
+}
+
+/// How long a caller refused by its project's queued-jobs quota is told to wait.
+const QUOTA_RETRY_SECONDS: u64 = 5;
+
+/// A job continues a session Baton knows in the caller's project (its transcript is
+/// stored, or a job of it exists): another project's session, or one Baton never saw, is
+/// a 404 at once, not a job that fails as the CLI finds no conversation.
+async fn known_session(st: &AppState, caller: &Caller, spec: &JobSpec) -> ApiResult<()> {
+    let Some(id) = spec.session.restores() else {
+        return Ok(());
+    };
+    // A job of the session is the cheap proof (an index lookup); only without one is the
+    // stored transcript looked for.
+    let store = st.engine().store();
+    let jobs = store
+        .list_jobs(&JobFilter {
+            project_id: caller.project.clone(),
+            session_id: Some(id.to_string()),
+            limit: 1,
+            ..JobFilter::default()
+        })
+        .await?;
+    if !jobs.is_empty() {
+        return Ok(());
+    }
+    match store.get_session(&caller.project, &id.to_string()).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound(_)) => Err(ApiError::not_found(format!(
+            "no session with id {id} in this project"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A request's job spec: the project's defaults for what it leaves out, then checked.
+pub async fn prepare(st: &AppState, caller: &Caller, req: JobRequest) -> ApiResult<JobSpec> {
+    let settings = st.settings(&caller.project).await?;
+    if settings.defaults.is_empty() {
+        return parse_request(st, req);
+    }
+    let mut fields = match serde_json::to_value(&req) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => {
+            return Err(ApiError::new(
+                ErrorType::Api,
+                "a request that cannot be shown",
+            ));
+        }
+    };
+    settings.apply_defaults(&mut fields);
+    let req: JobRequest = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|e| ApiError::invalid(format!("with the project's defaults: {e}")))?;
+    parse_request(st, req)
 }
 
 pub fn parse_request(st: &AppState, req: JobRequest) -> ApiResult<JobSpec> {
@@ -123,14 +209,15 @@ fn wait_duration(q: &WaitQuery) -> ApiResult<Option<Duration>> {
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn create_job(
     State(st): State<AppState>,
+    caller: JobsWrite,
     Params(q): Params<WaitQuery>,
     headers: HeaderMap,
     body: Body<JobRequest>,
 ) -> ApiResult<Response> {
     let wait = wait_duration(&q)?;
-    let spec = parse_request(&st, body.value)?;
+    let spec = prepare(&st, &caller, body.value).await?;
     let idem = idempotency(&headers, "POST /v1/jobs", &body.raw)?;
-    let (status, record, replayed) = match submit(&st, spec, idem).await? {
+    let (status, record, replayed) = match submit(&st, &caller, spec, idem).await? {
         Inserted::New(r) => (StatusCode::CREATED, r, false),
         Inserted::Replayed(r) => (StatusCode::OK, r, true),
         Inserted::KeyReused => {
@@ -149,7 +236,7 @@ pub async fn create_job(
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(resp)
+    Ok(Target::on(resp, record.id.to_string(), None))
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
@@ -157,11 +244,11 @@ pub async fn create_job(
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn get_job(
     State(st): State<AppState>,
+    caller: JobsRead,
     Path(id): Path<String>,
 ) -> ApiResult<Json<wire::Job>> {
-    let id = parse_job_id(&id)?;
-    let record = st.engine().store().get_job(id).await?;
-    let attempts = st.engine().store().list_attempts(id).await?;
+    let record = job_of(&st, &caller, &id).await?;
+    let attempts = st.engine().store().list_attempts(record.id).await?;
     Ok(Json(wire::Job::new(&record).with_attempts(&attempts)))
 }
 
@@ -220,14 +307,16 @@ impl From<DeadQuery> for ListQuery {
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn list_jobs(
     State(st): State<AppState>,
+    caller: JobsRead,
     Params(q): Params<ListQuery>,
 ) -> ApiResult<Json<wire::JobList>> {
-    list(&st, q, false).await
+    list(&st, &caller, q, false).await
 }
 
 /// One page of jobs; `with_attempts` adds every attempt (and so every error) to each.
 pub(crate) async fn list(
     st: &AppState,
+    caller: &Caller,
     q: ListQuery,
     with_attempts: bool,
 ) -> ApiResult<Json<wire::JobList>> {
@@ -257,7 +346,7 @@ pub(crate) async fn list(
         })
         .transpose()?;
     let filter = JobFilter {
-        project_id: st.project().clone(),
+        project_id: caller.project.clone(),
         state,
         session_id: q.session_id,
         error_type: q.error_type,
@@ -294,9 +383,13 @@ pub(crate) async fn list(
         (status = 200, description = "Cancelled before it started", body = wire::Job),
         (status = 202, description = "Running: its process group is being killed", body = wire::Job),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
-pub async fn cancel_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = parse_job_id(&id)?;
-    let record = st.engine().cancel(id).await?;
+pub async fn cancel_job(
+    State(st): State<AppState>,
+    caller: JobsWrite,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let job = job_of(&st, &caller, &id).await?;
+    let record = st.engine().cancel(job.id).await?;
     let status = if record.state.is_terminal() {
         StatusCode::OK
     } else {
@@ -338,13 +431,13 @@ pub enum EventsFormat {
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn job_events(
     State(st): State<AppState>,
+    caller: JobsRead,
     Path(id): Path<String>,
     Params(q): Params<EventsQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let id = parse_job_id(&id)?;
     // Existence first, so a bad id is a 404 rather than an empty stream.
-    st.engine().store().get_job(id).await?;
+    let id = job_of(&st, &caller, &id).await?.id;
     let last_event_id = headers
         .get("last-event-id")
         .map(|v| {
@@ -407,6 +500,7 @@ pub async fn job_events(
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn get_session(
     State(st): State<AppState>,
+    caller: JobsRead,
     Path(id): Path<String>,
 ) -> ApiResult<Json<wire::Session>> {
     let sid = baton_core::SessionId::parse(&id)
@@ -414,13 +508,13 @@ pub async fn get_session(
     let store = st.engine().store();
     let jobs = store
         .list_jobs(&JobFilter {
-            project_id: st.project().clone(),
+            project_id: caller.project.clone(),
             session_id: Some(sid.to_string()),
             limit: 100,
             ..JobFilter::default()
         })
         .await?;
-    let stored = match store.get_session(st.project(), &sid.to_string()).await {
+    let stored = match store.get_session(&caller.project, &sid.to_string()).await {
         Ok(s) => Some(s),
         Err(baton_store::StoreError::NotFound(_)) => None,
         Err(e) => return Err(e.into()),
@@ -435,7 +529,7 @@ pub async fn get_session(
     Ok(Json(wire::Session {
         id: sid.to_string(),
         object: wire::SessionTag::Tag,
-        project_id: st.project().to_string(),
+        project_id: caller.project.to_string(),
         transcript_stored: stored.is_some(),
         transcript_bytes: stored.as_ref().map(|s| s.transcript.len() as u64),
         created_at: stored.as_ref().map(|s| wire::timestamp(s.created_at)),

@@ -4,6 +4,10 @@
 //! **Architecture invariant:** this is the only crate that knows HTTP status codes and
 //! wire JSON; below it, errors are typed and records are Rust values.
 
+pub mod admin;
+mod agent_jobs;
+mod audit;
+pub mod auth;
 mod compat;
 mod dead;
 pub mod error;
@@ -15,8 +19,9 @@ pub mod keys;
 pub mod openapi;
 pub mod wire;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -24,7 +29,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
-use baton_core::{Limits, ProjectId};
+use baton_core::{Limits, ProjectId, ProjectSettings};
 use baton_engine::Engine;
 use tokio_util::sync::CancellationToken;
 
@@ -36,8 +41,9 @@ pub use health::cli_version;
 pub struct ApiConfig {
     pub limits: Limits,
     pub max_body_bytes: usize,
-    /// The project every request works in until keys name one.
-    pub project: ProjectId,
+    /// Every request needs a key, even before the first is made (`server.auth =
+    /// "required"`, or a listener beyond loopback).
+    pub auth_required: bool,
 }
 
 /// Shared by every handler; cheap to clone.
@@ -47,6 +53,11 @@ pub struct AppState {
 }
 
 type VersionCache = Mutex<Option<(Instant, Result<String, String>)>>;
+type SettingsCache = Mutex<HashMap<ProjectId, (Instant, Arc<ProjectSettings>)>>;
+
+/// How long a project's settings are reused before they are read again (a change made on
+/// this node is seen at once; one made on another, within this).
+const SETTINGS_TTL: Duration = Duration::from_secs(2);
 
 struct StateInner {
     engine: Engine,
@@ -54,6 +65,8 @@ struct StateInner {
     /// Ends SSE streams on shutdown, so graceful shutdown never waits on a client.
     shutdown: CancellationToken,
     version: VersionCache,
+    auth: auth::Auth,
+    settings: SettingsCache,
 }
 
 impl AppState {
@@ -61,9 +74,11 @@ impl AppState {
         Self {
             inner: Arc::new(StateInner {
                 engine,
-                cfg,
                 shutdown,
                 version: Mutex::new(None),
+                auth: auth::Auth::new(cfg.auth_required),
+                settings: Mutex::new(HashMap::new()),
+                cfg,
             }),
         }
     }
@@ -76,8 +91,40 @@ impl AppState {
         &self.inner.cfg.limits
     }
 
-    pub fn project(&self) -> &ProjectId {
-        &self.inner.cfg.project
+    pub fn auth(&self) -> &auth::Auth {
+        &self.inner.auth
+    }
+
+    /// A project's quotas and job defaults (a project that has none, or is gone, has the
+    /// empty settings).
+    pub async fn settings(&self, project: &ProjectId) -> error::ApiResult<Arc<ProjectSettings>> {
+        if let Some((at, s)) = self.settings_cache().get(project)
+            && at.elapsed() < SETTINGS_TTL
+        {
+            return Ok(s.clone());
+        }
+        let settings = match self.engine().store().get_project(project).await {
+            Ok(r) => Arc::new(serde_json::from_value(r.settings).unwrap_or_default()),
+            Err(baton_store::StoreError::NotFound(_)) => Arc::new(ProjectSettings::default()),
+            Err(e) => return Err(e.into()),
+        };
+        self.settings_cache()
+            .insert(project.clone(), (Instant::now(), settings.clone()));
+        Ok(settings)
+    }
+
+    /// Forgets a project's cached settings after a change.
+    pub fn forget_project(&self, project: &ProjectId) {
+        self.settings_cache().remove(project);
+    }
+
+    fn settings_cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ProjectId, (Instant, Arc<ProjectSettings>)>> {
+        self.inner
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn shutdown(&self) -> CancellationToken {
@@ -149,12 +196,33 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dead", get(dead::list_dead))
         .route("/v1/dead/replay", post(dead::replay_dead))
         .route("/v1/sessions/{id}", get(jobs::get_session))
-        .route("/v1/health", get(health::health))
+        .route(
+            "/v1/projects",
+            post(admin::create_project).get(admin::list_projects),
+        )
+        .route(
+            "/v1/projects/{id}",
+            get(admin::get_project)
+                .patch(admin::update_project)
+                .delete(admin::delete_project),
+        )
+        .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
+        .route("/v1/keys/{id}", axum::routing::delete(admin::revoke_key))
+        .route("/v1/audit", get(audit::list_audit))
         .route("/v1/chat", post(compat::chat))
         .route("/v1/chat/stream", post(compat::chat_stream))
         .route("/execute", post(compat::execute))
         .route("/sessions/{id}", get(compat::session_status))
+        .route("/claude", post(agent_jobs::create))
+        .route("/claude/jobs/{id}", get(agent_jobs::get))
+        .route("/claude/stream", post(agent_jobs::stream))
         .route("/openapi.json", get(openapi::openapi_json))
+        // Every route above needs a key once one exists; health (below) never does.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .route("/v1/health", get(health::health))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(DefaultBodyLimit::max(body_limit))

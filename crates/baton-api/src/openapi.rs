@@ -9,7 +9,7 @@ use axum::extract::State;
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use crate::{AppState, compat, dead, health, jobs, wire};
+use crate::{AppState, admin, agent_jobs, audit, compat, dead, health, jobs, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +32,18 @@ use crate::{AppState, compat, dead, health, jobs, wire};
         compat::chat_stream,
         compat::execute,
         compat::session_status,
+        agent_jobs::create,
+        agent_jobs::get,
+        agent_jobs::stream,
+        admin::create_project,
+        admin::list_projects,
+        admin::get_project,
+        admin::update_project,
+        admin::delete_project,
+        admin::create_key,
+        admin::list_keys,
+        admin::revoke_key,
+        audit::list_audit,
         openapi_json,
     ),
     components(schemas(
@@ -62,13 +74,56 @@ pub fn document_for(roots: &[PathBuf]) -> Value {
     doc.info.license = None;
     let mut doc = serde_json::to_value(doc).unwrap_or(Value::Null);
     refine(&mut doc["components"]["schemas"], roots);
+    flatten_health(&mut doc["components"]["schemas"]);
+    secure(&mut doc);
     doc
+}
+
+/// Health's detail is there for a caller with a key (or anyone while Baton is open) and
+/// absent otherwise: one object whose detail fields are all optional, rather than the
+/// derive's `allOf` with a nullable part, which no object matches.
+fn flatten_health(schemas: &mut Value) {
+    let detail = schemas["HealthDetail"]["properties"].clone();
+    let Some(parts) = schemas["Health"]["allOf"].as_array().cloned() else {
+        return;
+    };
+    let Some(base) = parts.into_iter().find(|p| p.get("properties").is_some()) else {
+        return;
+    };
+    let mut properties = base["properties"].clone();
+    if let (Some(all), Some(extra)) = (properties.as_object_mut(), detail.as_object()) {
+        all.extend(extra.clone());
+    }
+    schemas["Health"] = json!({
+        "type": "object",
+        "description": schemas["Health"]["description"],
+        "properties": properties,
+        "required": base["required"],
+    });
+    if let Some(all) = schemas.as_object_mut() {
+        all.remove("HealthDetail");
+    }
+}
+
+/// Every operation takes an API key, in either header; health takes none. (While no key
+/// exists, Baton serves loopback without one.)
+fn secure(doc: &mut Value) {
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {"type": "http", "scheme": "bearer",
+            "description": "An API key (bk_…) as a bearer token."},
+        "api_key": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+    });
+    doc["security"] = json!([{"bearer": []}, {"api_key": []}]);
+    if let Some(get) = doc["paths"]["/v1/health"]["get"].as_object_mut() {
+        get.insert("security".into(), json!([]));
+    }
 }
 
 /// What the derives cannot say, added to the derived schemas:
 /// - a `session` object's fields depend on each other (`fork` needs `resume`; `resume`
 ///   with `id` is a fork);
-/// - a replay's `options` are the fields of a job request, none of them required;
+/// - a replay's `options`, and a project's job `defaults`, are the fields of a job
+///   request, none of them required;
 /// - `cwd` and `add_dirs` name directories inside the configured workspace roots (the
 ///   roots themselves are the values a schema can promise exist; with none configured,
 ///   neither is accepted).
@@ -105,9 +160,26 @@ fn refine(schemas: &mut Value, roots: &[PathBuf]) {
             ),
         );
     }
+    let mut defaults = options.clone();
     schemas["JobOptions"] = options;
     for name in ["Changes", "BulkReplay"] {
         schemas[name]["properties"]["options"] = json!({"$ref": "#/components/schemas/JobOptions"});
+    }
+    // A project's job defaults: the options of a job request but those of one job.
+    if let Some(props) = defaults["properties"].as_object_mut() {
+        for k in baton_core::project::NOT_DEFAULTABLE {
+            props.remove(k);
+        }
+    }
+    defaults["description"] = json!(
+        "Job options (as in a job request) that the project's jobs get when they leave them out."
+    );
+    schemas["JobDefaults"] = defaults;
+    let reference = json!({"$ref": "#/components/schemas/JobDefaults"});
+    schemas["Project"]["properties"]["defaults"] = reference.clone();
+    for name in ["CreateProject", "UpdateProject"] {
+        schemas[name]["properties"]["defaults"] =
+            json!({"oneOf": [{"type": "null"}, reference.clone()]});
     }
 }
 

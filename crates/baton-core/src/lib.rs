@@ -11,6 +11,7 @@ pub mod ids;
 pub mod int;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod project;
 pub mod retry;
 pub mod session;
 pub mod spec;
@@ -20,6 +21,7 @@ pub mod step;
 pub use error_kind::ErrorKind;
 pub use event::{EventKind, is_terminal_kind};
 pub use ids::{JobId, ProjectId, SessionId};
+pub use project::{ProjectSettings, Quotas};
 pub use retry::RetryPolicy;
 pub use spec::{JobRequest, JobSpec, Limits, PermissionMode, SessionMode, SpecError};
 pub use state::{JobState, Transition, TransitionError};

@@ -122,6 +122,16 @@ impl Store {
         key_from_row(&row)
     }
 
+    /// Whether any key was ever made (revoked ones count): from then on every request
+    /// needs one.
+    pub async fn any_keys(&self) -> Result<bool> {
+        Ok(self
+            .db
+            .opt(sql("SELECT id FROM api_keys LIMIT 1"))
+            .await?
+            .is_some())
+    }
+
     /// Records that a key was used (callers write this at most every so often).
     pub async fn touch_key(&self, id: &str, now: i64) -> Result<()> {
         self.db

@@ -25,6 +25,22 @@ pub struct SessionSave {
 }
 
 impl Store {
+    /// The session of a project's newest job that has one: what "continue the last
+    /// conversation" continues.
+    pub async fn latest_session(&self, project_id: &ProjectId) -> Result<Option<String>> {
+        Ok(self
+            .db
+            .opt(
+                sql(
+                    "SELECT session_id FROM jobs WHERE project_id = ? AND session_id IS NOT NULL \
+                     ORDER BY id DESC LIMIT 1",
+                )
+                .bind(project_id.as_str()),
+            )
+            .await?
+            .and_then(|r| r.opt_text("session_id")))
+    }
+
     /// Stores a session's transcript after an attempt, so any later job can resume it.
     pub async fn save_session(
         &self,

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use baton_api::{ApiConfig, AppState};
-use baton_core::{Limits, ProjectId};
+use baton_core::Limits;
 use baton_engine::{Engine, EngineConfig, SystemClock, WarmPoolConfig};
 use baton_runner::RunnerConfig;
 use baton_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{AuthMode, Config};
 
 pub struct App {
     listener: TcpListener,
@@ -125,12 +125,38 @@ fn lock_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
+/// Whether every request needs a key from the start. A listener beyond loopback needs a
+/// key to exist already (and then always requires one, even if every key were deleted);
+/// until one does, Baton is open to loopback only, and says so.
+async fn auth_mode(config: &Config, store: &Store) -> anyhow::Result<bool> {
+    let keys = store.any_keys().await.context("looking for API keys")?;
+    let loopback = config.server.listen.ip().is_loopback();
+    if !loopback && !keys {
+        anyhow::bail!(
+            "server.listen = {}: no API key exists yet, so Baton binds only a loopback address \
+             (127.0.0.1 or ::1); make one first with `baton keys create --admin --name ops`",
+            config.server.listen
+        );
+    }
+    let required = config.server.auth == AuthMode::Required || !loopback;
+    if keys || required {
+        tracing::info!("authentication: every request but GET /v1/health needs an API key");
+    } else {
+        tracing::warn!(
+            "authentication: no API key exists, so every request on loopback is served without one; \
+             `baton keys create --admin --name ops` makes the first and turns authentication on"
+        );
+    }
+    Ok(required)
+}
+
 impl App {
     /// Opens the store, starts the engine (rescuing what a previous incarnation left
     /// running) and binds the listener. Port 0 picks a free port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let lock = lock_data_dir(&config)?;
         let store = open_store(&config).await?;
+        let auth_required = auth_mode(&config, &store).await?;
         let node_id = node_id(&config)?;
         let runner = runner_config(&config, &node_id);
         std::fs::create_dir_all(&runner.attempts_dir)
@@ -181,7 +207,7 @@ impl App {
         let api = ApiConfig {
             limits,
             max_body_bytes: config.server.max_body_bytes,
-            project: ProjectId::default(),
+            auth_required,
         };
         let state = AppState::new(engine.clone(), api, shutdown.clone());
         let listener = TcpListener::bind(config.server.listen)

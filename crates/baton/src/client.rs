@@ -29,11 +29,21 @@ pub struct SseEvent {
 }
 
 impl Client {
-    pub fn new(base: &str) -> anyhow::Result<Self> {
+    /// A client of the Baton at `base`, sending `api_key` (when given) with every request.
+    pub fn new(base: &str, api_key: Option<&str>) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = api_key.filter(|k| !k.is_empty()) {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| anyhow::anyhow!("the API key holds characters a header cannot"))?;
+            // Never shown in a debug print of the request.
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
+                .default_headers(headers)
                 .build()
                 .context("building the HTTP client")?,
         })
@@ -54,6 +64,23 @@ impl Client {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("connecting to Baton at {}", self.base))?;
+        Self::check(resp).await
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
             .send()
             .await
             .with_context(|| format!("connecting to Baton at {}", self.base))?;

@@ -7,6 +7,7 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod doctor;
+pub mod manage;
 
 pub use app::App;
 pub use config::Config;

@@ -99,6 +99,15 @@ struct Remote {
         global = true
     )]
     url: String,
+    /// The API key to send (never printed); needed once the server has keys.
+    #[arg(long, env = "BATON_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+}
+
+impl Remote {
+    fn client(&self) -> anyhow::Result<Client> {
+        Client::new(&self.url, self.api_key.as_deref())
+    }
 }
 
 #[derive(Subcommand)]
@@ -128,6 +137,104 @@ enum Command {
     },
     /// Check the CLI, credentials, data directory and database.
     Doctor(ServerFlags),
+    /// API keys, managed on the database the server uses (works without a server, so the
+    /// first key can be made).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Projects: the tenant boundary (needs an admin key).
+    Projects {
+        #[command(subcommand)]
+        command: ProjectsCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The audit log of changes (needs an admin key).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a key and print it, once: alone on stdout, or as JSON with --json.
+    Create {
+        /// A name to know the key by.
+        #[arg(long)]
+        name: String,
+        /// The admin scope: every project, projects, keys, the audit log.
+        #[arg(long)]
+        admin: bool,
+        /// A scope (jobs:write, jobs:read, admin); repeatable.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// The project the key acts in.
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// When the key stops working (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerFlags,
+    },
+    /// List keys (never their secrets).
+    Ls {
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerFlags,
+    },
+    /// Revoke a key by its id: it stops working at once.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        server: ServerFlags,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectsCommand {
+    /// Create a project.
+    Create {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Attempts running at once, across nodes.
+        #[arg(long)]
+        max_running: Option<u32>,
+        /// Jobs queued or running at once; more are refused with 429.
+        #[arg(long)]
+        max_queued: Option<u32>,
+        /// Requests a minute over all the project's keys.
+        #[arg(long)]
+        requests_per_minute: Option<u32>,
+    },
+    /// List projects.
+    Ls,
+    /// Show one project as JSON.
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List audit records, newest first.
+    Ls {
+        #[arg(long)]
+        project: Option<String>,
+        /// e.g. job.create, key.revoke.
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -236,11 +343,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut options.prompt)
                     .context("reading the prompt from stdin")?;
             }
-            let client = Client::new(&remote.url)?;
+            let client = remote.client()?;
             client::run(&client, options).await
         }
         Command::Jobs { command, remote } => {
-            let client = Client::new(&remote.url)?;
+            let client = remote.client()?;
             match command {
                 JobsCommand::Ls { state, limit } => client::jobs_ls(&client, state, limit).await?,
                 JobsCommand::Show { id } => {
@@ -276,7 +383,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Dead { command, remote } => {
-            let client = Client::new(&remote.url)?;
+            let client = remote.client()?;
             match command {
                 DeadCommand::Ls { error_type, limit } => {
                     client::dead_ls(&client, error_type, limit).await?
@@ -291,6 +398,78 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     for id in result["job_ids"].as_array().into_iter().flatten() {
                         println!("{}", id.as_str().unwrap_or(""));
                     }
+                }
+            }
+            Ok(0)
+        }
+        Command::Keys { command } => {
+            match command {
+                KeysCommand::Create {
+                    name,
+                    admin,
+                    mut scopes,
+                    project,
+                    expires_at,
+                    json,
+                    server,
+                } => {
+                    if admin && !scopes.iter().any(|s| s == "admin") {
+                        scopes.insert(0, "admin".into());
+                    }
+                    let config = server.load()?;
+                    baton::manage::keys_create(
+                        &config,
+                        &name,
+                        &project,
+                        &scopes,
+                        expires_at.as_deref(),
+                        json,
+                    )
+                    .await?
+                }
+                KeysCommand::Ls {
+                    project,
+                    json,
+                    server,
+                } => baton::manage::keys_ls(&server.load()?, project.as_deref(), json).await?,
+                KeysCommand::Revoke { id, server } => {
+                    baton::manage::keys_revoke(&server.load()?, &id).await?
+                }
+            }
+            Ok(0)
+        }
+        Command::Projects { command, remote } => {
+            let client = remote.client()?;
+            match command {
+                ProjectsCommand::Create {
+                    id,
+                    name,
+                    max_running,
+                    max_queued,
+                    requests_per_minute,
+                } => {
+                    let quotas = serde_json::json!({
+                        "max_running": max_running,
+                        "max_queued": max_queued,
+                        "requests_per_minute": requests_per_minute,
+                    });
+                    baton::manage::projects_create(&client, &id, name.as_deref(), quotas).await?
+                }
+                ProjectsCommand::Ls => baton::manage::projects_ls(&client).await?,
+                ProjectsCommand::Show { id } => baton::manage::projects_show(&client, &id).await?,
+            }
+            Ok(0)
+        }
+        Command::Audit { command, remote } => {
+            let client = remote.client()?;
+            match command {
+                AuditCommand::Ls {
+                    project,
+                    action,
+                    limit,
+                } => {
+                    baton::manage::audit_ls(&client, project.as_deref(), action.as_deref(), limit)
+                        .await?
                 }
             }
             Ok(0)

@@ -339,8 +339,11 @@ mod tests {
             format!("{err:#}").contains("unknown configuration key"),
             "{err:#}"
         );
-        let err = Config::load(None, &[], &[flag("server.listen", "0.0.0.0:7847")]).unwrap_err();
-        assert!(format!("{err:#}").contains("loopback"), "{err:#}");
+        let err = Config::load(None, &[], &[flag("server.auth", "maybe")]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("invalid configuration"),
+            "{err:#}"
+        );
         let err = Config::load(None, &[], &[flag("runner.max_concurrency", "many")]).unwrap_err();
         assert!(
             format!("{err:#}").contains("invalid configuration"),

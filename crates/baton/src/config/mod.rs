@@ -33,6 +33,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// Where the HTTP API listens. Loopback only until API keys exist.
     pub listen: SocketAddr,
+    /// `auto`: open (no key needed, loopback only) until the first API key is made, then
+    /// every request needs one; `required`: every request needs a key from the start.
+    pub auth: AuthMode,
     /// The node id, attempt workspaces and (by default) the SQLite database live here.
     pub data_dir: PathBuf,
     /// `all` (API and workers), `api` (queues, reads and cancels; runs nothing) or
@@ -123,6 +126,13 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Auto,
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     All,
     Api,
@@ -191,6 +201,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:7847".parse().expect("a valid address"),
+            auth: AuthMode::Auto,
             data_dir: default_data_dir(),
             role: Role::All,
             drain_timeout_seconds: 30,
@@ -254,13 +265,6 @@ impl Default for RetentionConfig {
 
 impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
-        if !self.server.listen.ip().is_loopback() {
-            bail!(
-                "server.listen = {}: Baton has no API keys yet, so it only binds a loopback address \
-                 (127.0.0.1 or ::1); put an authenticating proxy in front to expose it",
-                self.server.listen
-            );
-        }
         if self.runner.max_concurrency == 0 || self.runner.max_concurrency > 1024 {
             bail!(
                 "runner.max_concurrency must be between 1 and 1024 (got {})",

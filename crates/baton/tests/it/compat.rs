@@ -129,7 +129,7 @@ async fn cli_wrapper_health_chat_stream_and_continuity() {
     assert_eq!(events[4]["result"], "chunk 3");
     assert!(events[4]["cost_usd"].as_f64().unwrap() > 0.0);
     assert_eq!(events[0]["session_id"], events[4]["session_id"]);
-    let _ = Client::new(&server.base).unwrap();
+    let _ = Client::new(&server.base, None).unwrap();
     server.stop().await;
 }
 

@@ -63,7 +63,7 @@ async fn an_api_node_queues_a_worker_runs_and_the_stream_follows_across_nodes() 
         joined["state"], "running",
         "the job ended before the client joined"
     );
-    let client = Client::new(&api.base).unwrap();
+    let client = Client::new(&api.base, None).unwrap();
     let mut first = Vec::new();
     client
         .follow(&id, None, |e| {

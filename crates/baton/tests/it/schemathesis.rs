@@ -34,6 +34,43 @@ async fn the_api_agrees_with_its_openapi_document() {
     let port = free_port();
     let server = spawn_server_with(dir.path(), roots.path(), port, &[]);
     wait_ready(&server).await;
+    // With keys, as a shared Baton runs: an administrator's key on every request (and
+    // Schemathesis checks that each operation refuses a request without one).
+    let made = Command::new(crate::support::baton_bin())
+        .args([
+            "keys",
+            "create",
+            "--admin",
+            "--name",
+            "schemathesis",
+            "--json",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    let auth = format!("Authorization: Bearer {}", made["key"].as_str().unwrap());
+    // The server notices the key within a second; every request after needs one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let health: serde_json::Value = reqwest::get(format!("{}/v1/health", server.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if health["auth"] == "keys" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{health}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let tools = repo().join("tools/schemathesis");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(bin)
@@ -41,6 +78,8 @@ async fn the_api_agrees_with_its_openapi_document() {
             .arg(tools.join("schemathesis.toml"))
             .arg("run")
             .arg(format!("http://127.0.0.1:{port}/openapi.json"))
+            .arg("--header")
+            .arg(&auth)
             .args(["--checks", "all", "--phases", "examples,fuzzing,stateful"])
             .args(["--max-examples", "30", "--workers", "2", "--seed", "1"])
             .arg("--no-color")

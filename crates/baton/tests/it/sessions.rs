@@ -58,11 +58,15 @@ async fn a_job_resumes_another_jobs_session_from_a_different_workspace() {
     assert_eq!(s["transcript_stored"], true);
     assert_eq!(s["job_ids"].as_array().unwrap().len(), 2);
 
-    // Resuming a session nobody has is a precise failure.
-    let missing = server
-        .run(json!({"prompt": "x", "session": {"resume": "00000000-0000-4000-8000-000000000000"}, "max_attempts": 1}))
+    // Resuming a session the project does not have is refused at once, and queues nothing.
+    let (status, missing) = server
+        .post(
+            "/v1/jobs",
+            json!({"prompt": "x", "session": {"resume": "00000000-0000-4000-8000-000000000000"}}),
+        )
         .await;
-    assert_eq!(missing["error"]["type"], "session_not_found", "{missing}");
+    assert_eq!(status, 404, "{missing}");
+    assert_eq!(missing["error"]["type"], "not_found_error");
     let (status, _) = server
         .get("/v1/sessions/00000000-0000-4000-8000-000000000001")
         .await;

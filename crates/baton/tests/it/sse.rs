@@ -16,7 +16,7 @@ fn seqs(events: &[SseEvent]) -> Vec<i64> {
 #[tokio::test]
 async fn joining_mid_job_replays_history_then_tails_live() {
     let server = Server::start().await;
-    let client = Client::new(&server.base).unwrap();
+    let client = Client::new(&server.base, None).unwrap();
     let job = server.submit(prompt("FAKE slow 12 150")).await;
     let id = job["id"].as_str().unwrap().to_string();
     // Join once the job has produced some output, and is still running.

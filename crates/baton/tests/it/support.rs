@@ -112,7 +112,21 @@ impl Server {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.request_as(None, method, path, body).await
+    }
+
+    /// A request presenting `key` (as a bearer token), or none.
+    pub async fn request_as(
+        &self,
+        key: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -123,6 +137,11 @@ impl Server {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// This server, as the holder of `key`.
+    pub fn as_key<'a>(&'a self, key: &'a str) -> Keyed<'a> {
+        Keyed { server: self, key }
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -189,6 +208,52 @@ impl Server {
     pub async fn job_count(&self) -> usize {
         let (_, list) = self.get("/v1/jobs?limit=200").await;
         list["data"].as_array().map_or(0, Vec::len)
+    }
+}
+
+/// Requests made with one API key.
+pub struct Keyed<'a> {
+    pub server: &'a Server,
+    pub key: &'a str,
+}
+
+impl Keyed<'_> {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.server
+            .request_as(Some(self.key), method, path, body)
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Submits a job and waits for its end.
+    pub async fn run(&self, body: Value) -> Value {
+        let (status, job) = self.post("/v1/jobs", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{job}");
+        let id = job["id"].as_str().unwrap().to_string();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, job) = self.get(&format!("/v1/jobs/{id}")).await;
+            if matches!(
+                job["state"].as_str(),
+                Some("completed" | "failed" | "cancelled" | "dead")
+            ) {
+                return job;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never ended: {job}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 }
 

@@ -1,0 +1,277 @@
+//! Who is calling. A request carries an API key (`Authorization: Bearer <key>` or
+//! `x-api-key: <key>`); the key names one project and its scopes. Until the first key is
+//! made (and unless `server.auth = "required"`), Baton is open: it serves loopback only and
+//! every request acts as an administrator of the `default` project.
+//!
+//! Handlers state what they need by their extractor: [`JobsRead`], [`JobsWrite`] or
+//! [`Admin`], each of which derefs to the [`Caller`], whose project is the only place the
+//! handler may look.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use baton_core::ProjectId;
+use baton_store::StoreError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, ErrorType};
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum Scope {
+    /// Everything, in every project: projects, keys, the audit log.
+    #[serde(rename = "admin")]
+    Admin,
+    /// Submit, cancel, retry and replay jobs (and read them).
+    #[serde(rename = "jobs:write")]
+    JobsWrite,
+    /// Read jobs, their events, sessions and dead letters.
+    #[serde(rename = "jobs:read")]
+    JobsRead,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Admin, Scope::JobsWrite, Scope::JobsRead];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::JobsWrite => "jobs:write",
+            Self::JobsRead => "jobs:read",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Whether holding `self` allows what `needed` allows.
+    fn grants(self, needed: Scope) -> bool {
+        self == needed
+            || self == Self::Admin
+            || (self == Self::JobsWrite && needed == Self::JobsRead)
+    }
+}
+
+/// The caller of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's id (never its secret); `None` while Baton is open.
+    pub key_id: Option<String>,
+    pub project: ProjectId,
+    pub scopes: Vec<Scope>,
+}
+
+impl Caller {
+    /// Anyone, while no key exists: an administrator of `default`.
+    fn open() -> Self {
+        Self {
+            key_id: None,
+            project: ProjectId::default(),
+            scopes: vec![Scope::Admin],
+        }
+    }
+
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.iter().any(|s| s.grants(scope))
+    }
+
+    pub fn require(&self, scope: Scope) -> ApiResult<()> {
+        if self.has(scope) {
+            return Ok(());
+        }
+        Err(ApiError {
+            detail: Some(serde_json::json!({"required_scope": scope.as_str()})),
+            ..ApiError::new(
+                ErrorType::Permission,
+                format!("this API key lacks the scope {}", scope.as_str()),
+            )
+        })
+    }
+
+    /// Whether an object of `project` exists for this caller: its own project's, or any
+    /// project's for an administrator. Another project's object is answered exactly as
+    /// one that does not exist.
+    pub fn sees(&self, project: &ProjectId) -> bool {
+        self.project == *project || self.has(Scope::Admin)
+    }
+}
+
+macro_rules! scoped {
+    ($name:ident, $scope:expr) => {
+        #[doc = concat!("A caller holding `", stringify!($name), "`'s scope.")]
+        pub struct $name(pub Caller);
+
+        impl std::ops::Deref for $name {
+            type Target = Caller;
+            fn deref(&self) -> &Caller {
+                &self.0
+            }
+        }
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+            async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+                let caller = parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+                    ApiError::new(ErrorType::Api, "this route is not behind authentication")
+                })?;
+                caller.require($scope)?;
+                Ok(Self(caller))
+            }
+        }
+    };
+}
+
+scoped!(JobsRead, Scope::JobsRead);
+scoped!(JobsWrite, Scope::JobsWrite);
+scoped!(Admin, Scope::Admin);
+
+/// How often an open server looks again for a key made elsewhere (by `baton keys create`
+/// or another node).
+const RECHECK: Duration = Duration::from_secs(1);
+/// `last_used_at` is written at most this often per key.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// Whether keys are needed, and which were used when.
+pub struct Auth {
+    /// `server.auth = "required"`, or a listener beyond loopback.
+    required: bool,
+    /// A key exists: never false again once true.
+    keys_exist: AtomicBool,
+    checked: Mutex<Option<Instant>>,
+    touched: Mutex<HashMap<String, i64>>,
+}
+
+pub const UNAUTHENTICATED: &str =
+    "a valid API key is required: send Authorization: Bearer <key> or x-api-key: <key>";
+
+fn unauthenticated() -> ApiError {
+    ApiError::new(ErrorType::Authentication, UNAUTHENTICATED)
+}
+
+/// The key a request presents, if any; a header that is there but unreadable presents a
+/// key that matches nothing.
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
+        let v = v.to_str().unwrap_or("");
+        return Some(
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .unwrap_or("")
+                .trim(),
+        );
+    }
+    headers
+        .get("x-api-key")
+        .map(|v| v.to_str().unwrap_or("").trim())
+}
+
+impl Auth {
+    pub fn new(required: bool) -> Self {
+        Self {
+            required,
+            keys_exist: AtomicBool::new(false),
+            checked: Mutex::new(None),
+            touched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A key was made here: enforce from now on.
+    pub fn key_made(&self) {
+        self.keys_exist.store(true, Ordering::Release);
+    }
+
+    /// Whether requests need a key.
+    pub async fn enforced(&self, st: &AppState) -> ApiResult<bool> {
+        if self.required || self.keys_exist.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let due = {
+            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+            let due = checked.is_none_or(|at| at.elapsed() >= RECHECK);
+            if due {
+                *checked = Some(Instant::now());
+            }
+            due
+        };
+        if due && st.engine().store().any_keys().await? {
+            self.key_made();
+            tracing::info!("an API key exists: every request now needs one");
+            return Ok(true);
+        }
+        Ok(self.keys_exist.load(Ordering::Acquire))
+    }
+
+    /// The caller of a request, or why it is refused.
+    pub async fn caller(&self, st: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
+        if !self.enforced(st).await? {
+            return Ok(Caller::open());
+        }
+        let presented = presented(headers).ok_or_else(unauthenticated)?;
+        let (id, secret) = crate::keys::parse(presented).ok_or_else(unauthenticated)?;
+        let (record, hash) = match st.engine().store().find_key(id).await {
+            Ok(found) => found,
+            Err(StoreError::NotFound(_)) => {
+                // Hash anyway, so an unknown id takes as long as a wrong secret.
+                crate::keys::verify(secret, "");
+                return Err(unauthenticated());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let now = st.engine().now_ms();
+        let live =
+            record.revoked_at.is_none() && record.expires_at.is_none_or(|expires| now < expires);
+        if !crate::keys::verify(secret, &hash) || !live {
+            return Err(unauthenticated());
+        }
+        self.touch(st, &record.id, now).await;
+        Ok(Caller {
+            key_id: Some(record.id),
+            project: record.project_id,
+            // A scope this build does not know (written by a newer one) grants nothing.
+            scopes: record
+                .scopes
+                .iter()
+                .filter_map(|s| Scope::parse(s))
+                .collect(),
+        })
+    }
+
+    async fn touch(&self, st: &AppState, id: &str, now: i64) {
+        {
+            let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            if touched.get(id).is_some_and(|at| now - at < TOUCH_EVERY_MS) {
+                return;
+            }
+            touched.insert(id.to_string(), now);
+        }
+        if let Err(e) = st.engine().store().touch_key(id, now).await {
+            tracing::warn!(key = %id, error = %e, "could not record a key's use");
+        }
+    }
+}
+
+/// The middleware of every route but `/v1/health`: finds the caller (or refuses the
+/// request), then writes every change it asks for to the audit log.
+pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let caller = match st.auth().caller(&st, req.headers()).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let audit = crate::audit::Pending::of(&req, &caller);
+    req.extensions_mut().insert(caller);
+    let resp = next.run(req).await;
+    match audit {
+        Some(pending) => pending.record(&st, resp).await,
+        None => resp,
+    }
+}

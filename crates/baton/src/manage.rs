@@ -1,0 +1,205 @@
+//! `baton keys`, `baton projects` and `baton audit`. Keys are managed on the database
+//! itself (the data directory or `store.database_url` the server uses), so the first key
+//! can be made before any key exists and without a running server; projects and the audit
+//! log go through the HTTP API with an administrator's key.
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::Config;
+use crate::client::Client;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `baton keys create`: prints the key once (alone on stdout, or in `--json`), never again.
+pub async fn keys_create(
+    config: &Config,
+    name: &str,
+    project: &str,
+    scopes: &[String],
+    expires_at: Option<&str>,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    if scopes.is_empty() {
+        bail!("give --admin, or the key's scopes with --scope (jobs:write, jobs:read; repeatable)");
+    }
+    let req = baton_api::admin::check_key_request(project, name, scopes, expires_at, now_ms())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let store = crate::app::open_store(config).await?;
+    match store.get_project(&req.project).await {
+        Ok(_) => {}
+        Err(baton_store::StoreError::NotFound(_)) => bail!(
+            "no project with id {:?}; create it with `baton projects create {}` first",
+            req.project.as_str(),
+            req.project
+        ),
+        Err(e) => return Err(e).context("reading the project"),
+    }
+    let (record, key) = baton_api::admin::make_key(&store, &req, now_ms())
+        .await
+        .context("storing the key")?;
+    if json_out {
+        println!("{}", baton_api::admin::created_key_view(&record, key));
+    } else {
+        eprintln!(
+            "made key {} ({}) in project {} with scopes {}; it is shown only this once:",
+            record.id,
+            record.name,
+            record.project_id,
+            record.scopes.join(", ")
+        );
+        println!("{key}");
+    }
+    Ok(())
+}
+
+fn time(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || "-".into(),
+            |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        )
+}
+
+/// `baton keys ls`: never a secret.
+pub async fn keys_ls(config: &Config, project: Option<&str>, json_out: bool) -> anyhow::Result<()> {
+    let project = project
+        .map(baton_core::ProjectId::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = crate::app::open_store(config).await?;
+    let keys = store.list_keys(project.as_ref()).await?;
+    if json_out {
+        let rows: Vec<Value> = keys
+            .iter()
+            .map(|k| {
+                json!({
+                    "id": k.id, "project": k.project_id.as_str(), "name": k.name, "scopes": k.scopes,
+                    "created_at": time(Some(k.created_at)), "expires_at": k.expires_at.map(|t| time(Some(t))),
+                    "last_used_at": k.last_used_at.map(|t| time(Some(t))),
+                    "revoked_at": k.revoked_at.map(|t| time(Some(t))),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<16}  {:<12}  {:<20}  {:<22}  {:<20}  STATE",
+        "ID", "PROJECT", "NAME", "SCOPES", "LAST USED"
+    );
+    let now = now_ms();
+    for k in keys {
+        let state = if k.revoked_at.is_some() {
+            "revoked"
+        } else if k.expires_at.is_some_and(|e| e <= now) {
+            "expired"
+        } else {
+            "active"
+        };
+        println!(
+            "{:<16}  {:<12}  {:<20}  {:<22}  {:<20}  {state}",
+            k.id,
+            k.project_id,
+            k.name,
+            k.scopes.join(","),
+            time(k.last_used_at)
+        );
+    }
+    Ok(())
+}
+
+/// `baton keys revoke`: the key stops working at once.
+pub async fn keys_revoke(config: &Config, id: &str) -> anyhow::Result<()> {
+    let store = crate::app::open_store(config).await?;
+    match store.revoke_key(id, now_ms()).await {
+        Ok(k) => {
+            println!("revoked {} ({})", k.id, k.name);
+            Ok(())
+        }
+        Err(baton_store::StoreError::NotFound(_)) => bail!("no key with id {id:?}"),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `baton projects create`.
+pub async fn projects_create(
+    client: &Client,
+    id: &str,
+    name: Option<&str>,
+    quotas: Value,
+) -> anyhow::Result<()> {
+    let mut body = json!({"id": id, "quotas": quotas});
+    if let Some(n) = name {
+        body["name"] = json!(n);
+    }
+    let p = client.post("/v1/projects", &body).await?;
+    println!("{}", serde_json::to_string_pretty(&p)?);
+    Ok(())
+}
+
+pub async fn projects_ls(client: &Client) -> anyhow::Result<()> {
+    let list = client.get("/v1/projects").await?;
+    println!(
+        "{:<20}  {:<24}  {:>11}  {:>10}  {:>9}",
+        "ID", "NAME", "MAX_RUNNING", "MAX_QUEUED", "REQ/MIN"
+    );
+    let n = |v: &Value| {
+        v.as_u64()
+            .map_or_else(|| "-".to_string(), |n| n.to_string())
+    };
+    for p in list["data"].as_array().into_iter().flatten() {
+        println!(
+            "{:<20}  {:<24}  {:>11}  {:>10}  {:>9}",
+            p["id"].as_str().unwrap_or(""),
+            p["name"].as_str().unwrap_or(""),
+            n(&p["quotas"]["max_running"]),
+            n(&p["quotas"]["max_queued"]),
+            n(&p["quotas"]["requests_per_minute"]),
+        );
+    }
+    Ok(())
+}
+
+pub async fn projects_show(client: &Client, id: &str) -> anyhow::Result<()> {
+    let p = client.get(&format!("/v1/projects/{id}")).await?;
+    println!("{}", serde_json::to_string_pretty(&p)?);
+    Ok(())
+}
+
+/// `baton audit ls`, newest first.
+pub async fn audit_ls(
+    client: &Client,
+    project: Option<&str>,
+    action: Option<&str>,
+    limit: u32,
+) -> anyhow::Result<()> {
+    let mut query = vec![format!("limit={limit}")];
+    if let Some(p) = project {
+        query.push(format!("project={p}"));
+    }
+    if let Some(a) = action {
+        query.push(format!("action={a}"));
+    }
+    let list = client
+        .get(&format!("/v1/audit?{}", query.join("&")))
+        .await?;
+    println!(
+        "{:<24}  {:<12}  {:<16}  {:<16}  {:<7}  TARGET",
+        "AT", "PROJECT", "KEY", "ACTION", "OUTCOME"
+    );
+    for r in list["data"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24}  {:<12}  {:<16}  {:<16}  {:<7}  {}",
+            r["at"].as_str().unwrap_or(""),
+            r["project"].as_str().unwrap_or(""),
+            r["key_id"].as_str().unwrap_or("-"),
+            r["action"].as_str().unwrap_or(""),
+            r["outcome"].as_str().unwrap_or(""),
+            r["target"].as_str().unwrap_or("-"),
+        );
+    }
+    Ok(())
+}
