@@ -1,4 +1,5 @@
-//! Retention: finished jobs are deleted once older than their state's keep time.
+//! Retention: finished jobs are deleted once older than their state's keep time, and
+//! audit records once older than theirs.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ pub struct Retention {
     pub failed: Duration,
     pub cancelled: Duration,
     pub dead: Duration,
+    pub audit: Duration,
     /// Jobs deleted per transaction.
     pub batch: u32,
 }
@@ -24,6 +26,7 @@ impl Default for Retention {
             failed: days(7),
             cancelled: days(7),
             dead: days(30),
+            audit: days(90),
             batch: 500,
         }
     }
@@ -38,6 +41,17 @@ impl Engine {
         let now = self.now_ms();
         // Idempotency keys guard retries of a request, which come within minutes.
         self.inner.store.prune_idempotency(now - 86_400_000).await?;
+        let audited = self
+            .inner
+            .store
+            .prune_audit(now - r.audit.as_millis() as i64)
+            .await?;
+        if audited > 0 {
+            tracing::info!(
+                records = audited,
+                "forgot audit records past their retention"
+            );
+        }
         let mut total = 0;
         for (state, age) in [
             (JobState::Completed, r.completed),

@@ -2,6 +2,8 @@
 //! everything else here is written once.
 
 use baton_core::{ErrorKind, EventKind, JobId, JobSpec, JobState, ProjectId, Transition};
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 
 use crate::db::{Db, Row, Tx, sql};
@@ -436,32 +438,110 @@ impl Store {
     }
 }
 
-/// The due jobs a claim takes, from candidates in queue order (`id`, `session_id`): at
-/// most one per session, at most `limit`.
-pub(crate) fn one_per_session(candidates: &[Row], limit: u32) -> Vec<String> {
+/// Each project, its settings and its attempts running now: how a claim shares the slots.
+pub(crate) const PROJECT_LOAD: &str = "SELECT p.id, p.settings, \
+    (SELECT COUNT(*) FROM jobs r WHERE r.project_id = p.id AND r.state = 'running') AS running \
+    FROM projects p ORDER BY p.id";
+
+/// A project's due jobs, in queue order, not of a session that already runs: the
+/// candidates of a claim (`project_id`, `now`, `limit`; twice the claim's limit, as some
+/// may share a session).
+pub(crate) const PROJECT_CANDIDATES: &str = "SELECT id, session_id, project_id, priority, run_at \
+    FROM jobs j WHERE project_id = ? AND state = 'queued' AND run_at <= ? \
+    AND (session_id IS NULL OR NOT EXISTS \
+         (SELECT 1 FROM jobs r WHERE r.session_id = j.session_id AND r.state = 'running')) \
+    ORDER BY priority DESC, run_at, id LIMIT ?";
+
+/// A project's share of the slots.
+pub(crate) struct Load {
+    running: i64,
+    max_running: Option<i64>,
+}
+
+/// The load of each project, from [`PROJECT_LOAD`] rows. Settings that cannot be read
+/// set no quota (and say so), rather than stopping every project's claims.
+pub(crate) fn loads(rows: &[Row]) -> HashMap<String, Load> {
+    rows.iter()
+        .map(|r| {
+            let id = r.text("id");
+            let settings: baton_core::ProjectSettings = serde_json::from_str(&r.text("settings"))
+                .unwrap_or_else(|e| {
+                    tracing::error!(project = %id, error = %e, "unreadable project settings: no running quota applies");
+                    baton_core::ProjectSettings::default()
+                });
+            let load = Load {
+                running: r.int("running"),
+                max_running: settings.quotas.max_running.map(i64::from),
+            };
+            (id, load)
+        })
+        .collect()
+}
+
+/// Whether any project has a running quota (on PostgreSQL, claims then take turns, so
+/// that two nodes never both fill a project's last slot).
+pub(crate) fn any_quota(loads: &HashMap<String, Load>) -> bool {
+    loads.values().any(|l| l.max_running.is_some())
+}
+
+/// The jobs a claim takes, from each project's candidates in queue order. Slots go to
+/// the project with the fewest attempts running (counting those taken in this claim),
+/// ties to the job first in queue order; a project at its `max_running` gets none. So a
+/// project with 10,000 queued jobs delays another project's first job by one free slot
+/// at most, and within a project priority and `run_at` keep their order. At most one job
+/// per session, at most `limit`.
+pub(crate) fn fair_order(
+    loads: &HashMap<String, Load>,
+    candidates: &[Row],
+    limit: u32,
+) -> Vec<String> {
+    let mut queue: Vec<(i64, i64, String, Option<String>, String)> = candidates
+        .iter()
+        .map(|r| {
+            (
+                -r.int("priority"),
+                r.int("run_at"),
+                r.text("id"),
+                r.opt_text("session_id"),
+                r.text("project_id"),
+            )
+        })
+        .collect();
+    queue.sort();
+    let mut by_project: HashMap<&str, std::collections::VecDeque<usize>> = HashMap::new();
+    for (i, c) in queue.iter().enumerate() {
+        by_project.entry(c.4.as_str()).or_default().push_back(i);
+    }
+    let mut running: HashMap<&str, i64> = by_project
+        .keys()
+        .map(|p| (*p, loads.get(*p).map_or(0, |l| l.running)))
+        .collect();
     let mut sessions = std::collections::HashSet::new();
-    let mut order: Vec<String> = Vec::new();
-    for row in candidates {
-        if order.len() as u32 >= limit {
+    let mut order = Vec::new();
+    while (order.len() as u32) < limit {
+        let next = by_project
+            .iter()
+            .filter(|(p, q)| {
+                !q.is_empty()
+                    && loads
+                        .get(**p)
+                        .and_then(|l| l.max_running)
+                        .is_none_or(|max| running[**p] < max)
+            })
+            .min_by_key(|(p, q)| (running[**p], q[0]))
+            .map(|(p, _)| *p);
+        let Some(project) = next else { break };
+        let Some(i) = by_project.get_mut(project).and_then(|q| q.pop_front()) else {
             break;
-        }
-        if row
-            .opt_text("session_id")
-            .is_none_or(|s| sessions.insert(s))
-        {
-            order.push(row.text("id"));
+        };
+        let (_, _, id, session, _) = &queue[i];
+        if session.as_ref().is_none_or(|s| sessions.insert(s.clone())) {
+            order.push(id.clone());
+            *running.entry(project).or_default() += 1;
         }
     }
     order
 }
-
-/// The candidates of a claim, in queue order: due, and not of a session that already
-/// runs. Twice the limit, as some may share a session.
-pub(crate) const CLAIM_CANDIDATES: &str = "SELECT id, session_id FROM jobs j \
-    WHERE state = 'queued' AND run_at <= ? \
-    AND (session_id IS NULL OR NOT EXISTS \
-         (SELECT 1 FROM jobs r WHERE r.session_id = j.session_id AND r.state = 'running')) \
-    ORDER BY priority DESC, run_at, id LIMIT ?";
 
 /// The state a claimed job moves to.
 pub(crate) fn claimed_state() -> Result<JobState> {

@@ -17,7 +17,12 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 
 use crate::db::{Db, Row, Tx};
 use crate::decode::{JOB_COLUMNS, fenced, job_from_row};
-use crate::jobs::{CLAIM_CANDIDATES, claimed_state, move_job, one_per_session};
+use crate::jobs::{
+    PROJECT_CANDIDATES, PROJECT_LOAD, any_quota, claimed_state, fair_order, loads, move_job,
+};
+
+/// The advisory lock claims take while a project has a running quota.
+const CLAIM_LOCK: i64 = 0x6261_746f_6e00_0001;
 use crate::{AttemptMeta, Finish, JobRecord, NewEvent, NewJob, Notice, Result, StoreError};
 
 const CHANNELS: [&str; 3] = ["baton_jobs", "baton_events", "baton_cancel"];
@@ -105,6 +110,13 @@ pub(crate) async fn claim(
     }
 }
 
+async fn project_load(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> Result<Vec<Row>, sqlx::Error> {
+    let rows = sqlx::query(PROJECT_LOAD).fetch_all(&mut **tx).await?;
+    Ok(rows.into_iter().map(Row::Postgres).collect())
+}
+
 async fn try_claim(
     pool: &PgPool,
     incarnation: &str,
@@ -113,16 +125,27 @@ async fn try_claim(
     limit: u32,
 ) -> Result<(Vec<String>, Vec<Row>), sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let mut projects = project_load(&mut tx).await?;
+    if any_quota(&loads(&projects)) {
+        // Claims take turns while a running quota exists, so the counts they read stay
+        // true until they commit: two nodes never both fill a project's last slot.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CLAIM_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        projects = project_load(&mut tx).await?;
+    }
+    // Each project's candidates, locked as they are read; another node's are skipped.
     let candidates = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{} FOR UPDATE SKIP LOCKED",
-        crate::db::numbered(CLAIM_CANDIDATES)
+        "SELECT c.* FROM projects p CROSS JOIN LATERAL ({} FOR UPDATE SKIP LOCKED) c",
+        crate::db::numbered(&PROJECT_CANDIDATES.replace("project_id = ?", "project_id = p.id"))
     )))
     .bind(now)
     .bind(i64::from(limit) * 2)
     .fetch_all(&mut *tx)
     .await?;
     let candidates: Vec<Row> = candidates.into_iter().map(Row::Postgres).collect();
-    let order = one_per_session(&candidates, limit);
+    let order = fair_order(&loads(&projects), &candidates, limit);
     if order.is_empty() {
         tx.commit().await?;
         return Ok((order, Vec::new()));

@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use crate::db::{Db, Row, sql};
 use crate::decode::{JOB_COLUMNS, fenced};
-use crate::jobs::{CLAIM_CANDIDATES, claimed_state, move_job, one_per_session};
+use crate::jobs::{PROJECT_CANDIDATES, PROJECT_LOAD, claimed_state, fair_order, loads, move_job};
 use crate::{AttemptMeta, Finish, JobRecord, NewEvent, NewJob, Result, StoreError};
 
 /// Opens (creating if needed) the database file: one writer connection, every write of
@@ -74,7 +74,8 @@ pub(crate) async fn insert_job(db: &Db, job: &NewJob, now: i64) -> Result<Option
     row.as_ref().map(crate::decode::job_from_row).transpose()
 }
 
-/// A claim's candidates come from a reader, so an empty queue never takes the write lock.
+/// A claim's candidates (each project's due jobs) come from a reader, so an empty queue
+/// never takes the write lock; [`fair_order`] shares the slots between projects.
 /// Only this process claims (one server per data directory), and the guarded `UPDATE`
 /// skips any candidate cancelled meanwhile. The batch is one statement, which commits
 /// alone: the ids travel as one JSON array, and a trigger adds each attempt's row and
@@ -86,10 +87,21 @@ pub(crate) async fn claim(
     lease_ms: i64,
     limit: u32,
 ) -> Result<(Vec<String>, Vec<Row>)> {
-    let candidates = db
-        .all(sql(CLAIM_CANDIDATES).bind(now).bind(limit * 2))
-        .await?;
-    let order = one_per_session(&candidates, limit);
+    // One dispatcher claims for this database, so the counts cannot race.
+    let projects = db.all(sql(PROJECT_LOAD)).await?;
+    let mut candidates = Vec::new();
+    for p in &projects {
+        candidates.extend(
+            db.all(
+                sql(PROJECT_CANDIDATES)
+                    .bind(p.text("id"))
+                    .bind(now)
+                    .bind(limit * 2),
+            )
+            .await?,
+        );
+    }
+    let order = fair_order(&loads(&projects), &candidates, limit);
     if order.is_empty() {
         return Ok((order, Vec::new()));
     }

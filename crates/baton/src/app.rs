@@ -191,6 +191,7 @@ impl App {
                 failed: Duration::from_secs(config.retention.failed_days * 86_400),
                 cancelled: Duration::from_secs(config.retention.failed_days * 86_400),
                 dead: Duration::from_secs(config.retention.dead_days * 86_400),
+                audit: Duration::from_secs(config.retention.audit_days * 86_400),
                 batch: 500,
             },
             runs_jobs: config.server.role.runs_jobs(),

@@ -490,6 +490,27 @@ async fn retention_prunes_old_finished_jobs_in_batches_and_keeps_the_rest() {
         .await
         .unwrap();
     let waiting = submit(&f, "FAKE text later", 3_600_000).await;
+    // Audit records: one past its 90 days, one within them.
+    let record = |id: &str, at: i64| baton_store::AuditRecord {
+        id: id.into(),
+        at,
+        project_id: ProjectId::default(),
+        key_id: None,
+        action: "job.create".into(),
+        route: "/v1/jobs".into(),
+        target: None,
+        outcome: "201".into(),
+        request_id: "req_1".into(),
+    };
+    let now = f.clock.now_ms();
+    f.store
+        .append_audit(&record("a-old", now - 91 * 86_400_000))
+        .await
+        .unwrap();
+    f.store
+        .append_audit(&record("b-new", now - 89 * 86_400_000))
+        .await
+        .unwrap();
 
     let pruned = f.engine.prune().await.unwrap();
     assert_eq!(
@@ -515,6 +536,18 @@ async fn retention_prunes_old_finished_jobs_in_batches_and_keeps_the_rest() {
         JobState::Queued
     );
     assert_eq!(f.engine.prune().await.unwrap(), 0);
+    let kept = f
+        .store
+        .list_audit(&baton_store::AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["b-new"]
+    );
 }
 
 /// Stops an attempt dead at `point` (as if the server were killed there), restarts the
@@ -626,4 +659,74 @@ async fn crash_after_the_child_exits_before_the_completion_commits() {
 #[tokio::test]
 async fn crash_between_two_writes_of_the_finishing_transition() {
     crash_and_recover(baton_engine::CrashPoint::BetweenFinishWrites).await;
+}
+
+fn new_id(i: Inserted) -> JobId {
+    match i {
+        Inserted::New(r) => r.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Fair dispatch: a project that floods the queue delays another project's first job by
+/// one turn of the slots at most.
+#[tokio::test]
+async fn a_flooding_project_delays_anothers_first_job_by_one_turn_of_the_slots_at_most() {
+    let f = fixture("n", 2, None).await;
+    let (a, b) = (
+        ProjectId::parse("a").unwrap(),
+        ProjectId::parse("b").unwrap(),
+    );
+    for p in [&a, &b] {
+        f.store
+            .create_project(p, p.as_str(), &serde_json::json!({}), START)
+            .await
+            .unwrap();
+    }
+    let spec = JobRequest::prompt("FAKE sleep 60000")
+        .parse(&Limits::default())
+        .unwrap();
+    let mut flood = Vec::new();
+    for _ in 0..1000 {
+        let job = NewJob {
+            id: JobId::new(),
+            project_id: a.clone(),
+            spec: spec.clone(),
+            run_at: f.clock.now_ms(),
+            idempotency: None,
+        };
+        flood.push(new_id(f.engine.submit(job).await.unwrap()));
+    }
+    assert_eq!(f.engine.tick().await.unwrap(), 2, "A fills both slots");
+    f.clock.advance(1);
+    let b_job = NewJob {
+        id: JobId::new(),
+        project_id: b.clone(),
+        spec: JobRequest::prompt("FAKE text b")
+            .parse(&Limits::default())
+            .unwrap(),
+        run_at: f.clock.now_ms(),
+        idempotency: None,
+    };
+    let b_job = new_id(f.engine.submit(b_job).await.unwrap());
+    assert_eq!(f.engine.tick().await.unwrap(), 0, "no slot is free");
+    // One of A's attempts ends: the slot it frees is B's, ahead of A's 998 waiting jobs.
+    f.engine.cancel(flood[0]).await.unwrap();
+    f.engine
+        .wait_for(flood[0], Duration::from_secs(20))
+        .await
+        .unwrap();
+    while f.engine.running_here() > 1 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(f.engine.tick().await.unwrap(), 1);
+    let job = f
+        .engine
+        .wait_for(b_job, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Completed);
+    let waiting = f.store.count_open(&a).await.unwrap();
+    assert_eq!((waiting.queued, waiting.running), (998, 1));
+    f.engine.cancel(flood[1]).await.unwrap();
 }

@@ -316,3 +316,65 @@ async fn idempotency_keys_replay_or_conflict(t) {
     ));
 }
 }
+
+async fn insert_in(store: &Store, project: &ProjectId, prompt: &str, run_at: i64) -> JobId {
+    let id = JobId::new();
+    let job = NewJob {
+        id,
+        project_id: project.clone(),
+        spec: spec(prompt),
+        run_at,
+        idempotency: None,
+    };
+    match store.insert_job(job, 0).await.unwrap() {
+        Inserted::New(r) => r.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+conformance! {
+async fn claims_share_the_slots_between_projects_on_every_node(t) {
+    let s = &t.store;
+    let (a, b) = (ProjectId::parse("a").unwrap(), ProjectId::parse("b").unwrap());
+    s.create_project(&a, "A", &serde_json::json!({}), 0).await.unwrap();
+    s.create_project(&b, "B", &serde_json::json!({}), 0).await.unwrap();
+    // A floods the queue, and fills the first four slots.
+    let mut flood = Vec::new();
+    for i in 0..1000 {
+        flood.push(insert_in(s, &a, &format!("a{i}"), i).await);
+    }
+    let first: Vec<JobId> = s.claim("n1", 5_000, 30_000, 4).await.unwrap().iter().map(|c| c.job.id).collect();
+    assert_eq!(first, flood[..4], "within a project, queue order");
+    // B's one job, queued after all of A's, takes the next free slot, on another node.
+    let b_job = insert_in(s, &b, "b0", 2_000).await;
+    let other_node = t.reopen().await;
+    let next = other_node.claim("n2", 5_000, 30_000, 1).await.unwrap();
+    assert_eq!(next[0].job.id, b_job, "one turn of the slots at most");
+    // A claim of several interleaves: the project with fewer running goes first.
+    let b_more = [insert_in(s, &b, "b1", 3_000).await, insert_in(s, &b, "b2", 3_001).await];
+    let got: Vec<JobId> = s.claim("n1", 5_000, 30_000, 3).await.unwrap().iter().map(|c| c.job.id).collect();
+    assert_eq!(got, vec![b_more[0], b_more[1], flood[4]], "B (1 running) catches up with A (4)");
+}
+
+async fn a_project_at_its_running_quota_waits_and_others_do_not(t) {
+    let s = &t.store;
+    let (c, d) = (ProjectId::parse("c").unwrap(), ProjectId::parse("d").unwrap());
+    s.create_project(&c, "C", &serde_json::json!({"quotas": {"max_running": 2}}), 0).await.unwrap();
+    s.create_project(&d, "D", &serde_json::json!({}), 0).await.unwrap();
+    let mut cs = Vec::new();
+    for i in 0..5 {
+        cs.push(insert_in(s, &c, &format!("c{i}"), i).await);
+    }
+    let ds = [insert_in(s, &d, "d0", 10).await, insert_in(s, &d, "d1", 11).await];
+    let got: Vec<JobId> = s.claim("n1", 100, 30_000, 10).await.unwrap().iter().map(|x| x.job.id).collect();
+    assert_eq!(got.iter().filter(|id| cs.contains(id)).count(), 2, "C holds two slots at most: {got:?}");
+    assert!(ds.iter().all(|id| got.contains(id)), "D is not held back");
+    // Across nodes too: another node adds none of C's while two run.
+    let other_node = t.reopen().await;
+    assert!(other_node.claim("n2", 100, 30_000, 10).await.unwrap().is_empty());
+    s.finish_attempt(cs[0], 1, &finish(Transition::Succeed), 200).await.unwrap();
+    let got = other_node.claim("n2", 300, 30_000, 10).await.unwrap();
+    assert_eq!(got.len(), 1, "one slot freed, one more of C's");
+    assert_eq!(got[0].job.id, cs[2]);
+}
+}

@@ -115,6 +115,8 @@ pub struct RetentionConfig {
     pub failed_days: u64,
     /// Days a dead-lettered job is kept.
     pub dead_days: u64,
+    /// Days an audit record is kept.
+    pub audit_days: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +261,7 @@ impl Default for RetentionConfig {
             completed_days: 7,
             failed_days: 7,
             dead_days: 30,
+            audit_days: 90,
         }
     }
 }
