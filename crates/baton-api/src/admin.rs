@@ -311,6 +311,8 @@ pub struct ApiKey {
     expires_at: Option<String>,
     last_used_at: Option<String>,
     revoked_at: Option<String>,
+    /// The key's own rate limit; none when null.
+    requests_per_minute: Option<i64>,
     /// The key itself (`bk_…`), in the creation answer only: it is stored only as a hash
     /// and cannot be shown again.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -329,6 +331,7 @@ impl ApiKey {
             expires_at: r.expires_at.map(wire::timestamp),
             last_used_at: r.last_used_at.map(wire::timestamp),
             revoked_at: r.revoked_at.map(wire::timestamp),
+            requests_per_minute: r.requests_per_minute,
             key: None,
         }
     }
@@ -357,6 +360,10 @@ pub struct CreateKey {
     /// When the key stops working, RFC 3339; never when absent.
     #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// The key's own rate limit (its project's applies as well).
+    #[serde(default, deserialize_with = "baton_core::int::opt")]
+    #[schema(minimum = 1, maximum = 10000000)]
+    requests_per_minute: Option<u32>,
 }
 
 /// A key's fields checked: its project, name, scopes and expiry.
@@ -365,6 +372,7 @@ pub struct KeyRequest {
     pub name: String,
     pub scopes: Vec<Scope>,
     pub expires_at: Option<i64>,
+    pub requests_per_minute: Option<u32>,
 }
 
 /// Checks a key request (also used by `baton keys create`, offline).
@@ -373,8 +381,12 @@ pub fn check_key_request(
     name: &str,
     scopes: &[String],
     expires_at: Option<&str>,
+    requests_per_minute: Option<u32>,
     now_ms: i64,
 ) -> Result<KeyRequest, String> {
+    if requests_per_minute == Some(0) {
+        return Err("requests_per_minute must be at least 1 (leave it out for no limit)".into());
+    }
     let project = ProjectId::parse(project).map_err(|e| e.to_string())?;
     if name.trim().is_empty() || name.chars().count() > 200 || name.contains('\0') {
         return Err("name must be 1 to 200 characters".into());
@@ -414,6 +426,7 @@ pub fn check_key_request(
         name: name.to_string(),
         scopes: parsed,
         expires_at,
+        requests_per_minute,
     })
 }
 
@@ -433,6 +446,7 @@ pub async fn make_key(
                 scopes: req.scopes.iter().map(|s| s.as_str().to_string()).collect(),
                 secret_hash: issued.hash.clone(),
                 expires_at: req.expires_at,
+                requests_per_minute: req.requests_per_minute.map(i64::from),
             },
             now_ms,
         )
@@ -461,8 +475,15 @@ pub async fn create_key(
 ) -> ApiResult<Response> {
     let now = st.engine().now_ms();
     let b = &body.value;
-    let req = check_key_request(&b.project, &b.name, &b.scopes, b.expires_at.as_deref(), now)
-        .map_err(ApiError::invalid)?;
+    let req = check_key_request(
+        &b.project,
+        &b.name,
+        &b.scopes,
+        b.expires_at.as_deref(),
+        b.requests_per_minute,
+        now,
+    )
+    .map_err(ApiError::invalid)?;
     let store = st.engine().store();
     match store.get_project(&req.project).await {
         Ok(_) => {}

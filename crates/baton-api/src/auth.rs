@@ -24,6 +24,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorType};
+use crate::ratelimit::Standing;
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -69,6 +70,8 @@ pub struct Caller {
     pub key_id: Option<String>,
     pub project: ProjectId,
     pub scopes: Vec<Scope>,
+    /// The key's own rate limit, requests a minute.
+    pub requests_per_minute: Option<u32>,
 }
 
 impl Caller {
@@ -78,6 +81,7 @@ impl Caller {
             key_id: None,
             project: ProjectId::default(),
             scopes: vec![Scope::Admin],
+            requests_per_minute: None,
         }
     }
 
@@ -243,6 +247,9 @@ impl Auth {
                 .iter()
                 .filter_map(|s| Scope::parse(s))
                 .collect(),
+            requests_per_minute: record
+                .requests_per_minute
+                .and_then(|n| u32::try_from(n).ok()),
         })
     }
 
@@ -260,16 +267,69 @@ impl Auth {
     }
 }
 
+/// Where the caller stands against its key's and its project's rate limits (an
+/// administrator is held to its key's only); `None` when no limit applies.
+/// A refusal is the whole answer, with its rate-limit headers.
+async fn rate_limit(st: &AppState, caller: &Caller) -> Result<Option<Standing>, Response> {
+    let mut limits = Vec::new();
+    if let (Some(id), Some(n)) = (&caller.key_id, caller.requests_per_minute) {
+        limits.push((format!("key:{id}"), n));
+    }
+    let project_limit = if caller.has(Scope::Admin) {
+        None
+    } else {
+        let settings = st
+            .settings(&caller.project)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        settings.quotas.requests_per_minute
+    };
+    if let Some(n) = project_limit {
+        limits.push((format!("project:{}", caller.project), n));
+    }
+    if limits.is_empty() {
+        return Ok(None);
+    }
+    let standing = st.limiter().check(&limits, Instant::now());
+    match standing {
+        Some(s) if !s.allowed => {
+            let mut resp = ApiError {
+                retry_after: Some(s.retry_after),
+                ..ApiError::new(
+                    ErrorType::RateLimit,
+                    format!(
+                        "rate limit: {} requests a minute; retry in {} s",
+                        s.limit, s.retry_after
+                    ),
+                )
+            }
+            .into_response();
+            s.write(resp.headers_mut());
+            Err(resp)
+        }
+        other => Ok(other),
+    }
+}
+
 /// The middleware of every route but `/v1/health`: finds the caller (or refuses the
-/// request), then writes every change it asks for to the audit log.
+/// request), holds it to its rate limits, then writes every change it asks for to the
+/// audit log. (A request refused for its key or its rate changes nothing and is not
+/// recorded.)
 pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let caller = match st.auth().caller(&st, req.headers()).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    let standing = match rate_limit(&st, &caller).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
+    };
     let audit = crate::audit::Pending::of(&req, &caller);
     req.extensions_mut().insert(caller);
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    if let Some(s) = standing {
+        s.write(resp.headers_mut());
+    }
     match audit {
         Some(pending) => pending.record(&st, resp).await,
         None => resp,

@@ -17,6 +17,7 @@ mod health;
 mod jobs;
 pub mod keys;
 pub mod openapi;
+pub mod ratelimit;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -67,6 +68,7 @@ struct StateInner {
     version: VersionCache,
     auth: auth::Auth,
     settings: SettingsCache,
+    limiter: ratelimit::Limiter,
 }
 
 impl AppState {
@@ -78,6 +80,7 @@ impl AppState {
                 version: Mutex::new(None),
                 auth: auth::Auth::new(cfg.auth_required),
                 settings: Mutex::new(HashMap::new()),
+                limiter: ratelimit::Limiter::default(),
                 cfg,
             }),
         }
@@ -93,6 +96,10 @@ impl AppState {
 
     pub fn auth(&self) -> &auth::Auth {
         &self.inner.auth
+    }
+
+    pub fn limiter(&self) -> &ratelimit::Limiter {
+        &self.inner.limiter
     }
 
     /// A project's quotas and job defaults (a project that has none, or is gone, has the

@@ -18,6 +18,8 @@ pub struct KeyRecord {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The key's own rate limit (requests a minute); none when `None`.
+    pub requests_per_minute: Option<i64>,
 }
 
 /// A key to store: its secret only as a hash.
@@ -29,10 +31,11 @@ pub struct NewKey {
     pub scopes: Vec<String>,
     pub secret_hash: String,
     pub expires_at: Option<i64>,
+    pub requests_per_minute: Option<i64>,
 }
 
-const KEY_COLUMNS: &str =
-    "id, project_id, name, scopes, created_at, expires_at, last_used_at, revoked_at";
+const KEY_COLUMNS: &str = "id, project_id, name, scopes, created_at, expires_at, last_used_at, \
+     revoked_at, requests_per_minute";
 
 fn key_from_row(r: &Row) -> Result<KeyRecord> {
     Ok(KeyRecord {
@@ -45,6 +48,7 @@ fn key_from_row(r: &Row) -> Result<KeyRecord> {
         expires_at: r.opt_int("expires_at"),
         last_used_at: r.opt_int("last_used_at"),
         revoked_at: r.opt_int("revoked_at"),
+        requests_per_minute: r.opt_int("requests_per_minute"),
     })
 }
 
@@ -58,8 +62,8 @@ impl Store {
             .db
             .write_opt(
                 sql(format!(
-                    "INSERT INTO api_keys (id, project_id, name, scopes, secret_hash, created_at, expires_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING {KEY_COLUMNS}"
+                    "INSERT INTO api_keys (id, project_id, name, scopes, secret_hash, created_at, expires_at, \
+                     requests_per_minute) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING {KEY_COLUMNS}"
                 ))
                 .bind(key.id.as_str())
                 .bind(key.project_id.as_str())
@@ -67,7 +71,8 @@ impl Store {
                 .bind(scopes)
                 .bind(key.secret_hash.as_str())
                 .bind(now)
-                .bind(key.expires_at),
+                .bind(key.expires_at)
+                .bind(key.requests_per_minute),
             )
             .await?
             .ok_or_else(|| StoreError::Conflict(format!("key {} already exists", key.id)))?;

@@ -16,6 +16,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0007_one_running_per_session.sql"),
     include_str!("../migrations/sqlite/0008_tenancy.sql"),
     include_str!("../migrations/sqlite/0009_fair_dispatch.sql"),
+    include_str!("../migrations/sqlite/0010_key_rate_limit.sql"),
 ];
 
 pub(crate) const POSTGRES: &[&str] = &[
@@ -23,6 +24,7 @@ pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0002_attempt_reaped.sql"),
     include_str!("../migrations/postgres/0003_tenancy.sql"),
     include_str!("../migrations/postgres/0004_fair_dispatch.sql"),
+    include_str!("../migrations/postgres/0005_key_rate_limit.sql"),
 ];
 
 /// Serializes schema migrations across PostgreSQL nodes that start at once.

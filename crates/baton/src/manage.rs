@@ -20,13 +20,21 @@ pub async fn keys_create(
     project: &str,
     scopes: &[String],
     expires_at: Option<&str>,
+    requests_per_minute: Option<u32>,
     json_out: bool,
 ) -> anyhow::Result<()> {
     if scopes.is_empty() {
         bail!("give --admin, or the key's scopes with --scope (jobs:write, jobs:read; repeatable)");
     }
-    let req = baton_api::admin::check_key_request(project, name, scopes, expires_at, now_ms())
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let req = baton_api::admin::check_key_request(
+        project,
+        name,
+        scopes,
+        expires_at,
+        requests_per_minute,
+        now_ms(),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
     let store = crate::app::open_store(config).await?;
     match store.get_project(&req.project).await {
         Ok(_) => {}

@@ -178,6 +178,9 @@ enum KeysCommand {
         /// When the key stops working (RFC 3339).
         #[arg(long)]
         expires_at: Option<String>,
+        /// The key's own rate limit (its project's applies as well).
+        #[arg(long)]
+        requests_per_minute: Option<u32>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -410,6 +413,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     mut scopes,
                     project,
                     expires_at,
+                    requests_per_minute,
                     json,
                     server,
                 } => {
@@ -423,6 +427,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                         &project,
                         &scopes,
                         expires_at.as_deref(),
+                        requests_per_minute,
                         json,
                     )
                     .await?

@@ -180,6 +180,7 @@ async fn open_until_the_first_key_then_every_route_but_health_needs_one() {
                 scopes: vec!["admin".into()],
                 secret_hash: issued.hash.clone(),
                 expires_at: Some(now - 1000),
+                requests_per_minute: None,
             },
             now - 60_000,
         )
@@ -860,4 +861,65 @@ async fn a_canary_key_appears_only_in_the_answer_that_made_it() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn rate_limits_per_key_and_per_project_answer_429_with_their_headers() {
+    let s = Server::start().await;
+    let admin = admin_key(&s).await;
+    let a = s.as_key(&admin);
+    let (status, _) = a
+        .post(
+            "/v1/projects",
+            json!({"id": "team-a", "quotas": {"requests_per_minute": 5}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, k) = a
+        .post(
+            "/v1/keys",
+            json!({"project": "team-a", "name": "slow", "scopes": ["jobs:read"], "requests_per_minute": 2}),
+        )
+        .await;
+    assert_eq!(status, 201, "{k}");
+    assert_eq!(k["requests_per_minute"], 2);
+    let slow = k["key"].as_str().unwrap().to_string();
+    let other = key_of(&s, &admin, "team-a", &["jobs:read"]).await;
+    let get = |key: &str| {
+        s.http
+            .get(format!("{}/v1/jobs", s.base))
+            .bearer_auth(key.to_string())
+            .send()
+    };
+    // The key's own limit: two a minute.
+    let first = get(&slow).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-ratelimit-limit"], "2");
+    assert_eq!(first.headers()["x-ratelimit-remaining"], "1");
+    assert_eq!(get(&slow).await.unwrap().status(), 200);
+    let refused = get(&slow).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "30");
+    assert_eq!(refused.headers()["x-ratelimit-remaining"], "0");
+    assert!(refused.headers().contains_key("x-ratelimit-reset"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    // The project's: five a minute over all its keys (two spent by the slow key).
+    for i in 0..3 {
+        let ok = get(&other).await.unwrap();
+        assert_eq!(ok.status(), 200, "{i}");
+    }
+    let refused = get(&other).await.unwrap();
+    assert_eq!(refused.status(), 429, "the project's five are spent");
+    assert_eq!(refused.headers()["x-ratelimit-limit"], "5");
+    // Another project, and an administrator, are not held back.
+    assert_eq!(a.get("/v1/jobs").await.0, 200);
+    let (status, err) = a
+        .post(
+            "/v1/keys",
+            json!({"project": "team-a", "name": "z", "scopes": ["jobs:read"], "requests_per_minute": 0}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    s.stop().await;
 }
