@@ -17,6 +17,8 @@ use crate::config::{AuthMode, Config};
 
 pub struct App {
     listener: TcpListener,
+    /// HTTPS, when `server.tls_cert` and `server.tls_key` are set.
+    tls: Option<Arc<rustls::ServerConfig>>,
     serves_api: bool,
     /// Held while the server runs: one process per data directory.
     _lock: std::fs::File,
@@ -155,6 +157,14 @@ impl App {
     /// running) and binds the listener. Port 0 picks a free port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let lock = lock_data_dir(&config)?;
+        let tls = if config.tls() {
+            Some(crate::tls::server_config(
+                &config.server.tls_cert,
+                &config.server.tls_key,
+            )?)
+        } else {
+            None
+        };
         let store = open_store(&config).await?;
         let auth_required = auth_mode(&config, &store).await?;
         let node_id = node_id(&config)?;
@@ -214,8 +224,16 @@ impl App {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
+        if tls.is_none() && !config.server.listen.ip().is_loopback() {
+            tracing::warn!(
+                "server.listen = {} without TLS: API keys cross the network in clear; \
+                 set server.tls_cert and server.tls_key, or put a TLS proxy in front",
+                config.server.listen
+            );
+        }
         Ok(Self {
             listener,
+            tls,
             serves_api: config.server.role.serves_api(),
             _lock: lock,
             engine,
@@ -227,6 +245,11 @@ impl App {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener")
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     pub fn port(&self) -> u16 {
@@ -253,9 +276,18 @@ impl App {
             async move { engine.run(shutdown).await }
         });
         let http_shutdown = shutdown.clone();
-        let server = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-        let server = tokio::spawn(async move { server.await });
+        let stopped = async move { http_shutdown.cancelled().await };
+        let server = match self.tls {
+            Some(config) => {
+                let listener = crate::tls::TlsListener::new(self.listener, config)?;
+                let serve = axum::serve(listener, router).with_graceful_shutdown(stopped);
+                tokio::spawn(async move { serve.await })
+            }
+            None => {
+                let serve = axum::serve(self.listener, router).with_graceful_shutdown(stopped);
+                tokio::spawn(async move { serve.await })
+            }
+        };
         stop.cancelled().await;
         tracing::info!("shutting down: draining");
         shutdown.cancel();

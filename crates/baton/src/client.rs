@@ -15,6 +15,55 @@ pub mod exit {
     pub const CANCELLED: i32 = 3;
 }
 
+/// The client's configuration file, `$XDG_CONFIG_HOME/baton/client.toml` (or
+/// `~/.config/baton/client.toml`); every setting optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    pub server: Option<String>,
+    pub api_key: Option<String>,
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
+impl ClientFile {
+    pub fn path() -> Option<std::path::PathBuf> {
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config"))
+            })?;
+        Some(base.join("baton/client.toml"))
+    }
+
+    /// The file's settings; none when it does not exist. One that holds a key and that
+    /// other users can read is refused, as `ssh` refuses such a key file.
+    pub fn load() -> anyhow::Result<Self> {
+        let Some(path) = Self::path() else {
+            return Ok(Self::default());
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let file: Self =
+            toml::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+        if file.api_key.is_some() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                bail!(
+                    "{} holds an API key and other users can read it (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+        }
+        Ok(file)
+    }
+}
+
 pub struct Client {
     base: String,
     http: reqwest::Client,
@@ -31,6 +80,16 @@ pub struct SseEvent {
 impl Client {
     /// A client of the Baton at `base`, sending `api_key` (when given) with every request.
     pub fn new(base: &str, api_key: Option<&str>) -> anyhow::Result<Self> {
+        Self::with_ca(base, api_key, None)
+    }
+
+    /// As [`Client::new`], trusting the certificate authority in `ca_cert` (PEM) too, for
+    /// a server whose certificate a private CA signed.
+    pub fn with_ca(
+        base: &str,
+        api_key: Option<&str>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(key) = api_key.filter(|k| !k.is_empty()) {
             let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
@@ -39,13 +98,21 @@ impl Client {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .default_headers(headers);
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not PEM certificates", path.display()))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .default_headers(headers)
-                .build()
-                .context("building the HTTP client")?,
+            http: builder.build().context("building the HTTP client")?,
         })
     }
 

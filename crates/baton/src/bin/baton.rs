@@ -88,25 +88,33 @@ impl ServerFlags {
     }
 }
 
-/// The server the client commands talk to.
+/// The server the client commands talk to. Each setting comes from its flag, else its
+/// environment variable, else the client configuration file
+/// (`$XDG_CONFIG_HOME/baton/client.toml`: `server`, `api_key`, `ca_cert`).
 #[derive(clap::Args)]
 struct Remote {
-    /// Baton's base URL.
-    #[arg(
-        long = "server",
-        env = "BATON_SERVER",
-        default_value = "http://127.0.0.1:7847",
-        global = true
-    )]
-    url: String,
+    /// Baton's base URL (default http://127.0.0.1:7847).
+    #[arg(long = "server", env = "BATON_SERVER", global = true)]
+    url: Option<String>,
     /// The API key to send (never printed); needed once the server has keys.
     #[arg(long, env = "BATON_API_KEY", hide_env_values = true, global = true)]
     api_key: Option<String>,
+    /// A CA certificate (PEM) to trust for an https server signed by a private CA.
+    #[arg(long, env = "BATON_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
 }
 
 impl Remote {
     fn client(&self) -> anyhow::Result<Client> {
-        Client::new(&self.url, self.api_key.as_deref())
+        let file = baton::client::ClientFile::load()?;
+        let url = self
+            .url
+            .clone()
+            .or(file.server)
+            .unwrap_or_else(|| "http://127.0.0.1:7847".into());
+        let key = self.api_key.clone().or(file.api_key);
+        let ca = self.ca_cert.clone().or(file.ca_cert);
+        Client::with_ca(&url, key.as_deref(), ca.as_deref())
     }
 }
 
@@ -327,7 +335,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             init_tracing(&config.server.log, config.server.log_format);
             raise_open_file_limit();
             let app = App::build(config).await?;
-            tracing::info!(address = %app.local_addr(), "baton listening");
+            tracing::info!(address = %app.local_addr(), scheme = app.scheme(), "baton listening");
             let stop = CancellationToken::new();
             let signal_stop = stop.clone();
             tokio::spawn(async move {

@@ -36,6 +36,10 @@ pub struct ServerConfig {
     /// `auto`: open (no key needed, loopback only) until the first API key is made, then
     /// every request needs one; `required`: every request needs a key from the start.
     pub auth: AuthMode,
+    /// HTTPS: the server's certificate chain (PEM); with `tls_key`, or neither.
+    pub tls_cert: PathBuf,
+    /// HTTPS: the certificate's private key (PEM).
+    pub tls_key: PathBuf,
     /// The node id, attempt workspaces and (by default) the SQLite database live here.
     pub data_dir: PathBuf,
     /// `all` (API and workers), `api` (queues, reads and cancels; runs nothing) or
@@ -204,6 +208,8 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:7847".parse().expect("a valid address"),
             auth: AuthMode::Auto,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
             data_dir: default_data_dir(),
             role: Role::All,
             drain_timeout_seconds: 30,
@@ -267,7 +273,16 @@ impl Default for RetentionConfig {
 }
 
 impl Config {
+    /// Whether the API is served over HTTPS.
+    pub fn tls(&self) -> bool {
+        !self.server.tls_cert.as_os_str().is_empty()
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.server.tls_cert.as_os_str().is_empty() != self.server.tls_key.as_os_str().is_empty()
+        {
+            bail!("server.tls_cert and server.tls_key go together: set both for HTTPS, or neither");
+        }
         if self.runner.max_concurrency == 0 || self.runner.max_concurrency > 1024 {
             bail!(
                 "runner.max_concurrency must be between 1 and 1024 (got {})",

@@ -14,4 +14,5 @@ mod sse;
 mod storage_faults;
 mod support;
 mod tenancy;
+mod tls;
 mod warm;

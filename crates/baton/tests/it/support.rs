@@ -76,7 +76,7 @@ impl Server {
         }
         let config = Config::load(None, &[], &flags).expect("test configuration");
         let app = App::build(config).await.expect("server starts");
-        let base = format!("http://127.0.0.1:{}", app.port());
+        let base = format!("{}://127.0.0.1:{}", app.scheme(), app.port());
         let store = app.engine().store().clone();
         let stop = CancellationToken::new();
         let handle = tokio::spawn(app.run_until_stopped(stop.clone()));

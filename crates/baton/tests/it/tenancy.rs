@@ -23,6 +23,25 @@ pub async fn admin_key(s: &Server) -> String {
     k["key"].as_str().unwrap().to_string()
 }
 
+/// The first key, over HTTPS to a server whose certificate the CA in `ca` signed.
+pub async fn admin_key_over(s: &Server, ca: &std::path::Path) -> String {
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let resp = http
+        .post(format!("{}/v1/keys", s.base))
+        .json(&json!({"project": "default", "name": "ops", "scopes": ["admin"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    resp.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A key of `project` with `scopes`, made by an administrator.
 pub async fn key_of(s: &Server, admin: &str, project: &str, scopes: &[&str]) -> String {
     let (status, k) = s
