@@ -283,6 +283,7 @@ pub async fn delete_project(
         Err(e) => return Err(e.into()),
     }
     st.forget_project(&pid);
+    st.auth().forget_keys();
     let body = Deleted {
         id: pid.to_string(),
         object: "project",
@@ -582,6 +583,7 @@ pub async fn revoke_key(
         }
         Err(e) => return Err(e.into()),
     };
+    st.auth().forget_key(&record.id);
     Ok(Target::on(
         Json(ApiKey::new(&record)).into_response(),
         record.id.as_str(),

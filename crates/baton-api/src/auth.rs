@@ -8,8 +8,8 @@
 //! handler may look.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -18,7 +18,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use baton_core::ProjectId;
-use baton_store::StoreError;
+use baton_store::{KeyRecord, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -144,6 +144,15 @@ scoped!(Admin, Scope::Admin);
 const RECHECK: Duration = Duration::from_secs(1);
 /// `last_used_at` is written at most this often per key.
 const TOUCH_EVERY_MS: i64 = 60_000;
+/// How long a key read from the store is trusted without reading it again. A key revoked
+/// (or a project deleted) through this node's API is forgotten at once; one revoked by
+/// `baton keys revoke` or on another node stops working within this.
+pub const KEY_TTL: Duration = Duration::from_secs(1);
+/// A key as read from the store: when, its record and its secret's hash.
+type CachedKey = (Instant, Arc<(KeyRecord, String)>);
+
+/// Keys held at most before the stale ones are swept.
+const KEY_CACHE_SWEEP: usize = 4096;
 
 /// Whether keys are needed, and which were used when.
 pub struct Auth {
@@ -153,6 +162,8 @@ pub struct Auth {
     keys_exist: AtomicBool,
     checked: Mutex<Option<Instant>>,
     touched: Mutex<HashMap<String, i64>>,
+    /// Keys by id, as last read (record, secret hash), and when.
+    keys: Mutex<HashMap<String, CachedKey>>,
 }
 
 pub const UNAUTHENTICATED: &str =
@@ -186,6 +197,7 @@ impl Auth {
             keys_exist: AtomicBool::new(false),
             checked: Mutex::new(None),
             touched: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
         }
     }
 
@@ -222,7 +234,7 @@ impl Auth {
         }
         let presented = presented(headers).ok_or_else(unauthenticated)?;
         let (id, secret) = crate::keys::parse(presented).ok_or_else(unauthenticated)?;
-        let (record, hash) = match st.engine().store().find_key(id).await {
+        let found = match self.key(st, id).await {
             Ok(found) => found,
             Err(StoreError::NotFound(_)) => {
                 // Hash anyway, so an unknown id takes as long as a wrong secret.
@@ -231,16 +243,17 @@ impl Auth {
             }
             Err(e) => return Err(e.into()),
         };
+        let (record, hash) = &*found;
         let now = st.engine().now_ms();
         let live =
             record.revoked_at.is_none() && record.expires_at.is_none_or(|expires| now < expires);
-        if !crate::keys::verify(secret, &hash) || !live {
+        if !crate::keys::verify(secret, hash) || !live {
             return Err(unauthenticated());
         }
         self.touch(st, &record.id, now).await;
         Ok(Caller {
-            key_id: Some(record.id),
-            project: record.project_id,
+            key_id: Some(record.id.clone()),
+            project: record.project_id.clone(),
             // A scope this build does not know (written by a newer one) grants nothing.
             scopes: record
                 .scopes
@@ -251,6 +264,36 @@ impl Auth {
                 .requests_per_minute
                 .and_then(|n| u32::try_from(n).ok()),
         })
+    }
+
+    /// A key by id: from memory when read within [`KEY_TTL`], else from the store.
+    async fn key(&self, st: &AppState, id: &str) -> Result<Arc<(KeyRecord, String)>, StoreError> {
+        if let Some((at, found)) = self.key_cache().get(id)
+            && at.elapsed() < KEY_TTL
+        {
+            return Ok(found.clone());
+        }
+        let found = Arc::new(st.engine().store().find_key(id).await?);
+        let mut cache = self.key_cache();
+        if cache.len() >= KEY_CACHE_SWEEP {
+            cache.retain(|_, (at, _)| at.elapsed() < KEY_TTL);
+        }
+        cache.insert(id.to_string(), (Instant::now(), found.clone()));
+        Ok(found)
+    }
+
+    fn key_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedKey>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A key was revoked here: it stops working now.
+    pub fn forget_key(&self, id: &str) {
+        self.key_cache().remove(id);
+    }
+
+    /// A project was deleted here, with its keys.
+    pub fn forget_keys(&self) {
+        self.key_cache().clear();
     }
 
     async fn touch(&self, st: &AppState, id: &str, now: i64) {

@@ -438,9 +438,12 @@ impl Store {
     }
 }
 
-/// Each project, its settings and its attempts running now: how a claim shares the slots.
+/// Each project, its settings, its attempts running now and whether it has a job due
+/// (bound: `now`): how a claim shares the slots, and which projects it looks at.
 pub(crate) const PROJECT_LOAD: &str = "SELECT p.id, p.settings, \
-    (SELECT COUNT(*) FROM jobs r WHERE r.project_id = p.id AND r.state = 'running') AS running \
+    (SELECT COUNT(*) FROM jobs r WHERE r.project_id = p.id AND r.state = 'running') AS running, \
+    (SELECT COUNT(*) FROM (SELECT 1 FROM jobs d WHERE d.project_id = p.id AND d.state = 'queued' \
+     AND d.run_at <= ? LIMIT 1) x) AS due \
     FROM projects p ORDER BY p.id";
 
 /// A project's due jobs, in queue order, not of a session that already runs: the

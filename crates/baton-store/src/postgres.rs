@@ -112,8 +112,12 @@ pub(crate) async fn claim(
 
 async fn project_load(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    now: i64,
 ) -> Result<Vec<Row>, sqlx::Error> {
-    let rows = sqlx::query(PROJECT_LOAD).fetch_all(&mut **tx).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(crate::db::numbered(PROJECT_LOAD)))
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?;
     Ok(rows.into_iter().map(Row::Postgres).collect())
 }
 
@@ -125,7 +129,7 @@ async fn try_claim(
     limit: u32,
 ) -> Result<(Vec<String>, Vec<Row>), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let mut projects = project_load(&mut tx).await?;
+    let mut projects = project_load(&mut tx, now).await?;
     if any_quota(&loads(&projects)) {
         // Claims take turns while a running quota exists, so the counts they read stay
         // true until they commit: two nodes never both fill a project's last slot.
@@ -133,7 +137,7 @@ async fn try_claim(
             .bind(CLAIM_LOCK)
             .execute(&mut *tx)
             .await?;
-        projects = project_load(&mut tx).await?;
+        projects = project_load(&mut tx, now).await?;
     }
     // Each project's candidates, locked as they are read; another node's are skipped.
     let candidates = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -88,9 +88,9 @@ pub(crate) async fn claim(
     limit: u32,
 ) -> Result<(Vec<String>, Vec<Row>)> {
     // One dispatcher claims for this database, so the counts cannot race.
-    let projects = db.all(sql(PROJECT_LOAD)).await?;
+    let projects = db.all(sql(PROJECT_LOAD).bind(now)).await?;
     let mut candidates = Vec::new();
-    for p in &projects {
+    for p in projects.iter().filter(|p| p.int("due") > 0) {
         candidates.extend(
             db.all(
                 sql(PROJECT_CANDIDATES)

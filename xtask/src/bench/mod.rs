@@ -7,6 +7,7 @@
 //! (d) the server's resident memory with 200 attempts running;
 //! (e) with `--real`: the pinned real CLI against `mock-anthropic`, cold versus warm: time to
 //!     first event and total latency over 50 jobs each, and the CLI's memory;
+//! with `--auth` (`auth.rs`): the cost of the key check and the rate limits;
 //! with `--scale` (`scale.rs`): restart after `kill -9` under a long history, submit
 //!     throughput, a long log replayed over SSE, 1,000 followers of one job.
 
@@ -22,6 +23,7 @@ use baton_store::{Finish, NewEvent, NewJob, Store};
 
 use crate::{cargo, root, run};
 
+mod auth;
 mod pg;
 mod real;
 mod scale;
@@ -241,7 +243,27 @@ async fn end_to_end_on(
     clients: usize,
     total: usize,
 ) -> anyhow::Result<(Stats, Vec<f64>)> {
-    let http = reqwest::Client::new();
+    end_to_end_by(&reqwest::Client::new(), bases, clients, total).await
+}
+
+/// As [`end_to_end`], with the given client (which may carry an API key).
+async fn end_to_end_with(
+    http: &reqwest::Client,
+    base: &str,
+    clients: usize,
+    total: usize,
+) -> anyhow::Result<Stats> {
+    Ok(end_to_end_by(http, &[base.to_string()], clients, total)
+        .await?
+        .0)
+}
+
+async fn end_to_end_by(
+    http: &reqwest::Client,
+    bases: &[String],
+    clients: usize,
+    total: usize,
+) -> anyhow::Result<(Stats, Vec<f64>)> {
     let start = Instant::now();
     let per = total / clients;
     let mut tasks = Vec::new();
@@ -441,6 +463,16 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             .enable_all()
             .build()?;
         return rt.block_on(real_cli(&bin, &mock, if quick { 10 } else { 50 }));
+    }
+    if args.iter().any(|a| a == "--auth") {
+        let (mut bin, fake) = release_bins()?;
+        if let Some(path) = option(args, "--baton")? {
+            bin = PathBuf::from(path);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(auth::main(&bin, &fake));
     }
     if args.iter().any(|a| a == "--queue-only") {
         let rt = tokio::runtime::Builder::new_multi_thread()
