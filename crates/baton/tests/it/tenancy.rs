@@ -580,6 +580,16 @@ async fn a_project_sees_nothing_of_another_through_any_route() {
     assert_ne!(ja["id"], jb["id"]);
     assert_eq!(jb["project_id"], "team-b");
 
+    // The administration routes are not B's at all.
+    for path in [
+        "/v1/projects/team-a",
+        "/v1/keys?project=team-a",
+        "/v1/audit?project=team-a",
+    ] {
+        let (status, body) = b.get(path).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+
     // Nothing of A's changed; its administrator sees it all.
     let (_, still) = a.get(&format!("/v1/jobs/{running_id}")).await;
     assert!(!still["cancel_requested"].as_bool().unwrap(), "{still}");
@@ -951,5 +961,41 @@ async fn rate_limits_per_key_and_per_project_answer_429_with_their_headers() {
         )
         .await;
     assert_eq!(status, 400, "{err}");
+    s.stop().await;
+}
+
+/// Every operation the API documents, but health, refuses a request without a key once
+/// one exists, and one with a key lacking the scope where a scope is needed.
+#[tokio::test]
+async fn every_documented_route_but_health_needs_a_key() {
+    let s = Server::start().await;
+    let admin = admin_key(&s).await;
+    let reader = key_of(&s, &admin, "default", &["jobs:read"]).await;
+    let mut checked = 0;
+    for (method, path) in baton_api::openapi::operations() {
+        let concrete = path.replace("{id}", "00000000-0000-7000-8000-000000000000");
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let (status, body) = s.request(m.clone(), &concrete, Some(json!({}))).await;
+        if path == "/v1/health" {
+            assert_eq!(status, 200);
+            continue;
+        }
+        assert_eq!(status, 401, "{method} {path}: {body}");
+        // A read-only key may read, never change or administer.
+        let (status, body) = s
+            .request_as(Some(&reader), m, &concrete, Some(json!({})))
+            .await;
+        let admin_only = path.starts_with("/v1/projects")
+            || path.starts_with("/v1/keys")
+            || path.starts_with("/v1/audit");
+        if admin_only || method != "get" {
+            assert_eq!(status, 403, "{method} {path}: {body}");
+        } else {
+            assert_ne!(status.as_u16(), 401, "{method} {path}: {body}");
+            assert_ne!(status.as_u16(), 403, "{method} {path}: {body}");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 26, "every operation but health");
     s.stop().await;
 }
