@@ -13,7 +13,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use baton_core::spec::SessionRequest;
 use baton_core::{EventKind, JobRequest, JobState, SessionId};
-use baton_store::{Inserted, JobRecord};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -21,7 +20,8 @@ use utoipa::ToSchema;
 
 use crate::audit::Target;
 use crate::auth::{Caller, JobsRead, JobsWrite};
-use crate::error::{ApiError, ApiResult};
+use crate::compat::inserted;
+use crate::error::ApiResult;
 use crate::extract::Body;
 use crate::follow::{Followed, follow};
 use crate::jobs::{idempotency, job_of, prepare, submit};
@@ -117,13 +117,6 @@ async fn agent_job(
         max_attempts: one_attempt.then_some(1),
         ..JobRequest::prompt(req.prompt)
     })
-}
-
-fn inserted(i: Inserted) -> ApiResult<JobRecord> {
-    match i {
-        Inserted::New(r) | Inserted::Replayed(r) => Ok(r),
-        Inserted::KeyReused => Err(ApiError::key_reused()),
-    }
 }
 
 #[utoipa::path(post, path = "/claude", tag = "agent service",

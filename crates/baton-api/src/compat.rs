@@ -26,7 +26,8 @@ use crate::follow::{Followed, follow};
 use crate::jobs::{idempotency, prepare, submit};
 use crate::{AppState, wire};
 
-fn inserted(i: Inserted) -> ApiResult<JobRecord> {
+/// The job a creating request made, or found made by its Idempotency-Key.
+pub(crate) fn inserted(i: Inserted) -> ApiResult<JobRecord> {
     match i {
         Inserted::New(r) | Inserted::Replayed(r) => Ok(r),
         Inserted::KeyReused => Err(ApiError::key_reused()),

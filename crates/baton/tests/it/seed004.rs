@@ -185,44 +185,22 @@ async fn the_agent_service_examples_run_as_written_with_a_key_and_not_without() 
     assert!(!lines.iter().any(|l| l == "[DONE]"));
 
     // Without a key: 401, on all three.
-    for args in [
-        vec![
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            r#"{"prompt": "x"}"#,
-        ],
-        vec!["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "GET"],
-        vec![
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            r#"{"prompt": "x"}"#,
-        ],
-    ]
-    .into_iter()
-    .zip([
-        "/claude".to_string(),
-        format!("/claude/jobs/{id}"),
-        "/claude/stream".to_string(),
-    ]) {
-        let (mut args, path) = args;
+    let post = [
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"prompt": "x"}"#,
+    ];
+    for (method, path) in [
+        (&post[..], "/claude".to_string()),
+        (&["-X", "GET"][..], format!("/claude/jobs/{id}")),
+        (&post[..], "/claude/stream".to_string()),
+    ] {
         let target = url(&path);
-        args.push(&target);
+        let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}", &target];
+        args.extend_from_slice(method);
         assert_eq!(curl(&args).await.unwrap(), "401", "{path}");
     }
     s.stop().await;

@@ -141,7 +141,76 @@ impl Server {
 
     /// This server, as the holder of `key`.
     pub fn as_key<'a>(&'a self, key: &'a str) -> Keyed<'a> {
-        Keyed { server: self, key }
+        Keyed {
+            server: self,
+            key: Some(key),
+        }
+    }
+
+    /// This server, with no key.
+    fn anyone(&self) -> Keyed<'_> {
+        Keyed {
+            server: self,
+            key: None,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.anyone().get(path).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.anyone().post(path, body).await
+    }
+
+    pub async fn submit(&self, body: Value) -> Value {
+        self.anyone().submit(body).await
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        self.anyone().job(id).await
+    }
+
+    pub async fn wait_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.anyone().wait_until(id, done).await
+    }
+
+    pub async fn wait_terminal(&self, id: &str) -> Value {
+        self.anyone().wait_terminal(id).await
+    }
+
+    pub async fn run(&self, body: Value) -> Value {
+        self.anyone().run(body).await
+    }
+
+    pub async fn events(&self, id: &str) -> Vec<Value> {
+        let (status, page) = self
+            .get(&format!("/v1/jobs/{id}/events?format=json&limit=1000"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn job_count(&self) -> usize {
+        let (_, list) = self.get("/v1/jobs?limit=200").await;
+        list["data"].as_array().map_or(0, Vec::len)
+    }
+}
+
+/// Requests made with one API key, or none.
+pub struct Keyed<'a> {
+    pub server: &'a Server,
+    pub key: Option<&'a str>,
+}
+
+impl Keyed<'_> {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.server.request_as(self.key, method, path, body).await
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -195,65 +264,6 @@ impl Server {
     pub async fn run(&self, body: Value) -> Value {
         let job = self.submit(body).await;
         self.wait_terminal(job["id"].as_str().unwrap()).await
-    }
-
-    pub async fn events(&self, id: &str) -> Vec<Value> {
-        let (status, page) = self
-            .get(&format!("/v1/jobs/{id}/events?format=json&limit=1000"))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        page["data"].as_array().cloned().unwrap_or_default()
-    }
-
-    pub async fn job_count(&self) -> usize {
-        let (_, list) = self.get("/v1/jobs?limit=200").await;
-        list["data"].as_array().map_or(0, Vec::len)
-    }
-}
-
-/// Requests made with one API key.
-pub struct Keyed<'a> {
-    pub server: &'a Server,
-    pub key: &'a str,
-}
-
-impl Keyed<'_> {
-    pub async fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        self.server
-            .request_as(Some(self.key), method, path, body)
-            .await
-    }
-
-    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.request(reqwest::Method::GET, path, None).await
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.request(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    /// Submits a job and waits for its end.
-    pub async fn run(&self, body: Value) -> Value {
-        let (status, job) = self.post("/v1/jobs", body).await;
-        assert_eq!(status, StatusCode::CREATED, "{job}");
-        let id = job["id"].as_str().unwrap().to_string();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let (_, job) = self.get(&format!("/v1/jobs/{id}")).await;
-            if matches!(
-                job["state"].as_str(),
-                Some("completed" | "failed" | "cancelled" | "dead")
-            ) {
-                return job;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "never ended: {job}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
     }
 }
 
