@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Caller, JobsRead, JobsWrite};
 use crate::error::{ApiError, ApiResult, ErrorType};
-use crate::jobs::{DeadQuery, Params, idempotency, job_of, list, parse_request};
+use crate::jobs::{DeadQuery, Params, idempotency, job_of, known_session, list, parse_request};
 use crate::{AppState, wire};
 
 #[utoipa::path(get, path = "/v1/dead", tag = "dead letters", params(DeadQuery),
@@ -175,6 +175,7 @@ pub async fn retry_job(
     idempotent(&st, &caller, &headers, &route, &raw, || async {
         let job = st.engine().store().get_job(job.id).await?;
         let (spec, attempts) = changed_spec(&st, &job, &changes)?;
+        known_session(&st, &caller, &spec).await?;
         let job = st.engine().replay(job.id, &spec, attempts).await?;
         Ok((
             StatusCode::OK,
@@ -240,6 +241,9 @@ pub async fn replay_dead(
                 .iter()
                 .map(|job| changed_spec(&st, job, &req.changes).map(|(spec, n)| (job.id, spec, n)))
                 .collect::<ApiResult<Vec<_>>>()?;
+            for (_, spec, _) in &planned {
+                known_session(&st, &caller, spec).await?;
+            }
             let mut replayed = Vec::new();
             for (id, spec, attempts) in planned {
                 // A job replayed meanwhile by someone else is skipped, not an error.

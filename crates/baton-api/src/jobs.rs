@@ -124,7 +124,7 @@ const QUOTA_RETRY_SECONDS: u64 = 5;
 /// A job continues a session Baton knows in the caller's project (its transcript is
 /// stored, or a job of it exists): another project's session, or one Baton never saw, is
 /// a 404 at once, not a job that fails as the CLI finds no conversation.
-async fn known_session(st: &AppState, caller: &Caller, spec: &JobSpec) -> ApiResult<()> {
+pub(crate) async fn known_session(st: &AppState, caller: &Caller, spec: &JobSpec) -> ApiResult<()> {
     let Some(id) = spec.session.restores() else {
         return Ok(());
     };

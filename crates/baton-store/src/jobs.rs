@@ -452,7 +452,8 @@ pub(crate) const PROJECT_LOAD: &str = "SELECT p.id, p.settings, \
 pub(crate) const PROJECT_CANDIDATES: &str = "SELECT id, session_id, project_id, priority, run_at \
     FROM jobs j WHERE project_id = ? AND state = 'queued' AND run_at <= ? \
     AND (session_id IS NULL OR NOT EXISTS \
-         (SELECT 1 FROM jobs r WHERE r.session_id = j.session_id AND r.state = 'running')) \
+         (SELECT 1 FROM jobs r WHERE r.project_id = j.project_id AND r.session_id = j.session_id \
+          AND r.state = 'running')) \
     ORDER BY priority DESC, run_at, id LIMIT ?";
 
 /// A project's share of the slots.
@@ -538,7 +539,12 @@ pub(crate) fn fair_order(
             break;
         };
         let (_, _, id, session, _) = &queue[i];
-        if session.as_ref().is_none_or(|s| sessions.insert(s.clone())) {
+        // Candidates come from one project at a time, but the set spans projects: a
+        // session is known by its project and its id.
+        if session
+            .as_ref()
+            .is_none_or(|s| sessions.insert((project, s.clone())))
+        {
             order.push(id.clone());
             *running.entry(project).or_default() += 1;
         }

@@ -17,6 +17,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0008_tenancy.sql"),
     include_str!("../migrations/sqlite/0009_fair_dispatch.sql"),
     include_str!("../migrations/sqlite/0010_key_rate_limit.sql"),
+    include_str!("../migrations/sqlite/0011_sessions_per_project.sql"),
 ];
 
 pub(crate) const POSTGRES: &[&str] = &[
@@ -25,6 +26,7 @@ pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0003_tenancy.sql"),
     include_str!("../migrations/postgres/0004_fair_dispatch.sql"),
     include_str!("../migrations/postgres/0005_key_rate_limit.sql"),
+    include_str!("../migrations/postgres/0006_sessions_per_project.sql"),
 ];
 
 /// Serializes schema migrations across PostgreSQL nodes that start at once.

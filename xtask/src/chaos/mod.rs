@@ -143,8 +143,12 @@ async fn chaos(
         incarnations: vec![String::new(); opts.nodes],
     };
     let bases = Arc::new((0..opts.nodes).map(|k| nodes.base(k)).collect::<Vec<_>>());
+    // Every request of the run is bounded: a pooled connection that died with its server
+    // can leave a request waiting forever (hyperium/hyper#2312), which would stop the run
+    // itself rather than fail it.
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(10))
         .build()?;
     // The streams get their own client that keeps no idle connection: each stream is a
     // connection of its own anyway, and hyper's pool can leave a request waiting forever

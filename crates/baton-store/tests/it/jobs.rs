@@ -378,3 +378,35 @@ async fn a_project_at_its_running_quota_waits_and_others_do_not(t) {
     assert_eq!(got[0].job.id, cs[2]);
 }
 }
+
+conformance! {
+async fn a_session_id_is_one_projects_and_holds_up_no_other(t) {
+    let s = &t.store;
+    let (a, b) = (ProjectId::parse("a").unwrap(), ProjectId::parse("b").unwrap());
+    s.create_project(&a, "A", &serde_json::json!({}), 0).await.unwrap();
+    s.create_project(&b, "B", &serde_json::json!({}), 0).await.unwrap();
+    let session = SessionId::new();
+    let mut ids = Vec::new();
+    for (project, n) in [(&a, 0), (&a, 1), (&b, 2)] {
+        let mut job_spec = spec(&format!("j{n}"));
+        job_spec.session = baton_core::SessionMode::Resume { id: session };
+        let job = NewJob {
+            id: JobId::new(),
+            project_id: project.clone(),
+            spec: job_spec,
+            run_at: n,
+            idempotency: None,
+        };
+        match s.insert_job(job, 0).await.unwrap() {
+            Inserted::New(r) => ids.push(r.id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let got: Vec<JobId> = s.claim("n1", 10, 30_000, 10).await.unwrap().iter().map(|c| c.job.id).collect();
+    assert_eq!(got.len(), 2, "one of A's, and B's of the same id: {got:?}");
+    assert!(got.contains(&ids[0]) && got.contains(&ids[2]));
+    // On another node, A's second still waits for its first.
+    let other_node = t.reopen().await;
+    assert!(other_node.claim("n2", 10, 30_000, 10).await.unwrap().is_empty());
+}
+}

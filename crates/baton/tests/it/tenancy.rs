@@ -541,18 +541,36 @@ async fn a_project_sees_nothing_of_another_through_any_route() {
         let (status, err) = b.post(path, body.clone()).await;
         assert_eq!(status, 404, "{path} {body}: {err}");
     }
+    // Nor by replaying a job of B's own into A's session.
+    let bdead = b
+        .run(json!({"prompt": "FAKE crash", "max_attempts": 1}))
+        .await;
+    let bdead_id = bdead["id"].as_str().unwrap().to_string();
+    let into_a = json!({"options": {"session": {"resume": session}}});
+    let (status, err) = b
+        .post(&format!("/v1/jobs/{bdead_id}/retry"), into_a.clone())
+        .await;
+    assert_eq!(status, 404, "{err}");
+    let (status, err) = b.post("/v1/dead/replay", into_a).await;
+    assert_eq!(status, 404, "{err}");
+    let (_, still) = b.get(&format!("/v1/jobs/{bdead_id}")).await;
+    assert_eq!(still["state"], "dead", "a refused replay changes nothing");
+
     // Lists, dead letters and bulk replays hold only B's own.
     let (_, list) = b.get("/v1/jobs?limit=200").await;
-    assert_eq!(list["data"], json!([]), "{list}");
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "B's own dead job: {list}"
+    );
     let (_, list) = b.get(&format!("/v1/jobs?session_id={session}")).await;
     assert_eq!(list["data"], json!([]));
     let (_, list) = b.get("/v1/dead").await;
-    assert_eq!(list["data"], json!([]));
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["data"][0]["id"], bdead_id.as_str());
     let (status, replayed) = b.post("/v1/dead/replay", json!({})).await;
-    assert_eq!(
-        (status.as_u16(), replayed["count"].clone()),
-        (200, json!(0))
-    );
+    assert_eq!(status, 200);
+    assert_eq!(replayed["job_ids"], json!([bdead_id]), "B's own, never A's");
     // A `continue` of B's starts B's own conversation, not A's.
     let (_, bjob) = b
         .post(
