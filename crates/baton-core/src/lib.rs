@@ -5,6 +5,7 @@
 //! SQL, HTTP or processes, so every rule here can be tested as a plain function and every
 //! other crate agrees on one definition of a job.
 
+pub mod agent;
 pub mod error_kind;
 pub mod event;
 pub mod ids;
@@ -18,6 +19,7 @@ pub mod spec;
 pub mod state;
 pub mod step;
 
+pub use agent::{AgentDefinition, AgentError, AgentRef};
 pub use error_kind::ErrorKind;
 pub use event::{EventKind, is_terminal_kind};
 pub use ids::{JobId, ProjectId, SessionId};

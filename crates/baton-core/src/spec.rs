@@ -155,6 +155,8 @@ pub struct JobSpec {
     pub session: SessionMode,
     /// How it is scheduled.
     pub schedule: Schedule,
+    /// The agent (and its version) the job is a run of, if any.
+    pub agent: Option<crate::agent::AgentRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -338,6 +340,7 @@ impl JobRequest {
             },
             cwd: self.cwd,
             session,
+            agent: None,
             schedule: Schedule {
                 timeout_ms,
                 metadata,

@@ -103,6 +103,8 @@ pub(crate) struct StoredSpec {
     metadata: Map<String, Value>,
     priority: i32,
     retry: RetryPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent: Option<crate::agent::AgentRef>,
 }
 
 impl From<StoredSpec> for JobSpec {
@@ -131,6 +133,7 @@ impl From<StoredSpec> for JobSpec {
                 priority: s.priority,
                 retry: s.retry,
             },
+            agent: s.agent,
         }
     }
 }
@@ -158,6 +161,7 @@ impl From<JobSpec> for StoredSpec {
             metadata: s.metadata,
             priority: s.priority,
             retry: s.retry,
+            agent: j.agent,
         }
     }
 }

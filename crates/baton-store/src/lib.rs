@@ -14,6 +14,7 @@
 //! **Architecture invariant:** this is the only crate that contains SQL, and no type of
 //! its database driver appears in its public API.
 
+mod agents;
 mod attempts;
 mod audit;
 mod db;
@@ -37,6 +38,7 @@ use std::path::Path;
 
 use db::{Db, sql};
 
+pub use agents::{AgentRecord, AgentSave};
 pub use attempts::{AttemptMeta, AttemptRecord, Finish, Orphan};
 pub use audit::{AuditFilter, AuditRecord};
 pub use events::{EventRecord, NewEvent};

@@ -18,6 +18,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0009_fair_dispatch.sql"),
     include_str!("../migrations/sqlite/0010_key_rate_limit.sql"),
     include_str!("../migrations/sqlite/0011_sessions_per_project.sql"),
+    include_str!("../migrations/sqlite/0012_agents.sql"),
 ];
 
 pub(crate) const POSTGRES: &[&str] = &[
@@ -27,6 +28,7 @@ pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0004_fair_dispatch.sql"),
     include_str!("../migrations/postgres/0005_key_rate_limit.sql"),
     include_str!("../migrations/postgres/0006_sessions_per_project.sql"),
+    include_str!("../migrations/postgres/0007_agents.sql"),
 ];
 
 /// Serializes schema migrations across PostgreSQL nodes that start at once.

@@ -138,6 +138,7 @@ impl Store {
             "idempotency_keys",
             "api_keys",
             "audit_log",
+            "agents",
         ] {
             tx.exec(sql(format!("DELETE FROM {table} WHERE project_id = ?")).bind(id.as_str()))
                 .await?;

@@ -125,6 +125,7 @@ fn rescue(t: Transition) -> Finish {
     }
 }
 
+mod agents;
 mod attempts;
 mod events;
 mod idempotency;

@@ -1,0 +1,286 @@
+//! Agents: a named, versioned job configuration that a caller runs with only an input.
+//! An agent's prompt is a template (minijinja, strict about undefined names, with a fuel
+//! limit) over the run's `input`, which is checked against the agent's `input_schema`
+//! before anything is queued.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::spec::{JobRequest, Limits};
+
+/// Which agent, and which version of it, a job runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentRef {
+    pub name: String,
+    pub version: u32,
+}
+
+/// An agent as saved: everything but its name and version.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentDefinition {
+    #[serde(default)]
+    pub description: String,
+    /// The prompt, rendered over `{"input": …}`.
+    pub prompt_template: String,
+    /// Job options, as in a job request (without `prompt`, `session` or `metadata`).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub options: Map<String, Value>,
+    /// A JSON Schema the run's input must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Value>,
+    /// A JSON Schema of the structured output the CLI is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
+    /// The media type of the run's output (default: `application/json` with an
+    /// `output_schema`, else `text/plain; charset=utf-8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// Why an agent or a run of it is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Invalid(String),
+    /// The input does not satisfy `input_schema`, first at `pointer`.
+    #[error("input{pointer}: {message}")]
+    Input { pointer: String, message: String },
+    /// The template failed while rendering (out of fuel, a type error).
+    #[error("template_error: {0}")]
+    Template(String),
+}
+
+/// Names an agent may take: as a project id.
+pub fn check_name(name: &str) -> Result<(), AgentError> {
+    crate::ProjectId::parse(name).map(drop).map_err(|_| {
+        AgentError::Invalid(format!(
+            "agent name {name:?}: 1 to 63 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+        ))
+    })
+}
+
+/// Template instructions a render may spend (a loop over a huge input runs out).
+const FUEL: u64 = 100_000;
+/// Fields a run's job options may not take from an agent: they belong to one run.
+const NOT_AGENT_OPTIONS: [&str; 4] = ["prompt", "session", "metadata", "json_schema"];
+
+fn environment() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env
+}
+
+/// A template error with where it is: `line L, column C: …`.
+fn located(source: &str, e: &minijinja::Error) -> String {
+    let detail = e
+        .detail()
+        .map_or_else(|| e.kind().to_string(), str::to_string);
+    match (e.line(), e.range()) {
+        (Some(line), Some(range)) => {
+            let start = source[..range.start.min(source.len())]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            let column = source[start..range.start.min(source.len())].chars().count() + 1;
+            format!("line {line}, column {column}: {detail}")
+        }
+        (Some(line), None) => format!("line {line}: {detail}"),
+        _ => detail,
+    }
+}
+
+impl AgentDefinition {
+    /// Checks everything that can be checked before any run: the template parses and names
+    /// only `input` (and, with an `input_schema` that lists its properties, only those);
+    /// the schemas are schemas; the options are job options a request could set.
+    pub fn check(&self, limits: &Limits) -> Result<(), AgentError> {
+        let invalid = |m: String| AgentError::Invalid(m);
+        if self.prompt_template.trim().is_empty() {
+            return Err(invalid("prompt_template must not be empty".into()));
+        }
+        if self.description.chars().count() > 2000 {
+            return Err(invalid("description: at most 2000 characters".into()));
+        }
+        let env = environment();
+        let template = env.template_from_str(&self.prompt_template).map_err(|e| {
+            invalid(format!(
+                "prompt_template: {}",
+                located(&self.prompt_template, &e)
+            ))
+        })?;
+        let known: Option<Vec<&str>> = self
+            .input_schema
+            .as_ref()
+            .and_then(|s| s.get("properties"))
+            .and_then(Value::as_object)
+            .map(|p| p.keys().map(String::as_str).collect());
+        let globals: Vec<&str> = env.globals().map(|(name, _)| name).collect();
+        let mut names: Vec<String> = template
+            .undeclared_variables(true)
+            .into_iter()
+            .filter(|n| !globals.contains(&n.split('.').next().unwrap_or_default()))
+            .collect();
+        names.sort();
+        for name in names {
+            let mut parts = name.split('.');
+            if parts.next() != Some("input") {
+                return Err(invalid(format!(
+                    "prompt_template names {name:?}; a template may use only input (e.g. {{{{ input.want }}}})"
+                )));
+            }
+            if let (Some(known), Some(field)) = (&known, parts.next())
+                && !known.contains(&field)
+            {
+                return Err(invalid(format!(
+                    "prompt_template names input.{field}, which input_schema does not define"
+                )));
+            }
+        }
+        for (field, schema) in [
+            ("input_schema", &self.input_schema),
+            ("output_schema", &self.output_schema),
+        ] {
+            if let Some(s) = schema {
+                jsonschema::validator_for(s)
+                    .map_err(|e| invalid(format!("{field} is not a JSON Schema: {e}")))?;
+            }
+        }
+        if let Some(k) = NOT_AGENT_OPTIONS
+            .iter()
+            .find(|k| self.options.contains_key(**k))
+        {
+            return Err(invalid(format!(
+                "options.{k}: not an agent option (json_schema is output_schema)"
+            )));
+        }
+        if let Some(ct) = &self.content_type
+            && (ct.is_empty() || ct.len() > 200 || !ct.is_ascii() || !ct.contains('/'))
+        {
+            return Err(invalid(format!("content_type {ct:?} is not a media type")));
+        }
+        self.request("a prompt".into())
+            .and_then(|r| {
+                r.parse(limits)
+                    .map_err(|e| invalid(format!("options: {e}")))
+            })
+            .map(drop)
+    }
+
+    /// The run's prompt: `input` checked against `input_schema`, then the template
+    /// rendered over it.
+    pub fn render(&self, input: &Value) -> Result<String, AgentError> {
+        if let Some(schema) = &self.input_schema {
+            let validator = jsonschema::validator_for(schema)
+                .map_err(|e| AgentError::Invalid(format!("input_schema: {e}")))?;
+            if let Some(e) = validator.iter_errors(input).next() {
+                return Err(AgentError::Input {
+                    pointer: e.instance_path.to_string(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        let env = environment();
+        let template = env
+            .template_from_str(&self.prompt_template)
+            .map_err(|e| AgentError::Template(located(&self.prompt_template, &e)))?;
+        template
+            .render(minijinja::context! { input => minijinja::Value::from_serialize(input) })
+            .map_err(|e| AgentError::Template(located(&self.prompt_template, &e)))
+    }
+
+    /// The job request of a run with `prompt`: the agent's options, its output schema as
+    /// the structured output asked for.
+    pub fn request(&self, prompt: String) -> Result<JobRequest, AgentError> {
+        let mut fields = self.options.clone();
+        fields.insert("prompt".into(), Value::String(prompt));
+        if let Some(schema) = &self.output_schema {
+            fields.insert("json_schema".into(), schema.clone());
+        }
+        serde_json::from_value(Value::Object(fields))
+            .map_err(|e| AgentError::Invalid(format!("options: {e}")))
+    }
+
+    /// The output's media type.
+    pub fn content_type(&self) -> &str {
+        match (&self.content_type, &self.output_schema) {
+            (Some(ct), _) => ct,
+            (None, Some(_)) => "application/json",
+            (None, None) => "text/plain; charset=utf-8",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn agent(template: &str) -> AgentDefinition {
+        AgentDefinition {
+            prompt_template: template.into(),
+            input_schema: Some(json!({
+                "type": "object",
+                "required": ["want"],
+                "properties": {"want": {"type": "string"}, "items": {"type": "array"}}
+            })),
+            ..AgentDefinition::default()
+        }
+    }
+
+    #[test]
+    fn a_template_is_checked_when_saved_and_rendered_over_checked_input() {
+        let limits = Limits::default();
+        let a = agent("Find {{ input.want }} in {{ input.items | join(', ') }}.");
+        a.check(&limits).unwrap();
+        let prompt = a
+            .render(&json!({"want": "carol", "items": ["a", "b"]}))
+            .unwrap();
+        assert_eq!(prompt, "Find carol in a, b.");
+        let err = a.render(&json!({"items": []})).unwrap_err();
+        assert!(
+            matches!(&err, AgentError::Input { pointer, .. } if pointer.is_empty()),
+            "{err}"
+        );
+        let err = a.render(&json!({"want": 3})).unwrap_err();
+        assert!(
+            matches!(&err, AgentError::Input { pointer, .. } if pointer == "/want"),
+            "{err}"
+        );
+
+        let err = agent("Hello\n  {{ input.want ").check(&limits).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = agent("{{ input.nope }}").check(&limits).unwrap_err();
+        assert!(err.to_string().contains("input.nope"), "{err}");
+        let err = agent("{{ secrets }}").check(&limits).unwrap_err();
+        assert!(err.to_string().contains("only input"), "{err}");
+        let mut bad = agent("x");
+        bad.input_schema = Some(json!({"type": "no such type"}));
+        assert!(bad.check(&limits).is_err());
+        let mut bad = agent("x");
+        bad.options.insert("timeout_ms".into(), json!(-1));
+        assert!(
+            bad.check(&limits)
+                .unwrap_err()
+                .to_string()
+                .contains("timeout_ms")
+        );
+        let mut bad = agent("x");
+        bad.options.insert("session".into(), json!({}));
+        assert!(bad.check(&limits).is_err());
+    }
+
+    #[test]
+    fn a_render_that_runs_out_of_fuel_is_a_template_error() {
+        let a = AgentDefinition {
+            prompt_template:
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+                    .into(),
+            ..AgentDefinition::default()
+        };
+        a.check(&Limits::default()).unwrap();
+        let err = a.render(&json!({})).unwrap_err();
+        assert!(matches!(err, AgentError::Template(_)), "{err}");
+    }
+}

@@ -1,0 +1,11 @@
+-- Agents: every change is a new immutable version; a deletion is a version too (deleted =
+-- 1), so the versions a run recorded stay readable.
+CREATE TABLE agents (
+    project_id TEXT NOT NULL REFERENCES projects(id),
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    definition TEXT NOT NULL,
+    deleted BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (project_id, name, version)
+);
