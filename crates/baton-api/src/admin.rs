@@ -67,7 +67,11 @@ pub struct CreateProject {
     #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     id: String,
     /// Shown in lists (default: the id).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
     name: Option<String>,
     quotas: Option<Quotas>,
     /// Job options (as in `POST /v1/jobs`, without `prompt`, `session` or `metadata`).
@@ -80,7 +84,11 @@ pub struct CreateProject {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
     name: Option<String>,
     quotas: Option<Quotas>,
     #[schema(value_type = Option<Object>)]
@@ -354,7 +362,11 @@ pub struct CreateKey {
     /// The project the key acts in.
     #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     project: String,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
     name: String,
     #[schema(min_items = 1, value_type = Vec<Scope>)]
     scopes: Vec<String>,

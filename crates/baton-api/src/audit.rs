@@ -48,15 +48,22 @@ fn action(method: &Method, route: &str) -> String {
         ("PATCH", "/v1/projects/{id}") => "project.update",
         ("DELETE", "/v1/projects/{id}") => "project.delete",
         ("POST", "/v1/keys") => "key.create",
+        ("POST", "/v1/agents") => "agent.create",
+        ("PUT", "/v1/agents/{name}") => "agent.update",
+        ("DELETE", "/v1/agents/{name}") => "agent.delete",
+        ("POST", "/v1/agents/{name}/runs" | "/") => "job.create",
         ("DELETE", "/v1/keys/{id}") => "key.revoke",
         _ => return format!("{method} {route}"),
     };
     named.to_string()
 }
 
-/// The `{id}` of a route such as `/v1/jobs/{id}/cancel`, read from the request's path.
+/// The `{id}` (or `{name}`) of a route such as `/v1/jobs/{id}/cancel`, read from the
+/// request's path.
 fn path_id(route: &str, path: &str) -> Option<String> {
-    let at = route.split('/').position(|seg| seg == "{id}")?;
+    let at = route
+        .split('/')
+        .position(|seg| seg == "{id}" || seg == "{name}")?;
     path.split('/').nth(at).map(str::to_string)
 }
 

@@ -35,19 +35,28 @@ pub enum Scope {
     /// Submit, cancel, retry and replay jobs (and read them).
     #[serde(rename = "jobs:write")]
     JobsWrite,
-    /// Read jobs, their events, sessions and dead letters.
+    /// Read jobs, their events, sessions and dead letters (and agents).
     #[serde(rename = "jobs:read")]
     JobsRead,
+    /// Create, change and delete agents.
+    #[serde(rename = "agents:write")]
+    AgentsWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Admin, Scope::JobsWrite, Scope::JobsRead];
+    pub const ALL: [Scope; 4] = [
+        Scope::Admin,
+        Scope::JobsWrite,
+        Scope::JobsRead,
+        Scope::AgentsWrite,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Admin => "admin",
             Self::JobsWrite => "jobs:write",
             Self::JobsRead => "jobs:read",
+            Self::AgentsWrite => "agents:write",
         }
     }
 
@@ -138,6 +147,33 @@ macro_rules! scoped {
 scoped!(JobsRead, Scope::JobsRead);
 scoped!(JobsWrite, Scope::JobsWrite);
 scoped!(Admin, Scope::Admin);
+scoped!(AgentsWrite, Scope::AgentsWrite);
+
+/// A caller that may read agents: with `jobs:read` (which runs need) or `agents:write`.
+pub struct AgentsRead(pub Caller);
+
+impl std::ops::Deref for AgentsRead {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl FromRequestParts<AppState> for AgentsRead {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let JobsRead(caller) = match JobsRead::from_request_parts(parts, st).await {
+            Ok(c) => c,
+            Err(e) => {
+                return AgentsWrite::from_request_parts(parts, st)
+                    .await
+                    .map(|w| Self(w.0))
+                    .map_err(|_| e);
+            }
+        };
+        Ok(Self(caller))
+    }
+}
 
 /// How often an open server looks again for a key made elsewhere (by `baton keys create`
 /// or another node).

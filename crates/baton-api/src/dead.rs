@@ -82,7 +82,9 @@ fn changed_spec(st: &AppState, job: &JobRecord, changes: &Changes) -> ApiResult<
     }
     let request: JobRequest =
         serde_json::from_value(request).map_err(|e| ApiError::invalid(format!("options: {e}")))?;
-    let spec = parse_request(st, request)?;
+    let mut spec = parse_request(st, request)?;
+    // A replay of an agent's run is still that run.
+    spec.agent = job.spec.agent.clone();
     st.engine()
         .config()
         .runner

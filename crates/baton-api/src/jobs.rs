@@ -188,7 +188,7 @@ pub struct WaitQuery {
 
 const MAX_WAIT_SECONDS: f64 = 300.0;
 
-fn wait_duration(q: &WaitQuery) -> ApiResult<Option<Duration>> {
+pub(crate) fn wait_duration(q: &WaitQuery) -> ApiResult<Option<Duration>> {
     match q.wait {
         None => Ok(None),
         Some(w) if w.is_finite() && (0.0..=MAX_WAIT_SECONDS).contains(&w) => {

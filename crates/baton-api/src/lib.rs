@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod agent_jobs;
+mod agents;
 mod audit;
 pub mod auth;
 mod compat;
@@ -216,6 +217,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
         .route("/v1/keys/{id}", axum::routing::delete(admin::revoke_key))
         .route("/v1/audit", get(audit::list_audit))
+        .route(
+            "/v1/agents",
+            post(agents::create_agent).get(agents::list_agents),
+        )
+        .route(
+            "/v1/agents/{name}",
+            get(agents::get_agent)
+                .put(agents::update_agent)
+                .delete(agents::delete_agent),
+        )
+        .route("/v1/agents/{name}/versions", get(agents::agent_versions))
+        .route("/v1/agents/{name}/runs", post(agents::run_agent))
+        .route("/", post(agents::call))
         .route("/v1/chat", post(compat::chat))
         .route("/v1/chat/stream", post(compat::chat_stream))
         .route("/execute", post(compat::execute))

@@ -9,7 +9,7 @@ use axum::extract::State;
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use crate::{AppState, admin, agent_jobs, audit, compat, dead, health, jobs, wire};
+use crate::{AppState, admin, agent_jobs, agents, audit, compat, dead, health, jobs, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -44,6 +44,14 @@ use crate::{AppState, admin, agent_jobs, audit, compat, dead, health, jobs, wire
         admin::list_keys,
         admin::revoke_key,
         audit::list_audit,
+        agents::create_agent,
+        agents::list_agents,
+        agents::get_agent,
+        agents::update_agent,
+        agents::delete_agent,
+        agents::agent_versions,
+        agents::run_agent,
+        agents::call,
         openapi_json,
     ),
     components(schemas(
@@ -174,7 +182,18 @@ fn refine(schemas: &mut Value, roots: &[PathBuf]) {
     defaults["description"] = json!(
         "Job options (as in a job request) that the project's jobs get when they leave them out."
     );
+    let mut agent_options = defaults.clone();
     schemas["JobDefaults"] = defaults;
+    // An agent's options: the same, but its output schema is its own field.
+    if let Some(props) = agent_options["properties"].as_object_mut() {
+        props.remove("json_schema");
+    }
+    agent_options["description"] = json!(
+        "Job options (as in a job request) of every run of the agent; `output_schema` stands for json_schema."
+    );
+    schemas["AgentOptions"] = agent_options;
+    schemas["AgentBody"]["properties"]["options"] =
+        json!({"$ref": "#/components/schemas/AgentOptions"});
     let reference = json!({"$ref": "#/components/schemas/JobDefaults"});
     schemas["Project"]["properties"]["defaults"] = reference.clone();
     for name in ["CreateProject", "UpdateProject"] {

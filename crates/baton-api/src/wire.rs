@@ -115,6 +115,8 @@ pub struct Job {
     #[schema(value_type = Object)]
     pub options: Value,
     pub last_event_seq: i64,
+    /// The agent version this job runs, when it is an agent's run.
+    pub agent: Option<baton_core::AgentRef>,
     /// A queued job whose last attempt hit a rate limit waits for the limit to reset.
     #[schema(format = DateTime)]
     pub parked_until: Option<String>,
@@ -131,6 +133,10 @@ impl Job {
             .as_object_mut()
             .and_then(|o| o.remove("metadata"))
             .unwrap_or_else(|| json!({}));
+        // Shown as `agent`, beside the options.
+        if let Some(o) = options.as_object_mut() {
+            o.remove("agent");
+        }
         let field = |k: &str| outcome.get(k).cloned().unwrap_or(Value::Null);
         Self {
             id: j.id.to_string(),
@@ -167,6 +173,7 @@ impl Job {
             metadata,
             options,
             last_event_seq: j.last_seq,
+            agent: j.spec.agent.clone(),
             parked_until: j.parked_until().map(timestamp),
             attempts: None,
         }

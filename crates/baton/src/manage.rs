@@ -211,3 +211,73 @@ pub async fn audit_ls(
     }
     Ok(())
 }
+
+/// `baton agents ls`.
+pub async fn agents_ls(client: &Client) -> anyhow::Result<()> {
+    let list = client.get("/v1/agents").await?;
+    println!("{:<24}  {:>7}  DESCRIPTION", "NAME", "VERSION");
+    for a in list["data"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24}  {:>7}  {}",
+            a["name"].as_str().unwrap_or(""),
+            a["version"],
+            a["description"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// `baton agents run`: prints the result (or the structured output) and exits as
+/// `baton run` does.
+pub async fn agents_run(
+    client: &Client,
+    name: &str,
+    input: &str,
+    wait: u32,
+) -> anyhow::Result<i32> {
+    let text = if input == "-" {
+        let mut buf = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)
+            .context("reading the input from stdin")?;
+        buf
+    } else {
+        input.to_string()
+    };
+    let input: Value = serde_json::from_str(&text).context("--input is not JSON")?;
+    let job = client
+        .post(
+            &format!("/v1/agents/{name}/runs?wait={}", wait.min(300)),
+            &json!({"input": input}),
+        )
+        .await?;
+    match job["state"].as_str() {
+        Some("completed") => {
+            if job["structured_output"].is_null() {
+                println!("{}", job["result"].as_str().unwrap_or_default());
+            } else {
+                println!("{}", job["structured_output"]);
+            }
+            Ok(crate::client::exit::COMPLETED)
+        }
+        Some("cancelled") => Ok(crate::client::exit::CANCELLED),
+        Some("failed" | "dead") => {
+            eprintln!(
+                "baton: job {} ended {}: {}",
+                job["id"].as_str().unwrap_or(""),
+                job["state"].as_str().unwrap_or(""),
+                job["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no error message")
+            );
+            Ok(crate::client::exit::FAILED)
+        }
+        _ => {
+            eprintln!(
+                "baton: job {} still runs; follow it with baton jobs logs -f {}",
+                job["id"].as_str().unwrap_or(""),
+                job["id"].as_str().unwrap_or("")
+            );
+            Ok(crate::client::exit::FAILED)
+        }
+    }
+}

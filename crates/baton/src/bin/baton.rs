@@ -158,6 +158,13 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Agents: saved, versioned job configurations run with an input.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// The audit log of changes (needs an admin key).
     Audit {
         #[command(subcommand)]
@@ -232,6 +239,28 @@ enum ProjectsCommand {
     Ls,
     /// Show one project as JSON.
     Show { id: String },
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// List the project's agents.
+    Ls,
+    /// Show an agent as JSON (its newest version, or --version).
+    Show {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Run an agent with a JSON input, wait for it, print its result.
+    Run {
+        name: String,
+        /// The input, as JSON (`-` reads it from stdin).
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Seconds to wait for the run (at most 300).
+        #[arg(long, default_value_t = 300)]
+        wait: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -470,6 +499,26 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 }
                 ProjectsCommand::Ls => baton::manage::projects_ls(&client).await?,
                 ProjectsCommand::Show { id } => baton::manage::projects_show(&client, &id).await?,
+            }
+            Ok(0)
+        }
+        Command::Agents { command, remote } => {
+            let client = remote.client()?;
+            match command {
+                AgentsCommand::Ls => baton::manage::agents_ls(&client).await?,
+                AgentsCommand::Show { name, version } => {
+                    let path = match version {
+                        Some(v) => format!("/v1/agents/{name}?version={v}"),
+                        None => format!("/v1/agents/{name}"),
+                    };
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&client.get(&path).await?)?
+                    );
+                }
+                AgentsCommand::Run { name, input, wait } => {
+                    return baton::manage::agents_run(&client, &name, &input, wait).await;
+                }
             }
             Ok(0)
         }

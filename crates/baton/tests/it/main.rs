@@ -1,5 +1,6 @@
 //! Baton end to end: a real server over HTTP, `fake-claude` as the CLI.
 
+mod agents;
 mod api;
 mod compat;
 mod dead;

@@ -1,0 +1,320 @@
+//! Agents over HTTP: saved and versioned, run by name with an input, and called as a task
+//! agent (`POST /` with `X-Baton-Agent` or seed 001's `X-Clrk-TaskAgent`).
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::Server;
+use crate::tenancy::{admin_key, key_of, tenant};
+
+fn echo_agent() -> Value {
+    json!({
+        "name": "echo",
+        "description": "says what it is asked",
+        "prompt_template": "FAKE text {{ input.want }}",
+        "input_schema": {"type": "object", "required": ["want"],
+                         "properties": {"want": {"type": "string", "maxLength": 100}}},
+        "options": {"max_attempts": 1, "timeout_ms": 60000}
+    })
+}
+
+#[tokio::test]
+async fn agents_are_saved_in_versions_and_refused_when_they_cannot_work() {
+    let s = Server::start().await;
+    let admin = admin_key(&s).await;
+    let writer = key_of(&s, &admin, "default", &["agents:write"]).await;
+    let runner = key_of(&s, &admin, "default", &["jobs:write"]).await;
+    let w = s.as_key(&writer);
+
+    let (status, a) = w.post("/v1/agents", echo_agent()).await;
+    assert_eq!(status, 201, "{a}");
+    assert_eq!(
+        (a["version"].clone(), a["object"].clone()),
+        (json!(1), json!("agent"))
+    );
+    assert_eq!(a["content_type"], "text/plain; charset=utf-8");
+    assert_eq!(w.post("/v1/agents", echo_agent()).await.0, 409);
+    let (status, _) = s.as_key(&runner).post("/v1/agents", echo_agent()).await;
+    assert_eq!(status, 403, "jobs:write does not change agents");
+    let (status, list) = s.as_key(&runner).get("/v1/agents").await;
+    assert_eq!(
+        (status.as_u16(), list["data"].as_array().unwrap().len()),
+        (200, 1)
+    );
+
+    let mut v2 = echo_agent();
+    v2["prompt_template"] = json!("FAKE text v2 {{ input.want }}");
+    let (status, a) = w.request(Method::PUT, "/v1/agents/echo", Some(v2)).await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["version"], 2);
+    let (_, versions) = w.get("/v1/agents/echo/versions").await;
+    let numbers: Vec<Value> = versions["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].clone())
+        .collect();
+    assert_eq!(numbers, [json!(2), json!(1)]);
+    let (_, v1) = w.get("/v1/agents/echo?version=1").await;
+    assert_eq!(v1["prompt_template"], "FAKE text {{ input.want }}");
+
+    for (body, needle) in [
+        (
+            json!({"name": "t1", "prompt_template": "Hi\n {{ input.want "}),
+            "line 2",
+        ),
+        (
+            json!({"name": "t2", "prompt_template": "{{ input.nope }}",
+                "input_schema": {"type": "object", "properties": {"want": {}}}}),
+            "input.nope",
+        ),
+        (
+            json!({"name": "t3", "prompt_template": "{{ env }}"}),
+            "only input",
+        ),
+        (
+            json!({"name": "t4", "prompt_template": "x", "input_schema": {"type": 7}}),
+            "input_schema",
+        ),
+        (json!({"name": "T 5", "prompt_template": "x"}), "agent name"),
+        (
+            json!({"name": "t6", "prompt_template": "x", "options": {"timeout_ms": 1}}),
+            "timeout_ms",
+        ),
+        (
+            json!({"name": "t7", "prompt_template": "x", "options": {"session": {}}}),
+            "options.session",
+        ),
+        (json!({"prompt_template": "x"}), "name is required"),
+    ] {
+        let (status, err) = w.post("/v1/agents", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}: {err}"
+        );
+    }
+    let (_, list) = w.get("/v1/agents").await;
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "a refused agent writes nothing"
+    );
+
+    let (status, _) = w.request(Method::DELETE, "/v1/agents/echo", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(w.get("/v1/agents/echo").await.0, 404);
+    assert_eq!(
+        w.request(Method::DELETE, "/v1/agents/echo", None).await.0,
+        404
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_renders_its_input_and_records_its_agent_version() {
+    let s = Server::start().await;
+    let (status, _) = s.post("/v1/agents", echo_agent()).await;
+    assert_eq!(status, 201);
+    let (status, job) = s
+        .post(
+            "/v1/agents/echo/runs?wait=30",
+            json!({"input": {"want": "carol"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(job["result"], "carol");
+    assert_eq!(job["agent"], json!({"name": "echo", "version": 1}));
+    assert_eq!(
+        job["options"]["max_attempts"],
+        json!(null),
+        "retry is in the schedule: {job}"
+    );
+
+    // Input is checked before anything is queued: the pointer of the first violation.
+    let before = s.job_count().await;
+    for (input, pointer) in [(json!({}), ""), (json!({"want": 7}), "/want")] {
+        let (status, err) = s
+            .post("/v1/agents/echo/runs", json!({"input": input}))
+            .await;
+        assert_eq!(status, 400, "{err}");
+        assert_eq!(err["error"]["pointer"], pointer, "{err}");
+    }
+    assert_eq!(s.job_count().await, before, "a refused run queues nothing");
+    assert_eq!(
+        s.post("/v1/agents/nobody/runs", json!({"input": {}}))
+            .await
+            .0,
+        404
+    );
+
+    // A run may pin an older version.
+    let mut v2 = echo_agent();
+    v2["prompt_template"] = json!("FAKE text new {{ input.want }}");
+    s.request(Method::PUT, "/v1/agents/echo", Some(v2)).await;
+    let (_, old) = s
+        .post(
+            "/v1/agents/echo/runs?wait=30",
+            json!({"input": {"want": "x"}, "version": 1}),
+        )
+        .await;
+    assert_eq!(
+        (old["result"].clone(), old["agent"]["version"].clone()),
+        (json!("x"), json!(1))
+    );
+    let (_, new) = s
+        .post(
+            "/v1/agents/echo/runs?wait=30",
+            json!({"input": {"want": "x"}}),
+        )
+        .await;
+    assert_eq!(
+        (new["result"].clone(), new["agent"]["version"].clone()),
+        (json!("new x"), json!(2))
+    );
+
+    // From the command line.
+    let base = s.base.clone();
+    let cli = move |args: &'static [&'static str]| {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(crate::support::baton_bin())
+                .args(args)
+                .args(["--server", &base])
+                .env("XDG_CONFIG_HOME", "/nonexistent")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = cli(&["agents", "run", "echo", "--input", r#"{"want": "zed"}"#])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "new zed");
+    let out = cli(&["agents", "run", "echo", "--input", "{}"])
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a refused input is a usage error"
+    );
+    let out = cli(&["agents", "ls"]).await.unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("echo"));
+    s.stop().await;
+}
+
+/// Seed 001's call: the body is the input, the answer the output, stderr never shown.
+#[tokio::test]
+async fn the_task_agent_call_answers_with_the_agents_output() {
+    let s = Server::start().await;
+    let admin = admin_key(&s).await;
+    let team = tenant(&s, &admin, "team-a").await;
+    let agents = key_of(&s, &admin, "team-a", &["agents:write"]).await;
+    let mut structured = echo_agent();
+    structured["name"] = json!("picker");
+    structured["prompt_template"] = json!("FAKE structured {\"output\": [\"{{ input.want }}\"]}");
+    structured["output_schema"] = json!({"type": "object"});
+    for agent in [echo_agent(), structured] {
+        let (status, a) = s.as_key(&agents).post("/v1/agents", agent).await;
+        assert_eq!(status, 201, "{a}");
+    }
+    let call = |header: &'static str, agent: &'static str, key: &str, body: Value| {
+        s.http
+            .post(format!("{}/", s.base))
+            .bearer_auth(key.to_string())
+            .header(header, agent)
+            .json(&body)
+            .send()
+    };
+    let resp = call(
+        "X-Clrk-TaskAgent",
+        "team-a/echo",
+        &team,
+        json!({"want": "alice"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    assert!(resp.headers().contains_key("baton-job-id"));
+    assert_eq!(resp.text().await.unwrap(), "alice");
+    let resp = call(
+        "X-Baton-Agent",
+        "team-a/picker",
+        &team,
+        json!({"want": "carol"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let out: Value = resp.json().await.unwrap();
+    assert_eq!(out, json!({"output": ["carol"]}));
+
+    // Refusals: no header 400, unknown agent 404, another project's agent 404, bad input 400.
+    let resp = s
+        .http
+        .post(format!("{}/", s.base))
+        .bearer_auth(&team)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        call("X-Baton-Agent", "team-a/nobody", &team, json!({}))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let other = tenant(&s, &admin, "team-b").await;
+    let resp = call("X-Baton-Agent", "team-a/echo", &other, json!({"want": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        404,
+        "another project's agent does not exist for B"
+    );
+    assert_eq!(
+        call("X-Baton-Agent", "team-a/echo", &team, json!({"want": 1}))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(s.as_key(&other).get("/v1/agents/echo").await.0, 404);
+    assert_eq!(
+        s.as_key(&other)
+            .post("/v1/agents/echo/runs", json!({"input": {"want": "x"}}))
+            .await
+            .0,
+        404
+    );
+    let (_, list) = s.as_key(&other).get("/v1/agents").await;
+    assert_eq!(list["data"], json!([]));
+
+    // A failed run: the envelope, with the job.
+    let mut crashing = echo_agent();
+    crashing["name"] = json!("crasher");
+    crashing["prompt_template"] = json!("FAKE crash\n{{ input.want }}");
+    s.as_key(&agents).post("/v1/agents", crashing).await;
+    let resp = call(
+        "X-Baton-Agent",
+        "team-a/crasher",
+        &team,
+        json!({"want": "x"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 502);
+    let err: Value = resp.json().await.unwrap();
+    assert!(err["error"]["job_id"].is_string(), "{err}");
+    s.stop().await;
+}
