@@ -343,34 +343,89 @@ pub struct RunRequest {
     version: Option<u32>,
 }
 
+/// A job that runs an agent, in `POST /v1/jobs`: the agent and its input, and what a
+/// run may set beside the agent's options.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentJobRequest {
+    /// The agent's name, in the caller's project.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+    agent: String,
+    /// The input the agent's template renders over.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    input: Value,
+    /// A saved version (default: the newest).
+    #[serde(default, deserialize_with = "baton_core::int::opt")]
+    #[schema(minimum = 1)]
+    version: Option<u32>,
+    #[serde(default, deserialize_with = "baton_core::int::opt")]
+    #[schema(minimum = -1000, maximum = 1000)]
+    priority: Option<i32>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "baton_core::int::opt")]
+    #[schema(minimum = 1, maximum = 20)]
+    max_attempts: Option<u32>,
+    #[serde(default, deserialize_with = "baton_core::int::opt")]
+    #[schema(minimum = 1000, maximum = 86400000)]
+    timeout_ms: Option<i64>,
+}
+
+/// The job spec of a run of an agent: its input checked and rendered, its options with
+/// the run's own settings over them and the project's defaults under them, and the
+/// version it runs recorded.
+pub(crate) async fn agent_spec(
+    st: &AppState,
+    caller: &Caller,
+    req: AgentJobRequest,
+) -> ApiResult<(baton_core::JobSpec, AgentDefinition)> {
+    let record = st
+        .engine()
+        .store()
+        .get_agent(&caller.project, &req.agent, req.version)
+        .await
+        .map_err(|e| agent_error(&req.agent, e))?;
+    let d = definition(&record)?;
+    let prompt = d.render(&req.input).map_err(refused)?;
+    let mut request = d.request(prompt).map_err(refused)?;
+    request.priority = req.priority.or(request.priority);
+    request.metadata = req.metadata.or(request.metadata);
+    request.max_attempts = req.max_attempts.or(request.max_attempts);
+    request.timeout_ms = req.timeout_ms.or(request.timeout_ms);
+    let mut spec = prepare(st, caller, request).await?;
+    spec.agent = Some(AgentRef {
+        name: record.name,
+        version: record.version,
+    });
+    Ok((spec, d))
+}
+
 /// Queues a run of `name` (at `version`) over `input` for `caller`.
 async fn run(
     st: &AppState,
     caller: &Caller,
-    name: &str,
-    version: Option<u32>,
-    input: &Value,
+    req: AgentJobRequest,
     idem: Option<(String, String)>,
 ) -> ApiResult<(baton_store::JobRecord, AgentDefinition, bool)> {
-    let record = st
-        .engine()
-        .store()
-        .get_agent(&caller.project, name, version)
-        .await
-        .map_err(|e| agent_error(name, e))?;
-    let d = definition(&record)?;
-    let prompt = d.render(input).map_err(refused)?;
-    let request = d.request(prompt).map_err(refused)?;
-    let mut spec = prepare(st, caller, request).await?;
-    spec.agent = Some(AgentRef {
-        name: record.name.clone(),
-        version: record.version,
-    });
+    let (spec, d) = agent_spec(st, caller, req).await?;
     let (job, replayed) = match submit(st, caller, spec, idem).await? {
         Inserted::New(j) => (j, false),
         other => (inserted(other)?, true),
     };
     Ok((job, d, replayed))
+}
+
+fn run_of(agent: &str, input: Value, version: Option<u32>) -> AgentJobRequest {
+    AgentJobRequest {
+        agent: agent.to_string(),
+        input,
+        version,
+        priority: None,
+        metadata: None,
+        max_attempts: None,
+        timeout_ms: None,
+    }
 }
 
 #[utoipa::path(post, path = "/v1/agents/{name}/runs", tag = "agents",
@@ -390,15 +445,8 @@ pub async fn run_agent(
     let wait = wait_duration(&q)?;
     let route = format!("POST /v1/agents/{name}/runs");
     let idem = idempotency(&headers, &route, &body.raw)?;
-    let (job, _, replayed) = run(
-        &st,
-        &caller,
-        &name,
-        body.value.version,
-        &body.value.input,
-        idem,
-    )
-    .await?;
+    let req = run_of(&name, body.value.input, body.value.version);
+    let (job, _, replayed) = run(&st, &caller, req, idem).await?;
     let job = match wait {
         Some(w) if !job.state.is_terminal() => st.engine().wait_for(job.id, w).await?,
         _ => job,
@@ -458,7 +506,7 @@ pub async fn call(
         ..caller.0.clone()
     };
     let idem = idempotency(&headers, &format!("POST / {named}"), &body.raw)?;
-    let (job, d, _) = run(&st, &caller, name, None, &body.value, idem).await?;
+    let (job, d, _) = run(&st, &caller, run_of(name, body.value, None), idem).await?;
     let wait = if d.options.contains_key("timeout_ms") {
         Duration::from_millis(job.spec.schedule.timeout_ms)
     } else {

@@ -75,6 +75,16 @@ pub(crate) fn idempotency(
     Ok(Some((format!("{route} {key}"), hash)))
 }
 
+/// A job: a prompt with its options, or a run of a saved agent with its input. (The
+/// document's shape of the body only: the handler reads the JSON and picks the one it is.)
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, clippy::large_enum_variant)]
+pub enum CreateJob {
+    Prompt(JobRequest),
+    Agent(crate::agents::AgentJobRequest),
+}
+
 /// Validates paths against the workspace roots, checks that a session it continues is
 /// one of the caller's project and that the project is within its queued-jobs quota, and
 /// queues the job in the caller's project.
@@ -202,7 +212,7 @@ pub(crate) fn wait_duration(q: &WaitQuery) -> ApiResult<Option<Duration>> {
 
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
     params(WaitQuery, ("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header, description = "Submit once: a repeat with the same body answers with the same job.")),
-    request_body = JobRequest,
+    request_body = CreateJob,
     responses(
         (status = 201, description = "Queued (or, with ?wait, finished)", body = wire::Job),
         (status = 200, description = "An earlier request with this Idempotency-Key made this job", body = wire::Job),
@@ -212,10 +222,17 @@ pub async fn create_job(
     caller: JobsWrite,
     Params(q): Params<WaitQuery>,
     headers: HeaderMap,
-    body: Body<JobRequest>,
+    body: Body<serde_json::Value>,
 ) -> ApiResult<Response> {
     let wait = wait_duration(&q)?;
-    let spec = prepare(&st, &caller, body.value).await?;
+    let invalid = |e: serde_json::Error| ApiError::invalid(format!("invalid JSON body: {e}"));
+    let spec = if body.value.get("agent").is_some() {
+        let req = serde_json::from_value(body.value).map_err(invalid)?;
+        crate::agents::agent_spec(&st, &caller, req).await?.0
+    } else {
+        let req: JobRequest = serde_json::from_value(body.value).map_err(invalid)?;
+        prepare(&st, &caller, req).await?
+    };
     let idem = idempotency(&headers, "POST /v1/jobs", &body.raw)?;
     let (status, record, replayed) = match submit(&st, &caller, spec, idem).await? {
         Inserted::New(r) => (StatusCode::CREATED, r, false),

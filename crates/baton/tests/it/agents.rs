@@ -174,6 +174,32 @@ async fn a_run_renders_its_input_and_records_its_agent_version() {
         (json!("new x"), json!(2))
     );
 
+    // Through POST /v1/jobs, with the settings a run may add.
+    let (status, job) = s
+        .post(
+            "/v1/jobs?wait=30",
+            json!({"agent": "echo", "input": {"want": "y"}, "priority": 5,
+                   "metadata": {"ticket": "T-1"}, "version": 1}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(
+        (job["result"].clone(), job["priority"].clone()),
+        (json!("y"), json!(5))
+    );
+    assert_eq!(job["metadata"], json!({"ticket": "T-1"}));
+    assert_eq!(job["agent"], json!({"name": "echo", "version": 1}));
+    let (status, err) = s
+        .post(
+            "/v1/jobs",
+            json!({"agent": "echo", "input": {"want": "y"}, "model": "x"}),
+        )
+        .await;
+    assert_eq!(
+        status, 400,
+        "a run does not change the agent's options: {err}"
+    );
+
     // From the command line.
     let base = s.base.clone();
     let cli = move |args: &'static [&'static str]| {
