@@ -281,3 +281,114 @@ pub async fn agents_run(
         }
     }
 }
+
+/// One agent of a folder given to `baton apply`: its name and its body for the API.
+struct Declared {
+    name: String,
+    body: Value,
+}
+
+/// Reads `dir/<name>/agent.toml` (with `.mcp.json` beside it as the MCP configuration) for
+/// every folder of `dir` that has one. A file this version of Baton cannot apply yet
+/// (`CLAUDE.md`, `verify`) is refused rather than ignored.
+fn declared_agents(dir: &std::path::Path) -> anyhow::Result<Vec<Declared>> {
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .filter(|e| e.path().join("agent.toml").is_file())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let folder = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        for unsupported in ["CLAUDE.md", "verify"] {
+            if folder.join(unsupported).exists() {
+                bail!(
+                    "{}: {unsupported} is not supported by this version of Baton yet; remove it to apply the rest",
+                    folder.display()
+                );
+            }
+        }
+        let path = folder.join("agent.toml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let mut body = serde_json::to_value(&table)?;
+        match body.get("name").and_then(Value::as_str) {
+            Some(n) if n != name => bail!(
+                "{}: name = {n:?}, but the folder is {name:?}; an agent is named by its folder",
+                path.display()
+            ),
+            _ => body["name"] = json!(name),
+        }
+        let mcp = folder.join(".mcp.json");
+        if mcp.is_file() {
+            let config: Value = serde_json::from_str(&std::fs::read_to_string(&mcp)?)
+                .with_context(|| format!("{} is not JSON", mcp.display()))?;
+            if body.get("options").is_none() {
+                body["options"] = json!({});
+            }
+            body["options"]["mcp_config"] = config;
+        }
+        out.push(Declared { name, body });
+    }
+    Ok(out)
+}
+
+/// Whether the saved agent `saved` already is what `body` declares.
+fn same_agent(saved: &Value, body: &Value) -> bool {
+    let declared_ct = body["content_type"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            if body.get("output_schema").is_some_and(|s| !s.is_null()) {
+                "application/json".into()
+            } else {
+                "text/plain; charset=utf-8".into()
+            }
+        });
+    let field = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    let or_empty = |v: Value, empty: Value| if v.is_null() { empty } else { v };
+    field(saved, "prompt_template") == field(body, "prompt_template")
+        && or_empty(field(saved, "description"), json!(""))
+            == or_empty(field(body, "description"), json!(""))
+        && or_empty(field(saved, "options"), json!({}))
+            == or_empty(field(body, "options"), json!({}))
+        && field(saved, "input_schema") == field(body, "input_schema")
+        && field(saved, "output_schema") == field(body, "output_schema")
+        && saved["content_type"].as_str() == Some(declared_ct.as_str())
+}
+
+/// `baton apply DIR`: makes the server's agents what the folder declares, creating or
+/// changing each as needed and leaving the ones already so; it never deletes. Every
+/// folder is read and checked before anything is sent.
+pub async fn apply(client: &Client, dir: &std::path::Path) -> anyhow::Result<()> {
+    let declared = declared_agents(dir)?;
+    if declared.is_empty() {
+        bail!("{} holds no <agent>/agent.toml", dir.display());
+    }
+    for d in declared {
+        let path = format!("/v1/agents/{}", d.name);
+        let saved = client.send(reqwest::Method::GET, &path, None).await;
+        let line = match saved {
+            Ok(saved) if same_agent(&saved, &d.body) => {
+                format!("unchanged {} (version {})", d.name, saved["version"])
+            }
+            Ok(_) => {
+                let a = client
+                    .send(reqwest::Method::PUT, &path, Some(&d.body))
+                    .await?;
+                format!("updated   {} (version {})", d.name, a["version"])
+            }
+            Err(e) if e.to_string().starts_with("404") => {
+                let a = client.post("/v1/agents", &d.body).await?;
+                format!("created   {} (version {})", d.name, a["version"])
+            }
+            Err(e) => return Err(e.context(format!("reading agent {}", d.name))),
+        };
+        println!("{line}");
+    }
+    Ok(())
+}

@@ -165,6 +165,13 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Make the server's agents what a folder declares (DIR/<agent>/agent.toml, and
+    /// .mcp.json beside it); prints what changed, never deletes.
+    Apply {
+        dir: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// The audit log of changes (needs an admin key).
     Audit {
         #[command(subcommand)]
@@ -520,6 +527,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     return baton::manage::agents_run(&client, &name, &input, wait).await;
                 }
             }
+            Ok(0)
+        }
+        Command::Apply { dir, remote } => {
+            baton::manage::apply(&remote.client()?, &dir).await?;
             Ok(0)
         }
         Command::Audit { command, remote } => {

@@ -344,3 +344,84 @@ async fn the_task_agent_call_answers_with_the_agents_output() {
     assert!(err["error"]["job_id"].is_string(), "{err}");
     s.stop().await;
 }
+
+/// `baton apply DIR`: a folder per agent, applied idempotently.
+#[tokio::test]
+async fn baton_apply_makes_the_agents_a_folder_declares_and_says_what_changed() {
+    let s = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let echo = dir.path().join("echo");
+    std::fs::create_dir(&echo).unwrap();
+    let toml = r#"description = "says what it is asked"
+prompt_template = "FAKE text {{ input.want }}"
+
+[options]
+max_attempts = 1
+
+[input_schema]
+type = "object"
+required = ["want"]
+
+[input_schema.properties.want]
+type = "string"
+"#;
+    std::fs::write(echo.join("agent.toml"), toml).unwrap();
+    std::fs::write(echo.join(".mcp.json"), r#"{"mcpServers": {}}"#).unwrap();
+    std::fs::create_dir(dir.path().join("not-an-agent")).unwrap();
+    let apply = |dir: std::path::PathBuf| {
+        let base = s.base.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(crate::support::baton_bin())
+                .arg("apply")
+                .arg(&dir)
+                .args(["--server", &base])
+                .env("XDG_CONFIG_HOME", "/nonexistent")
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let (code, out, err) = apply(dir.path().to_path_buf()).await.unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "created   echo (version 1)");
+    let (_, agent) = s.get("/v1/agents/echo").await;
+    assert_eq!(agent["options"]["mcp_config"], json!({"mcpServers": {}}));
+    let (_, out, _) = apply(dir.path().to_path_buf()).await.unwrap();
+    assert_eq!(
+        out.trim(),
+        "unchanged echo (version 1)",
+        "applying twice changes nothing"
+    );
+    std::fs::write(
+        echo.join("agent.toml"),
+        toml.replace("FAKE text", "FAKE text again"),
+    )
+    .unwrap();
+    let (_, out, _) = apply(dir.path().to_path_buf()).await.unwrap();
+    assert_eq!(out.trim(), "updated   echo (version 2)");
+    let (_, job) = s
+        .post(
+            "/v1/agents/echo/runs?wait=30",
+            json!({"input": {"want": "w"}}),
+        )
+        .await;
+    assert_eq!(job["result"], "again w");
+
+    // What cannot be applied yet is refused, and nothing is sent.
+    std::fs::write(echo.join("CLAUDE.md"), "# context").unwrap();
+    std::fs::write(
+        echo.join("agent.toml"),
+        toml.replace("FAKE text", "FAKE text third"),
+    )
+    .unwrap();
+    let (code, _, err) = apply(dir.path().to_path_buf()).await.unwrap();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("CLAUDE.md"), "{err}");
+    let (_, agent) = s.get("/v1/agents/echo").await;
+    assert_eq!(agent["version"], 2);
+    s.stop().await;
+}
