@@ -41,6 +41,11 @@ pub struct Agent {
     output_schema: Option<Value>,
     /// The media type of the output.
     content_type: String,
+    /// Written as `CLAUDE.md` into each run's workspace.
+    claude_md: Option<String>,
+    /// Files placed in each run's workspace (relative path → contents).
+    #[schema(value_type = Object)]
+    files: std::collections::BTreeMap<String, String>,
     /// When this version was saved.
     created_at: String,
 }
@@ -58,6 +63,8 @@ impl Agent {
             options: d.options,
             input_schema: d.input_schema,
             output_schema: d.output_schema,
+            claude_md: d.claude_md,
+            files: d.files,
             created_at: wire::timestamp(r.created_at),
         })
     }
@@ -107,6 +114,14 @@ pub struct AgentBody {
     output_schema: Option<Value>,
     /// The output's media type.
     content_type: Option<String>,
+    /// Written as `CLAUDE.md` into each run's workspace (the project context the CLI
+    /// reads).
+    claude_md: Option<String>,
+    /// Small files placed in each run's workspace: relative path → contents (64 at most,
+    /// 1 MiB in all with `claude_md`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    files: std::collections::BTreeMap<String, String>,
 }
 
 impl AgentBody {
@@ -118,6 +133,8 @@ impl AgentBody {
             input_schema: self.input_schema,
             output_schema: self.output_schema,
             content_type: self.content_type,
+            claude_md: self.claude_md,
+            files: self.files,
         }
     }
 }
@@ -394,6 +411,7 @@ pub(crate) async fn agent_spec(
     request.max_attempts = req.max_attempts.or(request.max_attempts);
     request.timeout_ms = req.timeout_ms.or(request.timeout_ms);
     let mut spec = prepare(st, caller, request).await?;
+    spec.files = d.workspace_files();
     spec.agent = Some(AgentRef {
         name: record.name,
         version: record.version,

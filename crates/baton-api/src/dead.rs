@@ -85,6 +85,7 @@ fn changed_spec(st: &AppState, job: &JobRecord, changes: &Changes) -> ApiResult<
     let mut spec = parse_request(st, request)?;
     // A replay of an agent's run is still that run.
     spec.agent = job.spec.agent.clone();
+    spec.files = job.spec.files.clone();
     st.engine()
         .config()
         .runner

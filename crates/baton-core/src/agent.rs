@@ -3,6 +3,8 @@
 //! limit) over the run's `input`, which is checked against the agent's `input_schema`
 //! before anything is queued.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -37,7 +39,17 @@ pub struct AgentDefinition {
     /// `output_schema`, else `text/plain; charset=utf-8`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// Written as `CLAUDE.md` into each run's workspace: the project context the CLI reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claude_md: Option<String>,
+    /// Small files placed in each run's workspace (relative path → contents).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
+
+/// Files an agent places at most, and their bytes at most in all.
+pub const MAX_FILES: usize = 64;
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
 
 /// Why an agent or a run of it is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,12 +172,67 @@ impl AgentDefinition {
         {
             return Err(invalid(format!("content_type {ct:?} is not a media type")));
         }
+        self.check_files()?;
         self.request("a prompt".into())
             .and_then(|r| {
                 r.parse(limits)
                     .map_err(|e| invalid(format!("options: {e}")))
             })
             .map(drop)
+    }
+
+    fn check_files(&self) -> Result<(), AgentError> {
+        let invalid = AgentError::Invalid;
+        if self.files.is_empty() && self.claude_md.is_none() {
+            return Ok(());
+        }
+        if self.options.contains_key("cwd") {
+            return Err(invalid(
+                "claude_md and files go into each run's own workspace; an agent with them cannot set options.cwd".into(),
+            ));
+        }
+        if self.files.contains_key("CLAUDE.md") && self.claude_md.is_some() {
+            return Err(invalid(
+                "files.CLAUDE.md and claude_md are the same file; give one".into(),
+            ));
+        }
+        if self.files.len() > MAX_FILES {
+            return Err(invalid(format!("files: at most {MAX_FILES}")));
+        }
+        let bytes: usize = self
+            .workspace_files()
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if bytes > MAX_FILE_BYTES {
+            return Err(invalid(format!(
+                "claude_md and files: at most {MAX_FILE_BYTES} bytes in all"
+            )));
+        }
+        for path in self.files.keys() {
+            let normal = !path.is_empty()
+                && !path.starts_with('/')
+                && !path.contains('\0')
+                && path.len() <= 255
+                && path
+                    .split('/')
+                    .all(|part| !part.is_empty() && part != "." && part != "..");
+            if !normal {
+                return Err(invalid(format!(
+                    "files: {path:?} must be a relative path inside the workspace (no '..', no leading '/')"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// What each run finds in its workspace: `files`, and `claude_md` as `CLAUDE.md`.
+    pub fn workspace_files(&self) -> BTreeMap<String, String> {
+        let mut all = self.files.clone();
+        if let Some(md) = &self.claude_md {
+            all.insert("CLAUDE.md".into(), md.clone());
+        }
+        all
     }
 
     /// The run's prompt: `input` checked against `input_schema`, then the template
@@ -269,6 +336,21 @@ mod tests {
         let mut bad = agent("x");
         bad.options.insert("session".into(), json!({}));
         assert!(bad.check(&limits).is_err());
+        for path in ["../up", "/abs", "a//b", "", "a/./b"] {
+            let mut bad = agent("x");
+            bad.files.insert(path.into(), "x".into());
+            assert!(bad.check(&limits).is_err(), "{path:?}");
+        }
+        let mut ok = agent("x");
+        ok.claude_md = Some("# Context".into());
+        ok.files.insert("data/people.json".into(), "[]".into());
+        ok.check(&limits).unwrap();
+        assert_eq!(ok.workspace_files().len(), 2);
+        ok.options.insert("cwd".into(), json!("/tmp"));
+        assert!(
+            ok.check(&limits).is_err(),
+            "files need the run's own workspace"
+        );
     }
 
     #[test]

@@ -157,6 +157,9 @@ pub struct JobSpec {
     pub schedule: Schedule,
     /// The agent (and its version) the job is a run of, if any.
     pub agent: Option<crate::agent::AgentRef>,
+    /// Files placed in the run's workspace before the CLI starts (an agent's `CLAUDE.md`
+    /// and `files`).
+    pub files: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -341,6 +344,7 @@ impl JobRequest {
             cwd: self.cwd,
             session,
             agent: None,
+            files: Default::default(),
             schedule: Schedule {
                 timeout_ms,
                 metadata,
@@ -365,6 +369,7 @@ impl JobSpec {
             cwd: self.cwd.clone(),
             session: self.session,
             timeout_ms: self.schedule.timeout_ms,
+            files: self.files.clone(),
         }
     }
 

@@ -4,6 +4,8 @@
 //! CLI is its only kind today, and later kinds (an HTTP fetch, a local model, a `jq`
 //! transform, a human approval) are variants beside it, without touching it.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -59,6 +61,9 @@ pub struct ClaudeRun {
     pub session: SessionMode,
     /// The run's wall-clock limit (from its schedule).
     pub timeout_ms: u64,
+    /// Files placed in the run's own workspace before the CLI starts (relative path →
+    /// contents), e.g. an agent's `CLAUDE.md`.
+    pub files: BTreeMap<String, String>,
 }
 
 /// What a runner executes for one attempt.
@@ -105,6 +110,8 @@ pub(crate) struct StoredSpec {
     retry: RetryPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     agent: Option<crate::agent::AgentRef>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    files: BTreeMap<String, String>,
 }
 
 impl From<StoredSpec> for JobSpec {
@@ -134,6 +141,7 @@ impl From<StoredSpec> for JobSpec {
                 retry: s.retry,
             },
             agent: s.agent,
+            files: s.files,
         }
     }
 }
@@ -162,6 +170,7 @@ impl From<JobSpec> for StoredSpec {
             priority: s.priority,
             retry: s.retry,
             agent: j.agent,
+            files: j.files,
         }
     }
 }

@@ -310,6 +310,23 @@ async fn run_in(
     cancel: CancellationToken,
 ) -> AttemptReport {
     let Step::Claude(spec) = attempt.step;
+    if !spec.files.is_empty() {
+        // Files go into the attempt's own directory, never into a caller's `cwd`.
+        let placed = if spec.cwd.is_some() {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a run with files works in its own workspace, not in a cwd",
+            ))
+        } else {
+            ws.place_files(&spec.files)
+        };
+        if let Err(e) = placed {
+            return failed(
+                ErrorKind::InvalidRequest,
+                format!("could not place the run's files: {e}"),
+            );
+        }
+    }
     let files = match prepare_files(ws, spec, attempt.restore.as_deref()) {
         Ok(f) => f,
         Err(e) => {

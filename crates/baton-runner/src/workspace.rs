@@ -74,6 +74,32 @@ impl Workspace {
     }
 
     /// Where the CLI keeps the transcript of `session_id` for this working directory.
+    /// Places `files` (relative path → contents) in the working directory: an agent's
+    /// `CLAUDE.md` and files. A path that would leave the directory is refused.
+    pub fn place_files(
+        &self,
+        files: &std::collections::BTreeMap<String, String>,
+    ) -> std::io::Result<()> {
+        for (relative, contents) in files {
+            let rel = Path::new(relative);
+            if !rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{relative:?} is not a path inside the workspace"),
+                ));
+            }
+            let path = self.cwd.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, contents)?;
+        }
+        Ok(())
+    }
+
     pub fn transcript_path(&self, session_id: &str) -> PathBuf {
         self.home
             .join(".claude/projects")

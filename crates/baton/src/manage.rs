@@ -288,9 +288,9 @@ struct Declared {
     body: Value,
 }
 
-/// Reads `dir/<name>/agent.toml` (with `.mcp.json` beside it as the MCP configuration) for
-/// every folder of `dir` that has one. A file this version of Baton cannot apply yet
-/// (`CLAUDE.md`, `verify`) is refused rather than ignored.
+/// Reads `dir/<name>/agent.toml` (with `CLAUDE.md` beside it as the agent's `claude_md`
+/// and `.mcp.json` as its MCP configuration) for every folder of `dir` that has one. A
+/// file this version of Baton cannot apply yet (`verify`) is refused rather than ignored.
 fn declared_agents(dir: &std::path::Path) -> anyhow::Result<Vec<Declared>> {
     let mut out = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -302,7 +302,7 @@ fn declared_agents(dir: &std::path::Path) -> anyhow::Result<Vec<Declared>> {
     for entry in entries {
         let folder = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        for unsupported in ["CLAUDE.md", "verify"] {
+        for unsupported in ["verify"] {
             if folder.join(unsupported).exists() {
                 bail!(
                     "{}: {unsupported} is not supported by this version of Baton yet; remove it to apply the rest",
@@ -322,6 +322,13 @@ fn declared_agents(dir: &std::path::Path) -> anyhow::Result<Vec<Declared>> {
                 path.display()
             ),
             _ => body["name"] = json!(name),
+        }
+        let md = folder.join("CLAUDE.md");
+        if md.is_file() {
+            body["claude_md"] = json!(
+                std::fs::read_to_string(&md)
+                    .with_context(|| format!("reading {}", md.display()))?
+            );
         }
         let mcp = folder.join(".mcp.json");
         if mcp.is_file() {
@@ -358,6 +365,8 @@ fn same_agent(saved: &Value, body: &Value) -> bool {
             == or_empty(field(body, "options"), json!({}))
         && field(saved, "input_schema") == field(body, "input_schema")
         && field(saved, "output_schema") == field(body, "output_schema")
+        && field(saved, "claude_md") == field(body, "claude_md")
+        && or_empty(field(saved, "files"), json!({})) == or_empty(field(body, "files"), json!({}))
         && saved["content_type"].as_str() == Some(declared_ct.as_str())
 }
 

@@ -43,6 +43,7 @@ Usage: fake-claude -p [options] [prompt]
 A protocol-faithful stand-in for the claude CLI (2.1.332), for tests. Only print mode.
 Prompt lines starting with `FAKE ` script the run:
   text <words...>       answer with <words...>
+  cat <path>            answer with the file's contents (relative to the cwd)
   sleep <ms>            wait after system/init
   slow <n> <ms>         n text blocks `chunk i`, ms apart
   tool | loop <n>       one / n Bash round trips, then `done`

@@ -117,6 +117,14 @@ impl Script {
         let one = |n: usize| numbers.len() == n;
         match name {
             "text" => self.answer = Answer::Text(args.to_string()),
+            // What a file in the working directory holds (as the real CLI would read its
+            // CLAUDE.md): the answer is its contents, trimmed.
+            "cat" => {
+                self.answer = Answer::Text(match std::fs::read_to_string(args.trim()) {
+                    Ok(contents) => contents.trim().to_string(),
+                    Err(e) => format!("cannot read {}: {e}", args.trim()),
+                })
+            }
             "sleep" if one(1) => self.sleep_ms = numbers[0].parse().ok().or(self.sleep_ms),
             "slow" if one(2) => {
                 if let (Ok(chunks @ 1..), Ok(gap_ms)) = (numbers[0].parse(), numbers[1].parse()) {

@@ -411,8 +411,15 @@ type = "string"
         .await;
     assert_eq!(job["result"], "again w");
 
-    // What cannot be applied yet is refused, and nothing is sent.
+    // CLAUDE.md beside agent.toml is the agent's claude_md.
     std::fs::write(echo.join("CLAUDE.md"), "# context").unwrap();
+    let (_, out, _) = apply(dir.path().to_path_buf()).await.unwrap();
+    assert_eq!(out.trim(), "updated   echo (version 3)");
+    let (_, agent) = s.get("/v1/agents/echo").await;
+    assert_eq!(agent["claude_md"], "# context");
+
+    // What cannot be applied yet is refused, and nothing is sent.
+    std::fs::write(echo.join("verify"), "#!/bin/sh\ncat\n").unwrap();
     std::fs::write(
         echo.join("agent.toml"),
         toml.replace("FAKE text", "FAKE text third"),
@@ -420,8 +427,45 @@ type = "string"
     .unwrap();
     let (code, _, err) = apply(dir.path().to_path_buf()).await.unwrap();
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("CLAUDE.md"), "{err}");
+    assert!(err.contains("verify"), "{err}");
     let (_, agent) = s.get("/v1/agents/echo").await;
-    assert_eq!(agent["version"], 2);
+    assert_eq!(agent["version"], 3);
+    s.stop().await;
+}
+
+/// An agent's `claude_md` and `files` are in every run's own workspace.
+#[tokio::test]
+async fn an_agents_files_are_in_each_runs_workspace() {
+    let s = Server::start().await;
+    let (status, a) = s
+        .post(
+            "/v1/agents",
+            json!({"name": "reader", "prompt_template": "FAKE cat {{ input.path }}",
+                   "claude_md": "# The team's conventions",
+                   "files": {"data/people.json": "[\"carol\", \"alice\"]"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{a}");
+    assert_eq!(a["files"]["data/people.json"], "[\"carol\", \"alice\"]");
+    for (path, expected) in [
+        ("CLAUDE.md", "# The team's conventions"),
+        ("data/people.json", "[\"carol\", \"alice\"]"),
+    ] {
+        let (_, job) = s
+            .post(
+                "/v1/agents/reader/runs?wait=30",
+                json!({"input": {"path": path}}),
+            )
+            .await;
+        assert_eq!(job["state"], "completed", "{job}");
+        assert_eq!(job["result"], expected);
+    }
+    let (status, err) = s
+        .post(
+            "/v1/agents",
+            json!({"name": "escaper", "prompt_template": "x", "files": {"../out": "x"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
     s.stop().await;
 }
