@@ -46,6 +46,8 @@ pub struct Agent {
     /// Files placed in each run's workspace (relative path → contents).
     #[schema(value_type = Object)]
     files: std::collections::BTreeMap<String, String>,
+    /// The command that checks each successful result.
+    verify: Option<baton_core::Verify>,
     /// When this version was saved.
     created_at: String,
 }
@@ -65,6 +67,7 @@ impl Agent {
             output_schema: d.output_schema,
             claude_md: d.claude_md,
             files: d.files,
+            verify: d.verify,
             created_at: wire::timestamp(r.created_at),
         })
     }
@@ -122,6 +125,10 @@ pub struct AgentBody {
     #[serde(default)]
     #[schema(value_type = Object)]
     files: std::collections::BTreeMap<String, String>,
+    /// A command run in the workspace after each successful result, with `{"input",
+    /// "output", "result"}` on its stdin: its stdout becomes the output, a non-zero exit
+    /// fails the attempt (`verification_failed`).
+    verify: Option<baton_core::Verify>,
 }
 
 impl AgentBody {
@@ -135,6 +142,7 @@ impl AgentBody {
             content_type: self.content_type,
             claude_md: self.claude_md,
             files: self.files,
+            verify: self.verify,
         }
     }
 }
@@ -412,6 +420,10 @@ pub(crate) async fn agent_spec(
     request.timeout_ms = req.timeout_ms.or(request.timeout_ms);
     let mut spec = prepare(st, caller, request).await?;
     spec.files = d.workspace_files();
+    spec.verify = d.verify.as_ref().map(|v| baton_core::VerifyRun {
+        command: v.command.clone(),
+        input: req.input.clone(),
+    });
     spec.agent = Some(AgentRef {
         name: record.name,
         version: record.version,
@@ -485,7 +497,8 @@ pub async fn run_agent(
 const CALL_TIMEOUT: Duration = Duration::from_secs(100);
 
 /// `POST /`: the task-agent call. The body is the agent's input; the answer is its output
-/// (the structured output with an `output_schema`, else the result text) with the
+/// (what `verify` printed, else the structured output with an `output_schema`, else the
+/// result text) with the
 /// agent's content type, once the run ends, within the agent's timeout (queueing
 /// included; 100 s by default).
 #[utoipa::path(post, path = "/", tag = "agents",
@@ -535,7 +548,9 @@ pub async fn call(
     let detail = json!({"job_id": job.id.to_string(), "job_state": job.state.as_str()});
     let resp = match job.state {
         JobState::Completed => {
-            let body = if d.output_schema.is_some() {
+            let body = if let Some(verified) = view.verified_output.as_str() {
+                verified.to_string()
+            } else if d.output_schema.is_some() {
                 view.structured_output.to_string()
             } else {
                 view.result.as_str().unwrap_or_default().to_string()

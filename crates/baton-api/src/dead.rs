@@ -86,6 +86,7 @@ fn changed_spec(st: &AppState, job: &JobRecord, changes: &Changes) -> ApiResult<
     // A replay of an agent's run is still that run.
     spec.agent = job.spec.agent.clone();
     spec.files = job.spec.files.clone();
+    spec.verify = job.spec.verify.clone();
     st.engine()
         .config()
         .runner

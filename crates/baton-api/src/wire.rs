@@ -94,6 +94,9 @@ pub struct Job {
     pub result: Value,
     /// With `json_schema`: the result as JSON.
     pub structured_output: Value,
+    /// An agent's run with `verify`: what the check printed, the run's output.
+    #[schema(value_type = Option<String>)]
+    pub verified_output: Value,
     #[schema(value_type = Option<f64>)]
     pub total_cost_usd: Value,
     #[schema(value_type = Option<Object>)]
@@ -155,6 +158,7 @@ impl Job {
             finished_at: opt_timestamp(j.finished_at),
             result: field("result"),
             structured_output: field("structured_output"),
+            verified_output: field("verified_output"),
             total_cost_usd: field("total_cost_usd"),
             usage: field("usage"),
             num_turns: field("num_turns"),

@@ -45,6 +45,30 @@ pub struct AgentDefinition {
     /// Small files placed in each run's workspace (relative path → contents).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, String>,
+    /// A command run in the workspace after a successful result, its output checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verify>,
+}
+
+/// An agent's check of a run: `command` (an argv; a relative path with a `/` names a file
+/// of the workspace) runs in the run's workspace after a successful result, with
+/// `{"input", "output", "result"}` on its stdin. Its stdout becomes the run's output; a
+/// non-zero exit fails the attempt as `verification_failed` with its stderr's tail.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 64))]
+    pub command: Vec<String>,
+}
+
+/// What a run's attempt checks after a successful result: the command, and the input
+/// it is given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyRun {
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub input: Value,
 }
 
 /// Files an agent places at most, and their bytes at most in all.
@@ -173,6 +197,23 @@ impl AgentDefinition {
             return Err(invalid(format!("content_type {ct:?} is not a media type")));
         }
         self.check_files()?;
+        if let Some(v) = &self.verify {
+            let bad = v.command.is_empty()
+                || v.command.len() > 64
+                || v.command[0].is_empty()
+                || v.command.iter().any(|a| a.contains('\0') || a.len() > 4096);
+            if bad {
+                return Err(invalid(
+                    "verify.command must be 1 to 64 arguments, the first a program, none with NUL"
+                        .into(),
+                ));
+            }
+            if self.options.contains_key("cwd") {
+                return Err(invalid(
+                    "verify runs in each run's own workspace; an agent with it cannot set options.cwd".into(),
+                ));
+            }
+        }
         self.request("a prompt".into())
             .and_then(|r| {
                 r.parse(limits)

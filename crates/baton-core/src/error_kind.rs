@@ -50,10 +50,13 @@ pub enum ErrorKind {
     Cancelled,
     /// Its stored record could not be decoded; it was set aside so the queue goes on.
     CorruptRecord,
+    /// An agent's `verify` command refused the run's output (it exited non-zero); another
+    /// attempt may propose better.
+    VerificationFailed,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 21] = [
+    pub const ALL: [ErrorKind; 22] = [
         Self::AuthenticationError,
         Self::InvalidRequest,
         Self::RateLimited,
@@ -75,6 +78,7 @@ impl ErrorKind {
         Self::Interrupted,
         Self::Cancelled,
         Self::CorruptRecord,
+        Self::VerificationFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +104,7 @@ impl ErrorKind {
             Self::Interrupted => "interrupted",
             Self::Cancelled => "cancelled",
             Self::CorruptRecord => "corrupt_record",
+            Self::VerificationFailed => "verification_failed",
         }
     }
 
@@ -120,6 +125,7 @@ impl ErrorKind {
                 | Self::NoResult
                 | Self::SpawnFailed
                 | Self::Interrupted
+                | Self::VerificationFailed
         )
     }
 

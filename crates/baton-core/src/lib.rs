@@ -19,7 +19,7 @@ pub mod spec;
 pub mod state;
 pub mod step;
 
-pub use agent::{AgentDefinition, AgentError, AgentRef};
+pub use agent::{AgentDefinition, AgentError, AgentRef, Verify, VerifyRun};
 pub use error_kind::ErrorKind;
 pub use event::{EventKind, is_terminal_kind};
 pub use ids::{JobId, ProjectId, SessionId};

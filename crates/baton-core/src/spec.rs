@@ -160,6 +160,8 @@ pub struct JobSpec {
     /// Files placed in the run's workspace before the CLI starts (an agent's `CLAUDE.md`
     /// and `files`).
     pub files: std::collections::BTreeMap<String, String>,
+    /// The agent's check of a successful result, with the run's input.
+    pub verify: Option<crate::agent::VerifyRun>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -345,6 +347,7 @@ impl JobRequest {
             session,
             agent: None,
             files: Default::default(),
+            verify: None,
             schedule: Schedule {
                 timeout_ms,
                 metadata,
@@ -370,6 +373,7 @@ impl JobSpec {
             session: self.session,
             timeout_ms: self.schedule.timeout_ms,
             files: self.files.clone(),
+            verify: self.verify.clone(),
         }
     }
 

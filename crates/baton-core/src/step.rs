@@ -64,6 +64,8 @@ pub struct ClaudeRun {
     /// Files placed in the run's own workspace before the CLI starts (relative path →
     /// contents), e.g. an agent's `CLAUDE.md`.
     pub files: BTreeMap<String, String>,
+    /// A command that checks a successful result (an agent's `verify`).
+    pub verify: Option<crate::agent::VerifyRun>,
 }
 
 /// What a runner executes for one attempt.
@@ -112,6 +114,8 @@ pub(crate) struct StoredSpec {
     agent: Option<crate::agent::AgentRef>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     files: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verify: Option<crate::agent::VerifyRun>,
 }
 
 impl From<StoredSpec> for JobSpec {
@@ -142,6 +146,7 @@ impl From<StoredSpec> for JobSpec {
             },
             agent: s.agent,
             files: s.files,
+            verify: s.verify,
         }
     }
 }
@@ -171,6 +176,7 @@ impl From<JobSpec> for StoredSpec {
             retry: s.retry,
             agent: j.agent,
             files: j.files,
+            verify: j.verify,
         }
     }
 }

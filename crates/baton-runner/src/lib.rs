@@ -17,6 +17,7 @@ pub mod lines;
 pub mod outcome;
 pub mod process;
 pub mod spawn;
+mod verify;
 pub mod version;
 pub mod warm;
 pub mod workspace;
@@ -169,6 +170,28 @@ pub async fn run(
         // Every process of the attempt is gone by now; removing its files is filesystem
         // work that must not hold an async worker, nor delay recording the outcome.
         tokio::task::spawn_blocking(move || ws.remove());
+    }
+    report
+}
+
+/// `report`, checked by the agent's `verify`: its output recorded in the outcome
+/// (`verified_output`), or the attempt failed.
+async fn verified(
+    cfg: &RunnerConfig,
+    ws: &Workspace,
+    check: &baton_core::agent::VerifyRun,
+    mut report: AttemptReport,
+    limit: Duration,
+    cancel: &CancellationToken,
+) -> AttemptReport {
+    let outcome = report.outcome.clone().unwrap_or(Value::Null);
+    match verify::run(cfg, ws, check, &outcome, limit, cancel).await {
+        Ok(output) => {
+            if let Some(Value::Object(o)) = report.outcome.as_mut() {
+                o.insert("verified_output".into(), Value::String(output));
+            }
+        }
+        Err(e) => report.error = Some(e),
     }
     report
 }
@@ -336,18 +359,29 @@ async fn run_in(
             );
         }
     };
+    let started = Instant::now();
     match launch(cfg, ws, spec, &files, &[]) {
         Ok(launched) => {
-            drive(
+            let report = drive(
                 cfg,
                 ws,
                 spec,
                 launched,
                 spec.prompt.clone().into_bytes(),
                 progress,
-                cancel,
+                cancel.clone(),
             )
-            .await
+            .await;
+            match &spec.verify {
+                Some(check) if report.error.is_none() => {
+                    // The rest of the job's time limit.
+                    let limit = Duration::from_millis(spec.timeout_ms)
+                        .saturating_sub(started.elapsed())
+                        .max(Duration::from_secs(1));
+                    verified(cfg, ws, check, report, limit, &cancel).await
+                }
+                _ => report,
+            }
         }
         Err((kind, message)) => failed(kind, message),
     }
@@ -550,7 +584,7 @@ async fn drive(
 
 /// `path` if it is an executable file; without a slash, the first executable `path` on
 /// Baton's `PATH`. Relative paths are made absolute: the CLI starts in another directory.
-fn find_executable(path: &Path) -> Option<PathBuf> {
+pub(crate) fn find_executable(path: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let ok = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)

@@ -28,8 +28,11 @@ pub struct WarmProcess {
 /// a run cannot be warm at all (it resumes or names a session, or works in a directory of
 /// its own).
 pub fn shape_of(run: &ClaudeRun) -> Option<&ClaudeOptions> {
-    (run.session == SessionMode::New && run.cwd.is_none() && run.files.is_empty())
-        .then_some(&run.options)
+    (run.session == SessionMode::New
+        && run.cwd.is_none()
+        && run.files.is_empty()
+        && run.verify.is_none())
+    .then_some(&run.options)
 }
 
 impl WarmProcess {
@@ -43,6 +46,7 @@ impl WarmProcess {
             session: SessionMode::New,
             timeout_ms: 0,
             files: Default::default(),
+            verify: None,
         };
         let ws = Workspace::create(&cfg.attempts_dir, name, None)
             .map_err(|e| format!("could not prepare a warm workspace: {e}"))?;

@@ -288,9 +288,9 @@ struct Declared {
     body: Value,
 }
 
-/// Reads `dir/<name>/agent.toml` (with `CLAUDE.md` beside it as the agent's `claude_md`
-/// and `.mcp.json` as its MCP configuration) for every folder of `dir` that has one. A
-/// file this version of Baton cannot apply yet (`verify`) is refused rather than ignored.
+/// Reads `dir/<name>/agent.toml` (with `CLAUDE.md` beside it as the agent's `claude_md`,
+/// `.mcp.json` as its MCP configuration and a `verify` script as its check) for every
+/// folder of `dir` that has one.
 fn declared_agents(dir: &std::path::Path) -> anyhow::Result<Vec<Declared>> {
     let mut out = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -302,14 +302,6 @@ fn declared_agents(dir: &std::path::Path) -> anyhow::Result<Vec<Declared>> {
     for entry in entries {
         let folder = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        for unsupported in ["verify"] {
-            if folder.join(unsupported).exists() {
-                bail!(
-                    "{}: {unsupported} is not supported by this version of Baton yet; remove it to apply the rest",
-                    folder.display()
-                );
-            }
-        }
         let path = folder.join("agent.toml");
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
@@ -322,6 +314,21 @@ fn declared_agents(dir: &std::path::Path) -> anyhow::Result<Vec<Declared>> {
                 path.display()
             ),
             _ => body["name"] = json!(name),
+        }
+        // A `verify` script goes into each run's workspace and is the agent's check,
+        // unless agent.toml names another command.
+        let script = folder.join("verify");
+        if script.is_file() {
+            if body.get("files").is_none() {
+                body["files"] = json!({});
+            }
+            body["files"]["verify"] = json!(
+                std::fs::read_to_string(&script)
+                    .with_context(|| format!("reading {}", script.display()))?
+            );
+            if body.get("verify").is_none() {
+                body["verify"] = json!({"command": ["sh", "verify"]});
+            }
         }
         let md = folder.join("CLAUDE.md");
         if md.is_file() {
@@ -367,6 +374,7 @@ fn same_agent(saved: &Value, body: &Value) -> bool {
         && field(saved, "output_schema") == field(body, "output_schema")
         && field(saved, "claude_md") == field(body, "claude_md")
         && or_empty(field(saved, "files"), json!({})) == or_empty(field(body, "files"), json!({}))
+        && field(saved, "verify") == field(body, "verify")
         && saved["content_type"].as_str() == Some(declared_ct.as_str())
 }
 

@@ -418,16 +418,18 @@ type = "string"
     let (_, agent) = s.get("/v1/agents/echo").await;
     assert_eq!(agent["claude_md"], "# context");
 
-    // What cannot be applied yet is refused, and nothing is sent.
-    std::fs::write(echo.join("verify"), "#!/bin/sh\ncat\n").unwrap();
+    // A folder that cannot be applied stops the whole apply before anything is sent.
     std::fs::write(
         echo.join("agent.toml"),
-        toml.replace("FAKE text", "FAKE text third"),
+        format!(
+            "name = \"other\"\n{}",
+            toml.replace("FAKE text", "FAKE text third")
+        ),
     )
     .unwrap();
     let (code, _, err) = apply(dir.path().to_path_buf()).await.unwrap();
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("verify"), "{err}");
+    assert!(err.contains("named by its folder"), "{err}");
     let (_, agent) = s.get("/v1/agents/echo").await;
     assert_eq!(agent["version"], 3);
     s.stop().await;
@@ -467,5 +469,103 @@ async fn an_agents_files_are_in_each_runs_workspace() {
         )
         .await;
     assert_eq!(status, 400, "{err}");
+    s.stop().await;
+}
+
+/// Seed 001's call, as written, against its jq-bot kept as files and applied with
+/// `baton apply`: the model proposes a filter, the `verify` script runs it with jq.
+#[tokio::test]
+async fn seed_001s_jq_bot_answers_its_curl_call_with_a_checked_filter() {
+    if std::process::Command::new("jq")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("BATON_REQUIRE_ALL").as_deref() != Ok("1"),
+            "BATON_REQUIRE_ALL=1 but jq is not installed"
+        );
+        eprintln!("skipped: jq is not installed (the jq-bot's verify script runs it)");
+        return;
+    }
+    let s = Server::start().await;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents");
+    let base = s.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::support::baton_bin())
+            .arg("apply")
+            .arg(&fixtures)
+            .args(["--server", &base])
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "created   jq-bot (version 1)"
+    );
+    // The seed's curl call, with Baton's URL.
+    let url = format!("{}/", s.base);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", &url, "-H", "content-type: application/json",
+                   "-H", "X-Clrk-TaskAgent: default/jq-bot", "--data"])
+            .arg(r#"{ "input": [ {"name":"alice","age":30,"role":"eng"}, {"name":"bob","age":42,"role":"pm"}, {"name":"carol","age":25,"role":"eng"} ], "want": "names of engineers, ascending by age" }"#)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(
+        answer,
+        json!({"filter": "[.[] | select(.role == \"eng\")] | sort_by(.age) | map(.name)",
+               "output": ["carol", "alice"]})
+    );
+    // A filter jq rejects fails verification, once per attempt.
+    let mut broken = serde_json::to_value(s.get("/v1/agents/jq-bot").await.1).unwrap();
+    for k in ["name", "object", "version", "created_at"] {
+        broken.as_object_mut().unwrap().remove(k);
+    }
+    broken["prompt_template"] = json!("FAKE structured {\"filter\": \"][\"}\n{{ input.want }}");
+    let (status, saved) = s
+        .request(Method::PUT, "/v1/agents/jq-bot", Some(broken))
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    let (_, job) = s
+        .post(
+            "/v1/agents/jq-bot/runs?wait=60",
+            json!({"input": {"input": [], "want": "x"}}),
+        )
+        .await;
+    assert_eq!(job["state"], "dead", "{job}");
+    assert_eq!(job["error"]["type"], "verification_failed", "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("verify exited"),
+        "{job}"
+    );
+    let job = s.job(job["id"].as_str().unwrap()).await;
+    let errors: Vec<&str> = job["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["error"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        errors,
+        ["verification_failed", "verification_failed"],
+        "retried once"
+    );
     s.stop().await;
 }
