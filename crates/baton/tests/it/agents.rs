@@ -569,3 +569,34 @@ async fn seed_001s_jq_bot_answers_its_curl_call_with_a_checked_filter() {
     );
     s.stop().await;
 }
+
+/// The verify command gets no credentials: the CLI's environment carries a key, the
+/// check's does not.
+#[tokio::test]
+async fn a_verify_command_runs_without_credentials() {
+    let s = Server::with(&[(
+        "runner.env",
+        r#"{ANTHROPIC_API_KEY = "sk-canary-verify", ANTHROPIC_BASE_URL = "http://127.0.0.1:9"}"#,
+    )])
+    .await;
+    let (status, a) = s
+        .post(
+            "/v1/agents",
+            json!({"name": "env", "prompt_template": "FAKE text ok",
+                   "verify": {"command": ["sh", "-c", "cat >/dev/null; env; pwd"]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{a}");
+    let (_, job) = s
+        .post("/v1/agents/env/runs?wait=30", json!({"input": {}}))
+        .await;
+    assert_eq!(job["state"], "completed", "{job}");
+    let printed = job["verified_output"].as_str().unwrap();
+    assert!(printed.contains("HOME="), "{printed}");
+    assert!(
+        !printed.contains("sk-canary-verify"),
+        "a credential reached verify: {printed}"
+    );
+    assert!(!printed.contains("ANTHROPIC"), "{printed}");
+    s.stop().await;
+}
