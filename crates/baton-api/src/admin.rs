@@ -50,15 +50,6 @@ impl Project {
     }
 }
 
-/// Every project.
-#[derive(Serialize, ToSchema)]
-pub struct ProjectList {
-    object: wire::ListTag,
-    data: Vec<Project>,
-    has_more: bool,
-    next_cursor: Option<String>,
-}
-
 /// A new project.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -176,16 +167,16 @@ pub async fn create_project(
 }
 
 #[utoipa::path(get, path = "/v1/projects", tag = "administration",
-    responses((status = 200, description = "Every project, by id", body = ProjectList),
+    responses((status = 200, description = "Every project, by id", body = wire::Page<Project>),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
-pub async fn list_projects(State(st): State<AppState>, _: Admin) -> ApiResult<Json<ProjectList>> {
+pub async fn list_projects(
+    State(st): State<AppState>,
+    _: Admin,
+) -> ApiResult<Json<wire::Page<Project>>> {
     let projects = st.engine().store().list_projects().await?;
-    Ok(Json(ProjectList {
-        object: wire::ListTag::Tag,
-        data: projects.iter().map(Project::new).collect(),
-        has_more: false,
-        next_cursor: None,
-    }))
+    Ok(Json(wire::Page::whole(
+        projects.iter().map(Project::new).collect(),
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/projects/{id}", tag = "administration", params(("id" = String, Path)),
@@ -344,15 +335,6 @@ impl ApiKey {
             key: None,
         }
     }
-}
-
-/// API keys, oldest first.
-#[derive(Serialize, ToSchema)]
-pub struct KeyList {
-    object: wire::ListTag,
-    data: Vec<ApiKey>,
-    has_more: bool,
-    next_cursor: Option<String>,
 }
 
 /// A new key.
@@ -547,25 +529,22 @@ pub struct KeysQuery {
 }
 
 #[utoipa::path(get, path = "/v1/keys", tag = "administration", params(KeysQuery),
-    responses((status = 200, description = "API keys, oldest first; never a secret", body = KeyList),
+    responses((status = 200, description = "API keys, oldest first; never a secret", body = wire::Page<ApiKey>),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn list_keys(
     State(st): State<AppState>,
     _: Admin,
     Params(q): Params<KeysQuery>,
-) -> ApiResult<Json<KeyList>> {
+) -> ApiResult<Json<wire::Page<ApiKey>>> {
     let project = q
         .project
         .as_deref()
         .map(|p| ProjectId::parse(p).map_err(|e| ApiError::invalid(e.to_string())))
         .transpose()?;
     let keys = st.engine().store().list_keys(project.as_ref()).await?;
-    Ok(Json(KeyList {
-        object: wire::ListTag::Tag,
-        data: keys.iter().map(ApiKey::new).collect(),
-        has_more: false,
-        next_cursor: None,
-    }))
+    Ok(Json(wire::Page::whole(
+        keys.iter().map(ApiKey::new).collect(),
+    )))
 }
 
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "administration", params(("id" = String, Path)),

@@ -82,15 +82,6 @@ fn definition(r: &AgentRecord) -> ApiResult<AgentDefinition> {
     })
 }
 
-/// Agents, by name.
-#[derive(Serialize, ToSchema)]
-pub struct AgentList {
-    object: wire::ListTag,
-    data: Vec<Agent>,
-    has_more: bool,
-    next_cursor: Option<String>,
-}
-
 /// An agent's definition; `name` is required when creating and, on a `PUT`, must be the
 /// path's if given.
 #[derive(Deserialize, ToSchema)]
@@ -229,19 +220,16 @@ fn json_of<T: Serialize>(v: &T) -> Value {
 }
 
 #[utoipa::path(get, path = "/v1/agents", tag = "agents",
-    responses((status = 200, description = "The project's agents, by name, each at its newest version", body = AgentList),
+    responses((status = 200, description = "The project's agents, by name, each at its newest version", body = wire::Page<Agent>),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn list_agents(
     State(st): State<AppState>,
     caller: AgentsRead,
-) -> ApiResult<Json<AgentList>> {
+) -> ApiResult<Json<wire::Page<Agent>>> {
     let records = st.engine().store().list_agents(&caller.project).await?;
-    Ok(Json(AgentList {
-        object: wire::ListTag::Tag,
-        data: records.iter().map(Agent::new).collect::<ApiResult<_>>()?,
-        has_more: false,
-        next_cursor: None,
-    }))
+    Ok(Json(wire::Page::whole(
+        records.iter().map(Agent::new).collect::<ApiResult<_>>()?,
+    )))
 }
 
 #[derive(Deserialize, Default, IntoParams)]
@@ -333,25 +321,22 @@ pub async fn delete_agent(
 }
 
 #[utoipa::path(get, path = "/v1/agents/{name}/versions", tag = "agents", params(("name" = String, Path)),
-    responses((status = 200, description = "Every saved version, newest first", body = AgentList),
+    responses((status = 200, description = "Every saved version, newest first", body = wire::Page<Agent>),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn agent_versions(
     State(st): State<AppState>,
     caller: AgentsRead,
     Path(name): Path<String>,
-) -> ApiResult<Json<AgentList>> {
+) -> ApiResult<Json<wire::Page<Agent>>> {
     let records = st
         .engine()
         .store()
         .agent_versions(&caller.project, &name)
         .await
         .map_err(|e| agent_error(&name, e))?;
-    Ok(Json(AgentList {
-        object: wire::ListTag::Tag,
-        data: records.iter().map(Agent::new).collect::<ApiResult<_>>()?,
-        has_more: false,
-        next_cursor: None,
-    }))
+    Ok(Json(wire::Page::whole(
+        records.iter().map(Agent::new).collect::<ApiResult<_>>()?,
+    )))
 }
 
 /// A run of an agent.

@@ -172,23 +172,14 @@ pub struct AuditEntry {
     request_id: String,
 }
 
-/// A page of audit records, newest first.
-#[derive(Serialize, ToSchema)]
-pub struct AuditList {
-    object: wire::ListTag,
-    data: Vec<AuditEntry>,
-    has_more: bool,
-    next_cursor: Option<String>,
-}
-
 #[utoipa::path(get, path = "/v1/audit", tag = "administration", params(AuditQuery),
-    responses((status = 200, description = "Audit records, newest first", body = AuditList),
+    responses((status = 200, description = "Audit records, newest first", body = wire::Page<AuditEntry>),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn list_audit(
     State(st): State<AppState>,
     _: Admin,
     Params(q): Params<AuditQuery>,
-) -> ApiResult<Json<AuditList>> {
+) -> ApiResult<Json<wire::Page<AuditEntry>>> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 500"));
@@ -219,26 +210,23 @@ pub async fn list_audit(
         .await?;
     let has_more = records.len() > limit as usize;
     records.truncate(limit as usize);
-    Ok(Json(AuditList {
-        object: wire::ListTag::Tag,
-        next_cursor: has_more
-            .then(|| records.last().map(|r| r.id.clone()))
-            .flatten(),
-        has_more,
-        data: records
-            .into_iter()
-            .map(|r| AuditEntry {
-                id: r.id,
-                object: "audit_record",
-                at: wire::timestamp(r.at),
-                project: r.project_id.to_string(),
-                key_id: r.key_id,
-                action: r.action,
-                route: r.route,
-                target: r.target,
-                outcome: r.outcome,
-                request_id: r.request_id,
-            })
-            .collect(),
-    }))
+    let next_cursor = has_more
+        .then(|| records.last().map(|r| r.id.clone()))
+        .flatten();
+    let data = records
+        .into_iter()
+        .map(|r| AuditEntry {
+            id: r.id,
+            object: "audit_record",
+            at: wire::timestamp(r.at),
+            project: r.project_id.to_string(),
+            key_id: r.key_id,
+            action: r.action,
+            route: r.route,
+            target: r.target,
+            outcome: r.outcome,
+            request_id: r.request_id,
+        })
+        .collect();
+    Ok(Json(wire::Page::of(data, has_more, next_cursor)))
 }

@@ -18,13 +18,13 @@ use crate::jobs::{DeadQuery, Params, idempotency, job_of, known_session, list, p
 use crate::{AppState, wire};
 
 #[utoipa::path(get, path = "/v1/dead", tag = "dead letters", params(DeadQuery),
-    responses((status = 200, description = "Dead jobs, newest first, each with every attempt", body = wire::JobList),
+    responses((status = 200, description = "Dead jobs, newest first, each with every attempt", body = wire::Page<wire::Job>),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn list_dead(
     State(st): State<AppState>,
     caller: JobsRead,
     Params(q): Params<DeadQuery>,
-) -> ApiResult<Json<wire::JobList>> {
+) -> ApiResult<Json<wire::Page<wire::Job>>> {
     list(&st, &caller, q.into(), true).await
 }
 

@@ -320,13 +320,13 @@ impl From<DeadQuery> for ListQuery {
 }
 
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
-    responses((status = 200, description = "Jobs, newest first", body = wire::JobList),
+    responses((status = 200, description = "Jobs, newest first", body = wire::Page<wire::Job>),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
 pub async fn list_jobs(
     State(st): State<AppState>,
     caller: JobsRead,
     Params(q): Params<ListQuery>,
-) -> ApiResult<Json<wire::JobList>> {
+) -> ApiResult<Json<wire::Page<wire::Job>>> {
     list(&st, &caller, q, false).await
 }
 
@@ -336,7 +336,7 @@ pub(crate) async fn list(
     caller: &Caller,
     q: ListQuery,
     with_attempts: bool,
-) -> ApiResult<Json<wire::JobList>> {
+) -> ApiResult<Json<wire::Page<wire::Job>>> {
     let state = q
         .state
         .as_deref()
@@ -387,12 +387,7 @@ pub(crate) async fn list(
         }
         data.push(view);
     }
-    Ok(Json(wire::JobList {
-        object: wire::ListTag::Tag,
-        data,
-        has_more,
-        next_cursor,
-    }))
+    Ok(Json(wire::Page::of(data, has_more, next_cursor)))
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),

@@ -257,14 +257,31 @@ impl Event {
     }
 }
 
-/// A page of jobs, newest first.
+/// A page of a list: jobs, agents, projects, keys, audit records.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct JobList {
+pub struct Page<T: ToSchema> {
     pub object: ListTag,
-    pub data: Vec<Job>,
+    pub data: Vec<T>,
     pub has_more: bool,
     /// Pass as `cursor` for the next page.
     pub next_cursor: Option<String>,
+}
+
+impl<T: ToSchema> Page<T> {
+    /// One page, and where the next starts.
+    pub fn of(data: Vec<T>, has_more: bool, next_cursor: Option<String>) -> Self {
+        Self {
+            object: ListTag::Tag,
+            data,
+            has_more,
+            next_cursor,
+        }
+    }
+
+    /// A whole list in one page.
+    pub fn whole(data: Vec<T>) -> Self {
+        Self::of(data, false, None)
+    }
 }
 
 /// A page of a job's events.
