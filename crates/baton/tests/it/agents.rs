@@ -325,6 +325,29 @@ async fn the_task_agent_call_answers_with_the_agents_output() {
     );
     let (_, list) = s.as_key(&other).get("/v1/agents").await;
     assert_eq!(list["data"], json!([]));
+    // Nor by any other agent route: B (even with agents:write) finds nothing of A's.
+    let b_agents = key_of(&s, &admin, "team-b", &["agents:write"]).await;
+    let b = s.as_key(&b_agents);
+    assert_eq!(b.get("/v1/agents/echo/versions").await.0, 404);
+    assert_eq!(b.get("/v1/agents/echo?version=1").await.0, 404);
+    assert_eq!(
+        b.request(Method::PUT, "/v1/agents/echo", Some(echo_agent()))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        b.request(Method::DELETE, "/v1/agents/echo", None).await.0,
+        404
+    );
+    let (status, mine) = b.post("/v1/agents", echo_agent()).await;
+    assert_eq!(
+        (status.as_u16(), mine["version"].clone()),
+        (201, json!(1)),
+        "a name is per project"
+    );
+    let (_, still) = s.as_key(&agents).get("/v1/agents/echo").await;
+    assert_eq!(still["version"], 1, "A's agent is untouched: {still}");
 
     // A failed run: the envelope, with the job.
     let mut crashing = echo_agent();
