@@ -560,3 +560,66 @@ async fn a_warm_real_cli_serves_a_job() {
     assert_no_survivors(&job);
     server.stop().await;
 }
+
+/// Seed 001's jq-bot, applied from its folder with `baton apply`, answers the seed's call
+/// through the real CLI: the structured output the CLI returns is the filter, and the
+/// agent's `verify` script runs it with jq.
+#[tokio::test]
+async fn seed_001s_jq_bot_answers_through_the_real_cli() {
+    let Some(claude) = real_claude() else { return };
+    if std::process::Command::new("jq")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("BATON_REQUIRE_ALL").as_deref() != Ok("1"),
+            "BATON_REQUIRE_ALL=1 but jq is not installed"
+        );
+        eprintln!("NOTICE: skipping: jq is not installed (the jq-bot's verify script runs it)");
+        return;
+    }
+    let mock = MockAnthropic::start().await;
+    let server = server(&claude, &mock, &[]).await;
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents");
+    let base = server.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::support::baton_bin())
+            .arg("apply")
+            .arg(&fixtures)
+            .args(["--server", &base])
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resp = server
+        .http
+        .post(format!("{}/", server.base))
+        .header("X-Clrk-TaskAgent", "default/jq-bot")
+        .json(
+            &json!({"input": [{"name": "alice", "age": 30, "role": "eng"},
+                                {"name": "bob", "age": 42, "role": "pm"},
+                                {"name": "carol", "age": 25, "role": "eng"}],
+                      "want": "names of engineers, ascending by age"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["output"], json!(["carol", "alice"]), "{answer}");
+    assert_eq!(
+        answer["filter"],
+        "[.[] | select(.role == \"eng\")] | sort_by(.age) | map(.name)"
+    );
+    server.stop().await;
+}
