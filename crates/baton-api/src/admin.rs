@@ -379,8 +379,11 @@ pub fn check_key_request(
     requests_per_minute: Option<u32>,
     now_ms: i64,
 ) -> Result<KeyRequest, String> {
-    if requests_per_minute == Some(0) {
-        return Err("requests_per_minute must be at least 1 (leave it out for no limit)".into());
+    let max = baton_core::project::MAX_COUNT;
+    if requests_per_minute.is_some_and(|n| !(1..=max).contains(&n)) {
+        return Err(format!(
+            "requests_per_minute must be between 1 and {max} (leave it out for no limit)"
+        ));
     }
     let project = ProjectId::parse(project).map_err(|e| e.to_string())?;
     if name.trim().is_empty() || name.chars().count() > 200 || name.contains('\0') {

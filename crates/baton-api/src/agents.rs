@@ -156,13 +156,14 @@ fn not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("no agent named {name:?}"))
 }
 
-fn agent_error(name: &str, e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound(m) if m.contains("version") => {
-            ApiError::not_found(format!("{m} not found"))
+/// A store error about agent `name` (at `version`, when one was asked for).
+fn agent_error(name: &str, version: Option<u32>, e: StoreError) -> ApiError {
+    match (e, version) {
+        (StoreError::NotFound(_), Some(v)) => {
+            ApiError::not_found(format!("no agent named {name:?} with a version {v}"))
         }
-        StoreError::NotFound(_) => not_found(name),
-        other => other.into(),
+        (StoreError::NotFound(_), None) => not_found(name),
+        (other, _) => other.into(),
     }
 }
 
@@ -256,7 +257,7 @@ pub async fn get_agent(
         .store()
         .get_agent(&caller.project, &name, q.version)
         .await
-        .map_err(|e| agent_error(&name, e))?;
+        .map_err(|e| agent_error(&name, q.version, e))?;
     Ok(Json(Agent::new(&record)?))
 }
 
@@ -287,7 +288,7 @@ pub async fn update_agent(
             st.engine().now_ms(),
         )
         .await
-        .map_err(|e| agent_error(&name, e))?;
+        .map_err(|e| agent_error(&name, None, e))?;
     Ok(Json(Agent::new(&record)?))
 }
 
@@ -312,7 +313,7 @@ pub async fn delete_agent(
         .store()
         .delete_agent(&caller.project, &name, st.engine().now_ms())
         .await
-        .map_err(|e| agent_error(&name, e))?;
+        .map_err(|e| agent_error(&name, None, e))?;
     Ok(Json(AgentDeleted {
         name,
         object: "agent",
@@ -333,7 +334,7 @@ pub async fn agent_versions(
         .store()
         .agent_versions(&caller.project, &name)
         .await
-        .map_err(|e| agent_error(&name, e))?;
+        .map_err(|e| agent_error(&name, None, e))?;
     Ok(Json(wire::Page::whole(
         records.iter().map(Agent::new).collect::<ApiResult<_>>()?,
     )))
@@ -395,7 +396,7 @@ pub(crate) async fn agent_spec(
         .store()
         .get_agent(&caller.project, &req.agent, req.version)
         .await
-        .map_err(|e| agent_error(&req.agent, e))?;
+        .map_err(|e| agent_error(&req.agent, req.version, e))?;
     let d = definition(&record)?;
     let prompt = d.render(&req.input).map_err(refused)?;
     let mut request = d.request(prompt).map_err(refused)?;

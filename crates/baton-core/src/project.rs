@@ -23,22 +23,29 @@ pub struct Quotas {
 }
 
 impl Quotas {
-    /// Every limit present is at least 1.
+    /// Every limit present is at least 1 and at most its documented maximum.
     pub fn check(&self) -> Result<(), String> {
-        for (name, v) in [
-            ("max_running", self.max_running),
-            ("max_queued", self.max_queued),
-            ("requests_per_minute", self.requests_per_minute),
+        for (name, v, max) in [
+            ("max_running", self.max_running, MAX_RUNNING),
+            ("max_queued", self.max_queued, MAX_COUNT),
+            ("requests_per_minute", self.requests_per_minute, MAX_COUNT),
         ] {
-            if v == Some(0) {
+            if let Some(n) = v
+                && !(1..=max).contains(&n)
+            {
                 return Err(format!(
-                    "quotas.{name} must be at least 1 (leave it out for no limit)"
+                    "quotas.{name} must be between 1 and {max} (leave it out for no limit)"
                 ));
             }
         }
         Ok(())
     }
 }
+
+/// The largest `max_running` a project may have.
+pub const MAX_RUNNING: u32 = 100_000;
+/// The largest `max_queued` and `requests_per_minute` (a project's, or a key's).
+pub const MAX_COUNT: u32 = 10_000_000;
 
 /// A project's settings as stored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -61,5 +68,26 @@ impl ProjectSettings {
                 request.insert(k.clone(), v.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_are_checked_against_their_documented_range() {
+        let q = |rpm| Quotas {
+            requests_per_minute: Some(rpm),
+            ..Quotas::default()
+        };
+        assert!(q(1).check().is_ok() && q(MAX_COUNT).check().is_ok());
+        assert!(q(0).check().is_err() && q(MAX_COUNT + 1).check().is_err());
+        let running = Quotas {
+            max_running: Some(MAX_RUNNING + 1),
+            ..Quotas::default()
+        };
+        assert!(running.check().unwrap_err().contains("max_running"));
+        assert!(Quotas::default().check().is_ok());
     }
 }
