@@ -201,36 +201,22 @@ async fn a_run_renders_its_input_and_records_its_agent_version() {
     );
 
     // From the command line.
-    let base = s.base.clone();
-    let cli = move |args: &'static [&'static str]| {
-        let base = base.clone();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(crate::support::baton_bin())
-                .args(args)
-                .args(["--server", &base])
-                .env("XDG_CONFIG_HOME", "/nonexistent")
-                .output()
-                .unwrap()
-        })
-    };
-    let out = cli(&["agents", "run", "echo", "--input", r#"{"want": "zed"}"#])
-        .await
-        .unwrap();
+    let out = s
+        .cli(&["agents", "run", "echo", "--input", r#"{"want": "zed"}"#])
+        .await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "new zed");
-    let out = cli(&["agents", "run", "echo", "--input", "{}"])
-        .await
-        .unwrap();
+    let out = s.cli(&["agents", "run", "echo", "--input", "{}"]).await;
     assert_eq!(
         out.status.code(),
         Some(2),
         "a refused input is a usage error"
     );
-    let out = cli(&["agents", "ls"]).await.unwrap();
+    let out = s.cli(&["agents", "ls"]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("echo"));
     s.stop().await;
 }
@@ -391,29 +377,21 @@ type = "string"
     std::fs::write(echo.join("agent.toml"), toml).unwrap();
     std::fs::write(echo.join(".mcp.json"), r#"{"mcpServers": {}}"#).unwrap();
     std::fs::create_dir(dir.path().join("not-an-agent")).unwrap();
-    let apply = |dir: std::path::PathBuf| {
-        let base = s.base.clone();
-        tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new(crate::support::baton_bin())
-                .arg("apply")
-                .arg(&dir)
-                .args(["--server", &base])
-                .env("XDG_CONFIG_HOME", "/nonexistent")
-                .output()
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        })
+    let folder = dir.path().display().to_string();
+    let apply = || async {
+        let out = s.cli(&["apply", &folder]).await;
+        Ok::<_, ()>((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     };
-    let (code, out, err) = apply(dir.path().to_path_buf()).await.unwrap();
+    let (code, out, err) = apply().await.unwrap();
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.trim(), "created   echo (version 1)");
     let (_, agent) = s.get("/v1/agents/echo").await;
     assert_eq!(agent["options"]["mcp_config"], json!({"mcpServers": {}}));
-    let (_, out, _) = apply(dir.path().to_path_buf()).await.unwrap();
+    let (_, out, _) = apply().await.unwrap();
     assert_eq!(
         out.trim(),
         "unchanged echo (version 1)",
@@ -424,7 +402,7 @@ type = "string"
         toml.replace("FAKE text", "FAKE text again"),
     )
     .unwrap();
-    let (_, out, _) = apply(dir.path().to_path_buf()).await.unwrap();
+    let (_, out, _) = apply().await.unwrap();
     assert_eq!(out.trim(), "updated   echo (version 2)");
     let (_, job) = s
         .post(
@@ -436,7 +414,7 @@ type = "string"
 
     // CLAUDE.md beside agent.toml is the agent's claude_md.
     std::fs::write(echo.join("CLAUDE.md"), "# context").unwrap();
-    let (_, out, _) = apply(dir.path().to_path_buf()).await.unwrap();
+    let (_, out, _) = apply().await.unwrap();
     assert_eq!(out.trim(), "updated   echo (version 3)");
     let (_, agent) = s.get("/v1/agents/echo").await;
     assert_eq!(agent["claude_md"], "# context");
@@ -450,7 +428,7 @@ type = "string"
         ),
     )
     .unwrap();
-    let (code, _, err) = apply(dir.path().to_path_buf()).await.unwrap();
+    let (code, _, err) = apply().await.unwrap();
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("named by its folder"), "{err}");
     let (_, agent) = s.get("/v1/agents/echo").await;
@@ -513,18 +491,7 @@ async fn seed_001s_jq_bot_answers_its_curl_call_with_a_checked_filter() {
     }
     let s = Server::start().await;
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents");
-    let base = s.base.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(crate::support::baton_bin())
-            .arg("apply")
-            .arg(&fixtures)
-            .args(["--server", &base])
-            .env("XDG_CONFIG_HOME", "/nonexistent")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = s.cli(&["apply", &fixtures.display().to_string()]).await;
     assert!(
         out.status.success(),
         "{}",

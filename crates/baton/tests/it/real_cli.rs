@@ -582,18 +582,9 @@ async fn seed_001s_jq_bot_answers_through_the_real_cli() {
     let mock = MockAnthropic::start().await;
     let server = server(&claude, &mock, &[]).await;
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents");
-    let base = server.base.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(crate::support::baton_bin())
-            .arg("apply")
-            .arg(&fixtures)
-            .args(["--server", &base])
-            .env("XDG_CONFIG_HOME", "/nonexistent")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = server
+        .cli(&["apply", &fixtures.display().to_string()])
+        .await;
     assert!(
         out.status.success(),
         "{}",

@@ -139,6 +139,24 @@ impl Server {
         )
     }
 
+    /// The `baton` command line with `args` against this server (and no client
+    /// configuration file), run off the runtime's thread, which serves the requests.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let base = self.base.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(baton_bin())
+                .args(&args)
+                .args(["--server", &base])
+                .env("XDG_CONFIG_HOME", "/nonexistent")
+                .env_remove("BATON_API_KEY")
+                .output()
+                .expect("the baton binary runs")
+        })
+        .await
+        .expect("the command's task")
+    }
+
     /// This server, as the holder of `key`.
     pub fn as_key<'a>(&'a self, key: &'a str) -> Keyed<'a> {
         Keyed {
