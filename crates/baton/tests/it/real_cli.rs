@@ -567,16 +567,7 @@ async fn a_warm_real_cli_serves_a_job() {
 #[tokio::test]
 async fn seed_001s_jq_bot_answers_through_the_real_cli() {
     let Some(claude) = real_claude() else { return };
-    if std::process::Command::new("jq")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var("BATON_REQUIRE_ALL").as_deref() != Ok("1"),
-            "BATON_REQUIRE_ALL=1 but jq is not installed"
-        );
-        eprintln!("NOTICE: skipping: jq is not installed (the jq-bot's verify script runs it)");
+    if !crate::support::have_jq() {
         return;
     }
     let mock = MockAnthropic::start().await;

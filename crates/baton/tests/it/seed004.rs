@@ -132,21 +132,27 @@ async fn the_agent_service_examples_run_as_written_with_a_key_and_not_without() 
     assert_ne!(fresh["session_id"], first_session);
 
     // Stream: each CLI message as the SDK yields it, then [DONE].
-    let out = curl(&[
-        "-s",
-        "-N",
-        "-X",
-        "POST",
-        &url("/claude/stream"),
-        "-H",
-        &auth,
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        r#"{"prompt": "FAKE text streamed"}"#,
-    ])
-    .await
-    .unwrap();
+    let stream_url = url("/claude/stream");
+    let stream = |body: &'static str| {
+        let (target, auth) = (stream_url.clone(), auth.clone());
+        async move {
+            let args = [
+                "-s",
+                "-N",
+                "-X",
+                "POST",
+                &target,
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                body,
+            ];
+            curl(&args).await.unwrap()
+        }
+    };
+    let out = stream(r#"{"prompt": "FAKE text streamed"}"#).await;
     let lines = data_lines(&out);
     assert_eq!(lines.last().map(String::as_str), Some("[DONE]"), "{out}");
     let messages: Vec<Value> = lines[..lines.len() - 1]
@@ -164,21 +170,7 @@ async fn the_agent_service_examples_run_as_written_with_a_key_and_not_without() 
     assert!(messages.last().unwrap()["total_cost_usd"].is_number());
 
     // A failure mid-way: {"error": …}, and the stream ends.
-    let out = curl(&[
-        "-s",
-        "-N",
-        "-X",
-        "POST",
-        &url("/claude/stream"),
-        "-H",
-        &auth,
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        r#"{"prompt": "FAKE crash"}"#,
-    ])
-    .await
-    .unwrap();
+    let out = stream(r#"{"prompt": "FAKE crash"}"#).await;
     let lines = data_lines(&out);
     let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     assert!(last["error"].is_string(), "{out}");

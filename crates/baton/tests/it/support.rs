@@ -16,6 +16,24 @@ pub fn baton_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_baton"))
 }
 
+/// Whether `jq` runs here (the jq-bot's `verify` script needs it): a test without it says
+/// why it skips, and fails instead under `BATON_REQUIRE_ALL=1`.
+pub fn have_jq() -> bool {
+    if std::process::Command::new("jq")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var("BATON_REQUIRE_ALL").as_deref() != Ok("1"),
+        "BATON_REQUIRE_ALL=1 but jq is not installed"
+    );
+    eprintln!("NOTICE: skipping: jq is not installed (the jq-bot's verify script runs it)");
+    false
+}
+
 pub struct Server {
     pub base: String,
     /// The server's store, for injecting storage faults.
