@@ -86,11 +86,19 @@ pub struct UpdateProject {
     defaults: Option<Map<String, Value>>,
 }
 
-fn check_name(name: &str) -> ApiResult<()> {
+/// A project's or a key's name: 1 to 200 characters, not all blank, no NUL.
+fn check_name(name: &str) -> Result<(), String> {
     if name.trim().is_empty() || name.chars().count() > 200 || name.contains('\0') {
-        return Err(ApiError::invalid("name must be 1 to 200 characters"));
+        return Err("name must be 1 to 200 characters".into());
     }
     Ok(())
+}
+
+/// A `project` filter of a list: absent, or a project id.
+pub(crate) fn project_filter(project: Option<&str>) -> ApiResult<Option<ProjectId>> {
+    project
+        .map(|p| ProjectId::parse(p).map_err(|e| ApiError::invalid(e.to_string())))
+        .transpose()
 }
 
 /// Defaults must be job options a request could set.
@@ -139,7 +147,7 @@ pub async fn create_project(
     let req = body.value;
     let id = ProjectId::parse(&req.id).map_err(|e| ApiError::invalid(e.to_string()))?;
     let name = req.name.unwrap_or_else(|| req.id.clone());
-    check_name(&name)?;
+    check_name(&name).map_err(ApiError::invalid)?;
     let settings = ProjectSettings {
         quotas: req.quotas.unwrap_or_default(),
         defaults: req.defaults.unwrap_or_default(),
@@ -208,7 +216,7 @@ pub async fn update_project(
     let pid = parse_project_id(&id)?;
     let req = body.value;
     if let Some(name) = &req.name {
-        check_name(name)?;
+        check_name(name).map_err(ApiError::invalid)?;
     }
     if let Some(q) = &req.quotas {
         q.check().map_err(ApiError::invalid)?;
@@ -386,9 +394,7 @@ pub fn check_key_request(
         ));
     }
     let project = ProjectId::parse(project).map_err(|e| e.to_string())?;
-    if name.trim().is_empty() || name.chars().count() > 200 || name.contains('\0') {
-        return Err("name must be 1 to 200 characters".into());
-    }
+    check_name(name)?;
     if scopes.is_empty() {
         return Err(format!(
             "scopes must name at least one of {}",
@@ -539,11 +545,7 @@ pub async fn list_keys(
     _: Admin,
     Params(q): Params<KeysQuery>,
 ) -> ApiResult<Json<wire::Page<ApiKey>>> {
-    let project = q
-        .project
-        .as_deref()
-        .map(|p| ProjectId::parse(p).map_err(|e| ApiError::invalid(e.to_string())))
-        .transpose()?;
+    let project = project_filter(q.project.as_deref())?;
     let keys = st.engine().store().list_keys(project.as_ref()).await?;
     Ok(Json(wire::Page::whole(
         keys.iter().map(ApiKey::new).collect(),

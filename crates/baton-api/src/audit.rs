@@ -184,11 +184,7 @@ pub async fn list_audit(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 500"));
     }
-    let project_id = q
-        .project
-        .as_deref()
-        .map(|p| ProjectId::parse(p).map_err(|e| ApiError::invalid(e.to_string())))
-        .transpose()?;
+    let project_id = crate::admin::project_filter(q.project.as_deref())?;
     let before = q.cursor.filter(|c| !c.is_empty());
     if let Some(c) = &before
         && uuid::Uuid::try_parse(c).is_err()
