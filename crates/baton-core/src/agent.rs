@@ -102,7 +102,7 @@ const FUEL: u64 = 100_000;
 /// Fields a run's job options may not take from an agent: they belong to one run.
 const NOT_AGENT_OPTIONS: [&str; 4] = ["prompt", "session", "metadata", "json_schema"];
 
-fn environment() -> minijinja::Environment<'static> {
+pub(crate) fn environment() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_fuel(Some(FUEL));
@@ -110,7 +110,7 @@ fn environment() -> minijinja::Environment<'static> {
 }
 
 /// A template error with where it is: `line L, column C: …`.
-fn located(source: &str, e: &minijinja::Error) -> String {
+pub(crate) fn located(source: &str, e: &minijinja::Error) -> String {
     let detail = e
         .detail()
         .map_or_else(|| e.kind().to_string(), str::to_string);

@@ -14,6 +14,7 @@ pub mod int;
 mod openapi;
 pub mod project;
 pub mod retry;
+pub mod routine;
 pub mod session;
 pub mod spec;
 pub mod state;
@@ -25,6 +26,9 @@ pub use event::{EventKind, is_terminal_kind};
 pub use ids::{JobId, ProjectId, SessionId};
 pub use project::{ProjectSettings, Quotas};
 pub use retry::RetryPolicy;
+pub use routine::{
+    FireContext, Overlap, RoutineDefinition, Schedule as CronSchedule, TriggerConfig,
+};
 pub use spec::{JobRequest, JobSpec, Limits, PermissionMode, SessionMode, SpecError};
 pub use state::{JobState, Transition, TransitionError};
 pub use step::{ClaudeOptions, ClaudeRun, Schedule, Step};

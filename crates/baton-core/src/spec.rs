@@ -139,6 +139,9 @@ pub struct JobRequest {
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 20))]
     #[serde(default, deserialize_with = "crate::int::opt")]
     pub max_attempts: Option<u32>,
+    /// An `http(s)` URL the job's summary is POSTed to, signed, when it ends.
+    #[cfg_attr(feature = "openapi", schema(max_length = 2048, pattern = "^https?://"))]
+    pub callback_url: Option<String>,
 }
 
 /// A validated job: everything the runner needs, nothing it must check again. Stored as
@@ -162,6 +165,34 @@ pub struct JobSpec {
     pub files: std::collections::BTreeMap<String, String>,
     /// The agent's check of a successful result, with the run's input.
     pub verify: Option<crate::agent::VerifyRun>,
+    /// Where the job's summary is POSTed when it ends.
+    pub callback_url: Option<String>,
+}
+
+/// The most characters a callback URL may have.
+pub const MAX_CALLBACK_URL_CHARS: usize = 2048;
+
+/// A callback URL's form: `http://` or `https://`, a host, no white space or credentials.
+/// (Where it may point is the API's to decide.)
+pub fn check_callback_url(url: &str) -> Result<(), SpecError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| err("callback_url", "must start with http:// or https://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if url.chars().count() > MAX_CALLBACK_URL_CHARS
+        || authority.is_empty()
+        || authority.contains('@')
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(err(
+            "callback_url",
+            format!(
+                "must be an http(s) URL with a host, no credentials or white space, at most {MAX_CALLBACK_URL_CHARS} characters"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -327,7 +358,11 @@ impl JobRequest {
             }
             retry.max_attempts = n;
         }
+        if let Some(url) = &self.callback_url {
+            check_callback_url(url)?;
+        }
         Ok(JobSpec {
+            callback_url: self.callback_url,
             prompt: self.prompt,
             options: ClaudeOptions {
                 model,
@@ -413,6 +448,7 @@ impl JobSpec {
             add_dirs: Some(o.add_dirs.clone()),
             cwd: self.cwd.clone(),
             timeout_ms: Some(s.timeout_ms as i64),
+            callback_url: self.callback_url.clone(),
             session,
             metadata: Some(s.metadata.clone()),
             priority: Some(s.priority),

@@ -116,6 +116,8 @@ pub(crate) struct StoredSpec {
     files: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     verify: Option<crate::agent::VerifyRun>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    callback_url: Option<String>,
 }
 
 impl From<StoredSpec> for JobSpec {
@@ -147,6 +149,7 @@ impl From<StoredSpec> for JobSpec {
             agent: s.agent,
             files: s.files,
             verify: s.verify,
+            callback_url: s.callback_url,
         }
     }
 }
@@ -177,6 +180,7 @@ impl From<JobSpec> for StoredSpec {
             agent: j.agent,
             files: j.files,
             verify: j.verify,
+            callback_url: j.callback_url,
         }
     }
 }

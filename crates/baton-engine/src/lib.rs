@@ -232,6 +232,32 @@ impl Engine {
         Ok(inserted)
     }
 
+    /// Whether this node is draining (it queues nothing new).
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Tells the dispatcher that jobs were queued behind its back (by a routine's fire).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Runs `step` now and then every `period` until `stop`: the one way a background
+    /// loop starts (named, its failures logged), for loops that live above the engine.
+    pub fn spawn_loop<F, Fut, E>(
+        name: &'static str,
+        period: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+        step: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = std::result::Result<(), E>> + Send,
+        E: std::fmt::Display,
+    {
+        loops::every(name, period, stop, step)
+    }
+
     /// Replays a failed or dead job with `spec` and `attempts` more attempts.
     pub async fn replay(&self, job: JobId, spec: &JobSpec, attempts: u32) -> Result<JobRecord> {
         let record = self

@@ -281,6 +281,10 @@ impl Db {
     /// A transaction. On SQLite it begins `IMMEDIATE`, taking the file's write lock first:
     /// a transaction that reads, then writes, would otherwise fail at once with
     /// `SQLITE_BUSY` when another process wrote in between, instead of waiting its turn.
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
     pub(crate) async fn begin(&self) -> Result<Tx> {
         Ok(match self {
             Self::Sqlite { write, .. } => Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
@@ -337,6 +341,10 @@ impl Tx {
             Self::Sqlite(tx) => Ok(s.sqlite()?.execute(&mut **tx).await?.rows_affected()),
             Self::Postgres(tx) => Ok(s.postgres()?.execute(&mut **tx).await?.rows_affected()),
         }
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
     }
 
     /// Runs a script of several statements without arguments (a migration).

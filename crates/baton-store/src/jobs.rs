@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::db::{Db, Row, Tx, sql};
+use crate::db::{Db, Row, Stmt, Tx, sql};
 use crate::decode::{JOB_COLUMNS, fenced, job_from_row, open_jobs, parse_id, parse_state};
 use crate::events::{NewEvent, insert_event};
 use crate::{Result, Store, StoreError, postgres, sqlite};
@@ -93,17 +93,62 @@ pub struct JobFilter {
     pub limit: u32,
 }
 
+/// The statement that inserts a job with the rows it brings: its `job.queued` event and,
+/// when it names a `callback_url`, its row in the callbacks outbox (on SQLite, triggers
+/// write them; on PostgreSQL, the same statement). It returns the job, or no row when
+/// its idempotency key is taken.
+pub(crate) fn job_insert(postgres: bool, job: &NewJob, now: i64) -> Result<Stmt> {
+    let spec = serde_json::to_string(&job.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let (key, hash) = job.idempotency.clone().unzip();
+    let session = job.spec.session.owned_session().map(|s| s.to_string());
+    let columns = "INSERT INTO jobs (id, project_id, state, priority, run_at, created_at, \
+         updated_at, max_attempts, spec, session_id, last_seq, idempotency_key, request_hash) \
+         VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) \
+         ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
+    let text = if postgres {
+        format!(
+            "WITH j AS ({columns} RETURNING {JOB_COLUMNS}), \
+             e AS (INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) \
+             SELECT id, 1, project_id, 0, created_at, 'job.queued', '{{\"state\":\"queued\"}}' FROM j), \
+             c AS (INSERT INTO callbacks (id, job_id, project_id, url, state, attempts, next_at, created_at) \
+             SELECT 'dlv_' || replace(id, '-', ''), id, project_id, CAST(? AS TEXT), 'pending', 0, created_at, created_at \
+             FROM j WHERE CAST(? AS TEXT) IS NOT NULL) \
+             SELECT {JOB_COLUMNS}, pg_notify('baton_jobs', '') FROM j"
+        )
+    } else {
+        format!("{columns} RETURNING {JOB_COLUMNS}")
+    };
+    let mut q = sql(text)
+        .bind(job.id.to_string())
+        .bind(job.project_id.as_str())
+        .bind(job.spec.schedule.priority)
+        .bind(job.run_at)
+        .bind(now)
+        .bind(now)
+        .bind(job.spec.schedule.retry.max_attempts)
+        .bind(spec)
+        .bind(session)
+        .bind(key)
+        .bind(hash);
+    if postgres {
+        q = q
+            .bind(job.spec.callback_url.clone())
+            .bind(job.spec.callback_url.clone());
+    }
+    Ok(q)
+}
+
 impl Store {
     /// Inserts a job and its `job.queued` event, or finds the job an earlier request with
     /// the same idempotency key created.
     pub async fn insert_job(&self, job: NewJob, now: i64) -> Result<Inserted> {
         let (key, hash) = job.idempotency.clone().unzip();
-        let inserted = match &self.db {
-            Db::Sqlite { .. } => sqlite::insert_job(&self.db, &job, now).await?,
-            Db::Postgres(pool) => postgres::insert_job(pool, &job, now).await?,
-        };
-        if let Some(record) = inserted {
-            return Ok(Inserted::New(record));
+        let row = self
+            .db
+            .write_opt(job_insert(self.db.is_postgres(), &job, now)?)
+            .await?;
+        if let Some(row) = row {
+            return Ok(Inserted::New(crate::decode::job_from_row(&row)?));
         }
         // The key was taken: by this request's twin, or by another request.
         let existing = self

@@ -17,6 +17,7 @@
 mod agents;
 mod attempts;
 mod audit;
+mod callbacks;
 mod db;
 mod decode;
 mod events;
@@ -29,6 +30,7 @@ mod keys;
 mod migrations;
 mod postgres;
 mod projects;
+mod routines;
 mod sessions;
 mod sqlite;
 #[cfg(feature = "testing")]
@@ -41,6 +43,7 @@ use db::{Db, sql};
 pub use agents::{AgentRecord, AgentSave};
 pub use attempts::{AttemptMeta, AttemptRecord, Finish, Orphan};
 pub use audit::{AuditFilter, AuditRecord};
+pub use callbacks::{CallbackRecord, Delivery};
 pub use events::{EventRecord, NewEvent};
 #[cfg(feature = "testing")]
 pub use faults::WriteLock;
@@ -48,6 +51,9 @@ pub use idempotency::{IDEMPOTENCY_PENDING_MS, IdempotencyClaim};
 pub use jobs::{Claimed, Inserted, JobFilter, JobRecord, NewJob, OpenJobs};
 pub use keys::{KeyRecord, NewKey};
 pub use projects::ProjectRecord;
+pub use routines::{
+    Fire, FireOutcome, FireRecord, Fired, NewTrigger, RoutineRecord, TriggerRecord, TriggerSecrets,
+};
 pub use sessions::{SessionRecord, SessionSave};
 
 /// The handle every other crate uses: one API over either backend, one module per

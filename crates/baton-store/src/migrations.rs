@@ -19,6 +19,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0010_key_rate_limit.sql"),
     include_str!("../migrations/sqlite/0011_sessions_per_project.sql"),
     include_str!("../migrations/sqlite/0012_agents.sql"),
+    include_str!("../migrations/sqlite/0013_routines.sql"),
 ];
 
 pub(crate) const POSTGRES: &[&str] = &[
@@ -29,6 +30,7 @@ pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0005_key_rate_limit.sql"),
     include_str!("../migrations/postgres/0006_sessions_per_project.sql"),
     include_str!("../migrations/postgres/0007_agents.sql"),
+    include_str!("../migrations/postgres/0008_routines.sql"),
 ];
 
 /// Serializes schema migrations across PostgreSQL nodes that start at once.

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use baton_core::{JobId, JobState};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
@@ -23,7 +23,7 @@ use crate::jobs::{
 
 /// The advisory lock claims take while a project has a running quota.
 const CLAIM_LOCK: i64 = 0x6261_746f_6e00_0001;
-use crate::{AttemptMeta, Finish, JobRecord, NewEvent, NewJob, Notice, Result, StoreError};
+use crate::{AttemptMeta, Finish, JobRecord, NewEvent, Notice, Result, StoreError};
 
 const CHANNELS: [&str; 3] = ["baton_jobs", "baton_events", "baton_cancel"];
 
@@ -60,36 +60,6 @@ pub(crate) async fn notices(pool: &PgPool) -> Result<PgNotices> {
 /// One statement: the job, its first event and the wake-up commit together; `None` when a
 /// job already holds its idempotency key (a concurrent insert with the same key waits for
 /// the first, then inserts nothing).
-pub(crate) async fn insert_job(pool: &PgPool, job: &NewJob, now: i64) -> Result<Option<JobRecord>> {
-    let spec = serde_json::to_string(&job.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let (key, hash) = job.idempotency.clone().unzip();
-    let session = job.spec.session.owned_session().map(|s| s.to_string());
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH j AS (INSERT INTO jobs (id, project_id, state, priority, run_at, created_at, \
-         updated_at, max_attempts, spec, session_id, last_seq, idempotency_key, request_hash) \
-         VALUES ($1, $2, 'queued', $3, $4, $5, $5, $6, $7, $8, 1, $9, $10) \
-         ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-         RETURNING {JOB_COLUMNS}), \
-         e AS (INSERT INTO events (job_id, seq, project_id, attempt, at, kind, data) \
-         SELECT id, 1, project_id, 0, $5, 'job.queued', $11 FROM j) \
-         SELECT {JOB_COLUMNS}, pg_notify('baton_jobs', '') FROM j"
-    )))
-    .bind(job.id.to_string())
-    .bind(job.project_id.as_str())
-    .bind(i64::from(job.spec.schedule.priority))
-    .bind(job.run_at)
-    .bind(now)
-    .bind(i64::from(job.spec.schedule.retry.max_attempts))
-    .bind(&spec)
-    .bind(&session)
-    .bind(&key)
-    .bind(&hash)
-    .bind(json!({"state": "queued"}).to_string())
-    .fetch_optional(pool)
-    .await?;
-    row.map(|r| job_from_row(&Row::Postgres(r))).transpose()
-}
-
 /// Candidates another node is claiming right now are skipped, never waited for; the
 /// claimed rows, their attempts, their `attempt.started` events and the hints are one
 /// statement. Two nodes claiming jobs of one session at the same moment: the unique index

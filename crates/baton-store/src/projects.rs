@@ -139,6 +139,10 @@ impl Store {
             "api_keys",
             "audit_log",
             "agents",
+            "routine_fires",
+            "triggers",
+            "routines",
+            "callbacks",
         ] {
             tx.exec(sql(format!("DELETE FROM {table} WHERE project_id = ?")).bind(id.as_str()))
                 .await?;

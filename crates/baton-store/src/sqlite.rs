@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::db::{Db, Row, sql};
 use crate::decode::{JOB_COLUMNS, fenced};
 use crate::jobs::{PROJECT_CANDIDATES, PROJECT_LOAD, claimed_state, fair_order, loads, move_job};
-use crate::{AttemptMeta, Finish, JobRecord, NewEvent, NewJob, Result, StoreError};
+use crate::{AttemptMeta, Finish, JobRecord, NewEvent, Result};
 
 /// Opens (creating if needed) the database file: one writer connection, every write of
 /// the process in order, so SQLite never sees two writers race for its lock; and a pool
@@ -46,34 +46,6 @@ pub(crate) async fn open(path: &Path) -> Result<Db> {
 
 /// Inserts a job in one statement, which commits alone (its trigger adds the `job.queued`
 /// event); `None` when a job already holds its idempotency key.
-pub(crate) async fn insert_job(db: &Db, job: &NewJob, now: i64) -> Result<Option<JobRecord>> {
-    let spec = serde_json::to_string(&job.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let (key, hash) = job.idempotency.clone().unzip();
-    let row = db
-        .write_opt(
-            sql(format!(
-                "INSERT INTO jobs (id, project_id, state, priority, run_at, created_at, updated_at, \
-                 max_attempts, spec, session_id, last_seq, idempotency_key, request_hash) \
-                 VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) \
-                 ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
-                 DO NOTHING RETURNING {JOB_COLUMNS}"
-            ))
-            .bind(job.id.to_string())
-            .bind(job.project_id.as_str())
-            .bind(job.spec.schedule.priority)
-            .bind(job.run_at)
-            .bind(now)
-            .bind(now)
-            .bind(job.spec.schedule.retry.max_attempts)
-            .bind(spec)
-            .bind(job.spec.session.owned_session().map(|s| s.to_string()))
-            .bind(key)
-            .bind(hash),
-        )
-        .await?;
-    row.as_ref().map(crate::decode::job_from_row).transpose()
-}
-
 /// A claim's candidates (each project's due jobs) come from a reader, so an empty queue
 /// never takes the write lock; [`fair_order`] shares the slots between projects.
 /// Only this process claims (one server per data directory), and the guarded `UPDATE`

@@ -131,6 +131,7 @@ mod events;
 mod idempotency;
 mod jobs;
 mod notices;
+mod routines;
 mod schema;
 mod sessions;
 mod tenancy;
