@@ -432,7 +432,7 @@ async fn run(
     Ok((job, d, replayed))
 }
 
-fn run_of(agent: &str, input: Value, version: Option<u32>) -> AgentJobRequest {
+pub(crate) fn run_of(agent: &str, input: Value, version: Option<u32>) -> AgentJobRequest {
     AgentJobRequest {
         agent: agent.to_string(),
         input,

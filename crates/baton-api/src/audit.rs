@@ -53,6 +53,15 @@ fn action(method: &Method, route: &str) -> String {
         ("DELETE", "/v1/agents/{name}") => "agent.delete",
         ("POST", "/v1/agents/{name}/runs" | "/") => "job.create",
         ("DELETE", "/v1/keys/{id}") => "key.revoke",
+        ("POST", "/v1/routines") => "routine.create",
+        ("PATCH", "/v1/routines/{id}") => "routine.update",
+        ("DELETE", "/v1/routines/{id}") => "routine.delete",
+        ("POST", "/v1/routines/{id}/pause") => "routine.pause",
+        ("POST", "/v1/routines/{id}/resume") => "routine.resume",
+        ("POST", "/v1/routines/{id}/triggers") => "trigger.create",
+        ("DELETE", "/v1/triggers/{id}") => "trigger.delete",
+        ("POST", "/v1/triggers/{id}/token") => "trigger.rotate_token",
+        ("POST", "/v1/callbacks/secret") => "callback_secret.rotate",
         _ => return format!("{method} {route}"),
     };
     named.to_string()
@@ -131,6 +140,30 @@ impl Pending {
         }
         resp
     }
+}
+
+/// Records a request a trigger made (a fire, a hook): the trigger stands where a key
+/// would, in the routine's project.
+pub async fn record_trigger(
+    st: &AppState,
+    resp: Response,
+    trigger: &str,
+    project: &ProjectId,
+    action: &str,
+    route: &str,
+) -> Response {
+    let pending = Pending {
+        caller: Caller {
+            key_id: Some(trigger.to_string()),
+            project: project.clone(),
+            scopes: Vec::new(),
+            requests_per_minute: None,
+        },
+        action: action.to_string(),
+        route: route.to_string(),
+        target: Some(trigger.to_string()),
+    };
+    pending.record(st, resp).await
 }
 
 #[derive(Deserialize, Default, IntoParams)]

@@ -41,14 +41,18 @@ pub enum Scope {
     /// Create, change and delete agents.
     #[serde(rename = "agents:write")]
     AgentsWrite,
+    /// Create, change, pause and delete routines and their triggers.
+    #[serde(rename = "routines:write")]
+    RoutinesWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [
+    pub const ALL: [Scope; 5] = [
         Scope::Admin,
         Scope::JobsWrite,
         Scope::JobsRead,
         Scope::AgentsWrite,
+        Scope::RoutinesWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Scope {
             Self::JobsWrite => "jobs:write",
             Self::JobsRead => "jobs:read",
             Self::AgentsWrite => "agents:write",
+            Self::RoutinesWrite => "routines:write",
         }
     }
 
@@ -148,32 +153,39 @@ scoped!(JobsRead, Scope::JobsRead);
 scoped!(JobsWrite, Scope::JobsWrite);
 scoped!(Admin, Scope::Admin);
 scoped!(AgentsWrite, Scope::AgentsWrite);
+scoped!(RoutinesWrite, Scope::RoutinesWrite);
 
-/// A caller that may read agents: with `jobs:read` (which runs need) or `agents:write`.
-pub struct AgentsRead(pub Caller);
+/// A caller that may read what `write` changes: with `jobs:read` (which runs need) or
+/// `write` itself.
+macro_rules! readable {
+    ($name:ident, $write:ident, $what:literal) => {
+        #[doc = concat!("A caller that may read ", $what, ": with `jobs:read` or the scope that changes them.")]
+        pub struct $name(pub Caller);
 
-impl std::ops::Deref for AgentsRead {
-    type Target = Caller;
-    fn deref(&self) -> &Caller {
-        &self.0
-    }
-}
-
-impl FromRequestParts<AppState> for AgentsRead {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        let JobsRead(caller) = match JobsRead::from_request_parts(parts, st).await {
-            Ok(c) => c,
-            Err(e) => {
-                return AgentsWrite::from_request_parts(parts, st)
-                    .await
-                    .map(|w| Self(w.0))
-                    .map_err(|_| e);
+        impl std::ops::Deref for $name {
+            type Target = Caller;
+            fn deref(&self) -> &Caller {
+                &self.0
             }
-        };
-        Ok(Self(caller))
-    }
+        }
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+            async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+                match JobsRead::from_request_parts(parts, st).await {
+                    Ok(c) => Ok(Self(c.0)),
+                    Err(e) => $write::from_request_parts(parts, st)
+                        .await
+                        .map(|w| Self(w.0))
+                        .map_err(|_| e),
+                }
+            }
+        }
+    };
 }
+
+readable!(AgentsRead, AgentsWrite, "agents");
+readable!(RoutinesRead, RoutinesWrite, "routines");
 
 /// How often an open server looks again for a key made elsewhere (by `baton keys create`
 /// or another node).
@@ -204,6 +216,36 @@ pub struct Auth {
 
 pub const UNAUTHENTICATED: &str =
     "a valid API key is required: send Authorization: Bearer <key> or x-api-key: <key>";
+
+/// A key's caller: its project, scopes and rate limit.
+fn caller_of(record: &KeyRecord) -> Caller {
+    Caller {
+        key_id: Some(record.id.clone()),
+        project: record.project_id.clone(),
+        // A scope this build does not know (written by a newer one) grants nothing.
+        scopes: record
+            .scopes
+            .iter()
+            .filter_map(|s| Scope::parse(s))
+            .collect(),
+        requests_per_minute: record
+            .requests_per_minute
+            .and_then(|n| u32::try_from(n).ok()),
+    }
+}
+
+/// HMAC-SHA256 of `payload` keyed with a key's stored hash, hex.
+pub(crate) fn session_mac(key_hash: &str, payload: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key_hash.as_bytes())
+        .expect("HMAC takes any key");
+    mac.update(payload.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 fn unauthenticated() -> ApiError {
     ApiError::new(ErrorType::Authentication, UNAUTHENTICATED)
@@ -287,19 +329,45 @@ impl Auth {
             return Err(unauthenticated());
         }
         self.touch(st, &record.id, now).await;
-        Ok(Caller {
-            key_id: Some(record.id.clone()),
-            project: record.project_id.clone(),
-            // A scope this build does not know (written by a newer one) grants nothing.
-            scopes: record
-                .scopes
-                .iter()
-                .filter_map(|s| Scope::parse(s))
-                .collect(),
-            requests_per_minute: record
-                .requests_per_minute
-                .and_then(|n| u32::try_from(n).ok()),
-        })
+        Ok(caller_of(record))
+    }
+
+    /// A browser session for a key: `<key id>.<expires ms>.<mac>`, the MAC keyed with the
+    /// stored hash of the key's secret, so every node can check it, it holds no secret,
+    /// and revoking the key ends it.
+    pub async fn browser_session(
+        &self,
+        st: &AppState,
+        key_id: &str,
+        expires: i64,
+    ) -> ApiResult<String> {
+        let found = self.key(st, key_id).await?;
+        let payload = format!("{key_id}.{expires}");
+        Ok(format!("{payload}.{}", session_mac(&found.1, &payload)))
+    }
+
+    /// The caller of a browser session made by [`Auth::browser_session`], if it is intact,
+    /// unexpired and its key is live.
+    pub async fn session_caller(&self, st: &AppState, cookie: &str) -> Option<Caller> {
+        let (payload, mac) = cookie.rsplit_once('.')?;
+        let (key_id, expires) = payload.split_once('.')?;
+        let expires: i64 = expires.parse().ok()?;
+        let now = st.engine().now_ms();
+        if now >= expires {
+            return None;
+        }
+        let found = self.key(st, key_id).await.ok()?;
+        let (record, hash) = &*found;
+        let expected = session_mac(hash, payload);
+        let same = expected.len() == mac.len()
+            && expected
+                .bytes()
+                .zip(mac.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        let live =
+            record.revoked_at.is_none() && record.expires_at.is_none_or(|expires| now < expires);
+        (same && live).then(|| caller_of(record))
     }
 
     /// A key by id: from memory when read within [`KEY_TTL`], else from the store.

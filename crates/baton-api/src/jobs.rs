@@ -94,12 +94,30 @@ pub async fn submit(
     spec: JobSpec,
     idem: Option<(String, String)>,
 ) -> ApiResult<Inserted> {
+    admit(st, caller, &spec).await?;
+    let job = NewJob {
+        id: JobId::new(),
+        project_id: caller.project.clone(),
+        spec,
+        run_at: st.engine().now_ms(),
+        idempotency: idem,
+    };
+    Ok(st.engine().submit(job).await?)
+}
+
+/// What every new job must pass before it is queued: its paths inside the workspace
+/// roots, a session it continues known in the caller's project, a callback URL that may
+/// be called, and the project's queued-jobs quota.
+pub(crate) async fn admit(st: &AppState, caller: &Caller, spec: &JobSpec) -> ApiResult<()> {
+    if let Some(url) = &spec.callback_url {
+        crate::callbacks::check_destination(st, url).await?;
+    }
     st.engine()
         .config()
         .runner
         .check_paths(&spec.options.add_dirs, spec.cwd.as_deref())
         .map_err(ApiError::invalid)?;
-    known_session(st, caller, &spec).await?;
+    known_session(st, caller, spec).await?;
     let settings = st.settings(&caller.project).await?;
     if let Some(max) = settings.quotas.max_queued {
         let open = st.engine().store().count_open(&caller.project).await?;
@@ -118,14 +136,7 @@ pub async fn submit(
             });
         }
     }
-    let job = NewJob {
-        id: JobId::new(),
-        project_id: caller.project.clone(),
-        spec,
-        run_at: st.engine().now_ms(),
-        idempotency: idem,
-    };
-    Ok(st.engine().submit(job).await?)
+    Ok(())
 }
 
 /// How long a caller refused by its project's queued-jobs quota is told to wait.

@@ -9,16 +9,20 @@ mod agent_jobs;
 mod agents;
 mod audit;
 pub mod auth;
+pub mod callbacks;
 mod compat;
 mod dead;
 pub mod error;
 mod extract;
 mod follow;
 mod health;
+mod hooks;
 mod jobs;
 pub mod keys;
 pub mod openapi;
 pub mod ratelimit;
+pub mod routines;
+pub mod ui;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -46,6 +50,14 @@ pub struct ApiConfig {
     /// Every request needs a key, even before the first is made (`server.auth =
     /// "required"`, or a listener beyond loopback).
     pub auth_required: bool,
+    /// How Baton is reached from outside (fire and session URLs), without a trailing `/`.
+    pub public_url: String,
+    /// A cron trigger may fire at most this often.
+    pub min_cron_interval_ms: i64,
+    /// The largest webhook payload accepted.
+    pub max_webhook_bytes: usize,
+    /// Where Baton's own requests (callbacks) may go.
+    pub outbound: callbacks::Outbound,
 }
 
 /// Shared by every handler; cheap to clone.
@@ -93,6 +105,22 @@ impl AppState {
 
     pub fn limits(&self) -> &Limits {
         &self.inner.cfg.limits
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.inner.cfg.public_url
+    }
+
+    pub fn min_cron_interval_ms(&self) -> i64 {
+        self.inner.cfg.min_cron_interval_ms
+    }
+
+    pub fn max_webhook_bytes(&self) -> usize {
+        self.inner.cfg.max_webhook_bytes
+    }
+
+    pub fn outbound(&self) -> &callbacks::Outbound {
+        &self.inner.cfg.outbound
     }
 
     pub fn auth(&self) -> &auth::Auth {
@@ -230,6 +258,27 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents/{name}/versions", get(agents::agent_versions))
         .route("/v1/agents/{name}/runs", post(agents::run_agent))
         .route("/", post(agents::call))
+        .route(
+            "/v1/routines",
+            post(routines::create_routine).get(routines::list_routines),
+        )
+        .route(
+            "/v1/routines/{id}",
+            get(routines::get_routine)
+                .patch(routines::update_routine)
+                .delete(routines::delete_routine),
+        )
+        .route("/v1/routines/{id}/pause", post(routines::pause_routine))
+        .route("/v1/routines/{id}/resume", post(routines::resume_routine))
+        .route("/v1/routines/{id}/runs", get(routines::routine_runs))
+        .route("/v1/routines/{id}/triggers", post(routines::add_trigger))
+        .route(
+            "/v1/triggers/{id}",
+            axum::routing::delete(routines::delete_trigger),
+        )
+        .route("/v1/triggers/{id}/token", post(routines::rotate_token))
+        .route("/v1/jobs/{id}/callbacks", get(callbacks::job_callbacks))
+        .route("/v1/callbacks/secret", post(callbacks::rotate_secret))
         .route("/v1/chat", post(compat::chat))
         .route("/v1/chat/stream", post(compat::chat_stream))
         .route("/execute", post(compat::execute))
@@ -244,9 +293,46 @@ pub fn router(state: AppState) -> Router {
             auth::authenticate,
         ))
         .route("/v1/health", get(health::health))
+        // A trigger's own credentials (a token, a signature) stand for a key here.
+        .route(
+            "/v1/claude_code/routines/{trig_id}/fire",
+            post(routines::fire_route),
+        )
+        .route(
+            "/v1/hooks/{trig_id}",
+            post(hooks::hook).layer(DefaultBodyLimit::disable()),
+        )
+        .merge(ui::router(state.clone()))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// The loops that live above the engine, until `stop`: cron triggers and the callbacks
+/// outbox, each a step every second (the tests call the steps themselves).
+pub fn background(state: &AppState, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    let cron = state.clone();
+    let outbox = state.clone();
+    vec![
+        Engine::spawn_loop("cron", Duration::from_secs(1), stop.clone(), move || {
+            let st = cron.clone();
+            async move {
+                routines::cron_step(&st)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.message)
+            }
+        }),
+        Engine::spawn_loop("callbacks", Duration::from_secs(1), stop, move || {
+            let st = outbox.clone();
+            async move {
+                callbacks::deliver_step(&st)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.message)
+            }
+        }),
+    ]
 }

@@ -9,7 +9,10 @@ use axum::extract::State;
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use crate::{AppState, admin, agent_jobs, agents, audit, compat, dead, health, jobs, wire};
+use crate::{
+    AppState, admin, agent_jobs, agents, audit, callbacks, compat, dead, health, hooks, jobs,
+    routines, wire,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -52,6 +55,22 @@ use crate::{AppState, admin, agent_jobs, agents, audit, compat, dead, health, jo
         agents::agent_versions,
         agents::run_agent,
         agents::call,
+        routines::create_routine,
+        routines::list_routines,
+        routines::get_routine,
+        routines::update_routine,
+        routines::delete_routine,
+        routines::pause_routine,
+        routines::resume_routine,
+        routines::routine_runs,
+        routines::add_trigger,
+        routines::delete_trigger,
+        routines::rotate_token,
+        routines::fire_route,
+        hooks::hook,
+        callbacks::job_callbacks,
+        callbacks::rotate_secret,
+        crate::ui::session_page,
         openapi_json,
     ),
     components(schemas(
@@ -122,8 +141,23 @@ fn secure(doc: &mut Value) {
         "api_key": {"type": "apiKey", "in": "header", "name": "x-api-key"},
     });
     doc["security"] = json!([{"bearer": []}, {"api_key": []}]);
-    if let Some(get) = doc["paths"]["/v1/health"]["get"].as_object_mut() {
-        get.insert("security".into(), json!([]));
+    doc["components"]["securitySchemes"]["trigger_token"] = json!({"type": "http", "scheme": "bearer",
+        "description": "An API trigger's token (trt_…): it fires that trigger's routine and nothing else."});
+    doc["components"]["securitySchemes"]["session_cookie"] = json!({"type": "apiKey", "in": "cookie",
+        "name": crate::ui::COOKIE, "description": "A browser's session, made by signing in with a key at /ui/login."});
+    for (path, method, security) in [
+        ("/v1/health", "get", json!([])),
+        (
+            "/v1/claude_code/routines/{trig_id}/fire",
+            "post",
+            json!([{"trigger_token": []}]),
+        ),
+        ("/v1/hooks/{trig_id}", "post", json!([])),
+        ("/ui/sessions/{id}", "get", json!([{"session_cookie": []}])),
+    ] {
+        if let Some(op) = doc["paths"][path][method].as_object_mut() {
+            op.insert("security".into(), security);
+        }
     }
 }
 

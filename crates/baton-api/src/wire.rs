@@ -120,6 +120,8 @@ pub struct Job {
     pub last_event_seq: i64,
     /// The agent version this job runs, when it is an agent's run.
     pub agent: Option<baton_core::AgentRef>,
+    /// Where the job's summary is POSTed when it ends (`GET /v1/jobs/{id}/callbacks`).
+    pub callback_url: Option<String>,
     /// A queued job whose last attempt hit a rate limit waits for the limit to reset.
     #[schema(format = DateTime)]
     pub parked_until: Option<String>,
@@ -139,6 +141,7 @@ impl Job {
         // Shown as `agent`, beside the options.
         if let Some(o) = options.as_object_mut() {
             o.remove("agent");
+            o.remove("callback_url");
         }
         let field = |k: &str| outcome.get(k).cloned().unwrap_or(Value::Null);
         Self {
@@ -178,6 +181,7 @@ impl Job {
             options,
             last_event_seq: j.last_seq,
             agent: j.spec.agent.clone(),
+            callback_url: j.spec.callback_url.clone(),
             parked_until: j.parked_until().map(timestamp),
             attempts: None,
         }

@@ -156,6 +156,14 @@ impl App {
     /// Opens the store, starts the engine (rescuing what a previous incarnation left
     /// running) and binds the listener. Port 0 picks a free port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::build`] with a clock of the caller's (tests drive time by hand).
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn baton_engine::Clock>,
+    ) -> anyhow::Result<Self> {
         let lock = lock_data_dir(&config)?;
         let tls = if config.tls() {
             Some(crate::tls::server_config(
@@ -208,22 +216,40 @@ impl App {
         };
         let attempts_dir = engine_cfg.runner.attempts_dir.clone();
         let keep = engine_cfg.runner.keep_workspaces;
-        let engine = Engine::start(store, engine_cfg, Arc::new(SystemClock)).await?;
+        let engine = Engine::start(store, engine_cfg, clock).await?;
         // Every attempt this node ran before is over now (recovery killed and requeued
         // them), so what is left in the attempts directory is debris.
         if !keep {
             remove_children(&attempts_dir);
         }
         let shutdown = CancellationToken::new();
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        let public_url = if config.server.public_url.is_empty() {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}", listener.local_addr()?)
+        } else {
+            config.server.public_url.clone()
+        };
         let api = ApiConfig {
             limits,
             max_body_bytes: config.server.max_body_bytes,
             auth_required,
+            public_url,
+            min_cron_interval_ms: config.limits.min_cron_interval_seconds as i64 * 1000,
+            max_webhook_bytes: config.limits.max_webhook_bytes,
+            outbound: baton_api::callbacks::Outbound {
+                allow: config
+                    .outbound
+                    .allow
+                    .iter()
+                    .map(|a| baton_api::callbacks::Cidr::parse(a).map_err(anyhow::Error::msg))
+                    .collect::<anyhow::Result<_>>()?,
+                timeout: Duration::from_secs(config.outbound.timeout_seconds),
+            },
         };
         let state = AppState::new(engine.clone(), api, shutdown.clone());
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?;
         if tls.is_none() && !config.server.listen.ip().is_loopback() {
             tracing::warn!(
                 "server.listen = {} without TLS: API keys cross the network in clear; \
@@ -260,6 +286,11 @@ impl App {
         &self.engine
     }
 
+    /// The API's state: what the background steps (cron, callbacks) take.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// Serves until `stop` is cancelled, then drains: the API stops accepting, SSE streams
     /// end, the dispatcher stops claiming, running attempts get the drain timeout to finish
     /// and the rest are stopped and requeued.
@@ -275,6 +306,9 @@ impl App {
             let shutdown = shutdown.clone();
             async move { engine.run(shutdown).await }
         });
+        // Cron triggers and the callbacks outbox run on every node: a slot fires once and a
+        // delivery is claimed by one node, however many run them.
+        let loops = baton_api::background(&self.state, shutdown.clone());
         let http_shutdown = shutdown.clone();
         let stopped = async move { http_shutdown.cancelled().await };
         let server = match self.tls {
@@ -301,6 +335,9 @@ impl App {
             }
         }
         dispatcher.await.context("dispatcher task")?;
+        for l in loops {
+            l.await.context("background loop")?;
+        }
         tracing::info!("stopped");
         Ok(())
     }

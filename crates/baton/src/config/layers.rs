@@ -9,7 +9,14 @@ use anyhow::{Context, bail};
 use super::Config;
 
 /// The sections whose keys are single values (`warm_pool` is an array of tables).
-const SECTIONS: &[&str] = &["server", "store", "runner", "limits", "retention"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "store",
+    "runner",
+    "limits",
+    "retention",
+    "outbound",
+];
 
 /// Environment variables that belong to Baton but are not configuration keys. `BATON_LOG`
 /// is a log filter read before the configuration, as `RUST_LOG` is elsewhere.

@@ -23,6 +23,7 @@ pub struct Config {
     pub runner: RunnerConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
+    pub outbound: OutboundConfig,
     /// Pre-started CLI processes for the job options given; see the README.
     pub warm_pool: Vec<WarmPoolEntry>,
 }
@@ -55,6 +56,29 @@ pub struct ServerConfig {
     /// `text` (colour only when stderr is a terminal) or `json` (one object per line,
     /// for log collectors).
     pub log_format: LogFormat,
+    /// How Baton is reached from outside, for the URLs it hands out (a trigger's fire URL,
+    /// a fire's session page); empty: `http(s)://<listen>`.
+    pub public_url: String,
+}
+
+/// `[outbound]`: the requests Baton itself makes (completion callbacks).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Non-public addresses (CIDR ranges or single addresses) Baton may call anyway;
+    /// loopback, private and link-local destinations are refused otherwise.
+    pub allow: Vec<String>,
+    /// How long one request may take.
+    pub timeout_seconds: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            timeout_seconds: 10,
+        }
+    }
 }
 
 /// `[store]`: where jobs are kept.
@@ -107,6 +131,10 @@ pub struct LimitsConfig {
     pub max_attempts_limit: u32,
     /// Directories a job's `cwd` and `add_dirs` may name.
     pub workspace_roots: Vec<PathBuf>,
+    /// A cron trigger may fire at most this often.
+    pub min_cron_interval_seconds: u64,
+    /// The largest webhook payload accepted (413 beyond).
+    pub max_webhook_bytes: usize,
 }
 
 /// `[retention]`: how long finished jobs are kept.
@@ -216,6 +244,7 @@ impl Default for ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             log: "info".into(),
             log_format: LogFormat::Text,
+            public_url: String::new(),
         }
     }
 }
@@ -257,6 +286,8 @@ impl Default for LimitsConfig {
             max_prompt_chars: 500_000,
             max_attempts_limit: 20,
             workspace_roots: Vec::new(),
+            min_cron_interval_seconds: 60,
+            max_webhook_bytes: 1024 * 1024,
         }
     }
 }
@@ -335,6 +366,27 @@ impl Config {
             }
             pool.spec(&baton_core::Limits::default())
                 .with_context(|| format!("warm_pool[{i}]"))?;
+        }
+        for a in &self.outbound.allow {
+            baton_api::callbacks::Cidr::parse(a)
+                .map_err(|e| anyhow::anyhow!("outbound.allow: {e}"))?;
+        }
+        if self.outbound.timeout_seconds == 0 || self.outbound.timeout_seconds > 300 {
+            bail!("outbound.timeout_seconds must be between 1 and 300");
+        }
+        if self.limits.min_cron_interval_seconds == 0 {
+            bail!("limits.min_cron_interval_seconds must be at least 1");
+        }
+        if self.limits.max_webhook_bytes < 1024 || self.limits.max_webhook_bytes > 64 * 1024 * 1024
+        {
+            bail!("limits.max_webhook_bytes must be between 1024 and 67108864");
+        }
+        let public = self.server.public_url.as_str();
+        if !public.is_empty()
+            && (!(public.starts_with("http://") || public.starts_with("https://"))
+                || public.ends_with('/'))
+        {
+            bail!("server.public_url must be an http(s) URL without a trailing '/' (got {public})");
         }
         for root in &self.limits.workspace_roots {
             if !root.is_absolute() {

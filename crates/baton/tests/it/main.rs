@@ -7,6 +7,7 @@ mod dead;
 mod nodes;
 mod process;
 mod real_cli;
+mod routines;
 mod scenarios;
 mod schemathesis;
 mod seed004;

@@ -1,6 +1,7 @@
 //! A Baton server in process, driven over real HTTP, running `fake-claude`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton::{App, Config};
@@ -39,6 +40,8 @@ pub struct Server {
     /// The server's store, for injecting storage faults.
     pub store: baton_store::Store,
     pub http: reqwest::Client,
+    /// The API's state, to call its background steps (cron, callbacks) directly.
+    pub state: baton_api::AppState,
     pub dir: tempfile::TempDir,
     pub roots: tempfile::TempDir,
     stop: CancellationToken,
@@ -88,12 +91,38 @@ impl Server {
         roots: tempfile::TempDir,
         overrides: &[(&str, &str)],
     ) -> Self {
+        Self::start_with_clock(dir, roots, overrides, Arc::new(baton_engine::SystemClock)).await
+    }
+
+    /// A server whose engine reads the time from `clock` (tests move it by hand).
+    pub async fn with_clock(
+        overrides: &[(&str, &str)],
+        clock: Arc<dyn baton_engine::Clock>,
+    ) -> Self {
+        Self::start_with_clock(
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            overrides,
+            clock,
+        )
+        .await
+    }
+
+    pub async fn start_with_clock(
+        dir: tempfile::TempDir,
+        roots: tempfile::TempDir,
+        overrides: &[(&str, &str)],
+        clock: Arc<dyn baton_engine::Clock>,
+    ) -> Self {
         let mut flags = test_flags(dir.path(), roots.path());
         for (k, v) in overrides {
             flags.push((k.to_string(), v.to_string()));
         }
         let config = Config::load(None, &[], &flags).expect("test configuration");
-        let app = App::build(config).await.expect("server starts");
+        let app = App::build_with_clock(config, clock)
+            .await
+            .expect("server starts");
+        let state = app.state().clone();
         let base = format!("{}://127.0.0.1:{}", app.scheme(), app.port());
         let store = app.engine().store().clone();
         let stop = CancellationToken::new();
@@ -102,6 +131,7 @@ impl Server {
             base,
             store,
             http: reqwest::Client::new(),
+            state,
             dir,
             roots,
             stop,
