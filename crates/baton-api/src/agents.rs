@@ -352,6 +352,9 @@ pub struct RunRequest {
     #[serde(default, deserialize_with = "baton_core::int::opt")]
     #[schema(minimum = 1)]
     version: Option<u32>,
+    /// Where the run's summary is POSTed when it ends.
+    #[schema(max_length = 2048)]
+    callback_url: Option<String>,
 }
 
 /// A job that runs an agent, in `POST /v1/jobs`: the agent and its input, and what a
@@ -381,6 +384,9 @@ pub struct AgentJobRequest {
     #[serde(default, deserialize_with = "baton_core::int::opt")]
     #[schema(minimum = 1000, maximum = 86400000)]
     timeout_ms: Option<i64>,
+    /// Where the run's summary is POSTed when it ends.
+    #[schema(max_length = 2048)]
+    callback_url: Option<String>,
 }
 
 /// The job spec of a run of an agent: its input checked and rendered, its options with
@@ -404,6 +410,7 @@ pub(crate) async fn agent_spec(
     request.metadata = req.metadata.or(request.metadata);
     request.max_attempts = req.max_attempts.or(request.max_attempts);
     request.timeout_ms = req.timeout_ms.or(request.timeout_ms);
+    request.callback_url = req.callback_url.or(request.callback_url);
     let mut spec = prepare(st, caller, request).await?;
     spec.files = d.workspace_files();
     spec.verify = d.verify.as_ref().map(|v| baton_core::VerifyRun {
@@ -441,6 +448,7 @@ pub(crate) fn run_of(agent: &str, input: Value, version: Option<u32>) -> AgentJo
         metadata: None,
         max_attempts: None,
         timeout_ms: None,
+        callback_url: None,
     }
 }
 
@@ -461,7 +469,10 @@ pub async fn run_agent(
     let wait = wait_duration(&q)?;
     let route = format!("POST /v1/agents/{name}/runs");
     let idem = idempotency(&headers, &route, &body.raw)?;
-    let req = run_of(&name, body.value.input, body.value.version);
+    let req = AgentJobRequest {
+        callback_url: body.value.callback_url,
+        ..run_of(&name, body.value.input, body.value.version)
+    };
     let (job, _, replayed) = run(&st, &caller, req, idem).await?;
     let job = match wait {
         Some(w) if !job.state.is_terminal() => st.engine().wait_for(job.id, w).await?,

@@ -152,16 +152,29 @@ pub async fn record_trigger(
     action: &str,
     route: &str,
 ) -> Response {
+    let caller = Caller {
+        key_id: Some(trigger.to_string()),
+        project: project.clone(),
+        scopes: Vec::new(),
+        requests_per_minute: None,
+    };
+    record_as(st, resp, &caller, action, route, trigger).await
+}
+
+/// Records a change made outside the authenticated routes (a browser's form).
+pub async fn record_as(
+    st: &AppState,
+    resp: Response,
+    caller: &Caller,
+    action: &str,
+    route: &str,
+    target: &str,
+) -> Response {
     let pending = Pending {
-        caller: Caller {
-            key_id: Some(trigger.to_string()),
-            project: project.clone(),
-            scopes: Vec::new(),
-            requests_per_minute: None,
-        },
+        caller: caller.clone(),
         action: action.to_string(),
         route: route.to_string(),
-        target: Some(trigger.to_string()),
+        target: Some(target.to_string()),
     };
     pending.record(st, resp).await
 }

@@ -14,7 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use baton_core::{JobId, SessionId};
+use baton_core::SessionId;
 use baton_store::{JobFilter, JobRecord};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -450,12 +450,17 @@ async fn cancel(
         Some(s) => format!("/ui/sessions/{}", session_name(s)),
         None => "/ui/login".into(),
     };
-    match st
-        .engine()
-        .cancel(JobId::parse(&id).unwrap_or(job.id))
-        .await
-    {
+    let resp = match st.engine().cancel(job.id).await {
         Ok(_) => redirect(&back, None),
         Err(e) => crate::error::ApiError::from(e).into_response(),
-    }
+    };
+    crate::audit::record_as(
+        &st,
+        resp,
+        &caller,
+        "job.cancel",
+        "/ui/jobs/{id}/cancel",
+        &id,
+    )
+    .await
 }

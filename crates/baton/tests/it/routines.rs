@@ -1151,6 +1151,79 @@ async fn the_session_page_follows_a_fire_behind_a_cookie_sign_in() {
         "the prompt is escaped"
     );
     assert!(!html.contains("<b>bold</b>"));
+    // A running fire's page follows it and offers a cancel, which needs the page's token.
+    let (_, slow) = w
+        .post(
+            "/v1/routines",
+            json!({"name": "slow", "prompt": "FAKE sleep 60000"}),
+        )
+        .await;
+    let (_, st) = w
+        .post(
+            &format!("/v1/routines/{}/triggers", slow["id"].as_str().unwrap()),
+            json!({"type": "api"}),
+        )
+        .await;
+    let slow_fire = fire(
+        &s,
+        st["fire_url"].as_str().unwrap(),
+        st["token"].as_str(),
+        None,
+        &[],
+    )
+    .await;
+    let slow_url = slow_fire.body["claude_code_session_url"].as_str().unwrap();
+    let html = browser
+        .get(slow_url)
+        .header("cookie", &session_cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("new EventSource('/ui/jobs/"), "{html}");
+    let action = html
+        .split("action=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        action.starts_with("/ui/jobs/") && action.ends_with("/cancel"),
+        "{action}"
+    );
+    let token = html
+        .split("name=csrf value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let cancel = |csrf: String| {
+        browser
+            .post(format!("{}{action}", s.base))
+            .header("cookie", &session_cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}"))
+            .send()
+    };
+    assert_eq!(cancel("forged".into()).await.unwrap().status(), 403);
+    assert_eq!(cancel(token).await.unwrap().status(), 303);
+    let job_id = action
+        .trim_start_matches("/ui/jobs/")
+        .trim_end_matches("/cancel");
+    let cancelled = s.as_key(&ka).wait_terminal(job_id).await;
+    assert_eq!(cancelled["state"], "cancelled");
+    let (_, audit) = s
+        .as_key(&admin)
+        .get("/v1/audit?project=team-a&action=job.cancel")
+        .await;
+    assert_eq!(audit["data"][0]["route"], "/ui/jobs/{id}/cancel", "{audit}");
+
     // Another project's browser sees no such session.
     let form = browser
         .get(format!("{}/ui/login", s.base))
