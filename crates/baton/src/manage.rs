@@ -383,8 +383,12 @@ fn same_agent(saved: &Value, body: &Value) -> bool {
 /// folder is read and checked before anything is sent.
 pub async fn apply(client: &Client, dir: &std::path::Path) -> anyhow::Result<()> {
     let declared = declared_agents(dir)?;
-    if declared.is_empty() {
-        bail!("{} holds no <agent>/agent.toml", dir.display());
+    let routines = declared_routines(dir)?;
+    if declared.is_empty() && routines.is_empty() {
+        bail!(
+            "{} holds no <agent>/agent.toml and no routines/<routine>.toml",
+            dir.display()
+        );
     }
     for d in declared {
         let path = format!("/v1/agents/{}", d.name);
@@ -406,6 +410,212 @@ pub async fn apply(client: &Client, dir: &std::path::Path) -> anyhow::Result<()>
             Err(e) => return Err(e.context(format!("reading agent {}", d.name))),
         };
         println!("{line}");
+    }
+    // Routines after agents: a routine may name an agent the folder just made.
+    if !routines.is_empty() {
+        apply_routines(client, routines).await?;
+    }
+    Ok(())
+}
+
+/// One routine of `DIR/routines/<name>.toml`: its body for the API and its triggers.
+struct DeclaredRoutine {
+    name: String,
+    body: Value,
+    triggers: Vec<Value>,
+}
+
+/// Routine fields compared to decide whether a saved routine is what a file declares.
+const ROUTINE_FIELDS: [&str; 8] = [
+    "description",
+    "prompt",
+    "agent",
+    "agent_version",
+    "input",
+    "options",
+    "daily_allowance",
+    "callback_url",
+];
+
+/// Reads `dir/routines/*.toml`. A trigger's secret is never in the file: `secret_env`
+/// names the environment variable that holds it.
+fn declared_routines(dir: &std::path::Path) -> anyhow::Result<Vec<DeclaredRoutine>> {
+    let folder = dir.join("routines");
+    if !folder.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&folder)
+        .with_context(|| format!("reading {}", folder.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let mut body = serde_json::to_value(&table)?;
+        let triggers = match body.as_object_mut().and_then(|o| o.remove("triggers")) {
+            Some(Value::Array(t)) => t,
+            None => Vec::new(),
+            Some(_) => bail!("{}: triggers must be a list ([[triggers]])", path.display()),
+        };
+        match body.get("name").and_then(Value::as_str) {
+            Some(n) if n != name => bail!(
+                "{}: name = {n:?}, but the file is {name:?}.toml; a routine is named by its file",
+                path.display()
+            ),
+            _ => body["name"] = json!(name),
+        }
+        let mut resolved = Vec::with_capacity(triggers.len());
+        for mut t in triggers {
+            if let Some(var) = t.as_object_mut().and_then(|o| o.remove("secret_env")) {
+                let var = var.as_str().unwrap_or_default().to_string();
+                let secret = std::env::var(&var).with_context(|| {
+                    format!(
+                        "{}: secret_env = {var:?} is not set in the environment",
+                        path.display()
+                    )
+                })?;
+                t["secret"] = json!(secret);
+            } else if t.get("secret").is_some() {
+                bail!(
+                    "{}: a trigger's secret does not belong in a file; name its environment variable with secret_env",
+                    path.display()
+                );
+            }
+            resolved.push(t);
+        }
+        out.push(DeclaredRoutine {
+            name,
+            body,
+            triggers: resolved,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether a saved trigger is the declared one (secrets cannot be compared: a webhook or
+/// GitHub trigger of the same kind and settings is taken as it).
+fn same_trigger(saved: &Value, declared: &Value) -> bool {
+    let kind = declared["type"].as_str().unwrap_or_default();
+    if saved["type"] != declared["type"] {
+        return false;
+    }
+    let config = &saved["config"];
+    let get = |k: &str, default: Value| declared.get(k).cloned().unwrap_or(default);
+    match kind {
+        "cron" => {
+            config["schedule"] == declared["schedule"]
+                && config["timezone"] == get("timezone", json!("UTC"))
+                && config["catch_up"] == get("catch_up", json!(false))
+                && config["overlap"] == get("overlap", json!("skip"))
+        }
+        "github" => config["events"] == get("events", json!([])),
+        "webhook" => config["tolerance_seconds"] == get("tolerance_seconds", json!(300)),
+        _ => true,
+    }
+}
+
+async fn apply_routines(client: &Client, routines: Vec<DeclaredRoutine>) -> anyhow::Result<()> {
+    let listed = client
+        .send(reqwest::Method::GET, "/v1/routines", None)
+        .await
+        .context("listing routines")?;
+    let saved: Vec<Value> = listed["data"].as_array().cloned().unwrap_or_default();
+    for d in routines {
+        let existing = saved.iter().find(|r| r["name"] == json!(d.name)).cloned();
+        let (routine, line) = match existing {
+            None => {
+                let r = client.post("/v1/routines", &d.body).await?;
+                let line = format!(
+                    "created   routine {} ({})",
+                    d.name,
+                    r["id"].as_str().unwrap_or_default()
+                );
+                (r, line)
+            }
+            Some(r) => {
+                let mut patch = serde_json::Map::new();
+                for f in ROUTINE_FIELDS {
+                    let declared = d.body.get(f).cloned().unwrap_or(Value::Null);
+                    let default = match f {
+                        "description" => json!(""),
+                        "input" | "options" => json!({}),
+                        "daily_allowance" => json!(baton_core::routine::DEFAULT_DAILY_ALLOWANCE),
+                        _ => Value::Null,
+                    };
+                    let want = if declared.is_null() {
+                        default
+                    } else {
+                        declared.clone()
+                    };
+                    if r[f] != want {
+                        patch.insert(f.to_string(), declared);
+                    }
+                }
+                if patch.is_empty() {
+                    let line = format!("unchanged routine {}", d.name);
+                    (r, line)
+                } else {
+                    let id = r["id"].as_str().unwrap_or_default();
+                    let changed = client
+                        .send(
+                            reqwest::Method::PATCH,
+                            &format!("/v1/routines/{id}"),
+                            Some(&Value::Object(patch)),
+                        )
+                        .await?;
+                    (changed, format!("updated   routine {}", d.name))
+                }
+            }
+        };
+        println!("{line}");
+        let id = routine["id"].as_str().unwrap_or_default().to_string();
+        let have: Vec<Value> = routine["triggers"].as_array().cloned().unwrap_or_default();
+        let mut matched = vec![false; have.len()];
+        for t in &d.triggers {
+            if let Some(i) = (0..have.len()).find(|&i| !matched[i] && same_trigger(&have[i], t)) {
+                matched[i] = true;
+                continue;
+            }
+            let made = client
+                .post(&format!("/v1/routines/{id}/triggers"), t)
+                .await
+                .with_context(|| format!("adding a trigger to routine {}", d.name))?;
+            let mut line = format!(
+                "  added   {} trigger {}",
+                made["type"].as_str().unwrap_or_default(),
+                made["id"].as_str().unwrap_or_default()
+            );
+            if let Some(token) = made["token"].as_str() {
+                line.push_str(&format!(
+                    "\n          fire_url {}\n          token    {token}  (shown once)",
+                    made["fire_url"].as_str().unwrap_or_default()
+                ));
+            }
+            if let Some(url) = made["hook_url"].as_str() {
+                line.push_str(&format!("\n          hook_url {url}"));
+            }
+            println!("{line}");
+        }
+        for (t, used) in have.iter().zip(&matched) {
+            if !used {
+                println!(
+                    "  left    {} trigger {}: not declared; remove it with DELETE /v1/triggers/{}",
+                    t["type"].as_str().unwrap_or_default(),
+                    t["id"].as_str().unwrap_or_default(),
+                    t["id"].as_str().unwrap_or_default()
+                );
+            }
+        }
     }
     Ok(())
 }

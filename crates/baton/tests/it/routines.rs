@@ -1402,3 +1402,114 @@ async fn routines_of_one_project_are_invisible_to_another_and_need_their_scope()
     assert_eq!(outcomes, ["201", "403"], "the refusal too: {audit}");
     s.stop().await;
 }
+
+/// `baton apply DIR` with `env`, against `s`.
+async fn apply(
+    s: &Server,
+    dir: &std::path::Path,
+    env: Vec<(&'static str, String)>,
+) -> (bool, String) {
+    let (base, dir) = (s.base.clone(), dir.to_path_buf());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::support::baton_bin())
+            .arg("apply")
+            .arg(&dir)
+            .args(["--server", &base])
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .env_remove("BATON_API_KEY")
+            .envs(env)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn baton_apply_makes_routines_and_their_triggers_idempotently() {
+    let s = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routines")).unwrap();
+    let file = dir.path().join("routines/nightly.toml");
+    let declared = r#"
+description = "Every weekday morning"
+prompt = "Summarize yesterday. FAKE text summary"
+daily_allowance = 10
+
+[[triggers]]
+type = "cron"
+schedule = "0 9 * * 1-5"
+timezone = "Europe/Berlin"
+
+[[triggers]]
+type = "api"
+
+[[triggers]]
+type = "github"
+secret_env = "NIGHTLY_HOOK_SECRET"
+events = ["pull_request.opened"]
+"#;
+    std::fs::write(&file, declared).unwrap();
+    let env = || {
+        vec![(
+            "NIGHTLY_HOOK_SECRET",
+            "a-secret-from-the-environment".to_string(),
+        )]
+    };
+    let (ok, out) = apply(&s, dir.path(), env()).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("created   routine nightly"), "{out}");
+    assert_eq!(out.matches("  added").count(), 3, "{out}");
+    assert!(
+        out.contains("token    trt_") && out.contains("(shown once)"),
+        "{out}"
+    );
+    assert!(!out.contains("a-secret-from-the-environment"), "{out}");
+    let (ok, out) = apply(&s, dir.path(), env()).await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.trim(),
+        "unchanged routine nightly",
+        "a second apply changes nothing"
+    );
+    std::fs::write(
+        &file,
+        declared.replace("Summarize yesterday", "Summarize today"),
+    )
+    .unwrap();
+    let (ok, out) = apply(&s, dir.path(), env()).await;
+    assert!(
+        ok && out.contains("updated   routine nightly") && !out.contains("added"),
+        "{out}"
+    );
+    let (_, list) = s.get("/v1/routines").await;
+    let r = &list["data"][0];
+    assert_eq!(
+        (
+            r["prompt"].as_str().unwrap(),
+            r["triggers"].as_array().unwrap().len()
+        ),
+        ("Summarize today. FAKE text summary", 3)
+    );
+    // A secret written in the file is refused; a missing variable is named.
+    std::fs::write(
+        &file,
+        declared.replace(
+            "secret_env = \"NIGHTLY_HOOK_SECRET\"",
+            "secret = \"in-the-file-0123456789\"",
+        ),
+    )
+    .unwrap();
+    let (ok, out) = apply(&s, dir.path(), env()).await;
+    assert!(!ok && out.contains("secret_env"), "{out}");
+    std::fs::write(&file, declared).unwrap();
+    let (ok, out) = apply(&s, dir.path(), vec![]).await;
+    assert!(!ok && out.contains("NIGHTLY_HOOK_SECRET"), "{out}");
+    s.stop().await;
+}
