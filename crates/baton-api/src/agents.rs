@@ -48,6 +48,8 @@ pub struct Agent {
     files: std::collections::BTreeMap<String, String>,
     /// The command that checks each successful result.
     verify: Option<baton_core::Verify>,
+    /// Git repositories each run gets its own checkout of.
+    repos: Vec<baton_core::agent::Repo>,
     /// When this version was saved.
     created_at: String,
 }
@@ -68,6 +70,7 @@ impl Agent {
             claude_md: d.claude_md,
             files: d.files,
             verify: d.verify,
+            repos: d.repos,
             created_at: wire::timestamp(r.created_at),
         })
     }
@@ -120,6 +123,11 @@ pub struct AgentBody {
     /// "output", "result"}` on its stdin: its stdout becomes the output, a non-zero exit
     /// fails the attempt (`verification_failed`).
     verify: Option<baton_core::Verify>,
+    /// Local git repositories (inside a workspace root): each run works in its own clone,
+    /// at `ref` (default `HEAD`), in the workspace's `dir` (default: the folder's name).
+    #[serde(default)]
+    #[schema(max_items = 16)]
+    repos: Vec<baton_core::agent::Repo>,
 }
 
 impl AgentBody {
@@ -134,6 +142,7 @@ impl AgentBody {
             claude_md: self.claude_md,
             files: self.files,
             verify: self.verify,
+            repos: self.repos,
         }
     }
 }
@@ -170,6 +179,18 @@ fn agent_error(name: &str, version: Option<u32>, e: StoreError) -> ApiError {
 fn checked(st: &AppState, body: AgentBody) -> ApiResult<AgentDefinition> {
     let d = body.definition();
     d.check(st.limits()).map_err(refused)?;
+    for repo in &d.repos {
+        crate::jobs::check_repo(st, repo)?;
+        let path = std::path::Path::new(&repo.path);
+        if !(path.join(".git").exists()
+            || path.join("HEAD").is_file() && path.join("objects").is_dir())
+        {
+            return Err(ApiError::invalid(format!(
+                "repos: {} is not a git repository",
+                repo.path
+            )));
+        }
+    }
     Ok(d)
 }
 
@@ -413,6 +434,7 @@ pub(crate) async fn agent_spec(
     request.callback_url = req.callback_url.or(request.callback_url);
     let mut spec = prepare(st, caller, request).await?;
     spec.files = d.workspace_files();
+    spec.repos = d.repos.clone();
     spec.verify = d.verify.as_ref().map(|v| baton_core::VerifyRun {
         command: v.command.clone(),
         input: req.input.clone(),

@@ -109,6 +109,9 @@ pub async fn submit(
 /// roots, a session it continues known in the caller's project, a callback URL that may
 /// be called, and the project's queued-jobs quota.
 pub(crate) async fn admit(st: &AppState, caller: &Caller, spec: &JobSpec) -> ApiResult<()> {
+    for repo in &spec.repos {
+        check_repo(st, repo)?;
+    }
     if let Some(url) = &spec.callback_url {
         crate::callbacks::check_destination(st, url).await?;
     }
@@ -137,6 +140,16 @@ pub(crate) async fn admit(st: &AppState, caller: &Caller, spec: &JobSpec) -> Api
         }
     }
     Ok(())
+}
+
+/// A repository an agent checks out must be inside a workspace root.
+pub(crate) fn check_repo(st: &AppState, repo: &baton_core::agent::Repo) -> ApiResult<()> {
+    st.engine()
+        .config()
+        .runner
+        .check_paths(std::slice::from_ref(&repo.path), None)
+        .map(drop)
+        .map_err(|e| ApiError::invalid(e.replacen("add_dirs", "repos", 1)))
 }
 
 /// How long a caller refused by its project's queued-jobs quota is told to wait.

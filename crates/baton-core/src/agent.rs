@@ -48,6 +48,81 @@ pub struct AgentDefinition {
     /// A command run in the workspace after a successful result, its output checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<Verify>,
+    /// Local git repositories each run gets its own checkout of, in its workspace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repos: Vec<Repo>,
+}
+
+/// A local git repository (inside a workspace root) that each run of an agent works on:
+/// cloned (sharing its objects) into the run's workspace at `ref`, so parallel runs never
+/// share a checkout and the repository itself is never touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Repo {
+    /// The repository's absolute path, inside a configured workspace root.
+    pub path: String,
+    /// A branch, tag or commit (default: the repository's `HEAD`).
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Where in the workspace (default: the repository's folder name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+}
+
+/// Repositories an agent checks out at most.
+pub const MAX_REPOS: usize = 16;
+
+impl Repo {
+    /// The folder of the workspace it is checked out into.
+    pub fn dir(&self) -> String {
+        self.dir.clone().unwrap_or_else(|| {
+            self.path
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(".git")
+                .to_string()
+        })
+    }
+
+    /// The ref to check out.
+    pub fn git_ref(&self) -> &str {
+        self.git_ref.as_deref().unwrap_or("HEAD")
+    }
+
+    fn check(&self) -> Result<(), AgentError> {
+        let invalid = |m: String| AgentError::Invalid(m);
+        if !self.path.starts_with('/') || self.path.contains('\0') || self.path.len() > 4096 {
+            return Err(invalid(format!(
+                "repos: {:?} must be an absolute path",
+                self.path
+            )));
+        }
+        let dir = self.dir();
+        let normal = !dir.is_empty()
+            && dir.len() <= 255
+            && dir
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..");
+        if !normal {
+            return Err(invalid(format!(
+                "repos: dir {dir:?} must be a relative path inside the workspace"
+            )));
+        }
+        let r = self.git_ref();
+        let ok_ref = !r.is_empty()
+            && r.len() <= 255
+            && !r.starts_with('-')
+            && !r.contains("..")
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-^~@{}".contains(&b));
+        if !ok_ref {
+            return Err(invalid(format!("repos: ref {r:?} is not a git ref")));
+        }
+        Ok(())
+    }
 }
 
 /// An agent's check of a run: `command` (an argv; a relative path with a `/` names a file
@@ -197,6 +272,29 @@ impl AgentDefinition {
             return Err(invalid(format!("content_type {ct:?} is not a media type")));
         }
         self.check_files()?;
+        if self.repos.len() > MAX_REPOS {
+            return Err(invalid(format!("repos: at most {MAX_REPOS}")));
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for r in &self.repos {
+            r.check()?;
+            if !dirs.insert(r.dir())
+                || self
+                    .workspace_files()
+                    .keys()
+                    .any(|f| f.split('/').next() == Some(&r.dir()))
+            {
+                return Err(invalid(format!(
+                    "repos: two things want the workspace's {:?}; give each repo its own dir",
+                    r.dir()
+                )));
+            }
+        }
+        if !self.repos.is_empty() && self.options.contains_key("cwd") {
+            return Err(invalid(
+                "repos are checked out into each run's own workspace; an agent with them cannot set options.cwd".into(),
+            ));
+        }
         if let Some(v) = &self.verify {
             let bad = v.command.is_empty()
                 || v.command.len() > 64

@@ -167,6 +167,8 @@ pub struct JobSpec {
     pub verify: Option<crate::agent::VerifyRun>,
     /// Where the job's summary is POSTed when it ends.
     pub callback_url: Option<String>,
+    /// Git repositories checked out into the run's workspace (an agent's `repos`).
+    pub repos: Vec<crate::agent::Repo>,
 }
 
 /// The most characters a callback URL may have.
@@ -363,6 +365,7 @@ impl JobRequest {
         }
         Ok(JobSpec {
             callback_url: self.callback_url,
+            repos: Vec::new(),
             prompt: self.prompt,
             options: ClaudeOptions {
                 model,
@@ -409,6 +412,7 @@ impl JobSpec {
             timeout_ms: self.schedule.timeout_ms,
             files: self.files.clone(),
             verify: self.verify.clone(),
+            repos: self.repos.clone(),
         }
     }
 

@@ -66,6 +66,8 @@ pub struct ClaudeRun {
     pub files: BTreeMap<String, String>,
     /// A command that checks a successful result (an agent's `verify`).
     pub verify: Option<crate::agent::VerifyRun>,
+    /// Git repositories checked out into the run's own workspace before the CLI starts.
+    pub repos: Vec<crate::agent::Repo>,
 }
 
 /// What a runner executes for one attempt.
@@ -118,6 +120,8 @@ pub(crate) struct StoredSpec {
     verify: Option<crate::agent::VerifyRun>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     callback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    repos: Vec<crate::agent::Repo>,
 }
 
 impl From<StoredSpec> for JobSpec {
@@ -150,6 +154,7 @@ impl From<StoredSpec> for JobSpec {
             files: s.files,
             verify: s.verify,
             callback_url: s.callback_url,
+            repos: s.repos,
         }
     }
 }
@@ -181,6 +186,7 @@ impl From<JobSpec> for StoredSpec {
             files: j.files,
             verify: j.verify,
             callback_url: j.callback_url,
+            repos: j.repos,
         }
     }
 }

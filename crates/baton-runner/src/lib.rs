@@ -325,6 +325,9 @@ fn launch(
     })
 }
 
+/// The longest one repository's checkout may take.
+const REPO_TIMEOUT: Duration = Duration::from_secs(120);
+
 async fn run_in(
     cfg: &RunnerConfig,
     ws: &Workspace,
@@ -348,6 +351,27 @@ async fn run_in(
                 ErrorKind::InvalidRequest,
                 format!("could not place the run's files: {e}"),
             );
+        }
+    }
+    if !spec.repos.is_empty() {
+        if spec.cwd.is_some() {
+            return failed(
+                ErrorKind::InvalidRequest,
+                "a run with repos works in its own workspace, not in a cwd".into(),
+            );
+        }
+        let budget = Duration::from_millis(spec.timeout_ms).min(REPO_TIMEOUT);
+        for repo in &spec.repos {
+            if let Err(e) = ws.checkout(repo, budget).await {
+                return failed(
+                    ErrorKind::InvalidRequest,
+                    format!(
+                        "could not check out {} at {}: {e}",
+                        repo.path,
+                        repo.git_ref()
+                    ),
+                );
+            }
         }
     }
     let files = match prepare_files(ws, spec, attempt.restore.as_deref()) {

@@ -31,7 +31,8 @@ pub fn shape_of(run: &ClaudeRun) -> Option<&ClaudeOptions> {
     (run.session == SessionMode::New
         && run.cwd.is_none()
         && run.files.is_empty()
-        && run.verify.is_none())
+        && run.verify.is_none()
+        && run.repos.is_empty())
     .then_some(&run.options)
 }
 
@@ -47,6 +48,7 @@ impl WarmProcess {
             timeout_ms: 0,
             files: Default::default(),
             verify: None,
+            repos: Vec::new(),
         };
         let ws = Workspace::create(&cfg.attempts_dir, name, None)
             .map_err(|e| format!("could not prepare a warm workspace: {e}"))?;

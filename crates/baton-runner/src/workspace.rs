@@ -100,6 +100,81 @@ impl Workspace {
         Ok(())
     }
 
+    /// Clones `repo` (sharing its objects, so it is quick and the repository is only
+    /// read) into the workspace at its `dir`, checked out at its `ref` (detached). Git runs
+    /// with a clean environment (no credentials, no global configuration) and is killed
+    /// after `timeout`.
+    pub async fn checkout(
+        &self,
+        repo: &baton_core::agent::Repo,
+        timeout: std::time::Duration,
+    ) -> Result<(), String> {
+        let dest = self.cwd.join(repo.dir());
+        if dest.exists() {
+            return Err(format!("{} is already in the workspace", repo.dir()));
+        }
+        let dest_text = dest.display().to_string();
+        let safe = format!("safe.directory={}", repo.path.trim_end_matches('/'));
+        let steps: [Vec<&str>; 2] = [
+            vec![
+                "-c",
+                &safe,
+                "clone",
+                "--quiet",
+                "--shared",
+                "--no-checkout",
+                "--",
+                &repo.path,
+                &dest_text,
+            ],
+            vec![
+                "-C",
+                &dest_text,
+                "checkout",
+                "--quiet",
+                "--detach",
+                repo.git_ref(),
+                "--",
+            ],
+        ];
+        let deadline = tokio::time::Instant::now() + timeout;
+        for args in steps {
+            let mut cmd = tokio::process::Command::new("git");
+            cmd.args(&args)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("HOME", &self.home)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true);
+            let out = tokio::time::timeout_at(deadline, cmd.output())
+                .await
+                .map_err(|_| format!("git took longer than {} s", timeout.as_secs()))?
+                .map_err(|e| format!("git could not run: {e}"))?;
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                let tail: String = err
+                    .trim()
+                    .chars()
+                    .rev()
+                    .take(500)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                return Err(format!(
+                    "git {}: {tail}",
+                    args.iter()
+                        .find(|a| matches!(**a, "clone" | "checkout"))
+                        .unwrap_or(&"")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn transcript_path(&self, session_id: &str) -> PathBuf {
         self.home
             .join(".claude/projects")

@@ -581,3 +581,115 @@ async fn a_verify_command_runs_without_credentials() {
     assert!(!printed.contains("ANTHROPIC"), "{printed}");
     s.stop().await;
 }
+
+/// Runs git in `dir`, for a test repository.
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn each_run_of_an_agent_with_repos_works_in_its_own_checkout_at_the_ref() {
+    let s = Server::start().await;
+    let repo = s.roots.path().join("app");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(repo.join("VERSION"), "one\n").unwrap();
+    git(&repo, &["add", "VERSION"]);
+    git(&repo, &["commit", "--quiet", "-m", "one"]);
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    std::fs::write(repo.join("VERSION"), "two\n").unwrap();
+    git(&repo, &["commit", "--quiet", "-am", "two"]);
+    let path = repo.display().to_string();
+    let (status, a) = s
+        .post(
+            "/v1/agents",
+            json!({"name": "reader", "prompt_template": "FAKE cat src/VERSION",
+                   "repos": [{"path": path, "ref": first, "dir": "src"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{a}");
+    // Parallel runs: each its own clone at the pinned commit.
+    let runs: Vec<_> = (0..3)
+        .map(|_| s.post("/v1/agents/reader/runs?wait=30", json!({"input": {}})))
+        .collect();
+    for r in futures_util::future::join_all(runs).await {
+        let (status, job) = r;
+        assert_eq!(status, 201, "{job}");
+        assert_eq!(
+            (job["state"].as_str(), job["result"].as_str()),
+            (Some("completed"), Some("one")),
+            "{job}"
+        );
+    }
+    // The repository itself is untouched: its working tree and its branches.
+    assert_eq!(
+        std::fs::read_to_string(repo.join("VERSION")).unwrap(),
+        "two\n"
+    );
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "");
+    assert_eq!(git(&repo, &["worktree", "list"]).lines().count(), 1);
+    // Refused when saved: outside the workspace roots, not a repository, a bad ref.
+    let outside = tempfile::tempdir().unwrap();
+    for (repos, needle) in [
+        (
+            json!([{"path": outside.path().display().to_string()}]),
+            "workspace root",
+        ),
+        (
+            json!([{"path": s.roots.path().display().to_string()}]),
+            "not a git repository",
+        ),
+        (
+            json!([{"path": path, "ref": "--upload-pack=x"}]),
+            "not a git ref",
+        ),
+        (
+            json!([{"path": path, "dir": "../up"}]),
+            "inside the workspace",
+        ),
+    ] {
+        let (status, e) = s
+            .post(
+                "/v1/agents",
+                json!({"name": "bad", "prompt_template": "x", "repos": repos}),
+            )
+            .await;
+        assert_eq!(status, 400, "{repos}: {e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(needle),
+            "{repos}: {e}"
+        );
+    }
+    // A ref that is not there fails the run, clearly, without retrying.
+    let (status, _) = s
+        .request(
+            reqwest::Method::PUT,
+            "/v1/agents/reader",
+            Some(json!({"prompt_template": "FAKE cat src/VERSION", "repos": [{"path": path, "ref": "no-such-branch", "dir": "src"}]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, job) = s
+        .post("/v1/agents/reader/runs?wait=30", json!({"input": {}}))
+        .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-branch"),
+        "{job}"
+    );
+    s.stop().await;
+}
