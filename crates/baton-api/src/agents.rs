@@ -50,6 +50,8 @@ pub struct Agent {
     verify: Option<baton_core::Verify>,
     /// Git repositories each run gets its own checkout of.
     repos: Vec<baton_core::agent::Repo>,
+    /// CLI processes kept started for its runs on each node.
+    warm_pool: u32,
     /// When this version was saved.
     created_at: String,
 }
@@ -71,6 +73,7 @@ impl Agent {
             files: d.files,
             verify: d.verify,
             repos: d.repos,
+            warm_pool: d.warm_pool.unwrap_or(0),
             created_at: wire::timestamp(r.created_at),
         })
     }
@@ -128,6 +131,11 @@ pub struct AgentBody {
     #[serde(default)]
     #[schema(max_items = 16)]
     repos: Vec<baton_core::agent::Repo>,
+    /// CLI processes to keep started for this agent's options on each node that runs
+    /// jobs (0 to 16; only for an agent without claude_md, files, verify or repos).
+    #[serde(default, deserialize_with = "baton_core::int::opt")]
+    #[schema(minimum = 0, maximum = 16)]
+    warm_pool: Option<u32>,
 }
 
 impl AgentBody {
@@ -143,6 +151,7 @@ impl AgentBody {
             files: self.files,
             verify: self.verify,
             repos: self.repos,
+            warm_pool: self.warm_pool,
         }
     }
 }
@@ -234,6 +243,7 @@ pub async fn create_agent(
         },
     )
     .await?;
+    warm_agents_soon(&st);
     Ok(Target::on(resp, name, None))
 }
 
@@ -310,6 +320,7 @@ pub async fn update_agent(
         )
         .await
         .map_err(|e| agent_error(&name, None, e))?;
+    warm_agents_soon(&st);
     Ok(Json(Agent::new(&record)?))
 }
 
@@ -335,6 +346,7 @@ pub async fn delete_agent(
         .delete_agent(&caller.project, &name, st.engine().now_ms())
         .await
         .map_err(|e| agent_error(&name, None, e))?;
+    warm_agents_soon(&st);
     Ok(Json(AgentDeleted {
         name,
         object: "agent",
@@ -610,4 +622,59 @@ pub async fn call(
         resp.headers_mut().insert("baton-job-id", id);
     }
     Ok(Target::on(resp, job.id.to_string(), Some(&caller.project)))
+}
+
+/// How long an agent's idle warm process is kept before it is replaced.
+const WARM_IDLE: Duration = Duration::from_secs(600);
+
+/// Makes this node's agent warm pools what the saved agents ask for (each other node
+/// catches up within its next step). Returns how many pools are wanted.
+pub async fn warm_agents_step(st: &AppState) -> ApiResult<usize> {
+    let mut wanted = Vec::new();
+    for r in st.engine().store().warm_agents().await? {
+        let Ok(d) = definition(&r) else { continue };
+        let Some(size) = d.warm_pool.filter(|n| *n > 0) else {
+            continue;
+        };
+        let caller = Caller {
+            key_id: None,
+            project: r.project_id.clone(),
+            scopes: vec![crate::auth::Scope::JobsWrite],
+            requests_per_minute: None,
+        };
+        // The options a run gets, the project's defaults included, so its runs match.
+        let options = match d.request("warm".into()) {
+            Ok(req) => match prepare(st, &caller, req).await {
+                Ok(spec) => spec.options,
+                Err(e) => {
+                    tracing::warn!(agent = %r.name, project = %r.project_id, error = %e.message, "an agent's warm pool cannot be made");
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(agent = %r.name, error = %e, "an agent's warm pool cannot be made");
+                continue;
+            }
+        };
+        wanted.push((
+            format!("{}/{}", r.project_id, r.name),
+            baton_engine::WarmPoolConfig {
+                options,
+                size: size as usize,
+                idle: WARM_IDLE,
+            },
+        ));
+    }
+    st.engine().set_agent_warm_pools(&wanted);
+    Ok(wanted.len())
+}
+
+/// Runs [`warm_agents_step`] now, off the request.
+fn warm_agents_soon(st: &AppState) {
+    let st = st.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm_agents_step(&st).await {
+            tracing::warn!(error = %e.message, "agent warm pools not updated");
+        }
+    });
 }

@@ -6,7 +6,7 @@
 
 pub mod admin;
 mod agent_jobs;
-mod agents;
+pub mod agents;
 mod audit;
 pub mod auth;
 pub mod callbacks;
@@ -311,7 +311,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The loops that live above the engine, until `stop`: cron triggers and the callbacks
-/// outbox, each a step every second (the tests call the steps themselves).
+/// outbox (each a step a second), and the agents' warm pools (every ten seconds); the
+/// tests call the steps themselves.
 pub fn background(state: &AppState, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
     let cron = state.clone();
     let outbox = state.clone();
@@ -325,6 +326,23 @@ pub fn background(state: &AppState, stop: CancellationToken) -> Vec<tokio::task:
                     .map_err(|e| e.message)
             }
         }),
+        {
+            let st = state.clone();
+            Engine::spawn_loop(
+                "agent warm pools",
+                Duration::from_secs(10),
+                stop.clone(),
+                move || {
+                    let st = st.clone();
+                    async move {
+                        agents::warm_agents_step(&st)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.message)
+                    }
+                },
+            )
+        },
         Engine::spawn_loop("callbacks", Duration::from_secs(1), stop, move || {
             let st = outbox.clone();
             async move {

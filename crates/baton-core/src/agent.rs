@@ -51,7 +51,13 @@ pub struct AgentDefinition {
     /// Local git repositories each run gets its own checkout of, in its workspace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repos: Vec<Repo>,
+    /// CLI processes kept started for this agent's options on each node that runs jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<u32>,
 }
+
+/// The largest warm pool an agent may ask for (each real CLI holds about 300 MB).
+pub const MAX_WARM_POOL: u32 = 16;
 
 /// A local git repository (inside a workspace root) that each run of an agent works on:
 /// cloned (sharing its objects) into the run's workspace at `ref`, so parallel runs never
@@ -288,6 +294,20 @@ impl AgentDefinition {
                     "repos: two things want the workspace's {:?}; give each repo its own dir",
                     r.dir()
                 )));
+            }
+        }
+        if let Some(n) = self.warm_pool {
+            if n > MAX_WARM_POOL {
+                return Err(invalid(format!("warm_pool: at most {MAX_WARM_POOL}")));
+            }
+            let own_workspace = !self.workspace_files().is_empty()
+                || self.verify.is_some()
+                || !self.repos.is_empty()
+                || self.options.contains_key("cwd");
+            if n > 0 && own_workspace {
+                return Err(invalid(
+                    "warm_pool: a warm process starts before its run, so an agent with claude_md, files, verify, repos or a cwd cannot use one".into(),
+                ));
             }
         }
         if !self.repos.is_empty() && self.options.contains_key("cwd") {

@@ -116,7 +116,8 @@ impl Engine {
             self.drain().await;
             return;
         }
-        let refill = (!inner.warm.is_empty()).then(|| {
+        // Always: an agent's pool may be asked for at any time.
+        let refill = Some({
             let engine = self.clone();
             every(
                 "warm pools",

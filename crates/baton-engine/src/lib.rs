@@ -202,6 +202,14 @@ impl Engine {
         })
     }
 
+    /// Makes the agents' warm pools `wanted` (key, options and size); configured pools
+    /// stay. Only a node that runs jobs keeps processes.
+    pub fn set_agent_warm_pools(&self, wanted: &[(String, WarmPoolConfig)]) {
+        if self.inner.cfg.runs_jobs {
+            self.inner.warm.set_keyed(wanted);
+        }
+    }
+
     /// The warm pools' counters, for health.
     pub fn warm_status(&self) -> serde_json::Value {
         self.inner.warm.status()

@@ -29,6 +29,9 @@ pub struct WarmPoolConfig {
 }
 
 struct Pool {
+    /// What made it: `None` for a configured pool, else its owner's key (an agent's
+    /// `project/name`).
+    key: Option<String>,
     shape: ClaudeOptions,
     /// Started, not yet answering: counted so a refill does not start too many.
     booting: std::sync::atomic::AtomicUsize,
@@ -45,42 +48,80 @@ struct Pool {
 
 #[derive(Default)]
 pub(crate) struct WarmPools {
-    pools: Vec<std::sync::Arc<Pool>>,
+    pools: std::sync::RwLock<Vec<std::sync::Arc<Pool>>>,
     names: AtomicU64,
+}
+
+impl Pool {
+    fn new(key: Option<String>, c: &WarmPoolConfig) -> Self {
+        Pool {
+            key,
+            shape: c.options.clone(),
+            booting: std::sync::atomic::AtomicUsize::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            size: c.size,
+            idle: c.idle,
+            ready: Mutex::new(VecDeque::new()),
+            started: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    /// Closes the pool: its ready processes are killed, one still booting is not kept.
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Ok(mut ready) = self.ready.lock() {
+            ready.clear();
+        }
+    }
 }
 
 impl WarmPools {
     pub(crate) fn new(configs: &[WarmPoolConfig]) -> Self {
         let pools = configs
             .iter()
-            .map(|c| Pool {
-                shape: c.options.clone(),
-                booting: std::sync::atomic::AtomicUsize::new(0),
-                closed: std::sync::atomic::AtomicBool::new(false),
-                size: c.size,
-                idle: c.idle,
-                ready: Mutex::new(VecDeque::new()),
-                started: AtomicU64::new(0),
-                used: AtomicU64::new(0),
-                retired: AtomicU64::new(0),
-                failed: AtomicU64::new(0),
-            })
-            .map(std::sync::Arc::new)
+            .map(|c| std::sync::Arc::new(Pool::new(None, c)))
             .collect();
         Self {
-            pools,
+            pools: std::sync::RwLock::new(pools),
             names: AtomicU64::new(0),
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.pools.is_empty()
+    fn all(&self) -> Vec<std::sync::Arc<Pool>> {
+        self.pools.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Makes the keyed pools (agents' own) exactly `wanted`: new ones start, changed ones
+    /// are replaced, ones no longer wanted are closed. Configured pools stay as they are.
+    pub(crate) fn set_keyed(&self, wanted: &[(String, WarmPoolConfig)]) {
+        let Ok(mut pools) = self.pools.write() else {
+            return;
+        };
+        pools.retain(|p| {
+            let Some(key) = &p.key else { return true };
+            let keep = wanted.iter().any(|(k, c)| {
+                k == key && c.options == p.shape && c.size == p.size && c.idle == p.idle
+            });
+            if !keep {
+                p.close();
+            }
+            keep
+        });
+        for (key, c) in wanted {
+            if !pools.iter().any(|p| p.key.as_ref() == Some(key)) {
+                pools.push(std::sync::Arc::new(Pool::new(Some(key.clone()), c)));
+            }
+        }
     }
 
     /// A ready process for `run`, if a pool serves its options.
     pub(crate) fn take(&self, run: &ClaudeRun) -> Option<WarmProcess> {
         let shape = shape_of(run)?;
-        let pool = self.pools.iter().find(|p| &p.shape == shape)?;
+        let pools = self.all();
+        let pool = pools.iter().find(|p| &p.shape == shape)?;
         let mut ready = pool.ready.lock().ok()?;
         while let Some(mut process) = ready.pop_front() {
             if process.is_alive() {
@@ -95,7 +136,10 @@ impl WarmPools {
     /// Retires idle and dead processes and starts new ones up to each pool's size. A new
     /// process joins the ready queue only once it has booted (see `await_ready`).
     pub(crate) fn refill(&self, runner: &RunnerConfig) {
-        for (index, pool) in self.pools.iter().enumerate() {
+        for (index, pool) in self.all().iter().enumerate() {
+            if pool.closed.load(Ordering::SeqCst) {
+                continue;
+            }
             let Ok(mut ready) = pool.ready.lock() else {
                 continue;
             };
@@ -140,19 +184,17 @@ impl WarmPools {
 
     /// Kills every ready process (on shutdown).
     pub(crate) fn clear(&self) {
-        for pool in &self.pools {
-            pool.closed.store(true, Ordering::SeqCst);
-            if let Ok(mut ready) = pool.ready.lock() {
-                ready.clear();
-            }
+        for pool in self.all() {
+            pool.close();
         }
     }
 
     pub(crate) fn status(&self) -> Value {
-        self.pools
+        self.all()
             .iter()
             .map(|p| {
                 json!({
+                    "agent": p.key,
                     "size": p.size,
                     "ready": p.ready.lock().map_or(0, |r| r.len()),
                     "booting": p.booting.load(Ordering::SeqCst),

@@ -184,6 +184,21 @@ impl Store {
         rows.iter().map(agent_from_row).collect()
     }
 
+    /// Every project's live agents (newest versions) that ask for a warm pool.
+    pub async fn warm_agents(&self) -> Result<Vec<AgentRecord>> {
+        let rows = self
+            .db
+            .all(sql(format!(
+                "SELECT {AGENT_COLUMNS} FROM agents a WHERE deleted = 0 \
+                 AND definition LIKE '%\"warm_pool\"%' \
+                 AND version = (SELECT MAX(version) FROM agents b \
+                                WHERE b.project_id = a.project_id AND b.name = a.name) \
+                 ORDER BY project_id, name"
+            )))
+            .await?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
     /// Every saved version of a live agent, newest first (tombstones left out).
     pub async fn agent_versions(
         &self,

@@ -39,6 +39,13 @@ async fn every_change_of_an_agent_is_a_version_and_a_deletion_keeps_them(t) {
     // Saved again, it continues after the tombstone.
     let v4 = s.save_agent(&a, "jq-bot", &json!({"prompt_template": "four"}), AgentSave::Create, 30).await.unwrap();
     assert_eq!(v4.version, 4);
+    // Agents asking for a warm pool, across projects, newest versions only.
+    s.save_agent(&a, "warm", &json!({"prompt_template": "w", "warm_pool": 2}), AgentSave::Create, 31).await.unwrap();
+    s.save_agent(&ProjectId::default(), "warm", &json!({"prompt_template": "w", "warm_pool": 1}), AgentSave::Create, 31).await.unwrap();
+    let warm: Vec<(String, String)> = s.warm_agents().await.unwrap().into_iter().map(|r| (r.project_id.to_string(), r.name)).collect();
+    assert_eq!(warm, [("default".to_string(), "warm".to_string()), ("team-a".to_string(), "warm".to_string())]);
+    s.save_agent(&a, "warm", &json!({"prompt_template": "cold"}), AgentSave::Update, 32).await.unwrap();
+    assert_eq!(s.warm_agents().await.unwrap().len(), 1, "its newest version has none");
     // Purging the project takes its agents.
     s.delete_project(&a, true).await.unwrap();
     assert!(matches!(s.get_agent(&a, "another", None).await, Err(StoreError::NotFound(_))));

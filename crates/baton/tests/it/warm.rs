@@ -134,3 +134,85 @@ async fn warm_pool_configuration_is_checked() {
         assert!(format!("{err:#}").contains(needle), "{value}: {err:#}");
     }
 }
+
+async fn agent_pool(server: &Server) -> Option<Value> {
+    let (_, health) = server.get("/v1/health").await;
+    health["warm_pools"]
+        .as_array()?
+        .iter()
+        .find(|p| p["agent"] == "default/warmy")
+        .cloned()
+}
+
+#[tokio::test]
+async fn an_agent_with_a_warm_pool_runs_warm_and_its_pool_goes_with_it() {
+    let server = Server::start().await;
+    let (status, e) = server
+        .post(
+            "/v1/agents",
+            json!({"name": "nope", "prompt_template": "x", "warm_pool": 1, "claude_md": "# ctx"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("warm_pool"),
+        "{e}"
+    );
+    let (status, a) = server
+        .post(
+            "/v1/agents",
+            json!({"name": "warmy", "prompt_template": "FAKE echo_env\n{{ input.q }}",
+                   "options": {"allowed_tools": ["Read"], "max_attempts": 1}, "warm_pool": 1}),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), a["warm_pool"].as_u64()),
+        (201, Some(1)),
+        "{a}"
+    );
+    let mut ready = false;
+    for _ in 0..400 {
+        if agent_pool(&server).await.is_some_and(|p| p["ready"] == 1) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        ready,
+        "the agent's pool never filled: {:?}",
+        agent_pool(&server).await
+    );
+    let (status, job) = server
+        .post(
+            "/v1/agents/warmy/runs?wait=30",
+            json!({"input": {"q": "hello warm agent"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let (_, job) = server
+        .get(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(job["attempts"][0]["warm"], true, "{job}");
+    assert!(job["result"].as_str().unwrap().contains("hello warm agent"));
+    assert_no_survivors(&job);
+    // Deleted, its pool goes (its processes with it).
+    let (status, _) = server
+        .request(reqwest::Method::DELETE, "/v1/agents/warmy", None)
+        .await;
+    assert_eq!(status, 200);
+    let mut gone = false;
+    for _ in 0..400 {
+        if agent_pool(&server).await.is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(gone);
+    server.stop().await;
+}
