@@ -619,7 +619,42 @@ async fn two_nodes_fire_each_slot_of_a_day_exactly_once() {
 #[tokio::test]
 async fn after_downtime_a_missed_slot_fires_once_with_catch_up_and_never_without() {
     let clock = Arc::new(ManualClock::new(MIDNIGHT));
-    let s = Server::with_clock(&[("runner.lease_seconds", "36000")], clock.clone()).await;
+    let s = Server::with_clock(
+        &[
+            ("runner.lease_seconds", "36000"),
+            ("limits.min_cron_interval_seconds", "1"),
+        ],
+        clock.clone(),
+    )
+    .await;
+    // A short outage (within the grace): every slot it passed still fires, once.
+    let every_second = routine(&s, json!({"name": "every-second", "prompt": "FAKE text s"})).await;
+    trigger(
+        &s,
+        &every_second,
+        json!({"type": "cron", "schedule": "* * * * * *", "overlap": "allow"}),
+    )
+    .await;
+    clock.advance(5_000);
+    baton_api::routines::cron_step(&s.state).await.unwrap();
+    let mut slots: Vec<String> = runs(&s, &every_second)
+        .await
+        .iter()
+        .map(|r| r["scheduled_at"].as_str().unwrap().to_string())
+        .collect();
+    slots.sort();
+    assert_eq!(
+        slots,
+        (1..=5)
+            .map(|k| format!("2026-12-07T00:00:0{k}.000Z"))
+            .collect::<Vec<_>>()
+    );
+    s.request(
+        reqwest::Method::DELETE,
+        &format!("/v1/routines/{}", every_second["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
     let skip = routine(&s, json!({"name": "no-catch-up", "prompt": "FAKE text a"})).await;
     trigger(
         &s,
