@@ -11,7 +11,11 @@
 //! 5. no process of an attempt outlived it (none is left once the server is gone), and the
 //!    jobs a killed server was running were requeued before its successor was ready;
 //! 6. with several nodes: a killed node's attempts were ended (rescued) within the lease,
-//!    by another node or by its own successor.
+//!    by another node or by its own successor;
+//! 7. a routine's cron trigger (every second) fired each slot from its first to its last
+//!    exactly once, through the kills;
+//! 8. every webhook delivery a node acknowledged fired its routine once, and one sent
+//!    again never started a second run.
 //!
 //! With `--postgres`, the database is a private PostgreSQL cluster that is also restarted
 //! once mid-run: the nodes must reconnect on their own and lose nothing acknowledged.
@@ -95,6 +99,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
 
 mod load;
 mod nodes;
+mod routines;
 
 use load::*;
 use nodes::*;
@@ -175,6 +180,15 @@ async fn chaos(
         );
         seen.lock().unwrap().acknowledged.extend(ids);
     }
+    let routines = Arc::new(routines::setup(&http, &bases[0]).await?);
+    let deliveries = Arc::new(Mutex::new(routines::Deliveries::default()));
+    let hook_sender = tokio::spawn(routines::hook_sender(
+        http.clone(),
+        bases.clone(),
+        routines.clone(),
+        deliveries.clone(),
+        stop.clone(),
+    ));
     let submitters: Vec<_> = (0..6)
         .map(|n| {
             tokio::spawn(submitter(
@@ -281,6 +295,8 @@ async fn chaos(
     for s in submitters {
         let _ = s.await;
     }
+    let _ = hook_sender.await;
+    routines::pause(&http, &bases, &routines).await;
     // Let everything acknowledged finish, bounded.
     let acknowledged = seen.lock().unwrap().acknowledged.clone();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -294,6 +310,21 @@ async fn chaos(
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+    // The routines' runs too: nothing queued or running is left (bounded).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let open = match http.get(format!("{}/v1/health", bases[0])).send().await {
+            Ok(r) => r.json::<Value>().await.ok().map(|h| {
+                h["jobs"]["queued"].as_i64().unwrap_or(1)
+                    + h["jobs"]["running"].as_i64().unwrap_or(1)
+            }),
+            Err(_) => None,
+        };
+        if open == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let followers_ended = tokio::time::timeout(
         Duration::from_secs(60),
@@ -322,7 +353,10 @@ async fn chaos(
     };
     let killed_at: HashMap<&str, i64> = killed.iter().map(|(i, t)| (i.as_str(), *t)).collect();
     let mut rescue_ms = Vec::new();
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
+    let routine_jobs = routines::jobs(&store, &routines).await?;
+    let routine_job_count = routine_jobs.len();
+    seen.acknowledged.extend(routine_jobs);
     let mut violations: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut states: BTreeMap<String, usize> = BTreeMap::new();
     let mut attempts_total = 0;
@@ -457,6 +491,8 @@ async fn chaos(
             .push(v);
     }
 
+    let deliveries = std::mem::take(&mut *deliveries.lock().unwrap());
+    let routines_line = routines::check(&store, &routines, &deliveries, &mut violations).await?;
     restart_ms.sort();
     rescue_ms.sort();
     println!(
@@ -489,6 +525,8 @@ async fn chaos(
         println!("    {state:<18}{n}");
     }
     println!("  attempts            {attempts_total}");
+    println!("{routines_line}");
+    println!("  routine jobs        {routine_job_count} (checked with the acknowledged ones)");
     println!(
         "  SSE streams checked {} ({} events)",
         seen.streams.len(),
@@ -515,6 +553,8 @@ async fn chaos(
         "5 no process outlives its attempt",
         "5 requeued before the successor is ready",
         "6 a killed node's attempts end within the lease",
+        "7 every cron slot fires once",
+        "8 every acknowledged webhook fires once",
     ];
     println!("  {:<42} violations", "invariant");
     for name in names {

@@ -43,6 +43,8 @@ pub(super) fn start(
             "server.drain_timeout_seconds=1",
             "--set",
             "runner.poll_interval_ms=100",
+            "--set",
+            "limits.min_cron_interval_seconds=1",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
