@@ -101,6 +101,8 @@ pub fn document_for(roots: &[PathBuf]) -> Value {
     doc.info.license = None;
     let mut doc = serde_json::to_value(doc).unwrap_or(Value::Null);
     refine(&mut doc["components"]["schemas"], roots);
+    doc["paths"]["/v1/routines"]["post"]["requestBody"]["content"]["application/json"]["schema"] =
+        json!({"$ref": "#/components/schemas/NewRoutine"});
     flatten_health(&mut doc["components"]["schemas"]);
     secure(&mut doc);
     doc
@@ -185,6 +187,11 @@ fn refine(schemas: &mut Value, roots: &[PathBuf]) {
     } else {
         json!({"type": ["array", "null"], "items": dir, "maxItems": 256})
     };
+    // A routine is created with a name; a PATCH may leave it out.
+    let mut new_routine = schemas["RoutineBody"].clone();
+    new_routine["required"] = json!(["name"]);
+    new_routine["description"] = json!("A routine to create: a name, and a prompt or an agent.");
+    schemas["NewRoutine"] = new_routine;
     let uuid = json!({"type": "string", "format": "uuid"});
     schemas["SessionRequest"]["allOf"] = json!([
         {"if": {"properties": {"fork": {"const": true}}, "required": ["fork"]},

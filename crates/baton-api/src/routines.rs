@@ -540,7 +540,7 @@ pub enum TriggerBody {
     Api,
     /// Fired on a schedule: 5 fields (minute first) or 6 (second first).
     Cron {
-        #[schema(example = "*/15 * * * *")]
+        #[schema(example = "*/15 * * * *", pattern = r"^ *[^ ]+( +[^ ]+){4,5} *$")]
         schedule: String,
         /// An IANA zone name (UTC).
         timezone: Option<String>,
@@ -940,8 +940,8 @@ fn auth_error(message: &str) -> ApiError {
 
 #[utoipa::path(post, path = "/v1/claude_code/routines/{trig_id}/fire", tag = "routines",
     params(("trig_id" = String, Path, description = "The API trigger's id (trig_…)"),
-        ("anthropic-beta" = String, Header, description = "Must include experimental-cc-routine-2026-04-01"),
-        ("anthropic-version" = String, Header, description = "e.g. 2023-06-01"),
+        ("anthropic-beta" = String, Header, pattern = r"^([ -+\--~]*,)* *experimental-cc-routine-2026-04-01 *(,[ -+\--~]*)*$", description = "A comma-separated list that includes experimental-cc-routine-2026-04-01"),
+        ("anthropic-version" = String, Header, pattern = "^[!-~]+$", description = "e.g. 2023-06-01"),
         ("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header)),
     request_body(content = FireBody, description = "Optional"),
     responses((status = 200, description = "The run is queued", body = RoutineFire),
