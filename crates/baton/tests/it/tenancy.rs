@@ -876,6 +876,61 @@ async fn a_canary_key_appears_only_in_the_answer_that_made_it() {
         )
         .await,
     );
+    // A routine's trigger token and a webhook's secret are canaries too.
+    let (status, r) = call(
+        Method::POST,
+        "/v1/routines",
+        key,
+        Some(json!({"name": "canary", "prompt": "FAKE text fired"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{r}");
+    let rid = serde_json::from_str::<Value>(&r).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, t) = call(
+        Method::POST,
+        &format!("/v1/routines/{rid}/triggers"),
+        key,
+        Some(json!({"type": "api"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{t}");
+    let t: Value = serde_json::from_str(&t).unwrap();
+    let token = t["token"].as_str().unwrap().to_string();
+    let hook_secret = "webhook-canary-5eb1d0c5a7e2";
+    let (status, h) = call(
+        Method::POST,
+        &format!("/v1/routines/{rid}/triggers"),
+        key,
+        Some(json!({"type": "webhook", "secret": hook_secret})),
+    )
+    .await;
+    assert_eq!(status, 201, "{h}");
+    seen.push((status, h));
+    let fired = http
+        .post(t["fire_url"].as_str().unwrap())
+        .bearer_auth(&token)
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "experimental-cc-routine-2026-04-01")
+        .json(&json!({"text": "canary fire"}))
+        .send()
+        .await
+        .unwrap();
+    seen.push((fired.status().as_u16(), fired.text().await.unwrap()));
+    let wrong = http
+        .post(t["fire_url"].as_str().unwrap())
+        .bearer_auth(format!("{token}x"))
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "experimental-cc-routine-2026-04-01")
+        .send()
+        .await
+        .unwrap();
+    seen.push((wrong.status().as_u16(), wrong.text().await.unwrap()));
+    seen.push(call(Method::GET, &format!("/v1/routines/{rid}"), key, None).await);
+    seen.push(call(Method::GET, &format!("/v1/routines/{rid}/runs"), key, None).await);
+    seen.push(call(Method::GET, "/v1/routines", key, None).await);
     seen.push(call(Method::GET, "/v1/nowhere", key, None).await);
     seen.push(call(Method::GET, "/v1/jobs", Some(&format!("{canary}x")), None).await);
     seen.push(
@@ -903,7 +958,16 @@ async fn a_canary_key_appears_only_in_the_answer_that_made_it() {
     all_bytes(dir.path(), &mut files);
     let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
     assert!(log.contains("DEBUG"), "the log ran at debug");
-    for k in [&canary, &second] {
+    // The webhook's secret is kept as given (an HMAC needs it), so only the database may
+    // hold it: never the log, an audit record or an answer.
+    assert!(!log.contains(hook_secret), "the webhook secret in the log");
+    for (status, body) in &seen {
+        assert!(
+            !body.contains(hook_secret),
+            "the webhook secret in an answer ({status}): {body}"
+        );
+    }
+    for k in [&canary, &second, &token] {
         let secret = k.rsplit_once('_').unwrap().1;
         for (path, bytes) in &files {
             assert!(
