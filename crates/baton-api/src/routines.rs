@@ -538,9 +538,10 @@ pub async fn routine_runs(
 pub enum TriggerBody {
     /// Fired by `POST /v1/claude_code/routines/{trig_id}/fire` with its own token.
     Api,
-    /// Fired on a schedule: 5 fields (minute first) or 6 (second first).
+    /// Fired on a schedule: 5 fields (minute first), 6 (second first), or a nickname
+    /// such as `@daily`.
     Cron {
-        #[schema(example = "*/15 * * * *", pattern = r"^ *[^ ]+( +[^ ]+){4,5} *$")]
+        #[schema(example = "*/15 * * * *", pattern = r"^ *(@[a-z]+|[^ ]+( +[^ ]+){4,5}) *$")]
         schedule: String,
         /// An IANA zone name (UTC).
         timezone: Option<String>,

@@ -311,7 +311,8 @@ pub struct Schedule {
 impl Schedule {
     pub fn parse(expr: &str, timezone: &str) -> Result<Self, String> {
         let fields = expr.split_whitespace().count();
-        if !(5..=6).contains(&fields) {
+        let nickname = expr.trim().starts_with('@') && fields == 1;
+        if !nickname && !(5..=6).contains(&fields) {
             return Err(format!(
                 "schedule {expr:?} has {fields} fields; give 5 (minute hour day month weekday) or 6 (second first)"
             ));
@@ -442,6 +443,8 @@ mod tests {
                 .contains("time zone")
         );
         assert!(Schedule::parse("61 * * * *", "UTC").is_err());
+        let daily = Schedule::parse("@daily", "UTC").unwrap();
+        assert_eq!(daily.next_after(t0), Some(t0 + 24 * 60 * MIN));
     }
 
     #[test]
