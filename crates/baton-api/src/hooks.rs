@@ -18,7 +18,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use baton_core::{ProjectId, TriggerConfig};
-use baton_store::{FireOutcome, Fired, StoreError};
+use baton_store::Fired;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use serde_json::Value;
@@ -26,7 +26,7 @@ use sha2::Sha256;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorType};
-use crate::routines::{FireRequest, fire, fired_session, not_fired};
+use crate::routines::{Refusal, answered, fire_for_request, trigger_of};
 use crate::{AppState, wire};
 
 /// What a hook did.
@@ -40,8 +40,6 @@ pub struct HookResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     claude_code_session_id: Option<String>,
 }
-
-type Refusal = (ApiError, Option<ProjectId>);
 
 #[utoipa::path(post, path = "/v1/hooks/{trig_id}", tag = "routines",
     params(("trig_id" = String, Path, description = "A webhook or github trigger's id"),
@@ -62,28 +60,10 @@ pub async fn hook(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let result = hook_checked(&st, &trig_id, &parts.headers, body).await;
-    let (resp, project) = match result {
-        Ok((r, project)) => (
-            (StatusCode::ACCEPTED, Json(r)).into_response(),
-            Some(project),
-        ),
-        Err((e, project)) => (e.into_response(), project),
-    };
-    match project {
-        Some(p) => {
-            crate::audit::record_trigger(
-                &st,
-                resp,
-                &trig_id,
-                &p,
-                "routine.hook",
-                "/v1/hooks/{trig_id}",
-            )
-            .await
-        }
-        None => resp,
-    }
+    let result = hook_checked(&st, &trig_id, &parts.headers, body)
+        .await
+        .map(|(r, project)| ((StatusCode::ACCEPTED, Json(r)).into_response(), project));
+    answered(&st, result, &trig_id, "routine.hook", "/v1/hooks/{trig_id}").await
 }
 
 fn unsigned(message: &str) -> ApiError {
@@ -122,17 +102,13 @@ async fn hook_checked(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(HookResult, ProjectId), Refusal> {
-    let store = st.engine().store();
-    let found = match store.trigger_secrets(trig_id).await {
-        Ok(t) if matches!(t.trigger.kind.as_str(), "webhook" | "github") => t,
-        Ok(_) | Err(StoreError::NotFound(_)) => {
-            return Err((
-                ApiError::not_found(format!("no webhook trigger with id {trig_id:?}")),
-                None,
-            ));
-        }
-        Err(e) => return Err((e.into(), None)),
-    };
+    let found = trigger_of(
+        st,
+        trig_id,
+        &["webhook", "github"],
+        "no webhook trigger with id",
+    )
+    .await?;
     let project = found.trigger.project_id.clone();
     let refuse = |e: ApiError| (e, Some(project.clone()));
     let limit = st.max_webhook_bytes();
@@ -219,36 +195,21 @@ async fn hook_checked(
             ));
         }
     }
-    let routine = store
-        .get_routine(&project, &found.trigger.routine_id)
-        .await
-        .map_err(|e| refuse(e.into()))?;
     let mut event = payload;
     if let (Some(name), Value::Object(m)) = (&event_name, &mut event) {
         m.entry("event")
             .or_insert_with(|| Value::String(name.clone()));
     }
-    let fired = fire(
-        st,
-        FireRequest {
-            routine: &routine,
-            trigger: &found.trigger,
-            fire_key,
-            text: None,
-            event,
-            outcome: FireOutcome::Queued,
-        },
-    )
-    .await
-    .map_err(refuse)?;
-    if let Some(e) = not_fired(st, &fired) {
-        return Err(refuse(e));
-    }
-    let duplicate = matches!(fired, Fired::Duplicate(_));
-    let session = fired_session(st, &fired).await;
+    let (fired, session) = fire_for_request(st, &found, fire_key, None, event)
+        .await
+        .map_err(refuse)?;
     Ok((
         HookResult {
-            status: if duplicate { "duplicate" } else { "queued" },
+            status: if matches!(fired, Fired::Duplicate(_)) {
+                "duplicate"
+            } else {
+                "queued"
+            },
             job_id: session.as_ref().and_then(|(r, _)| r.job_id.clone()),
             claude_code_session_id: session.map(|(_, s)| s),
         },

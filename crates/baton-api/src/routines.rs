@@ -541,7 +541,10 @@ pub enum TriggerBody {
     /// Fired on a schedule: 5 fields (minute first), 6 (second first), or a nickname
     /// such as `@daily`.
     Cron {
-        #[schema(example = "*/15 * * * *", pattern = r"^ *(@[a-z]+|[^ ]+( +[^ ]+){4,5}) *$")]
+        #[schema(
+            example = "*/15 * * * *",
+            pattern = r"^ *(@[a-z]+|[^ ]+( +[^ ]+){4,5}) *$"
+        )]
         schedule: String,
         /// An IANA zone name (UTC).
         timezone: Option<String>,
@@ -958,28 +961,89 @@ pub async fn fire_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = fire_checked(&st, &trig_id, &headers, &body).await;
+    let result = fire_checked(&st, &trig_id, &headers, &body)
+        .await
+        .map(|(fire, project)| ((StatusCode::OK, Json(fire)).into_response(), project));
+    answered(
+        &st,
+        result,
+        &trig_id,
+        "routine.fire",
+        "/v1/claude_code/routines/{trig_id}/fire",
+    )
+    .await
+}
+
+/// A trigger route's answer, in the audit log of the trigger's project when the trigger
+/// was found (an unknown one has no project to write to).
+pub(crate) async fn answered(
+    st: &AppState,
+    result: Result<(Response, baton_core::ProjectId), Refusal>,
+    trig_id: &str,
+    action: &str,
+    route: &str,
+) -> Response {
     let (resp, project) = match result {
-        Ok((fire, project)) => ((StatusCode::OK, Json(fire)).into_response(), Some(project)),
+        Ok((resp, project)) => (resp, Some(project)),
         Err((e, project)) => (e.into_response(), project),
     };
     match project {
-        Some(project) => {
-            crate::audit::record_trigger(
-                &st,
-                resp,
-                &trig_id,
-                &project,
-                "routine.fire",
-                "/v1/claude_code/routines/{trig_id}/fire",
-            )
-            .await
-        }
+        Some(p) => crate::audit::record_trigger(st, resp, trig_id, &p, action, route).await,
         None => resp,
     }
 }
 
-type Refusal = (ApiError, Option<baton_core::ProjectId>);
+/// A trigger found by its id alone, if it is one of `kinds`; else the 404 `missing`.
+pub(crate) async fn trigger_of(
+    st: &AppState,
+    trig_id: &str,
+    kinds: &[&str],
+    missing: &str,
+) -> Result<baton_store::TriggerSecrets, Refusal> {
+    match st.engine().store().trigger_secrets(trig_id).await {
+        Ok(t) if kinds.contains(&t.trigger.kind.as_str()) => Ok(t),
+        Ok(_) | Err(StoreError::NotFound(_)) => {
+            Err((ApiError::not_found(format!("{missing} {trig_id:?}")), None))
+        }
+        Err(e) => Err((e.into(), None)),
+    }
+}
+
+/// Fires a trigger's routine for a request (a fire, a hook) and answers with the fire and
+/// its session, or why nothing was queued.
+pub(crate) async fn fire_for_request(
+    st: &AppState,
+    found: &baton_store::TriggerSecrets,
+    fire_key: String,
+    text: Option<String>,
+    event: Value,
+) -> ApiResult<(Fired, Option<(FireRecord, String)>)> {
+    let routine = st
+        .engine()
+        .store()
+        .get_routine(&found.trigger.project_id, &found.trigger.routine_id)
+        .await
+        .map_err(|e| routine_error(&found.trigger.routine_id, e))?;
+    let fired = fire(
+        st,
+        FireRequest {
+            routine: &routine,
+            trigger: &found.trigger,
+            fire_key,
+            text,
+            event,
+            outcome: FireOutcome::Queued,
+        },
+    )
+    .await?;
+    if let Some(e) = not_fired(st, &fired) {
+        return Err(e);
+    }
+    let session = fired_session(st, &fired).await;
+    Ok((fired, session))
+}
+
+pub(crate) type Refusal = (ApiError, Option<baton_core::ProjectId>);
 
 async fn fire_checked(
     st: &AppState,
@@ -1021,17 +1085,7 @@ async fn fire_checked(
                 None,
             )
         })?;
-    let store = st.engine().store();
-    let found = match store.trigger_secrets(trig_id).await {
-        Ok(t) if t.trigger.kind == "api" => t,
-        Ok(_) | Err(StoreError::NotFound(_)) => {
-            return Err((
-                ApiError::not_found(format!("no routine with trigger id {trig_id:?}")),
-                None,
-            ));
-        }
-        Err(e) => return Err((e.into(), None)),
-    };
+    let found = trigger_of(st, trig_id, &["api"], "no routine with trigger id").await?;
     let project = found.trigger.project_id.clone();
     let refuse = |e: ApiError| (e, Some(project.clone()));
     let matches = found
@@ -1077,27 +1131,10 @@ async fn fire_checked(
         }
         None => format!("fire:{}", uuid::Uuid::now_v7().simple()),
     };
-    let routine = store
-        .get_routine(&project, &found.trigger.routine_id)
+    let (_, session) = fire_for_request(st, &found, fire_key, text, Value::Null)
         .await
-        .map_err(|e| refuse(routine_error(&found.trigger.routine_id, e)))?;
-    let fired = fire(
-        st,
-        FireRequest {
-            routine: &routine,
-            trigger: &found.trigger,
-            fire_key,
-            text,
-            event: Value::Null,
-            outcome: FireOutcome::Queued,
-        },
-    )
-    .await
-    .map_err(refuse)?;
-    if let Some(e) = not_fired(st, &fired) {
-        return Err(refuse(e));
-    }
-    let (_, session) = fired_session(st, &fired).await.ok_or_else(|| {
+        .map_err(refuse)?;
+    let (_, session) = session.ok_or_else(|| {
         refuse(ApiError::new(
             ErrorType::Api,
             "the fire's run cannot be found",

@@ -107,22 +107,6 @@ async fn job_prompt(s: &Server, id: &str) -> String {
     job.spec.prompt
 }
 
-fn have_curl() -> bool {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        return true;
-    }
-    assert!(
-        std::env::var("BATON_REQUIRE_ALL").as_deref() != Ok("1"),
-        "BATON_REQUIRE_ALL=1 but curl is not installed"
-    );
-    eprintln!("NOTICE: skipping the curl calls: curl is not installed");
-    false
-}
-
 /// Runs `script` with `sh -c` and `env`, off the runtime's thread (which serves it).
 async fn sh(script: &str, env: Vec<(&'static str, String)>) -> String {
     let script = script.to_string();
@@ -171,7 +155,7 @@ async fn the_seed_fire_contract_and_every_row_of_its_error_table() {
     assert!(!shown.to_string().contains(&token), "{shown}");
 
     // The seed's curl call and its GitHub Actions step, with Baton's URL and the token.
-    if have_curl() {
+    if crate::support::have("curl", "the seed's own curl calls") {
         let first = sh(
             r#"curl -sS -X POST "$ROUTINE_URL" \
   -H "Authorization: Bearer $ROUTINE_TOKEN" \

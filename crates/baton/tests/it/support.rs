@@ -17,10 +17,10 @@ pub fn baton_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_baton"))
 }
 
-/// Whether `jq` runs here (the jq-bot's `verify` script needs it): a test without it says
-/// why it skips, and fails instead under `BATON_REQUIRE_ALL=1`.
-pub fn have_jq() -> bool {
-    if std::process::Command::new("jq")
+/// Whether `tool` runs here (`why` says what needs it): a test without it says why it
+/// skips, and fails instead under `BATON_REQUIRE_ALL=1`.
+pub fn have(tool: &str, why: &str) -> bool {
+    if std::process::Command::new(tool)
         .arg("--version")
         .output()
         .is_ok()
@@ -29,10 +29,15 @@ pub fn have_jq() -> bool {
     }
     assert!(
         std::env::var("BATON_REQUIRE_ALL").as_deref() != Ok("1"),
-        "BATON_REQUIRE_ALL=1 but jq is not installed"
+        "BATON_REQUIRE_ALL=1 but {tool} is not installed"
     );
-    eprintln!("NOTICE: skipping: jq is not installed (the jq-bot's verify script runs it)");
+    eprintln!("NOTICE: skipping: {tool} is not installed ({why})");
     false
+}
+
+/// `jq`, which the jq-bot's `verify` script runs.
+pub fn have_jq() -> bool {
+    have("jq", "the jq-bot's verify script runs it")
 }
 
 pub struct Server {
