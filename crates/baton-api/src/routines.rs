@@ -465,8 +465,9 @@ pub async fn resume_routine(
 #[derive(Serialize, ToSchema)]
 pub struct RoutineRun {
     trigger_id: String,
-    /// `queued`, `waiting` (behind the unfinished run) or `skipped` (a cron slot that
-    /// passed while the previous run went on).
+    /// `queued`, `waiting` (behind the unfinished run), `skipped` (a cron slot that
+    /// passed while the previous run went on) or `failed` (its run could not be made:
+    /// `error` says why).
     outcome: String,
     job_id: Option<String>,
     /// The job's state, while it is kept.
@@ -475,6 +476,8 @@ pub struct RoutineRun {
     claude_code_session_id: Option<String>,
     /// A cron fire's slot.
     scheduled_at: Option<String>,
+    /// Why a `failed` fire made no run (e.g. `template_error: …`).
+    error: Option<String>,
     fired_at: String,
 }
 
@@ -524,6 +527,7 @@ pub async fn routine_runs(
                 .strip_prefix("slot:")
                 .and_then(|ms| ms.parse().ok())
                 .map(wire::timestamp),
+            error: f.error,
             fired_at: wire::timestamp(f.fired_at),
         });
     }
@@ -869,6 +873,7 @@ pub(crate) async fn fire(st: &AppState, req: FireRequest<'_>) -> ApiResult<Fired
                 job,
                 outcome: req.outcome,
                 allowance: (d.daily_allowance(), routine::utc_day(now).0),
+                error: None,
             },
             now,
         )
@@ -1241,18 +1246,42 @@ async fn cron_fire(st: &AppState, t: &TriggerRecord, at: i64, overlap: Overlap) 
         Overlap::Skip => FireOutcome::Skipped,
         Overlap::Queue => FireOutcome::Waiting,
     };
-    let fired = fire(
+    let fire_key = format!("slot:{at}");
+    let fired = match fire(
         st,
         FireRequest {
             routine: &routine,
             trigger: t,
-            fire_key: format!("slot:{at}"),
+            fire_key: fire_key.clone(),
             text: None,
             event: json!({"scheduled_at": routine::rfc3339(at)}),
             outcome,
         },
     )
-    .await?;
+    .await
+    {
+        Ok(f) => f,
+        Err(e) if matches!(e.kind, ErrorType::Overloaded) => return Err(e),
+        // The run cannot be made (its template failed, its agent is gone, …): the slot
+        // is recorded as a failed fire with the reason, so it never passes unseen.
+        Err(e) => {
+            store
+                .fire(
+                    Fire {
+                        project_id: routine.project_id.clone(),
+                        routine_id: routine.id.clone(),
+                        trigger_id: t.id.clone(),
+                        fire_key,
+                        job: None,
+                        outcome: FireOutcome::Failed,
+                        allowance: (0, 0),
+                        error: Some(e.message.chars().take(2000).collect()),
+                    },
+                    st.engine().now_ms(),
+                )
+                .await?
+        }
+    };
     if let Some(e) = not_fired(st, &fired) {
         tracing::warn!(trigger = %t.id, slot = at, error = %e.message, "a cron slot passes without a run");
     }

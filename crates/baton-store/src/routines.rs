@@ -66,6 +66,8 @@ pub enum FireOutcome {
     Waiting,
     /// Its slot passed without a run (the previous run was still going).
     Skipped,
+    /// Its run could not be made (a template that failed, an agent gone): the error says.
+    Failed,
 }
 
 impl FireOutcome {
@@ -74,6 +76,7 @@ impl FireOutcome {
             Self::Queued => "queued",
             Self::Waiting => "waiting",
             Self::Skipped => "skipped",
+            Self::Failed => "failed",
         }
     }
 
@@ -82,6 +85,7 @@ impl FireOutcome {
             "queued" => Ok(Self::Queued),
             "waiting" => Ok(Self::Waiting),
             "skipped" => Ok(Self::Skipped),
+            "failed" => Ok(Self::Failed),
             other => Err(StoreError::Corrupt(format!("fire outcome {other:?}"))),
         }
     }
@@ -95,6 +99,8 @@ pub struct FireRecord {
     pub project_id: ProjectId,
     pub outcome: FireOutcome,
     pub job_id: Option<String>,
+    /// Why a `failed` fire made no run.
+    pub error: Option<String>,
     pub fired_at: i64,
 }
 
@@ -110,6 +116,8 @@ pub struct Fire {
     pub outcome: FireOutcome,
     /// `(runs allowed, since)`: fires that queue (or wait) counted from `since`.
     pub allowance: (u32, i64),
+    /// Why a `failed` fire made no run.
+    pub error: Option<String>,
 }
 
 /// What a fire did.
@@ -128,7 +136,7 @@ pub enum Fired {
 const ROUTINE_COLUMNS: &str = "id, project_id, name, definition, paused, created_at, updated_at";
 const TRIGGER_COLUMNS: &str = "id, project_id, routine_id, kind, config, next_fire_at, created_at";
 const FIRE_COLUMNS: &str =
-    "trigger_id, fire_key, routine_id, project_id, outcome, job_id, fired_at";
+    "trigger_id, fire_key, routine_id, project_id, outcome, job_id, error, fired_at";
 const UNFINISHED: &str = "('queued', 'running')";
 
 fn json(r: &Row, c: &str) -> Result<Value> {
@@ -167,6 +175,7 @@ fn fire_from_row(r: &Row) -> Result<FireRecord> {
         project_id: parse_project(r.text("project_id"))?,
         outcome: FireOutcome::parse(&r.text("outcome"))?,
         job_id: r.opt_text("job_id"),
+        error: r.opt_text("error"),
         fired_at: r.int("fired_at"),
     })
 }
@@ -496,7 +505,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(Fired::Paused);
         }
-        if fire.outcome != FireOutcome::Skipped {
+        if matches!(fire.outcome, FireOutcome::Queued | FireOutcome::Waiting) {
             let (allowed, since) = fire.allowance;
             let used = tx
                 .one(
@@ -529,7 +538,7 @@ impl Store {
             .opt(
                 sql(format!(
                     "INSERT INTO routine_fires (trigger_id, fire_key, routine_id, project_id, outcome, \
-                     job_id, input, fired_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING \
+                     job_id, input, error, fired_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING \
                      RETURNING {FIRE_COLUMNS}"
                 ))
                 .bind(fire.trigger_id.as_str())
@@ -539,6 +548,7 @@ impl Store {
                 .bind(fire.outcome.as_str())
                 .bind(job.as_ref().map(|j| j.id.to_string()))
                 .bind(input)
+                .bind(fire.error.clone())
                 .bind(now),
             )
             .await?;
@@ -652,7 +662,7 @@ impl Store {
             .all(
                 sql(
                     "SELECT f.trigger_id, f.fire_key, f.routine_id, f.project_id, f.outcome, f.job_id, \
-                     f.fired_at, j.state FROM routine_fires f LEFT JOIN jobs j ON j.id = f.job_id \
+                     f.error, f.fired_at, j.state FROM routine_fires f LEFT JOIN jobs j ON j.id = f.job_id \
                      WHERE f.project_id = ? AND f.routine_id = ? ORDER BY f.fired_at DESC, f.fire_key LIMIT ?",
                 )
                 .bind(project.as_str())

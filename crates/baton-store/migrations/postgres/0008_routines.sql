@@ -36,6 +36,7 @@ CREATE TABLE routine_fires (
     outcome TEXT NOT NULL,
     job_id TEXT,
     input TEXT,
+    error TEXT,
     fired_at BIGINT NOT NULL,
     PRIMARY KEY (trigger_id, fire_key)
 );

@@ -22,6 +22,7 @@ fn a_fire(key: &str, job: Option<NewJob>, outcome: FireOutcome, allowed: u32) ->
         job,
         outcome,
         allowance: (allowed, 0),
+        error: None,
     }
 }
 

@@ -1532,3 +1532,58 @@ events = ["pull_request.opened"]
     assert!(!ok && out.contains("NIGHTLY_HOOK_SECRET"), "{out}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_slot_whose_run_cannot_be_made_is_recorded_failed_with_its_reason() {
+    let clock = Arc::new(ManualClock::new(MIDNIGHT));
+    let s = Server::with_clock(&[], clock.clone()).await;
+    // Parses (so it is saved), but runs out of fuel when rendered.
+    let endless = "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}";
+    let r = routine(&s, json!({"name": "endless", "prompt": endless})).await;
+    trigger(&s, &r, json!({"type": "cron", "schedule": "*/15 * * * *"})).await;
+    clock.advance(15 * MINUTE);
+    baton_api::routines::cron_step(&s.state).await.unwrap();
+    let fired = runs(&s, &r).await;
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(
+        (fired[0]["outcome"].as_str(), fired[0]["job_id"].as_str()),
+        (Some("failed"), None)
+    );
+    assert!(
+        fired[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("template_error"),
+        "{fired:?}"
+    );
+    // The next slot is tried again, and fails the same way, once.
+    baton_api::routines::cron_step(&s.state).await.unwrap();
+    assert_eq!(runs(&s, &r).await.len(), 1);
+    clock.advance(15 * MINUTE);
+    baton_api::routines::cron_step(&s.state).await.unwrap();
+    assert_eq!(runs(&s, &r).await.len(), 2);
+    // A fire through the API is refused instead: 400, template_error, nothing queued.
+    let t = trigger(&s, &r, json!({"type": "api"})).await;
+    let a = fire(
+        &s,
+        t["fire_url"].as_str().unwrap(),
+        t["token"].as_str(),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (a.status, error_type(&a)),
+        (400, "invalid_request_error"),
+        "{}",
+        a.body
+    );
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("template_error")
+    );
+    assert_eq!(runs(&s, &r).await.len(), 2);
+    s.stop().await;
+}
