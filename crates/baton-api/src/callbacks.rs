@@ -49,6 +49,20 @@ impl Cidr {
                 .filter(|n| *n <= max)
                 .ok_or_else(|| format!("{s:?}: the prefix must be 0 to {max}"))?
         };
+        // An IPv4 range written as IPv6 (`::ffff:10.0.0.0/104`) is that IPv4 range.
+        if let IpAddr::V6(v6) = addr
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            if prefix < 96 {
+                return Err(format!(
+                    "{s:?}: an IPv4-mapped range needs a prefix of 96 or more"
+                ));
+            }
+            return Ok(Self {
+                addr: IpAddr::V4(v4),
+                prefix: prefix - 96,
+            });
+        }
         Ok(Self { addr, prefix })
     }
 
@@ -103,13 +117,22 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || o[0] == 0
                 || (o[0] == 100 && (64..128).contains(&o[1]))
                 || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
                 || o[0] >= 240)
         }
         IpAddr::V6(v) => {
-            if let Some(v4) = v.to_ipv4_mapped() {
+            let s = v.segments();
+            // An IPv4 address inside IPv6 (mapped, compatible, or NAT64's well-known
+            // prefixes) is as public as that IPv4 address.
+            if let Some(v4) = v.to_ipv4() {
                 return is_public(IpAddr::V4(v4));
             }
-            let s = v.segments();
+            if (s[0] == 0x64 && s[1] == 0xff9b) && (s[2..6] == [0, 0, 0, 0] || s[2] == 1) {
+                let o = v.octets();
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(
+                    o[12], o[13], o[14], o[15],
+                )));
+            }
             !(v.is_loopback()
                 || v.is_unspecified()
                 || v.is_multicast()
@@ -246,13 +269,22 @@ pub async fn deliver_step(st: &AppState) -> ApiResult<u32> {
             tracing::info!(delivery = %cb.id, job = %cb.job_id, attempts = cb.attempts, error = %error,
                 given_up = retry_at.is_none(), "a callback was not delivered");
         }
-        store.record_delivery(&cb.id, &outcome, now).await?;
+        store
+            .record_delivery(&cb.id, cb.attempts, &outcome, now)
+            .await?;
     }
     Ok(delivered)
 }
 
 async fn deliver(st: &AppState, cb: &CallbackRecord, now: i64) -> Delivery {
-    let retry_at = (now - cb.created_at < GIVE_UP_AFTER_MS).then(|| now + backoff_ms(cb.attempts));
+    let job = st.engine().store().get_job(cb.job_id).await;
+    // Tries go on for a day after the job ended (however long it queued or ran).
+    let ended = job
+        .as_ref()
+        .ok()
+        .and_then(|j| j.finished_at)
+        .unwrap_or(cb.created_at);
+    let retry_at = (now - ended < GIVE_UP_AFTER_MS).then(|| now + backoff_ms(cb.attempts));
     let failed = |status: Option<u16>, error: String, retry_at: Option<i64>| Delivery::Failed {
         status,
         error,
@@ -269,7 +301,7 @@ async fn deliver(st: &AppState, cb: &CallbackRecord, now: i64) -> Delivery {
         Err(e) if e.starts_with("refused") => return failed(None, e, None),
         Err(e) => return failed(None, e, retry_at),
     };
-    let job = match st.engine().store().get_job(cb.job_id).await {
+    let job = match job {
         Ok(j) => j,
         Err(e) => return failed(None, format!("the job cannot be read: {e}"), retry_at),
     };
@@ -290,8 +322,11 @@ async fn deliver(st: &AppState, cb: &CallbackRecord, now: i64) -> Delivery {
     })
     .to_string();
     let t = now / 1000;
+    // No proxy from the environment: a proxy would resolve the name itself, past the
+    // address checked above.
     let mut client = reqwest::Client::builder()
         .timeout(outbound.timeout)
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none());
     if let Some(host) = u.host_str().filter(|_| literal(&u).is_none()) {
         client = client.resolve_to_addrs(host, &addrs);
@@ -432,6 +467,13 @@ mod tests {
                 .contains("8.8.8.8".parse().unwrap())
         );
         assert!(Cidr::parse("10.0.0.0/33").is_err());
+        let mapped = Cidr::parse("::ffff:10.20.0.0/112").unwrap();
+        assert!(mapped.contains("10.20.3.4".parse().unwrap()));
+        assert!(
+            !mapped.contains("169.254.169.254".parse().unwrap()),
+            "no wrap to everything"
+        );
+        assert!(Cidr::parse("::ffff:10.0.0.0/80").is_err());
         for private in [
             "127.0.0.1",
             "10.0.0.1",

@@ -1,14 +1,14 @@
 //! Inbound webhooks: `POST /v1/hooks/{trig_id}` fires a routine's `webhook` or `github`
 //! trigger. Nothing is queued until the signature checks out (in constant time):
 //!
-//! - `webhook`: `X-Baton-Signature: sha256=<hex HMAC-SHA256 of "{timestamp}.{body}">` and
-//!   `X-Baton-Timestamp: <unix seconds>` within the trigger's tolerance. The signature is
-//!   the fire's key, so a replayed request starts nothing (`X-Baton-Delivery`, when sent,
-//!   is the key instead).
+//! - `webhook`: `X-Baton-Signature: sha256=<hex HMAC-SHA256 of "{timestamp}.{body}">`
+//!   (`"{timestamp}.{delivery}.{body}"` with an `X-Baton-Delivery` id) and
+//!   `X-Baton-Timestamp: <unix seconds>` within the trigger's tolerance. The delivery id,
+//!   else the signature, is the fire's key: a replayed or re-sent request starts nothing.
 //! - `github`: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`, as GitHub
 //!   signs; `X-GitHub-Event` picks the event (`ping` is answered), filtered by the
-//!   trigger's `events`; `X-GitHub-Delivery` is the fire's key, so a redelivery starts
-//!   nothing.
+//!   trigger's `events`. The body's signature is the fire's key (GitHub signs nothing
+//!   else), so a redelivery, the same bytes, starts nothing.
 //!
 //! The JSON payload is the prompt's `event`.
 
@@ -70,20 +70,17 @@ fn unsigned(message: &str) -> ApiError {
     ApiError::new(ErrorType::Authentication, message)
 }
 
-/// Whether `presented` (`sha256=<hex>`) is the HMAC-SHA256 of `parts` under `secret`,
-/// compared in constant time.
-fn signed(secret: &str, parts: &[&[u8]], presented: &str) -> bool {
-    let Some(hex) = presented.trim().strip_prefix("sha256=") else {
-        return false;
-    };
-    let Some(bytes) = decode_hex(hex) else {
-        return false;
-    };
+/// The HMAC-SHA256 of `parts` under `secret` (lower-case hex) if `presented`
+/// (`sha256=<hex>`) is it, compared in constant time.
+fn signed(secret: &str, parts: &[&[u8]], presented: &str) -> Option<String> {
+    let hex = presented.trim().strip_prefix("sha256=")?;
+    let bytes = decode_hex(hex)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
     for p in parts {
         mac.update(p);
     }
-    mac.verify_slice(&bytes).is_ok()
+    mac.verify_slice(&bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -134,35 +131,49 @@ async fn hook_checked(
             let ts = header("x-baton-timestamp")
                 .and_then(|t| t.trim().parse::<i64>().ok())
                 .ok_or_else(|| refuse(unsigned("X-Baton-Timestamp (unix seconds) is required")))?;
-            if !signed(secret, &[ts.to_string().as_bytes(), b".", &raw], sig) {
-                return Err(refuse(unsigned("the signature does not match")));
+            // A delivery id, when sent, is signed with the rest: a replay cannot change it
+            // to pass for a new delivery.
+            let delivery = header("x-baton-delivery").filter(|d| !d.is_empty());
+            if delivery.is_some_and(|d| d.len() > 255 || d.contains('.')) {
+                return Err(refuse(ApiError::invalid(
+                    "X-Baton-Delivery must be at most 255 characters, without '.'",
+                )));
             }
+            let ts_text = ts.to_string();
+            let mut parts: Vec<&[u8]> = vec![ts_text.as_bytes(), b"."];
+            if let Some(d) = delivery {
+                parts.extend([d.as_bytes(), b"."]);
+            }
+            parts.push(&raw);
+            let Some(mac) = signed(secret, &parts, sig) else {
+                return Err(refuse(unsigned("the signature does not match")));
+            };
             let now = st.engine().now_ms() / 1000;
-            if (now - ts).abs() > i64::from(*tolerance_seconds) {
+            if now.abs_diff(ts) > u64::from(*tolerance_seconds) {
                 return Err(refuse(unsigned(
                     "X-Baton-Timestamp is outside the trigger's tolerance; sign the request again",
                 )));
             }
-            let key = match header("x-baton-delivery") {
-                Some(d) if !d.is_empty() && d.len() <= 255 => format!("delivery:{d}"),
-                _ => format!("sig:{}", sig.trim()),
+            // The key is what the secret vouches for: the delivery id, else the signature
+            // as computed here (however the sender spelled its hex).
+            let key = match delivery {
+                Some(d) => format!("delivery:{d}"),
+                None => format!("sig:{mac}"),
             };
             (key, None)
         }
         TriggerConfig::Github { .. } => {
             let sig = header("x-hub-signature-256")
                 .ok_or_else(|| refuse(unsigned("X-Hub-Signature-256 is required")))?;
-            if !signed(secret, &[&raw], sig) {
+            let Some(mac) = signed(secret, &[&raw], sig) else {
                 return Err(refuse(unsigned("the signature does not match")));
-            }
+            };
             let event = header("x-github-event")
                 .filter(|e| !e.is_empty())
                 .ok_or_else(|| refuse(ApiError::invalid("X-GitHub-Event is required")))?;
-            let key = match header("x-github-delivery") {
-                Some(d) if !d.is_empty() && d.len() <= 255 => format!("github:{d}"),
-                _ => format!("sig:{}", sig.trim()),
-            };
-            (key, Some(event.to_string()))
+            // GitHub signs the body only: its delivery id and event name are not vouched
+            // for, so the key is the body's signature. A redelivery is the same bytes.
+            (format!("github:{mac}"), Some(event.to_string()))
         }
         _ => {
             return Err(refuse(ApiError::not_found(

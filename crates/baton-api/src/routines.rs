@@ -413,6 +413,13 @@ pub async fn delete_routine(
 
 async fn set_paused(st: &AppState, caller: &Caller, id: &str, paused: bool) -> ApiResult<Routine> {
     let store = st.engine().store();
+    let was = store
+        .get_routine(&caller.project, id)
+        .await
+        .map_err(|e| routine_error(id, e))?;
+    if was.paused == paused {
+        return view(st, &was).await;
+    }
     let r = store
         .update_routine(
             &caller.project,
@@ -1023,6 +1030,18 @@ pub(crate) async fn fire_for_request(
     text: Option<String>,
     event: Value,
 ) -> ApiResult<(Fired, Option<(FireRecord, String)>)> {
+    // A repeat is answered as the first was, whatever changed since (an allowance used, a
+    // template edited).
+    if let Some(first) = st
+        .engine()
+        .store()
+        .find_fire(&found.trigger.id, &fire_key)
+        .await?
+    {
+        let fired = Fired::Duplicate(first);
+        let session = fired_session(st, &fired).await;
+        return Ok((fired, session));
+    }
     let routine = st
         .engine()
         .store()
@@ -1162,7 +1181,14 @@ async fn fire_checked(
 pub async fn cron_step(st: &AppState) -> ApiResult<u32> {
     let store = st.engine().store();
     let now = st.engine().now_ms();
-    let mut made = store.release_waiting(now).await?;
+    // A waiting fire that cannot be released must not hold up every schedule.
+    let mut made = match store.release_waiting(now).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "waiting fires not released; trying again at the next step");
+            0
+        }
+    };
     if made > 0 {
         st.engine().wake();
     }

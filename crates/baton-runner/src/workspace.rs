@@ -110,8 +110,17 @@ impl Workspace {
         timeout: std::time::Duration,
     ) -> Result<(), String> {
         let dest = self.cwd.join(repo.dir());
-        if dest.exists() {
+        if dest.symlink_metadata().is_ok() {
             return Err(format!("{} is already in the workspace", repo.dir()));
+        }
+        // An earlier checkout may hold a symbolic link where this one's folder goes: the
+        // folder's parent, resolved, must still be inside the workspace.
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", repo.dir()))?;
+            let (real, root) = (parent.canonicalize(), self.cwd.canonicalize());
+            if !matches!((&real, &root), (Ok(r), Ok(w)) if r.starts_with(w)) {
+                return Err(format!("{} leads outside the workspace", repo.dir()));
+            }
         }
         let dest_text = dest.display().to_string();
         let safe = format!("safe.directory={}", repo.path.trim_end_matches('/'));

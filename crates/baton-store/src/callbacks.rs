@@ -105,23 +105,32 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Records how a claimed try went.
-    pub async fn record_delivery(&self, id: &str, outcome: &Delivery, now: i64) -> Result<()> {
+    /// Records how a claimed try went; `attempts` is the claim's count. A claim that has
+    /// lapsed meanwhile (another node claimed the delivery again) records nothing: the
+    /// newer try's outcome stands.
+    pub async fn record_delivery(
+        &self,
+        id: &str,
+        attempts: u32,
+        outcome: &Delivery,
+        now: i64,
+    ) -> Result<()> {
         let q = match outcome {
             Delivery::Delivered { status } => sql(
                 "UPDATE callbacks SET state = 'delivered', last_status = ?, last_error = NULL, \
-                 delivered_at = ? WHERE id = ?",
+                 delivered_at = ? WHERE id = ? AND state = 'pending' AND attempts = ?",
             )
             .bind(i64::from(*status))
             .bind(now)
-            .bind(id),
+            .bind(id)
+            .bind(attempts),
             Delivery::Failed {
                 status,
                 error,
                 retry_at,
             } => sql(
                 "UPDATE callbacks SET state = ?, last_status = ?, last_error = ?, \
-                 next_at = COALESCE(?, next_at) WHERE id = ?",
+                 next_at = COALESCE(?, next_at) WHERE id = ? AND state = 'pending' AND attempts = ?",
             )
             .bind(if retry_at.is_some() {
                 "pending"
@@ -131,7 +140,8 @@ impl Store {
             .bind(status.map(i64::from))
             .bind(error.chars().take(1000).collect::<String>())
             .bind(*retry_at)
-            .bind(id),
+            .bind(id)
+            .bind(attempts),
         };
         self.db.exec(q).await?;
         Ok(())

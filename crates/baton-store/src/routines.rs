@@ -566,6 +566,22 @@ impl Store {
         Ok(Fired::New(fire_from_row(&row)?, job.map(Box::new)))
     }
 
+    /// A fire recorded before under (trigger, key), if any.
+    pub async fn find_fire(&self, trigger: &str, key: &str) -> Result<Option<FireRecord>> {
+        self.db
+            .opt(
+                sql(format!(
+                    "SELECT {FIRE_COLUMNS} FROM routine_fires WHERE trigger_id = ? AND fire_key = ?"
+                ))
+                .bind(trigger)
+                .bind(key),
+            )
+            .await?
+            .as_ref()
+            .map(fire_from_row)
+            .transpose()
+    }
+
     /// Whether a routine has a run that has not ended (queued or running), or a fire
     /// waiting for one.
     pub async fn routine_busy(&self, routine: &str) -> Result<bool> {
@@ -599,16 +615,27 @@ impl Store {
             let routine = r.text("routine_id");
             let mut tx = self.db.begin().await?;
             let lock = tx.for_update();
-            let running = tx
+            // The routine's row first, locked: two nodes releasing at once take turns, and
+            // a paused or deleted routine releases nothing.
+            let active = tx
                 .opt(
-                    sql(format!(
-                        "SELECT f.job_id FROM routine_fires f JOIN jobs j ON j.id = f.job_id \
-                         WHERE f.routine_id = ? AND j.state IN {UNFINISHED} LIMIT 1"
-                    ))
-                    .bind(routine.as_str()),
+                    sql(format!("SELECT paused FROM routines WHERE id = ?{lock}"))
+                        .bind(routine.as_str()),
                 )
-                .await?;
-            let next = if running.is_none() {
+                .await?
+                .is_some_and(|r| r.int("paused") == 0);
+            let running = !active
+                || tx
+                    .opt(
+                        sql(format!(
+                            "SELECT f.job_id FROM routine_fires f JOIN jobs j ON j.id = f.job_id \
+                             WHERE f.routine_id = ? AND j.state IN {UNFINISHED} LIMIT 1"
+                        ))
+                        .bind(routine.as_str()),
+                    )
+                    .await?
+                    .is_some();
+            let next = if !running {
                 tx.opt(
                     sql(format!(
                         "SELECT trigger_id, fire_key, project_id, input FROM routine_fires \
@@ -637,7 +664,7 @@ impl Store {
             tx.exec(
                 sql(
                     "UPDATE routine_fires SET outcome = 'queued', job_id = ?, input = NULL \
-                     WHERE trigger_id = ? AND fire_key = ?",
+                     WHERE trigger_id = ? AND fire_key = ? AND outcome = 'waiting'",
                 )
                 .bind(record.id.to_string())
                 .bind(next.text("trigger_id"))

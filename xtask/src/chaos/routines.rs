@@ -75,11 +75,10 @@ pub(super) async fn setup(http: &reqwest::Client, base: &str) -> anyhow::Result<
     })
 }
 
-fn signed(secret: &str, body: &str) -> (String, String) {
+fn signed(secret: &str, delivery: &str, body: &str) -> (String, String) {
     let ts = (now_ms() / 1000).to_string();
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
-    mac.update(ts.as_bytes());
-    mac.update(b".");
+    mac.update(format!("{ts}.{delivery}.").as_bytes());
     mac.update(body.as_bytes());
     let hex: String = mac
         .finalize()
@@ -117,7 +116,8 @@ pub(super) async fn hook_sender(
             if stop.load(std::sync::atomic::Ordering::SeqCst) && resend.is_none() {
                 return;
             }
-            let (ts, sig) = signed(&r.secret, &body);
+            let delivery = format!("d-{number}");
+            let (ts, sig) = signed(&r.secret, &delivery, &body);
             let sent = http
                 .post(format!(
                     "{}/v1/hooks/{}",
@@ -127,7 +127,7 @@ pub(super) async fn hook_sender(
                 .header("content-type", "application/json")
                 .header("x-baton-timestamp", ts)
                 .header("x-baton-signature", sig)
-                .header("x-baton-delivery", format!("d-{number}"))
+                .header("x-baton-delivery", delivery)
                 .body(body.clone())
                 .send()
                 .await;

@@ -169,10 +169,13 @@ async fn a_job_with_a_callback_url_brings_its_outbox_row_delivered_once_ended(t)
     let claimed = s.claim_callbacks(1_000, 60_000, 10).await.unwrap();
     assert_eq!((claimed.len(), claimed[0].attempts), (1, 1));
     assert!(s.claim_callbacks(1_000, 60_000, 10).await.unwrap().is_empty(), "claimed: leased");
-    s.record_delivery(&claimed[0].id, &Delivery::Failed { status: Some(500), error: "boom".into(), retry_at: Some(2_000) }, 1_000).await.unwrap();
+    s.record_delivery(&claimed[0].id, claimed[0].attempts, &Delivery::Failed { status: Some(500), error: "boom".into(), retry_at: Some(2_000) }, 1_000).await.unwrap();
     let again = s.claim_callbacks(2_000, 60_000, 10).await.unwrap();
     assert_eq!(again[0].attempts, 2);
-    s.record_delivery(&again[0].id, &Delivery::Delivered { status: 204 }, 2_000).await.unwrap();
+    // A lapsed claim's late outcome does not overwrite the newer claim's.
+    s.record_delivery(&again[0].id, 1, &Delivery::Failed { status: None, error: "late".into(), retry_at: None }, 2_000).await.unwrap();
+    assert_eq!(s.job_callbacks(id).await.unwrap()[0].state, "pending");
+    s.record_delivery(&again[0].id, again[0].attempts, &Delivery::Delivered { status: 204 }, 2_000).await.unwrap();
     let done = &s.job_callbacks(id).await.unwrap()[0];
     assert_eq!((done.state.as_str(), done.last_status, done.delivered_at), ("delivered", Some(204), Some(2_000)));
     assert!(s.claim_callbacks(999_999, 60_000, 10).await.unwrap().is_empty());

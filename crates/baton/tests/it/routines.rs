@@ -868,6 +868,18 @@ async fn a_github_delivery_signed_as_github_signs_starts_one_run_with_the_pr_in_
             .0,
         413
     );
+    // The same bytes under another delivery id and event name: a replay, nothing starts.
+    let (status, replayed) = hook(
+        &s,
+        &url,
+        payload.as_bytes(),
+        &gh("pull_request", "someone-elses-id", &payload),
+    )
+    .await;
+    assert_eq!(
+        (status, replayed["status"].as_str()),
+        (202, Some("duplicate"))
+    );
     assert_eq!(runs(&s, &r).await.len(), 1, "only the first delivery ran");
     let (status, _) = hook(&s, &format!("{}/v1/hooks/trig_nope", s.base), b"{}", &[]).await;
     assert_eq!(status, 404);
@@ -926,6 +938,40 @@ async fn a_signed_webhook_fires_once_within_its_time_tolerance() {
         "a replayed request starts nothing"
     );
     assert_eq!(runs(&s, &r).await.len(), 1);
+    // A sender that names its deliveries signs the id with the rest: a retry re-signed
+    // later starts nothing, and an id changed by a replayer breaks the signature.
+    let body2 = json!({"alert": "cpu hot"}).to_string();
+    let with_id = |ts: u64, id: &str| {
+        vec![
+            ("x-baton-timestamp", ts.to_string()),
+            ("x-baton-delivery", id.to_string()),
+            (
+                "x-baton-signature",
+                sign(
+                    secret,
+                    &[
+                        ts.to_string().as_bytes(),
+                        b".",
+                        id.as_bytes(),
+                        b".",
+                        body2.as_bytes(),
+                    ],
+                ),
+            ),
+        ]
+    };
+    let (status, first) = hook(&s, &url, body2.as_bytes(), &with_id(now, "alert-9")).await;
+    assert_eq!(
+        (status, first["status"].as_str()),
+        (202, Some("queued")),
+        "{first}"
+    );
+    let (status, retry) = hook(&s, &url, body2.as_bytes(), &with_id(now + 1, "alert-9")).await;
+    assert_eq!((status, retry["status"].as_str()), (202, Some("duplicate")));
+    let mut forged = with_id(now, "alert-9");
+    forged[1].1 = "alert-10".into();
+    assert_eq!(hook(&s, &url, body2.as_bytes(), &forged).await.0, 401);
+    assert_eq!(runs(&s, &r).await.len(), 2);
     s.stop().await;
 }
 
