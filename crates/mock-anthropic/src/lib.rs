@@ -75,7 +75,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub use directive::{DEFAULT_TEXT, STALL_FALLBACK_TEXT};
-pub use record::RecordedRequest;
+pub use record::{RecordedRequest, fingerprint};
 pub use reply::{
     ApiError, Block, DEFAULT_INPUT_TOKENS, Message, Reply, STALL_DELTAS, StopReason, Usage,
 };

@@ -77,7 +77,9 @@ impl RecordedRequest {
     }
 }
 
-/// Redacts a header value if the header carries credentials.
+/// Redacts a header value if the header carries credentials: its length and a fingerprint
+/// (the first 16 hex digits of its SHA-256) stay, so a test can tell which credential came
+/// without the log holding it.
 pub(crate) fn redact(name: &str, value: &str) -> String {
     if !SECRET_HEADERS.contains(&name) {
         return value.to_owned();
@@ -85,10 +87,24 @@ pub(crate) fn redact(name: &str, value: &str) -> String {
     match value.split_once(' ') {
         // Keep the scheme: tests check whether the CLI sent an API key or a bearer token.
         Some((scheme, secret)) if name.ends_with("authorization") => {
-            format!("{scheme} <redacted len={}>", secret.len())
+            format!(
+                "{scheme} <redacted len={} fp={}>",
+                secret.len(),
+                fingerprint(secret)
+            )
         }
-        _ => format!("<redacted len={}>", value.len()),
+        _ => format!("<redacted len={} fp={}>", value.len(), fingerprint(value)),
     }
+}
+
+/// The first 16 hex digits of a credential's SHA-256: what [`redact`] keeps of it.
+pub fn fingerprint(secret: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -97,10 +113,13 @@ mod tests {
 
     #[test]
     fn credentials_are_redacted() {
-        assert_eq!(redact("x-api-key", "sk-test"), "<redacted len=7>");
+        assert_eq!(
+            redact("x-api-key", "sk-test"),
+            format!("<redacted len=7 fp={}>", fingerprint("sk-test"))
+        );
         assert_eq!(
             redact("authorization", "Bearer tok123"),
-            "Bearer <redacted len=6>"
+            format!("Bearer <redacted len=6 fp={}>", fingerprint("tok123"))
         );
         assert_eq!(redact("x-app", "cli"), "cli");
     }

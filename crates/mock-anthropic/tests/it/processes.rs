@@ -137,7 +137,16 @@ async fn real_claude_cli_round_trip() {
     );
     let messages = mock.messages_requests();
     assert_eq!(messages.len(), 1, "{messages:#?}");
-    assert_eq!(messages[0].header("x-api-key"), Some("<redacted len=7>"));
+    assert_eq!(
+        messages[0].header("x-api-key"),
+        Some(
+            format!(
+                "<redacted len=7 fp={}>",
+                mock_anthropic::fingerprint("sk-test")
+            )
+            .as_str()
+        )
+    );
     assert!(
         messages[0]
             .prompt()

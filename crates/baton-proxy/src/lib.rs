@@ -1,0 +1,377 @@
+//! The credential proxy. Baton serves the Anthropic API to its own CLIs on loopback: each
+//! attempt gets a token of its own as its API key and the proxy as its base URL. The proxy
+//! knows from the token which project, job and attempt makes each call, swaps the token for
+//! the real credential (which never reaches the CLI), forwards to the upstream API, passes
+//! the answer back as it arrives (a stream chunk by chunk, never buffered), and meters it:
+//! the usage the answer reports, priced per model, goes to a [`Sink`] (Baton's ledger).
+//! A token dies with its attempt ([`Token`] revokes it when dropped).
+
+mod meter;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+pub use meter::{Meter, Price, Prices, Usage};
+
+/// A credential, never shown: its `Debug` says only what kind it is.
+#[derive(Clone)]
+pub enum Credential {
+    /// An API key, sent upstream as `x-api-key`.
+    ApiKey(String),
+    /// An OAuth token (`claude setup-token`), sent as `Authorization: Bearer`.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ApiKey(_) => f.write_str("ApiKey(…)"),
+            Self::Bearer(_) => f.write_str("Bearer(…)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The API's base URL, e.g. `https://api.anthropic.com` or a company gateway.
+    pub upstream: String,
+    pub credential: Credential,
+    pub prices: Prices,
+    /// How long connecting upstream and its first byte may take.
+    pub connect_timeout: Duration,
+}
+
+/// Who a token stands for: every call made with it is charged here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub project: String,
+    pub job: String,
+    pub attempt: u32,
+    pub key_id: Option<String>,
+    pub agent: Option<String>,
+    pub routine: Option<String>,
+}
+
+/// One metered call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub grant: Grant,
+    pub path: String,
+    pub status: u16,
+    pub usage: Usage,
+    /// Millionths of a dollar.
+    pub cost_micro_usd: i64,
+    /// Whether the price table knew the model (else the dearest price was charged).
+    pub priced: bool,
+    pub duration_ms: u64,
+}
+
+/// Where calls and refusals go. Implemented over Baton's store.
+pub trait Sink: Send + Sync + 'static {
+    fn record(&self, call: Call) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// A request with a token that is not (or no longer) an attempt's.
+    fn refused(&self, path: String) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+struct Inner {
+    cfg: Config,
+    http: reqwest::Client,
+    /// SHA-256 of each live token → its grant.
+    tokens: Mutex<HashMap<String, Grant>>,
+    sink: Arc<dyn Sink>,
+}
+
+/// The running proxy.
+pub struct Proxy {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An attempt's token: the value to give the CLI, revoked when this is dropped.
+pub struct Token {
+    value: String,
+    hash: String,
+    proxy: Weak<Inner>,
+}
+
+impl Token {
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        if let Some(inner) = self.proxy.upgrade()
+            && let Ok(mut tokens) = inner.tokens.lock()
+        {
+            tokens.remove(&self.hash);
+        }
+    }
+}
+
+fn digest(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Proxy {
+    /// Binds `127.0.0.1` on a free port and serves.
+    pub async fn start(cfg: Config, sink: Arc<dyn Sink>) -> std::io::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(std::io::Error::other)?;
+        let inner = Arc::new(Inner {
+            cfg,
+            http,
+            tokens: Mutex::new(HashMap::new()),
+            sink,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(inner.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the credential proxy stopped");
+            }
+        });
+        Ok(Self { inner, addr, task })
+    }
+
+    /// What a CLI gets as `ANTHROPIC_BASE_URL`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A new token for `grant`, live until the returned [`Token`] is dropped.
+    pub fn grant(&self, grant: Grant) -> Token {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        let value = format!(
+            "btk-{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let hash = digest(&value);
+        if let Ok(mut tokens) = self.inner.tokens.lock() {
+            tokens.insert(hash.clone(), grant);
+        }
+        Token {
+            value,
+            hash,
+            proxy: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Moves a live token to another grant (a warm process taken by a job).
+    pub fn rebind(&self, token: &Token, grant: Grant) {
+        if let Ok(mut tokens) = self.inner.tokens.lock()
+            && let Some(g) = tokens.get_mut(&token.hash)
+        {
+            *g = grant;
+        }
+    }
+
+    /// Tokens live now.
+    pub fn live_tokens(&self) -> usize {
+        self.inner.tokens.lock().map_or(0, |t| t.len())
+    }
+}
+
+/// An answer in the API's own error shape.
+fn api_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(k.trim());
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Headers that are the connection's, or a credential's: never forwarded.
+fn hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "x-api-key"
+            | "authorization"
+            | "proxy-authorization"
+            | "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "content-length"
+            | "accept-encoding"
+    )
+}
+
+async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    // The CLI's preflight.
+    if parts.method == Method::HEAD && parts.uri.path() == "/" {
+        return StatusCode::OK.into_response();
+    }
+    let path = parts.uri.path().to_string();
+    let grant = presented(&parts.headers).and_then(|t| {
+        let hash = digest(t);
+        inner.tokens.lock().ok()?.get(&hash).cloned()
+    });
+    let Some(grant) = grant else {
+        let sink = inner.sink.clone();
+        sink.refused(path).await;
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid x-api-key",
+        );
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let url = format!("{}{path}{query}", inner.cfg.upstream.trim_end_matches('/'));
+    let mut out = inner.http.request(parts.method.clone(), &url);
+    for (name, value) in &parts.headers {
+        if !hop(name) {
+            out = out.header(name, value);
+        }
+    }
+    out = match &inner.cfg.credential {
+        Credential::ApiKey(k) => out.header("x-api-key", k),
+        Credential::Bearer(t) => out.header(header::AUTHORIZATION, format!("Bearer {t}")),
+    };
+    out = out.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    let started = Instant::now();
+    let upstream = match out.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let why = if e.is_timeout() {
+                "the API did not answer in time"
+            } else {
+                "the API could not be reached"
+            };
+            tracing::warn!(job = %grant.job, error = %e.without_url(), "proxy: {why}");
+            return api_error(StatusCode::BAD_GATEWAY, "api_error", why);
+        }
+    };
+    let status = upstream.status();
+    let mut headers = HeaderMap::new();
+    for (name, value) in upstream.headers() {
+        if !matches!(
+            name.as_str(),
+            "connection" | "keep-alive" | "transfer-encoding" | "content-length"
+        ) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let content_type = upstream
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let mut metered = Metered {
+        meter: Some(Meter::new(&content_type)),
+        inner: inner.clone(),
+        grant,
+        path,
+        status: status.as_u16(),
+        started,
+    };
+    let stream = upstream.bytes_stream().map(move |chunk| {
+        if let Ok(c) = &chunk {
+            metered.feed(c);
+        }
+        chunk.map_err(std::io::Error::other)
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    if !resp.headers().contains_key(header::CONTENT_TYPE)
+        && let Ok(v) = HeaderValue::from_str(&content_type)
+    {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+/// A response on its way: metered as it passes, recorded when it ends (or is dropped,
+/// when the CLI goes away mid-stream).
+struct Metered {
+    meter: Option<Meter>,
+    inner: Arc<Inner>,
+    grant: Grant,
+    path: String,
+    status: u16,
+    started: Instant,
+}
+
+impl Metered {
+    fn feed(&mut self, chunk: &[u8]) {
+        if let Some(m) = &mut self.meter {
+            m.feed(chunk);
+        }
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        let Some(meter) = self.meter.take() else {
+            return;
+        };
+        let usage = meter.finish();
+        let (price, priced) = self.inner.cfg.prices.of(usage.model.as_deref());
+        let call = Call {
+            grant: self.grant.clone(),
+            path: std::mem::take(&mut self.path),
+            status: self.status,
+            cost_micro_usd: price.micro_usd(&usage),
+            usage,
+            priced,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        };
+        let record = self.inner.sink.record(call);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(record);
+        }
+    }
+}
