@@ -90,6 +90,19 @@ pub struct EngineConfig {
     pub runs_jobs: bool,
 }
 
+/// Per-attempt credentials: Baton's proxy gives each attempt a token of its own.
+pub trait Credentials: Send + Sync + 'static {
+    /// The variables `job`'s attempt runs with in place of any credential, and what keeps
+    /// them valid: dropped when the attempt ends. `None`: the attempt runs without.
+    fn issue(&self, job: &JobRecord, attempt: u32) -> Option<IssuedCredential>;
+}
+
+/// An attempt's credential: its variables, valid while `guard` lives.
+pub struct IssuedCredential {
+    pub env: Vec<(String, String)>,
+    pub guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
 /// How long finished jobs (and their events and attempts) are kept.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -122,6 +135,8 @@ struct Inner {
     draining: AtomicBool,
     tasks: TaskTracker,
     warm: warm::WarmPools,
+    /// Per-attempt credentials (Baton's proxy), once set.
+    credentials: std::sync::OnceLock<Arc<dyn Credentials>>,
     /// A planned crash (test support), taken by the first attempt that reaches it.
     crash: Mutex<Option<CrashPoint>>,
     /// When the dispatcher next looks for expired leases (ms since the epoch).
@@ -154,6 +169,7 @@ impl Engine {
                 draining: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
                 warm,
+                credentials: std::sync::OnceLock::new(),
                 crash: Mutex::new(None),
                 next_sweep: AtomicI64::new(0),
                 recovery: std::sync::OnceLock::new(),
@@ -238,6 +254,15 @@ impl Engine {
         let inserted = self.inner.store.insert_job(job, self.now_ms()).await?;
         self.inner.wake.notify_one();
         Ok(inserted)
+    }
+
+    /// Gives every attempt from now on a credential of its own (set once, at start).
+    pub fn set_credentials(&self, c: Arc<dyn Credentials>) {
+        let _ = self.inner.credentials.set(c);
+    }
+
+    pub(crate) fn credential_for(&self, job: &JobRecord, attempt: u32) -> Option<IssuedCredential> {
+        self.inner.credentials.get()?.issue(job, attempt)
     }
 
     /// Whether this node is draining (it queues nothing new).

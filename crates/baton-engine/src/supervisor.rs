@@ -56,8 +56,19 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
     let cfg = inner.cfg.runner.clone();
     let step = job.spec.step();
     let name = format!("{id}-{attempt}");
-    let warm = engine.take_warm(&step);
+    // With per-attempt credentials, a warm process (started with none of its own) is
+    // not used.
+    let credential = engine.credential_for(&job, attempt);
+    let warm = if credential.is_some() {
+        None
+    } else {
+        engine.take_warm(&step)
+    };
     let ran_warm = warm.is_some();
+    let credential_env = credential
+        .as_ref()
+        .map(|c| c.env.clone())
+        .unwrap_or_default();
     let run = tokio::spawn({
         let runner_token = runner_token.clone();
         async move {
@@ -65,7 +76,10 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
                 name,
                 step: &step,
                 restore,
+                credential_env,
             };
+            // The token lives as long as the attempt runs.
+            let _credential = credential;
             match warm {
                 Some(w) => baton_runner::warm::run_warm(&cfg, w, attempt, tx, runner_token).await,
                 None => baton_runner::run(&cfg, attempt, tx, runner_token).await,

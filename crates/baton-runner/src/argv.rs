@@ -110,12 +110,23 @@ pub const DEFAULT_PASSTHROUGH: &[&str] = &[
     "TZ",
 ];
 
-/// The child's whole environment: an allow-list, never an inherited copy.
+/// Variables that carry a credential, or say where the API is: with Baton's proxy, none
+/// of them comes from Baton's environment or configuration, only from the attempt's own.
+pub const CREDENTIAL_VARS: &[&str] = &[
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+];
+
+/// The child's whole environment: an allow-list, never an inherited copy. `credential`,
+/// when given (an attempt's proxy token and base URL), replaces every credential variable.
 pub fn build_env(
     home: &Path,
     tmp: &Path,
     passthrough: &[String],
     extra: &[(String, String)],
+    credential: &[(String, String)],
     lookup: impl Fn(&str) -> Option<OsString>,
 ) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
@@ -145,11 +156,21 @@ pub fn build_env(
     for (k, v) in extra {
         set(k, v.into());
     }
+    // The attempt's own credential (Baton's proxy) replaces every credential variable,
+    // whatever Baton's environment or configuration said.
+    for (k, v) in credential {
+        set(k, v.into());
+    }
     // Last, so that configuration cannot undo them: no traffic beyond the API, no
     // self-update, and never the variable that makes the CLI think it runs inside itself.
     set("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into());
     set("DISABLE_AUTOUPDATER", "1".into());
-    env.retain(|(k, _)| k != "CLAUDECODE");
+    env.retain(|(k, _)| {
+        k != "CLAUDECODE"
+            && (credential.is_empty()
+                || !CREDENTIAL_VARS.iter().any(|c| k == c)
+                || credential.iter().any(|(name, _)| k == name.as_str()))
+    });
     env
 }
 
@@ -219,7 +240,7 @@ mod tests {
             _ => None,
         };
         let extra = vec![("CLAUDECODE".to_string(), "1".to_string())];
-        let env = build_env(Path::new("/h"), Path::new("/t"), &[], &extra, parent);
+        let env = build_env(Path::new("/h"), Path::new("/t"), &[], &extra, &[], parent);
         let names: Vec<_> = env.iter().map(|(k, _)| k.to_str().unwrap()).collect();
         assert!(names.contains(&"ANTHROPIC_API_KEY"));
         assert!(!names.contains(&"AWS_SECRET_ACCESS_KEY"));

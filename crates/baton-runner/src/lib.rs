@@ -113,6 +113,9 @@ pub struct Attempt<'a> {
     pub step: &'a Step,
     /// The stored transcript of the session the job resumes or forks.
     pub restore: Option<Vec<u8>>,
+    /// The attempt's own credential variables (Baton's proxy: its token and base URL),
+    /// in place of any from Baton's environment; empty: those pass through.
+    pub credential_env: Vec<(String, String)>,
 }
 
 /// How an attempt ended.
@@ -252,6 +255,7 @@ fn launch(
     spec: &ClaudeRun,
     files: &ArgFiles,
     extra_args: &[&str],
+    credential_env: &[(String, String)],
 ) -> Result<Launched, (ErrorKind, String)> {
     let not_found = || {
         (
@@ -265,9 +269,14 @@ fn launch(
     let program = find_executable(&cfg.claude_bin).ok_or_else(not_found)?;
     let mut args = argv::build_args(spec, files);
     args.extend(extra_args.iter().map(OsString::from));
-    let env = argv::build_env(&ws.home, &ws.tmp, &cfg.env_passthrough, &cfg.env, |k| {
-        std::env::var_os(k)
-    });
+    let env = argv::build_env(
+        &ws.home,
+        &ws.tmp,
+        &cfg.env_passthrough,
+        &cfg.env,
+        credential_env,
+        |k| std::env::var_os(k),
+    );
     let mut child = spawn::spawn(&spawn::Spawn {
         program: &program,
         args,
@@ -384,7 +393,7 @@ async fn run_in(
         }
     };
     let started = Instant::now();
-    match launch(cfg, ws, spec, &files, &[]) {
+    match launch(cfg, ws, spec, &files, &[], &attempt.credential_env) {
         Ok(launched) => {
             let report = drive(
                 cfg,

@@ -54,7 +54,14 @@ impl WarmProcess {
             .map_err(|e| format!("could not prepare a warm workspace: {e}"))?;
         let files = prepare_files(&ws, &shape, None)
             .map_err(|e| format!("could not write warm files: {e}"))?;
-        let launched = match launch(cfg, &ws, &shape, &files, &["--input-format", "stream-json"]) {
+        let launched = match launch(
+            cfg,
+            &ws,
+            &shape,
+            &files,
+            &["--input-format", "stream-json"],
+            &[],
+        ) {
             Ok(l) => l,
             Err((_, message)) => {
                 ws.remove();

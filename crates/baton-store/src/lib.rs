@@ -27,6 +27,7 @@ mod idempotency;
 mod incarnations;
 mod jobs;
 mod keys;
+mod ledger;
 mod migrations;
 mod postgres;
 mod projects;
@@ -50,6 +51,7 @@ pub use faults::WriteLock;
 pub use idempotency::{IDEMPOTENCY_PENDING_MS, IdempotencyClaim};
 pub use jobs::{Claimed, Inserted, JobFilter, JobRecord, NewJob, OpenJobs};
 pub use keys::{KeyRecord, NewKey};
+pub use ledger::{NewCall, Spend};
 pub use projects::ProjectRecord;
 pub use routines::{
     Fire, FireOutcome, FireRecord, Fired, NewTrigger, RoutineRecord, TriggerRecord, TriggerSecrets,

@@ -20,6 +20,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0011_sessions_per_project.sql"),
     include_str!("../migrations/sqlite/0012_agents.sql"),
     include_str!("../migrations/sqlite/0013_routines.sql"),
+    include_str!("../migrations/sqlite/0014_api_calls.sql"),
 ];
 
 pub(crate) const POSTGRES: &[&str] = &[
@@ -31,6 +32,7 @@ pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0006_sessions_per_project.sql"),
     include_str!("../migrations/postgres/0007_agents.sql"),
     include_str!("../migrations/postgres/0008_routines.sql"),
+    include_str!("../migrations/postgres/0009_api_calls.sql"),
 ];
 
 /// Serializes schema migrations across PostgreSQL nodes that start at once.

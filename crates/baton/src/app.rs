@@ -216,7 +216,11 @@ impl App {
         };
         let attempts_dir = engine_cfg.runner.attempts_dir.clone();
         let keep = engine_cfg.runner.keep_workspaces;
+        let proxy = crate::proxy::start(&config, &store).await?;
         let engine = Engine::start(store, engine_cfg, clock).await?;
+        if let Some(p) = &proxy {
+            engine.set_credentials(Arc::new(crate::proxy::ProxyCredentials(p.clone())));
+        }
         // Every attempt this node ran before is over now (recovery killed and requeued
         // them), so what is left in the attempts directory is debris.
         if !keep {

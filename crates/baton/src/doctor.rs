@@ -184,6 +184,7 @@ async fn round_trip_check(config: &Config) -> Check {
         name: format!("doctor-{}", std::process::id()),
         step: &spec.step(),
         restore: None,
+        credential_env: Vec::new(),
     };
     let report = baton_runner::run(
         &runner,

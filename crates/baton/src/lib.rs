@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod doctor;
 pub mod manage;
+pub mod proxy;
 pub mod tls;
 
 pub use app::App;

@@ -130,6 +130,7 @@ mod attempts;
 mod events;
 mod idempotency;
 mod jobs;
+mod ledger;
 mod notices;
 mod routines;
 mod schema;

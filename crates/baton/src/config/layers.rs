@@ -16,6 +16,7 @@ const SECTIONS: &[&str] = &[
     "limits",
     "retention",
     "outbound",
+    "proxy",
 ];
 
 /// Environment variables that belong to Baton but are not configuration keys. `BATON_LOG`

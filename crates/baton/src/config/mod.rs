@@ -24,6 +24,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
     pub outbound: OutboundConfig,
+    pub proxy: ProxyConfig,
     /// Pre-started CLI processes for the job options given; see the README.
     pub warm_pool: Vec<WarmPoolEntry>,
 }
@@ -77,6 +78,44 @@ impl Default for OutboundConfig {
         Self {
             allow: Vec::new(),
             timeout_seconds: 10,
+        }
+    }
+}
+
+/// `[proxy]`: the credential proxy between the CLIs and the Anthropic API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// `auto`: through the proxy whenever Baton holds a credential (in its environment or
+    /// `credential_file`); `proxy`: always (refused without a credential); `direct`: the
+    /// CLI gets the credential itself, as before.
+    pub mode: ProxyMode,
+    /// The API the proxy forwards to; empty: `ANTHROPIC_BASE_URL` of Baton's environment,
+    /// else `https://api.anthropic.com`.
+    pub upstream: String,
+    /// A file holding the credential (an API key, or `claude setup-token`'s OAuth token,
+    /// which begins `sk-ant-oat`), read at start.
+    pub credential_file: PathBuf,
+    /// Prices per model (dollars per million tokens), over the built-in table:
+    /// `[proxy.prices."claude-sonnet-4"] input = 3.0, output = 15.0`.
+    pub prices: std::collections::BTreeMap<String, baton_proxy::Price>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyMode {
+    Auto,
+    Proxy,
+    Direct,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            mode: ProxyMode::Auto,
+            upstream: String::new(),
+            credential_file: PathBuf::new(),
+            prices: Default::default(),
         }
     }
 }

@@ -334,3 +334,40 @@ async fn openapi_documents_every_route_and_every_documented_route_is_served() {
     }
     server.stop().await;
 }
+
+/// With a credential, each CLI gets its attempt's token and Baton's proxy, never the
+/// credential (the proxy's own tests cover the calls).
+#[tokio::test]
+async fn a_cli_gets_a_token_of_its_own_and_never_the_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let canary = "sk-ant-api03-canary-0a1b2c3d4e5f";
+    let file = dir.path().join("credential");
+    std::fs::write(&file, canary).unwrap();
+    let file = file.display().to_string();
+    let server = Server::with(&[
+        ("proxy.credential_file", file.as_str()),
+        ("proxy.upstream", "http://127.0.0.1:9"),
+        ("runner.env", r#"{ANTHROPIC_API_KEY = "sk-from-config"}"#),
+    ])
+    .await;
+    let job = server.run(prompt("FAKE echo_env\nhello")).await;
+    assert_eq!(job["state"], "completed", "{job}");
+    let seen: Value = serde_json::from_str(job["result"].as_str().unwrap()).unwrap();
+    assert!(
+        seen["api_key"].as_str().unwrap().starts_with("btk-"),
+        "{seen}"
+    );
+    assert!(
+        seen["base_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:"),
+        "{seen}"
+    );
+    assert!(!seen.to_string().contains(canary), "{seen}");
+    assert!(
+        !seen.to_string().contains("sk-from-config"),
+        "configuration cannot undo it: {seen}"
+    );
+    server.stop().await;
+}

@@ -605,3 +605,53 @@ async fn seed_001s_jq_bot_answers_through_the_real_cli() {
     );
     server.stop().await;
 }
+
+/// The real CLI through Baton's credential proxy: it holds only its attempt's token, the
+/// mock sees the real credential on every call, and each call is in the ledger.
+#[tokio::test]
+async fn the_real_cli_reaches_the_api_through_the_proxy_with_a_token_of_its_own() {
+    let Some(claude) = real_claude() else { return };
+    let mock = MockAnthropic::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let canary = "sk-ant-api03-canary-9f8e7d6c5b4a";
+    let file = dir.path().join("credential");
+    std::fs::write(&file, format!("{canary}\n")).unwrap();
+    let (file, upstream, claude) = (
+        file.display().to_string(),
+        mock.base_url(),
+        claude.display().to_string(),
+    );
+    let server = Server::with(&[
+        ("runner.claude_bin", claude.as_str()),
+        ("runner.silence_timeout_seconds", "60"),
+        ("proxy.credential_file", file.as_str()),
+        ("proxy.upstream", upstream.as_str()),
+    ])
+    .await;
+    let job = server
+        .run(json!({"prompt": "MOCK_USAGE 1000 200\nMOCK_TEXT metered", "max_attempts": 1}))
+        .await;
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(job["result"], "metered");
+    let calls = mock.messages_requests();
+    assert!(!calls.is_empty());
+    for c in &calls {
+        let key = c.header("x-api-key").unwrap_or_default();
+        assert!(
+            key.contains(&mock_anthropic::fingerprint(canary)),
+            "every call upstream carries the real credential: {key}"
+        );
+    }
+    let id = baton_core::JobId::parse(job["id"].as_str().unwrap()).unwrap();
+    let spend = server.store.job_spend(id).await.unwrap();
+    assert_eq!(spend.calls as usize, calls.len(), "each call in the ledger");
+    assert!(
+        spend.input_tokens >= 1000 && spend.cost_micro_usd > 0,
+        "{spend:?}"
+    );
+    // The canary is in no answer or event.
+    let events = server.events(job["id"].as_str().unwrap()).await;
+    assert!(!job.to_string().contains(canary));
+    assert!(!serde_json::to_string(&events).unwrap().contains(canary));
+    server.stop().await;
+}

@@ -372,6 +372,10 @@ impl Runner {
             "env" => names,
             "cwd" => self.env.cwd.clone(),
             "home" => std::env::var("HOME").ok(),
+            // What the CLI would call the API with: tests check it is an attempt's token
+            // and Baton's proxy, never the credential itself.
+            "api_key" => std::env::var("ANTHROPIC_API_KEY").ok(),
+            "base_url" => std::env::var("ANTHROPIC_BASE_URL").ok(),
             "prompt" => prompt,
         };
         report.to_compact()
