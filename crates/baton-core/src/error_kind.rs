@@ -53,10 +53,13 @@ pub enum ErrorKind {
     /// An agent's `verify` command refused the run's output (it exited non-zero); another
     /// attempt may propose better.
     VerificationFailed,
+    /// A hard budget was spent: Baton's proxy refused the run's next API call. Not
+    /// retried (another attempt would spend more).
+    BudgetExceeded,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 22] = [
+    pub const ALL: [ErrorKind; 23] = [
         Self::AuthenticationError,
         Self::InvalidRequest,
         Self::RateLimited,
@@ -79,6 +82,7 @@ impl ErrorKind {
         Self::Cancelled,
         Self::CorruptRecord,
         Self::VerificationFailed,
+        Self::BudgetExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,6 +109,7 @@ impl ErrorKind {
             Self::Cancelled => "cancelled",
             Self::CorruptRecord => "corrupt_record",
             Self::VerificationFailed => "verification_failed",
+            Self::BudgetExceeded => "budget_exceeded",
         }
     }
 

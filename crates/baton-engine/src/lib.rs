@@ -100,7 +100,14 @@ pub trait Credentials: Send + Sync + 'static {
 /// An attempt's credential: its variables, valid while `guard` lives.
 pub struct IssuedCredential {
     pub env: Vec<(String, String)>,
-    pub guard: Box<dyn std::any::Any + Send + Sync>,
+    pub guard: Box<dyn CredentialGuard>,
+}
+
+/// What keeps an attempt's credential valid, and what it saw.
+pub trait CredentialGuard: Send + Sync {
+    /// Whether a call was refused because a budget was spent: the attempt then ends
+    /// `budget_exceeded`, whatever the CLI made of the refusal.
+    fn budget_exceeded(&self) -> bool;
 }
 
 /// How long finished jobs (and their events and attempts) are kept.

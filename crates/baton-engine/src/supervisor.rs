@@ -79,11 +79,22 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
                 credential_env,
             };
             // The token lives as long as the attempt runs.
-            let _credential = credential;
-            match warm {
+            let mut report = match warm {
                 Some(w) => baton_runner::warm::run_warm(&cfg, w, attempt, tx, runner_token).await,
                 None => baton_runner::run(&cfg, attempt, tx, runner_token).await,
+            };
+            if credential.is_some_and(|c| c.guard.budget_exceeded()) {
+                let why = match report.error.take() {
+                    Some((_, message)) => format!(
+                        "a budget was spent: Baton's proxy refused the run's next API call (the CLI said: {message})"
+                    ),
+                    None => {
+                        "a budget was spent: Baton's proxy refused an API call of the run".into()
+                    }
+                };
+                report.error = Some((baton_core::ErrorKind::BudgetExceeded, why));
             }
+            report
         }
     });
     tokio::pin!(run);

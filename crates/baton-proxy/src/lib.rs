@@ -61,6 +61,20 @@ pub struct Grant {
     pub key_id: Option<String>,
     pub agent: Option<String>,
     pub routine: Option<String>,
+    /// The most the token's calls may cost, in millionths of a dollar (the job's
+    /// `max_budget_usd`, less what its earlier attempts spent).
+    pub cap_micro_usd: Option<i64>,
+}
+
+/// A live token's grant and what its calls have cost so far.
+#[derive(Debug, Clone)]
+struct Live {
+    grant: Grant,
+    spent: i64,
+    /// The dearest call so far: a call is refused when one more like it would cross the
+    /// cap, so spend stays within one call of it.
+    dearest: i64,
+    exceeded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One metered call.
@@ -87,8 +101,8 @@ pub trait Sink: Send + Sync + 'static {
 struct Inner {
     cfg: Config,
     http: reqwest::Client,
-    /// SHA-256 of each live token → its grant.
-    tokens: Mutex<HashMap<String, Grant>>,
+    /// SHA-256 of each live token → its grant and spend.
+    tokens: Mutex<HashMap<String, Live>>,
     sink: Arc<dyn Sink>,
 }
 
@@ -110,11 +124,17 @@ pub struct Token {
     value: String,
     hash: String,
     proxy: Weak<Inner>,
+    exceeded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Token {
     pub fn value(&self) -> &str {
         &self.value
+    }
+
+    /// Whether the proxy refused a call of this token's for its budget.
+    pub fn budget_exceeded(&self) -> bool {
+        self.exceeded.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -182,22 +202,32 @@ impl Proxy {
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
         let hash = digest(&value);
+        let exceeded = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Ok(mut tokens) = self.inner.tokens.lock() {
-            tokens.insert(hash.clone(), grant);
+            tokens.insert(
+                hash.clone(),
+                Live {
+                    grant,
+                    spent: 0,
+                    dearest: 0,
+                    exceeded: exceeded.clone(),
+                },
+            );
         }
         Token {
             value,
             hash,
             proxy: Arc::downgrade(&self.inner),
+            exceeded,
         }
     }
 
     /// Moves a live token to another grant (a warm process taken by a job).
     pub fn rebind(&self, token: &Token, grant: Grant) {
         if let Ok(mut tokens) = self.inner.tokens.lock()
-            && let Some(g) = tokens.get_mut(&token.hash)
+            && let Some(live) = tokens.get_mut(&token.hash)
         {
-            *g = grant;
+            live.grant = grant;
         }
     }
 
@@ -250,11 +280,11 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         return StatusCode::OK.into_response();
     }
     let path = parts.uri.path().to_string();
-    let grant = presented(&parts.headers).and_then(|t| {
-        let hash = digest(t);
-        inner.tokens.lock().ok()?.get(&hash).cloned()
-    });
-    let Some(grant) = grant else {
+    let hash = presented(&parts.headers).map(digest);
+    let live = hash
+        .as_ref()
+        .and_then(|h| inner.tokens.lock().ok()?.get(h).cloned());
+    let (Some(hash), Some(live)) = (hash, live) else {
         let sink = inner.sink.clone();
         sink.refused(path).await;
         return api_error(
@@ -263,6 +293,20 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             "invalid x-api-key",
         );
     };
+    // The budget: refused when one more call like the dearest so far would cross it.
+    if let Some(cap) = live.grant.cap_micro_usd
+        && live.spent + live.dearest.max(1) > cap
+    {
+        live.exceeded
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(job = %live.grant.job, spent = live.spent, cap, "proxy: a budget is spent; the call is refused");
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Baton: this job's budget (max_budget_usd) is spent; the call was not made",
+        );
+    }
+    let grant = live.grant.clone();
     let query = parts
         .uri
         .query()
@@ -312,6 +356,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let mut metered = Metered {
         meter: Some(Meter::new(&content_type)),
         inner: inner.clone(),
+        hash,
         grant,
         path,
         status: status.as_u16(),
@@ -339,6 +384,8 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
 struct Metered {
     meter: Option<Meter>,
     inner: Arc<Inner>,
+    /// The token's hash, to add the call's cost to its spend.
+    hash: String,
     grant: Grant,
     path: String,
     status: u16,
@@ -369,6 +416,12 @@ impl Drop for Metered {
             priced,
             duration_ms: self.started.elapsed().as_millis() as u64,
         };
+        if let Ok(mut tokens) = self.inner.tokens.lock()
+            && let Some(live) = tokens.get_mut(&self.hash)
+        {
+            live.spent += call.cost_micro_usd;
+            live.dearest = live.dearest.max(call.cost_micro_usd);
+        }
         let record = self.inner.sink.record(call);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(record);

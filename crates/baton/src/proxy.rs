@@ -152,13 +152,26 @@ impl Credentials for ProxyCredentials {
             key_id: None,
             agent: job.spec.agent.as_ref().map(|a| a.name.clone()),
             routine: None,
+            cap_micro_usd: job
+                .spec
+                .options
+                .max_budget_usd
+                .map(|usd| (usd * 1_000_000.0).floor() as i64),
         });
         Some(IssuedCredential {
             env: vec![
                 ("ANTHROPIC_BASE_URL".into(), self.0.base_url()),
                 ("ANTHROPIC_API_KEY".into(), token.value().to_string()),
             ],
-            guard: Box::new(token),
+            guard: Box::new(Guard(token)),
         })
+    }
+}
+
+struct Guard(baton_proxy::Token);
+
+impl baton_engine::CredentialGuard for Guard {
+    fn budget_exceeded(&self) -> bool {
+        self.0.budget_exceeded()
     }
 }

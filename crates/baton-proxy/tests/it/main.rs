@@ -41,6 +41,7 @@ fn grant() -> Grant {
         key_id: Some("k1".into()),
         agent: None,
         routine: None,
+        cap_micro_usd: None,
     }
 }
 
@@ -209,5 +210,49 @@ async fn an_unreachable_upstream_is_an_api_error_the_cli_retries() {
     assert_eq!(
         (body["type"].as_str(), body["error"]["type"].as_str()),
         (Some("error"), Some("api_error"))
+    );
+}
+
+#[tokio::test]
+async fn a_budget_of_two_and_a_half_calls_refuses_the_third() {
+    let mock = MockAnthropic::start().await;
+    let sink = Arc::new(Recorder::default());
+    let proxy = proxy_to(&mock, sink.clone()).await;
+    // Each call: 100 in, 50 out on sonnet = 1,050 micro-dollars.
+    let token = proxy.grant(Grant {
+        cap_micro_usd: Some(2_625),
+        ..grant()
+    });
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let resp = http
+            .post(format!("{}/v1/messages", proxy.base_url()))
+            .header("x-api-key", token.value())
+            .json(&message("MOCK_USAGE 100 50", true))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+        resp.bytes().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(statuses, [200, 200, 400, 400]);
+    assert!(token.budget_exceeded());
+    assert_eq!(
+        mock.messages_requests().len(),
+        2,
+        "refused calls never go upstream"
+    );
+    let spent: i64 = sink
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.cost_micro_usd)
+        .sum();
+    assert!(
+        spent <= 2_625 + 1_050,
+        "within one call of the cap: {spent}"
     );
 }

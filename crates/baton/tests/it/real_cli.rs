@@ -655,3 +655,50 @@ async fn the_real_cli_reaches_the_api_through_the_proxy_with_a_token_of_its_own(
     assert!(!serde_json::to_string(&events).unwrap().contains(canary));
     server.stop().await;
 }
+
+/// A job cap of two and a half calls: the proxy refuses the third, the job ends
+/// `budget_exceeded` (not retried), and the ledger holds the calls made.
+#[tokio::test]
+async fn the_proxy_refuses_the_call_that_would_cross_a_jobs_budget() {
+    let Some(claude) = real_claude() else { return };
+    let mock = MockAnthropic::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credential");
+    std::fs::write(&file, "sk-ant-api03-budget-canary").unwrap();
+    let (file, upstream, claude) = (
+        file.display().to_string(),
+        mock.base_url(),
+        claude.display().to_string(),
+    );
+    let server = Server::with(&[
+        ("runner.claude_bin", claude.as_str()),
+        ("runner.silence_timeout_seconds", "60"),
+        ("proxy.credential_file", file.as_str()),
+        ("proxy.upstream", upstream.as_str()),
+    ])
+    .await;
+    // Each call: 100 tokens in, 50 out, on sonnet: 1,050 micro-dollars.
+    let job = server
+        .run(json!({
+            "prompt": "MOCK_USAGE 100 50\nMOCK_LOOP 6",
+            "model": "claude-sonnet-4-5",
+            "allowed_tools": ["Bash"],
+            "max_budget_usd": 0.002625,
+            "max_attempts": 3
+        }))
+        .await;
+    assert_eq!(
+        (job["state"].as_str(), job["error"]["type"].as_str()),
+        (Some("failed"), Some("budget_exceeded")),
+        "{job}"
+    );
+    assert_eq!(job["attempt"], 1, "not retried: {job}");
+    let id = baton_core::JobId::parse(job["id"].as_str().unwrap()).unwrap();
+    let spend = server.store.job_spend(id).await.unwrap();
+    assert!(
+        spend.calls <= 3 && spend.cost_micro_usd <= 2_625 + 1_050,
+        "within one call of the cap: {spend:?}"
+    );
+    assert!(mock.messages_requests().len() <= 3);
+    server.stop().await;
+}
