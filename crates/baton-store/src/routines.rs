@@ -568,18 +568,8 @@ impl Store {
 
     /// A fire recorded before under (trigger, key), if any.
     pub async fn find_fire(&self, trigger: &str, key: &str) -> Result<Option<FireRecord>> {
-        self.db
-            .opt(
-                sql(format!(
-                    "SELECT {FIRE_COLUMNS} FROM routine_fires WHERE trigger_id = ? AND fire_key = ?"
-                ))
-                .bind(trigger)
-                .bind(key),
-            )
-            .await?
-            .as_ref()
-            .map(fire_from_row)
-            .transpose()
+        let row = self.db.opt(fire_by_key(trigger, key)).await?;
+        row.as_ref().map(fire_from_row).transpose()
     }
 
     /// Whether a routine has a run that has not ended (queued or running), or a fire
@@ -709,18 +699,18 @@ impl Store {
     }
 }
 
+/// The fire recorded under (trigger, key).
+fn fire_by_key(trigger: &str, key: &str) -> crate::db::Stmt {
+    sql(format!(
+        "SELECT {FIRE_COLUMNS} FROM routine_fires WHERE trigger_id = ? AND fire_key = ?"
+    ))
+    .bind(trigger)
+    .bind(key)
+}
+
 async fn find_fire(tx: &mut Tx, trigger: &str, key: &str) -> Result<Option<FireRecord>> {
-    tx.opt(
-        sql(format!(
-            "SELECT {FIRE_COLUMNS} FROM routine_fires WHERE trigger_id = ? AND fire_key = ?"
-        ))
-        .bind(trigger)
-        .bind(key),
-    )
-    .await?
-    .as_ref()
-    .map(fire_from_row)
-    .transpose()
+    let row = tx.opt(fire_by_key(trigger, key)).await?;
+    row.as_ref().map(fire_from_row).transpose()
 }
 
 /// Inserts a job inside a transaction (no idempotency key: the fire is the key).

@@ -606,16 +606,16 @@ async fn seed_001s_jq_bot_answers_through_the_real_cli() {
     server.stop().await;
 }
 
-/// The real CLI through Baton's credential proxy: it holds only its attempt's token, the
-/// mock sees the real credential on every call, and each call is in the ledger.
-#[tokio::test]
-async fn the_real_cli_reaches_the_api_through_the_proxy_with_a_token_of_its_own() {
-    let Some(claude) = real_claude() else { return };
-    let mock = MockAnthropic::start().await;
+/// A Baton whose real CLI reaches `mock` only through the proxy, which holds `credential`
+/// (in a file, in the returned directory).
+async fn proxied(
+    claude: &std::path::Path,
+    mock: &MockAnthropic,
+    credential: &str,
+) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let canary = "sk-ant-api03-canary-9f8e7d6c5b4a";
     let file = dir.path().join("credential");
-    std::fs::write(&file, format!("{canary}\n")).unwrap();
+    std::fs::write(&file, format!("{credential}\n")).unwrap();
     let (file, upstream, claude) = (
         file.display().to_string(),
         mock.base_url(),
@@ -628,6 +628,17 @@ async fn the_real_cli_reaches_the_api_through_the_proxy_with_a_token_of_its_own(
         ("proxy.upstream", upstream.as_str()),
     ])
     .await;
+    (server, dir)
+}
+
+/// The real CLI through Baton's credential proxy: it holds only its attempt's token, the
+/// mock sees the real credential on every call, and each call is in the ledger.
+#[tokio::test]
+async fn the_real_cli_reaches_the_api_through_the_proxy_with_a_token_of_its_own() {
+    let Some(claude) = real_claude() else { return };
+    let mock = MockAnthropic::start().await;
+    let canary = "sk-ant-api03-canary-9f8e7d6c5b4a";
+    let (server, _dir) = proxied(&claude, &mock, canary).await;
     let job = server
         .run(json!({"prompt": "MOCK_USAGE 1000 200\nMOCK_TEXT metered", "max_attempts": 1}))
         .await;
@@ -662,21 +673,7 @@ async fn the_real_cli_reaches_the_api_through_the_proxy_with_a_token_of_its_own(
 async fn the_proxy_refuses_the_call_that_would_cross_a_jobs_budget() {
     let Some(claude) = real_claude() else { return };
     let mock = MockAnthropic::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("credential");
-    std::fs::write(&file, "sk-ant-api03-budget-canary").unwrap();
-    let (file, upstream, claude) = (
-        file.display().to_string(),
-        mock.base_url(),
-        claude.display().to_string(),
-    );
-    let server = Server::with(&[
-        ("runner.claude_bin", claude.as_str()),
-        ("runner.silence_timeout_seconds", "60"),
-        ("proxy.credential_file", file.as_str()),
-        ("proxy.upstream", upstream.as_str()),
-    ])
-    .await;
+    let (server, _dir) = proxied(&claude, &mock, "sk-ant-api03-budget-canary").await;
     // Each call: 100 tokens in, 50 out, on sonnet: 1,050 micro-dollars.
     let job = server
         .run(json!({
