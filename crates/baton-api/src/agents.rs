@@ -636,12 +636,7 @@ pub async fn warm_agents_step(st: &AppState) -> ApiResult<usize> {
         let Some(size) = d.warm_pool.filter(|n| *n > 0) else {
             continue;
         };
-        let caller = Caller {
-            key_id: None,
-            project: r.project_id.clone(),
-            scopes: vec![crate::auth::Scope::JobsWrite],
-            requests_per_minute: None,
-        };
+        let caller = Caller::baton(r.project_id.clone());
         // The options a run gets, the project's defaults included, so its runs match.
         let options = match d.request("warm".into()) {
             Ok(req) => match prepare(st, &caller, req).await {

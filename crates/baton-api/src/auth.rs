@@ -99,6 +99,17 @@ impl Caller {
         }
     }
 
+    /// Baton itself queueing a job in `project` (a routine's fire, an agent's warm pool):
+    /// no key, and only what making a job needs.
+    pub fn baton(project: ProjectId) -> Self {
+        Self {
+            key_id: None,
+            project,
+            scopes: vec![Scope::JobsWrite],
+            requests_per_minute: None,
+        }
+    }
+
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.iter().any(|s| s.grants(scope))
     }
@@ -236,15 +247,7 @@ fn caller_of(record: &KeyRecord) -> Caller {
 
 /// HMAC-SHA256 of `payload` keyed with a key's stored hash, hex.
 pub(crate) fn session_mac(key_hash: &str, payload: &str) -> String {
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key_hash.as_bytes())
-        .expect("HMAC takes any key");
-    mac.update(payload.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::keys::hmac_hex(key_hash.as_bytes(), &[payload.as_bytes()])
 }
 
 fn unauthenticated() -> ApiError {

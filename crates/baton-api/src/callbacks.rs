@@ -16,10 +16,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, State};
 use baton_store::{CallbackRecord, Delivery};
-use hmac::{Hmac, Mac};
 use serde::Serialize;
 use serde_json::json;
-use sha2::Sha256;
 use utoipa::ToSchema;
 
 use crate::auth::{Admin, JobsRead};
@@ -233,22 +231,13 @@ fn backoff_ms(attempts: u32) -> i64 {
 
 /// `t=…,v1=…`: the HMAC-SHA256 of `"{t}.{body}"` under `secret`, hex.
 pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let t_text = t.to_string();
+    let hex = crate::keys::hmac_hex(secret.as_bytes(), &[t_text.as_bytes(), b".", body]);
     format!("t={t},v1={hex}")
 }
 
 fn fresh_secret() -> String {
-    let k = crate::keys::issue();
-    format!("cbs_{}", k.key.rsplit('_').next().unwrap_or_default())
+    format!("cbs_{}", crate::keys::random_hex(32))
 }
 
 /// One pass of the delivery loop: due callbacks of ended jobs are claimed and POSTed.

@@ -80,7 +80,7 @@ fn signed(secret: &str, parts: &[&[u8]], presented: &str) -> Option<String> {
         mac.update(p);
     }
     mac.verify_slice(&bytes).ok()?;
-    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Some(crate::keys::hex(&bytes))
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {

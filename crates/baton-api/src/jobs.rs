@@ -71,7 +71,7 @@ pub(crate) fn idempotency(
     h.update(route.as_bytes());
     h.update([0]);
     h.update(raw);
-    let hash = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hash = crate::keys::hex(&h.finalize());
     Ok(Some((format!("{route} {key}"), hash)))
 }
 

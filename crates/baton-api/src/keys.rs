@@ -26,8 +26,28 @@ impl std::fmt::Debug for IssuedKey {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `n` bytes of the operating system's randomness (through the thread's CSPRNG), as hex:
+/// the body of every secret Baton makes besides API keys (trigger tokens, callback
+/// secrets, form tokens).
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
+    hex(&bytes)
+}
+
+/// The HMAC-SHA256 of `parts` (one after the other) under `key`, as hex.
+pub fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
+    for p in parts {
+        mac.update(p);
+    }
+    hex(&mac.finalize().into_bytes())
 }
 
 /// A new key from the operating system's randomness (through the thread's CSPRNG).

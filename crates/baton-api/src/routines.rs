@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::audit::Target;
-use crate::auth::{Caller, RoutinesRead, RoutinesWrite, Scope};
+use crate::auth::{Caller, RoutinesRead, RoutinesWrite};
 use crate::dead::idempotent;
 use crate::error::{ApiError, ApiResult, ErrorType};
 use crate::extract::Body;
@@ -604,14 +604,9 @@ fn check_secret(secret: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// A trigger token: `trt_` and 32 random bytes (hex); stored as its SHA-256.
+/// A trigger token: `trt_` and 40 random bytes (hex); stored as its SHA-256.
 fn issue_token() -> (String, String) {
-    let issued = crate::keys::issue();
-    let token = format!(
-        "trt_{}{}",
-        issued.id,
-        issued.key.rsplit('_').next().unwrap_or_default()
-    );
+    let token = format!("trt_{}", crate::keys::random_hex(40));
     let hash = crate::keys::hash(&token);
     (token, hash)
 }
@@ -817,12 +812,7 @@ async fn fire_spec(st: &AppState, req: &FireRequest<'_>, now: i64) -> ApiResult<
         fired_at: routine::rfc3339(now),
     };
     let prompt = d.render(&ctx).map_err(refused)?;
-    let caller = Caller {
-        key_id: None,
-        project: req.routine.project_id.clone(),
-        scopes: vec![Scope::JobsWrite],
-        requests_per_minute: None,
-    };
+    let caller = Caller::baton(req.routine.project_id.clone());
     let mut spec = match &d.agent {
         Some(agent) => {
             let input = d.agent_input(&prompt, &ctx);

@@ -101,8 +101,7 @@ fn page(title: &str, nonce: &str, body: &str) -> Response {
 }
 
 fn random_token() -> String {
-    let k = crate::keys::issue();
-    k.key.rsplit('_').next().unwrap_or_default().to_string()
+    crate::keys::random_hex(32)
 }
 
 /// The CSRF token of a signed-in browser: derived from its session cookie.
