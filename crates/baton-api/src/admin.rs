@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use baton_core::{JobRequest, ProjectId, ProjectSettings, Quotas};
+use baton_core::{Alerts, Budget, JobRequest, ProjectId, ProjectSettings, Quotas};
 use baton_store::{KeyRecord, NewKey, ProjectRecord, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -30,6 +30,12 @@ pub struct Project {
     /// Job options its jobs get when they do not set them.
     #[schema(value_type = Object)]
     defaults: Map<String, Value>,
+    /// What the project's API calls may cost a UTC day and month (absent: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget: Option<Budget>,
+    /// Cost alerts (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alerts: Option<Alerts>,
     created_at: String,
     updated_at: String,
 }
@@ -44,6 +50,8 @@ impl Project {
             name: r.name.clone(),
             quotas: settings.quotas,
             defaults: settings.defaults,
+            budget: settings.budget,
+            alerts: settings.alerts,
             created_at: wire::timestamp(r.created_at),
             updated_at: wire::timestamp(r.updated_at),
         }
@@ -68,6 +76,10 @@ pub struct CreateProject {
     /// Job options (as in `POST /v1/jobs`, without `prompt`, `session` or `metadata`).
     #[schema(value_type = Option<Object>)]
     defaults: Option<Map<String, Value>>,
+    /// What the project's API calls may cost a UTC day and month.
+    budget: Option<Budget>,
+    /// Cost alerts.
+    alerts: Option<Alerts>,
 }
 
 /// What a `PATCH` changes: each field given replaces the one stored (`quotas` and
@@ -84,6 +96,21 @@ pub struct UpdateProject {
     quotas: Option<Quotas>,
     #[schema(value_type = Option<Object>)]
     defaults: Option<Map<String, Value>>,
+    /// Replaces the budget (`{}`: no limit).
+    budget: Option<Budget>,
+    /// Replaces the alerts (`{"thresholds": []}`: none).
+    alerts: Option<Alerts>,
+}
+
+/// A project's budget and alerts are valid.
+fn check_spend(budget: Option<&Budget>, alerts: Option<&Alerts>) -> ApiResult<()> {
+    if let Some(b) = budget {
+        b.check("budget").map_err(ApiError::invalid)?;
+    }
+    if let Some(a) = alerts {
+        a.check().map_err(ApiError::invalid)?;
+    }
+    Ok(())
 }
 
 /// A project's or a key's name: 1 to 200 characters, not all blank, no NUL.
@@ -151,8 +178,18 @@ pub async fn create_project(
     let settings = ProjectSettings {
         quotas: req.quotas.unwrap_or_default(),
         defaults: req.defaults.unwrap_or_default(),
+        budget: req.budget,
+        alerts: req.alerts,
     };
     settings.quotas.check().map_err(ApiError::invalid)?;
+    check_spend(settings.budget.as_ref(), settings.alerts.as_ref())?;
+    if let Some(url) = settings
+        .alerts
+        .as_ref()
+        .and_then(|a| a.webhook_url.as_deref())
+    {
+        crate::callbacks::check_destination(&st, url).await?;
+    }
     check_defaults(&st, &settings.defaults)?;
     let resp = idempotent(
         &st,
@@ -224,6 +261,10 @@ pub async fn update_project(
     if let Some(d) = &req.defaults {
         check_defaults(&st, d)?;
     }
+    check_spend(req.budget.as_ref(), req.alerts.as_ref())?;
+    if let Some(url) = req.alerts.as_ref().and_then(|a| a.webhook_url.as_deref()) {
+        crate::callbacks::check_destination(&st, url).await?;
+    }
     let store = st.engine().store();
     let current = match store.get_project(&pid).await {
         Ok(r) => r,
@@ -237,6 +278,12 @@ pub async fn update_project(
     }
     if let Some(d) = req.defaults {
         settings.defaults = d;
+    }
+    if let Some(b) = req.budget {
+        settings.budget = (b != Budget::default()).then_some(b);
+    }
+    if let Some(a) = req.alerts {
+        settings.alerts = Some(a);
     }
     let record = store
         .update_project(
@@ -321,6 +368,9 @@ pub struct ApiKey {
     revoked_at: Option<String>,
     /// The key's own rate limit; none when null.
     requests_per_minute: Option<i64>,
+    /// What the jobs it submits may cost a UTC day and month.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget: Option<Budget>,
     /// The key itself (`bk_…`), in the creation answer only: it is stored only as a hash
     /// and cannot be shown again.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -340,6 +390,7 @@ impl ApiKey {
             last_used_at: r.last_used_at.map(wire::timestamp),
             revoked_at: r.revoked_at.map(wire::timestamp),
             requests_per_minute: r.requests_per_minute,
+            budget: r.budget,
             key: None,
         }
     }
@@ -367,6 +418,9 @@ pub struct CreateKey {
     #[serde(default, deserialize_with = "baton_core::int::opt")]
     #[schema(minimum = 1, maximum = 10000000)]
     requests_per_minute: Option<u32>,
+    /// What the jobs it submits may cost a UTC day and month (its project's budget
+    /// applies as well).
+    budget: Option<Budget>,
 }
 
 /// A key's fields checked: its project, name, scopes and expiry.
@@ -376,6 +430,7 @@ pub struct KeyRequest {
     pub scopes: Vec<Scope>,
     pub expires_at: Option<i64>,
     pub requests_per_minute: Option<u32>,
+    pub budget: Option<Budget>,
 }
 
 /// Checks a key request (also used by `baton keys create`, offline).
@@ -431,6 +486,7 @@ pub fn check_key_request(
         scopes: parsed,
         expires_at,
         requests_per_minute,
+        budget: None,
     })
 }
 
@@ -451,6 +507,7 @@ pub async fn make_key(
                 secret_hash: issued.hash.clone(),
                 expires_at: req.expires_at,
                 requests_per_minute: req.requests_per_minute.map(i64::from),
+                budget: req.budget.filter(|b| *b != Budget::default()),
             },
             now_ms,
         )
@@ -488,6 +545,13 @@ pub async fn create_key(
         now,
     )
     .map_err(ApiError::invalid)?;
+    if let Some(budget) = &b.budget {
+        budget.check("budget").map_err(ApiError::invalid)?;
+    }
+    let req = KeyRequest {
+        budget: b.budget,
+        ..req
+    };
     let store = st.engine().store();
     match store.get_project(&req.project).await {
         Ok(_) => {}

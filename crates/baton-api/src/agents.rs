@@ -52,6 +52,9 @@ pub struct Agent {
     repos: Vec<baton_core::agent::Repo>,
     /// CLI processes kept started for its runs on each node.
     warm_pool: u32,
+    /// What its runs may cost a UTC day and month.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget: Option<baton_core::Budget>,
     /// When this version was saved.
     created_at: String,
 }
@@ -74,6 +77,7 @@ impl Agent {
             verify: d.verify,
             repos: d.repos,
             warm_pool: d.warm_pool.unwrap_or(0),
+            budget: d.budget,
             created_at: wire::timestamp(r.created_at),
         })
     }
@@ -136,6 +140,9 @@ pub struct AgentBody {
     #[serde(default, deserialize_with = "baton_core::int::opt")]
     #[schema(minimum = 0, maximum = 16)]
     warm_pool: Option<u32>,
+    /// What the agent's runs may cost a UTC day and month (every version's runs count;
+    /// the version a job runs says the limit).
+    budget: Option<baton_core::Budget>,
 }
 
 impl AgentBody {
@@ -152,6 +159,7 @@ impl AgentBody {
             verify: self.verify,
             repos: self.repos,
             warm_pool: self.warm_pool,
+            budget: self.budget,
         }
     }
 }

@@ -44,15 +44,19 @@ pub enum Scope {
     /// Create, change, pause and delete routines and their triggers.
     #[serde(rename = "routines:write")]
     RoutinesWrite,
+    /// Read the project's usage and cost alerts.
+    #[serde(rename = "usage:read")]
+    UsageRead,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::Admin,
         Scope::JobsWrite,
         Scope::JobsRead,
         Scope::AgentsWrite,
         Scope::RoutinesWrite,
+        Scope::UsageRead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +66,7 @@ impl Scope {
             Self::JobsRead => "jobs:read",
             Self::AgentsWrite => "agents:write",
             Self::RoutinesWrite => "routines:write",
+            Self::UsageRead => "usage:read",
         }
     }
 
@@ -165,6 +170,7 @@ scoped!(JobsWrite, Scope::JobsWrite);
 scoped!(Admin, Scope::Admin);
 scoped!(AgentsWrite, Scope::AgentsWrite);
 scoped!(RoutinesWrite, Scope::RoutinesWrite);
+scoped!(UsageRead, Scope::UsageRead);
 
 /// A caller that may read what `write` changes: with `jobs:read` (which runs need) or
 /// `write` itself.

@@ -266,11 +266,16 @@ pub async fn deliver_step(st: &AppState) -> ApiResult<u32> {
 }
 
 async fn deliver(st: &AppState, cb: &CallbackRecord, now: i64) -> Delivery {
-    let job = st.engine().store().get_job(cb.job_id).await;
-    // Tries go on for a day after the job ended (however long it queued or ran).
+    // An alert carries its own body; a job's callback is the job's summary at this try.
+    let job = match cb.payload {
+        None => Some(st.engine().store().get_job(cb.job_id).await),
+        Some(_) => None,
+    };
+    // Tries go on for a day after the job ended (however long it queued or ran), or
+    // after the alert was raised.
     let ended = job
         .as_ref()
-        .ok()
+        .and_then(|j| j.as_ref().ok())
         .and_then(|j| j.finished_at)
         .unwrap_or(cb.created_at);
     let retry_at = (now - ended < GIVE_UP_AFTER_MS).then(|| now + backoff_ms(cb.attempts));
@@ -291,8 +296,9 @@ async fn deliver(st: &AppState, cb: &CallbackRecord, now: i64) -> Delivery {
         Err(e) => return failed(None, e, retry_at),
     };
     let job = match job {
-        Ok(j) => j,
-        Err(e) => return failed(None, format!("the job cannot be read: {e}"), retry_at),
+        Some(Ok(j)) => Some(j),
+        Some(Err(e)) => return failed(None, format!("the job cannot be read: {e}"), retry_at),
+        None => None,
     };
     let secret = match st
         .engine()
@@ -303,13 +309,16 @@ async fn deliver(st: &AppState, cb: &CallbackRecord, now: i64) -> Delivery {
         Ok(s) => s,
         Err(e) => return failed(None, format!("the project's secret: {e}"), retry_at),
     };
-    let body = json!({
-        "id": cb.id,
-        "type": "job.ended",
-        "created_at": wire::timestamp(now),
-        "job": wire::Job::new(&job),
-    })
-    .to_string();
+    let body = match (&cb.payload, job) {
+        (Some(payload), _) => payload.clone(),
+        (None, job) => json!({
+            "id": cb.id,
+            "type": "job.ended",
+            "created_at": wire::timestamp(now),
+            "job": job.as_ref().map(wire::Job::new),
+        })
+        .to_string(),
+    };
     let t = now / 1000;
     // No proxy from the environment: a proxy would resolve the name itself, past the
     // address checked above.

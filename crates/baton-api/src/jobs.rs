@@ -91,10 +91,12 @@ pub enum CreateJob {
 pub async fn submit(
     st: &AppState,
     caller: &Caller,
-    spec: JobSpec,
+    mut spec: JobSpec,
     idem: Option<(String, String)>,
 ) -> ApiResult<Inserted> {
     admit(st, caller, &spec).await?;
+    // Its spend counts against the submitting key's budget.
+    spec.charge.key_id = caller.key_id.clone();
     let job = NewJob {
         id: JobId::new(),
         project_id: caller.project.clone(),

@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod routines;
 pub mod ui;
+mod usage;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -268,6 +269,8 @@ pub fn router(state: AppState) -> Router {
                 .patch(routines::update_routine)
                 .delete(routines::delete_routine),
         )
+        .route("/v1/usage", get(usage::usage))
+        .route("/v1/alerts", get(usage::alerts))
         .route("/v1/routines/{id}/pause", post(routines::pause_routine))
         .route("/v1/routines/{id}/resume", post(routines::resume_routine))
         .route("/v1/routines/{id}/runs", get(routines::routine_runs))

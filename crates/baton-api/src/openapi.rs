@@ -11,7 +11,7 @@ use utoipa::OpenApi;
 
 use crate::{
     AppState, admin, agent_jobs, agents, audit, callbacks, compat, dead, health, hooks, jobs,
-    routines, wire,
+    routines, usage, wire,
 };
 
 #[derive(OpenApi)]
@@ -67,6 +67,8 @@ use crate::{
         routines::delete_trigger,
         routines::rotate_token,
         routines::fire_route,
+        usage::usage,
+        usage::alerts,
         hooks::hook,
         callbacks::job_callbacks,
         callbacks::rotate_secret,

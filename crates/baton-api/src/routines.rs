@@ -50,6 +50,9 @@ pub struct Routine {
     options: Map<String, Value>,
     daily_allowance: u32,
     callback_url: Option<String>,
+    /// What its runs may cost a UTC day and month.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget: Option<baton_core::Budget>,
     paused: bool,
     triggers: Vec<Trigger>,
     created_at: String,
@@ -138,6 +141,7 @@ impl Routine {
             input: d.input,
             options: d.options,
             callback_url: d.callback_url,
+            budget: d.budget,
             paused: r.paused,
             triggers: triggers.iter().map(|t| Trigger::new(st, t)).collect(),
             created_at: wire::timestamp(r.created_at),
@@ -184,6 +188,10 @@ pub struct RoutineBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, max_length = 2048)]
     callback_url: Option<Option<String>>,
+    /// What its runs may cost a UTC day and month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<baton_core::Budget>)]
+    budget: Option<Option<baton_core::Budget>>,
 }
 
 fn refused(e: AgentError) -> ApiError {
@@ -833,6 +841,8 @@ async fn fire_spec(st: &AppState, req: &FireRequest<'_>, now: i64) -> ApiResult<
     if d.callback_url.is_some() {
         spec.callback_url = d.callback_url.clone();
     }
+    // Its spend counts against the routine's budget.
+    spec.charge.routine_id = Some(req.routine.id.clone());
     admit(st, &caller, &spec).await?;
     Ok(spec)
 }

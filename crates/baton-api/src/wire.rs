@@ -97,8 +97,14 @@ pub struct Job {
     /// An agent's run with `verify`: what the check printed, the run's output.
     #[schema(value_type = Option<String>)]
     pub verified_output: Value,
+    /// What the job's API calls cost: the cost ledger's figure (every attempt) when
+    /// Baton's proxy metered them, else the CLI's own.
     #[schema(value_type = Option<f64>)]
     pub total_cost_usd: Value,
+    /// The CLI's own figure for its last attempt, when the ledger's is shown beside it.
+    #[serde(skip_serializing_if = "Value::is_null")]
+    #[schema(value_type = Option<f64>)]
+    pub cli_total_cost_usd: Value,
     #[schema(value_type = Option<Object>)]
     pub usage: Value,
     #[schema(value_type = Option<i64>)]
@@ -163,6 +169,7 @@ impl Job {
             structured_output: field("structured_output"),
             verified_output: field("verified_output"),
             total_cost_usd: field("total_cost_usd"),
+            cli_total_cost_usd: field("cli_total_cost_usd"),
             usage: field("usage"),
             num_turns: field("num_turns"),
             duration_ms: field("duration_ms"),

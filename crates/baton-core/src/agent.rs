@@ -54,6 +54,9 @@ pub struct AgentDefinition {
     /// CLI processes kept started for this agent's options on each node that runs jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_pool: Option<u32>,
+    /// What the agent's runs may cost a day (and a month), over all its versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::budget::Budget>,
 }
 
 /// The largest warm pool an agent may ask for (each real CLI holds about 300 MB).
@@ -278,6 +281,9 @@ impl AgentDefinition {
             return Err(invalid(format!("content_type {ct:?} is not a media type")));
         }
         self.check_files()?;
+        if let Some(b) = &self.budget {
+            b.check("budget").map_err(invalid)?;
+        }
         if self.repos.len() > MAX_REPOS {
             return Err(invalid(format!("repos: at most {MAX_REPOS}")));
         }

@@ -15,6 +15,8 @@ pub enum EventKind {
     JobParked,
     /// A failed or dead job was started again.
     JobReplayed,
+    /// A cost alert: the job, or its project's spend, crossed a threshold.
+    CostAlert,
     JobCompleted,
     JobFailed,
     JobDead,
@@ -22,12 +24,13 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         Self::JobQueued,
         Self::AttemptStarted,
         Self::AttemptFailed,
         Self::JobParked,
         Self::JobReplayed,
+        Self::CostAlert,
         Self::JobCompleted,
         Self::JobFailed,
         Self::JobDead,
@@ -42,6 +45,7 @@ impl EventKind {
             Self::AttemptFailed => "attempt.failed",
             Self::JobParked => "job.parked",
             Self::JobReplayed => "job.replayed",
+            Self::CostAlert => "cost.alert",
             Self::JobCompleted => "job.completed",
             Self::JobFailed => "job.failed",
             Self::JobDead => "job.dead",

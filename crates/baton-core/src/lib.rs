@@ -6,6 +6,7 @@
 //! other crate agrees on one definition of a job.
 
 pub mod agent;
+pub mod budget;
 pub mod error_kind;
 pub mod event;
 pub mod ids;
@@ -21,6 +22,7 @@ pub mod state;
 pub mod step;
 
 pub use agent::{AgentDefinition, AgentError, AgentRef, Verify, VerifyRun};
+pub use budget::{Alerts, Budget, OnExceed, Period};
 pub use error_kind::ErrorKind;
 pub use event::{EventKind, is_terminal_kind};
 pub use ids::{JobId, ProjectId, SessionId};

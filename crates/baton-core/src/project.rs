@@ -55,6 +55,12 @@ pub struct ProjectSettings {
     /// Job options (as in a job request) that a job of the project gets when it does not
     /// set them itself.
     pub defaults: Map<String, Value>,
+    /// What the project's API calls may cost a day and a month.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::budget::Budget>,
+    /// Cost alerts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<crate::budget::Alerts>,
 }
 
 /// Fields a project's defaults cannot set: they belong to one job.

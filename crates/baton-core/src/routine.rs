@@ -51,6 +51,9 @@ pub struct RoutineDefinition {
     /// Where each run's summary is POSTed when it ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// What the routine's runs may cost a day (and a month).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::budget::Budget>,
 }
 
 impl RoutineDefinition {
@@ -112,6 +115,9 @@ impl RoutineDefinition {
         }
         if let Some(url) = &self.callback_url {
             crate::spec::check_callback_url(url).map_err(|e| invalid(e.to_string()))?;
+        }
+        if let Some(b) = &self.budget {
+            b.check("budget").map_err(invalid)?;
         }
         Ok(())
     }

@@ -169,6 +169,16 @@ pub struct JobSpec {
     pub callback_url: Option<String>,
     /// Git repositories checked out into the run's workspace (an agent's `repos`).
     pub repos: Vec<crate::agent::Repo>,
+    /// Who the job's API calls are charged to, beside its project: the key that submitted
+    /// it and the routine that fired it.
+    pub charge: Charge,
+}
+
+/// Who a job's spend counts against, beside its project (and its agent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charge {
+    pub key_id: Option<String>,
+    pub routine_id: Option<String>,
 }
 
 /// The most characters a callback URL may have.
@@ -366,6 +376,7 @@ impl JobRequest {
         Ok(JobSpec {
             callback_url: self.callback_url,
             repos: Vec::new(),
+            charge: Charge::default(),
             prompt: self.prompt,
             options: ClaudeOptions {
                 model,

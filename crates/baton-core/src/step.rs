@@ -122,6 +122,10 @@ pub(crate) struct StoredSpec {
     callback_url: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     repos: Vec<crate::agent::Repo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    routine_id: Option<String>,
 }
 
 impl From<StoredSpec> for JobSpec {
@@ -155,6 +159,10 @@ impl From<StoredSpec> for JobSpec {
             verify: s.verify,
             callback_url: s.callback_url,
             repos: s.repos,
+            charge: crate::spec::Charge {
+                key_id: s.key_id,
+                routine_id: s.routine_id,
+            },
         }
     }
 }
@@ -187,6 +195,8 @@ impl From<JobSpec> for StoredSpec {
             verify: j.verify,
             callback_url: j.callback_url,
             repos: j.repos,
+            key_id: j.charge.key_id,
+            routine_id: j.charge.routine_id,
         }
     }
 }

@@ -135,12 +135,23 @@ pub(crate) struct Ran {
 pub(crate) async fn finish(
     engine: &Engine,
     job: &JobRecord,
-    report: AttemptReport,
+    mut report: AttemptReport,
     Ran { ran, reaped }: Ran,
     trailing: Vec<NewEvent>,
 ) {
-    let inner = &engine.inner;
-    let store = &inner.store;
+    // With Baton's proxy, the job's cost is the ledger's (each call is recorded before
+    // the CLI sees its answer end); the CLI's own figure is kept beside it.
+    if engine.inner.credentials.get().is_some()
+        && let Some(outcome) = report.outcome.as_mut().and_then(Value::as_object_mut)
+        && let Ok(spend) = engine.inner.store.job_spend(job.id).await
+    {
+        let cli = outcome.remove("total_cost_usd").unwrap_or(Value::Null);
+        outcome.insert("cli_total_cost_usd".into(), cli);
+        outcome.insert(
+            "total_cost_usd".into(),
+            json!(spend.cost_micro_usd as f64 / 1_000_000.0),
+        );
+    }
     let now = engine.now_ms();
     let mut finish = match &report.error {
         None => success_finish(&report),
@@ -193,6 +204,41 @@ pub(crate) async fn finish(
     }
     finish.trailing = trailing;
     finish.reaped = reaped;
+    record(engine, job, finish).await;
+}
+
+/// The end of an attempt that never started because a budget is spent: parked until the
+/// budget's window resets (the attempt not counted), or failed `budget_exceeded`.
+pub(crate) fn refused_finish(job: &JobRecord, refusal: crate::Refusal, now: i64) -> Finish {
+    let kind = ErrorKind::BudgetExceeded;
+    let Some(until) = refusal.park_until else {
+        return Finish {
+            reaped: true,
+            ..failure_finish(job, job.attempt, kind, refusal.message, None, now, 0.0)
+        };
+    };
+    Finish {
+        transition: Transition::Retry,
+        run_at: Some(until),
+        outcome: None,
+        error: Some((kind, refusal.message.clone())),
+        event: NewEvent::lifecycle(
+            EventKind::JobParked,
+            json!({"attempt": job.attempt, "until": until, "reason": refusal.message,
+                "error": {"type": kind.as_str(), "message": refusal.message}}),
+        ),
+        session: None,
+        refund_attempt: true,
+        trailing: Vec::new(),
+        reaped: true,
+    }
+}
+
+/// Writes an attempt's end, retrying a transient store error; a fenced attempt changes
+/// nothing.
+pub(crate) async fn record(engine: &Engine, job: &JobRecord, finish: Finish) {
+    let inner = &engine.inner;
+    let store = &inner.store;
     if engine.crash_now(CrashPoint::BetweenFinishWrites) {
         #[cfg(feature = "testing")]
         let _ = store

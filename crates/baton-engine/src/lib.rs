@@ -93,8 +93,26 @@ pub struct EngineConfig {
 /// Per-attempt credentials: Baton's proxy gives each attempt a token of its own.
 pub trait Credentials: Send + Sync + 'static {
     /// The variables `job`'s attempt runs with in place of any credential, and what keeps
-    /// them valid: dropped when the attempt ends. `None`: the attempt runs without.
-    fn issue(&self, job: &JobRecord, attempt: u32) -> Option<IssuedCredential>;
+    /// them valid: dropped when the attempt ends. `None`: the attempt runs without. A
+    /// refusal: a budget the job falls under is spent at `now_ms`, so it does not start.
+    fn issue<'a>(
+        &'a self,
+        job: &'a JobRecord,
+        attempt: u32,
+        now_ms: i64,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Option<IssuedCredential>, Refusal>> + Send + 'a,
+        >,
+    >;
+}
+
+/// Why an attempt may not start: a budget is spent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub message: String,
+    /// Park the job until then (the budget's window resets), rather than fail it.
+    pub park_until: Option<i64>,
 }
 
 /// An attempt's credential: its variables, valid while `guard` lives.
@@ -105,9 +123,9 @@ pub struct IssuedCredential {
 
 /// What keeps an attempt's credential valid, and what it saw.
 pub trait CredentialGuard: Send + Sync {
-    /// Whether a call was refused because a budget was spent: the attempt then ends
+    /// The budget a call was refused for, if one was: the attempt then ends
     /// `budget_exceeded`, whatever the CLI made of the refusal.
-    fn budget_exceeded(&self) -> bool;
+    fn budget_exceeded(&self) -> Option<String>;
 }
 
 /// How long finished jobs (and their events and attempts) are kept.
@@ -268,8 +286,33 @@ impl Engine {
         let _ = self.inner.credentials.set(c);
     }
 
-    pub(crate) fn credential_for(&self, job: &JobRecord, attempt: u32) -> Option<IssuedCredential> {
-        self.inner.credentials.get()?.issue(job, attempt)
+    /// Adds one of Baton's own events to a running attempt's log (a cost alert), and tells
+    /// its followers. Refused (`Fenced`) once the attempt has ended.
+    pub async fn note(&self, job: JobId, attempt: u32, event: baton_store::NewEvent) -> Result<()> {
+        let last = self
+            .inner
+            .store
+            .append_events(
+                job,
+                attempt,
+                &[event],
+                &baton_store::AttemptMeta::default(),
+                self.now_ms(),
+            )
+            .await?;
+        self.inner.bus.publish_running(job, last);
+        Ok(())
+    }
+
+    pub(crate) async fn credential_for(
+        &self,
+        job: &JobRecord,
+        attempt: u32,
+    ) -> Result<Option<IssuedCredential>, Refusal> {
+        match self.inner.credentials.get() {
+            Some(c) => c.issue(job, attempt, self.now_ms()).await,
+            None => Ok(None),
+        }
     }
 
     /// Whether this node is draining (it queues nothing new).

@@ -57,8 +57,15 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
     let step = job.spec.step();
     let name = format!("{id}-{attempt}");
     // With per-attempt credentials, a warm process (started with none of its own) is
-    // not used.
-    let credential = engine.credential_for(&job, attempt);
+    // not used. A job whose budget is spent does not start.
+    let credential = match engine.credential_for(&job, attempt).await {
+        Ok(c) => c,
+        Err(refusal) => {
+            let finish = crate::finish::refused_finish(&job, refusal, engine.now_ms());
+            crate::finish::record(engine, &job, finish).await;
+            return;
+        }
+    };
     let warm = if credential.is_some() {
         None
     } else {
@@ -83,13 +90,13 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
                 Some(w) => baton_runner::warm::run_warm(&cfg, w, attempt, tx, runner_token).await,
                 None => baton_runner::run(&cfg, attempt, tx, runner_token).await,
             };
-            if credential.is_some_and(|c| c.guard.budget_exceeded()) {
+            if let Some(budget) = credential.and_then(|c| c.guard.budget_exceeded()) {
                 let why = match report.error.take() {
                     Some((_, message)) => format!(
-                        "a budget was spent: Baton's proxy refused the run's next API call (the CLI said: {message})"
+                        "{budget} is spent: Baton's proxy refused the run's next API call (the CLI said: {message})"
                     ),
                     None => {
-                        "a budget was spent: Baton's proxy refused an API call of the run".into()
+                        format!("{budget} is spent: Baton's proxy refused an API call of the run")
                     }
                 };
                 report.error = Some((baton_core::ErrorKind::BudgetExceeded, why));

@@ -61,20 +61,50 @@ pub struct Grant {
     pub key_id: Option<String>,
     pub agent: Option<String>,
     pub routine: Option<String>,
-    /// The most the token's calls may cost, in millionths of a dollar (the job's
-    /// `max_budget_usd`, less what its earlier attempts spent).
-    pub cap_micro_usd: Option<i64>,
+    /// The budgets the token's calls count against.
+    pub limits: Vec<Limit>,
 }
 
-/// A live token's grant and what its calls have cost so far.
+/// A budget in one window. Tokens whose limits name the same `scope` share its spend, so
+/// concurrent jobs of one project draw on one project budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// The budget and its window, e.g. `project:acme:day:2026-12-06` or `job:<id>`.
+    pub scope: String,
+    /// How a refusal names it, e.g. "the project's daily budget ($5.00)".
+    pub label: String,
+    /// Millionths of a dollar.
+    pub cap_micro_usd: i64,
+    /// What the ledger held for the scope when the token was granted (calls of other
+    /// nodes, and of earlier attempts).
+    pub spent_micro_usd: i64,
+}
+
+/// A live token's grant, and the budget its calls were refused for, if one was.
 #[derive(Debug, Clone)]
 struct Live {
     grant: Grant,
+    exceeded: Arc<Mutex<Option<String>>>,
+}
+
+/// What a budget's window has spent, as this proxy knows it.
+#[derive(Debug, Default)]
+struct Spent {
     spent: i64,
-    /// The dearest call so far: a call is refused when one more like it would cross the
-    /// cap, so spend stays within one call of it.
+    /// The price of calls on their way (each reserved at the dearest call so far).
+    reserved: i64,
+    /// The dearest call so far: a call is let through only if one more like it fits, so
+    /// spend stays within one call per attempt of the cap.
     dearest: i64,
-    exceeded: Arc<std::sync::atomic::AtomicBool>,
+    /// Live tokens counting against it; forgotten at none.
+    tokens: usize,
+}
+
+#[derive(Default)]
+struct Tables {
+    /// SHA-256 of each live token → its grant.
+    tokens: HashMap<String, Live>,
+    scopes: HashMap<String, Spent>,
 }
 
 /// One metered call.
@@ -101,8 +131,7 @@ pub trait Sink: Send + Sync + 'static {
 struct Inner {
     cfg: Config,
     http: reqwest::Client,
-    /// SHA-256 of each live token → its grant and spend.
-    tokens: Mutex<HashMap<String, Live>>,
+    tables: Mutex<Tables>,
     sink: Arc<dyn Sink>,
 }
 
@@ -124,7 +153,7 @@ pub struct Token {
     value: String,
     hash: String,
     proxy: Weak<Inner>,
-    exceeded: Arc<std::sync::atomic::AtomicBool>,
+    exceeded: Arc<Mutex<Option<String>>>,
 }
 
 impl Token {
@@ -132,9 +161,9 @@ impl Token {
         &self.value
     }
 
-    /// Whether the proxy refused a call of this token's for its budget.
-    pub fn budget_exceeded(&self) -> bool {
-        self.exceeded.load(std::sync::atomic::Ordering::SeqCst)
+    /// The budget the proxy refused a call of this token's for, if it did.
+    pub fn budget_exceeded(&self) -> Option<String> {
+        self.exceeded.lock().ok()?.clone()
     }
 }
 
@@ -147,9 +176,17 @@ impl std::fmt::Debug for Token {
 impl Drop for Token {
     fn drop(&mut self) {
         if let Some(inner) = self.proxy.upgrade()
-            && let Ok(mut tokens) = inner.tokens.lock()
+            && let Ok(mut t) = inner.tables.lock()
+            && let Some(live) = t.tokens.remove(&self.hash)
         {
-            tokens.remove(&self.hash);
+            for limit in &live.grant.limits {
+                if let Some(s) = t.scopes.get_mut(&limit.scope) {
+                    s.tokens -= 1;
+                    if s.tokens == 0 {
+                        t.scopes.remove(&limit.scope);
+                    }
+                }
+            }
         }
     }
 }
@@ -172,7 +209,7 @@ impl Proxy {
         let inner = Arc::new(Inner {
             cfg,
             http,
-            tokens: Mutex::new(HashMap::new()),
+            tables: Mutex::new(Tables::default()),
             sink,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -202,14 +239,18 @@ impl Proxy {
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
         let hash = digest(&value);
-        let exceeded = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        if let Ok(mut tokens) = self.inner.tokens.lock() {
-            tokens.insert(
+        let exceeded = Arc::new(Mutex::new(None));
+        if let Ok(mut t) = self.inner.tables.lock() {
+            for limit in &grant.limits {
+                let s = t.scopes.entry(limit.scope.clone()).or_default();
+                s.tokens += 1;
+                // The ledger may know calls this proxy did not see (another node's).
+                s.spent = s.spent.max(limit.spent_micro_usd);
+            }
+            t.tokens.insert(
                 hash.clone(),
                 Live {
                     grant,
-                    spent: 0,
-                    dearest: 0,
                     exceeded: exceeded.clone(),
                 },
             );
@@ -222,18 +263,52 @@ impl Proxy {
         }
     }
 
-    /// Moves a live token to another grant (a warm process taken by a job).
-    pub fn rebind(&self, token: &Token, grant: Grant) {
-        if let Ok(mut tokens) = self.inner.tokens.lock()
-            && let Some(live) = tokens.get_mut(&token.hash)
-        {
-            live.grant = grant;
-        }
-    }
-
     /// Tokens live now.
     pub fn live_tokens(&self) -> usize {
-        self.inner.tokens.lock().map_or(0, |t| t.len())
+        self.inner.tables.lock().map_or(0, |t| t.tokens.len())
+    }
+}
+
+/// Sets aside a call's price (the dearest call so far) in each of the grant's budgets, or
+/// names the first budget that has no room for it.
+fn reserve(inner: &Inner, grant: &Grant) -> Result<i64, String> {
+    let Ok(mut t) = inner.tables.lock() else {
+        return Ok(0);
+    };
+    let need = grant
+        .limits
+        .iter()
+        .filter_map(|l| t.scopes.get(&l.scope))
+        .map(|s| s.dearest)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    for l in &grant.limits {
+        let s = t.scopes.get(&l.scope);
+        let (spent, reserved) = s.map_or((l.spent_micro_usd, 0), |s| (s.spent, s.reserved));
+        if spent + reserved + need > l.cap_micro_usd {
+            return Err(l.label.clone());
+        }
+    }
+    for l in &grant.limits {
+        if let Some(s) = t.scopes.get_mut(&l.scope) {
+            s.reserved += need;
+        }
+    }
+    Ok(need)
+}
+
+/// A call is over: its reservation is released and its cost counted.
+fn settle(inner: &Inner, grant: &Grant, reserved: i64, cost: i64) {
+    let Ok(mut t) = inner.tables.lock() else {
+        return;
+    };
+    for l in &grant.limits {
+        if let Some(s) = t.scopes.get_mut(&l.scope) {
+            s.reserved -= reserved;
+            s.spent += cost;
+            s.dearest = s.dearest.max(cost);
+        }
     }
 }
 
@@ -283,8 +358,8 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let hash = presented(&parts.headers).map(digest);
     let live = hash
         .as_ref()
-        .and_then(|h| inner.tokens.lock().ok()?.get(h).cloned());
-    let (Some(hash), Some(live)) = (hash, live) else {
+        .and_then(|h| inner.tables.lock().ok()?.tokens.get(h).cloned());
+    let (Some(_), Some(live)) = (hash, live) else {
         let sink = inner.sink.clone();
         sink.refused(path).await;
         return api_error(
@@ -293,19 +368,20 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             "invalid x-api-key",
         );
     };
-    // The budget: refused when one more call like the dearest so far would cross it.
-    if let Some(cap) = live.grant.cap_micro_usd
-        && live.spent + live.dearest.max(1) > cap
-    {
-        live.exceeded
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        tracing::info!(job = %live.grant.job, spent = live.spent, cap, "proxy: a budget is spent; the call is refused");
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "Baton: this job's budget (max_budget_usd) is spent; the call was not made",
-        );
-    }
+    let reserved = match reserve(&inner, &live.grant) {
+        Ok(r) => r,
+        Err(label) => {
+            if let Ok(mut e) = live.exceeded.lock() {
+                e.get_or_insert_with(|| label.clone());
+            }
+            tracing::info!(job = %live.grant.job, budget = %label, "proxy: a budget is spent; the call is refused");
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("Baton: {label} is spent; the call was not made"),
+            );
+        }
+    };
     let grant = live.grant.clone();
     let query = parts
         .uri
@@ -334,6 +410,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 "the API could not be reached"
             };
             tracing::warn!(job = %grant.job, error = %e.without_url(), "proxy: {why}");
+            settle(&inner, &grant, reserved, 0);
             return api_error(StatusCode::BAD_GATEWAY, "api_error", why);
         }
     };
@@ -353,21 +430,35 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let mut metered = Metered {
+    let metered = Arc::new(Mutex::new(Metered {
         meter: Some(Meter::new(&content_type)),
         inner: inner.clone(),
-        hash,
+        reserved,
         grant,
         path,
         status: status.as_u16(),
         started,
-    };
-    let stream = upstream.bytes_stream().map(move |chunk| {
-        if let Ok(c) = &chunk {
-            metered.feed(c);
+    }));
+    let fed = metered.clone();
+    let sink = inner.sink.clone();
+    // The answer's end reaches the CLI only once its call is in the ledger: when an
+    // attempt ends, its calls are all counted.
+    let recorded = futures_util::stream::once(async move {
+        let call = metered.lock().ok().and_then(|mut m| m.take());
+        if let Some(call) = call {
+            sink.record(call).await;
         }
-        chunk.map_err(std::io::Error::other)
-    });
+    })
+    .filter_map(|()| async { None });
+    let stream = upstream
+        .bytes_stream()
+        .map(move |chunk| {
+            if let (Ok(c), Ok(mut m)) = (&chunk, fed.lock()) {
+                m.feed(c);
+            }
+            chunk.map_err(std::io::Error::other)
+        })
+        .chain(recorded);
     let mut resp = Response::new(Body::from_stream(stream));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
@@ -384,8 +475,8 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
 struct Metered {
     meter: Option<Meter>,
     inner: Arc<Inner>,
-    /// The token's hash, to add the call's cost to its spend.
-    hash: String,
+    /// What was set aside for the call in each of its budgets.
+    reserved: i64,
     grant: Grant,
     path: String,
     status: u16,
@@ -400,12 +491,10 @@ impl Metered {
     }
 }
 
-impl Drop for Metered {
-    fn drop(&mut self) {
-        let Some(meter) = self.meter.take() else {
-            return;
-        };
-        let usage = meter.finish();
+impl Metered {
+    /// The call, once: priced, and counted in its budgets.
+    fn take(&mut self) -> Option<Call> {
+        let usage = self.meter.take()?.finish();
         let (price, priced) = self.inner.cfg.prices.of(usage.model.as_deref());
         let call = Call {
             grant: self.grant.clone(),
@@ -416,15 +505,19 @@ impl Drop for Metered {
             priced,
             duration_ms: self.started.elapsed().as_millis() as u64,
         };
-        if let Ok(mut tokens) = self.inner.tokens.lock()
-            && let Some(live) = tokens.get_mut(&self.hash)
-        {
-            live.spent += call.cost_micro_usd;
-            live.dearest = live.dearest.max(call.cost_micro_usd);
-        }
-        let record = self.inner.sink.record(call);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(record);
+        settle(&self.inner, &self.grant, self.reserved, call.cost_micro_usd);
+        Some(call)
+    }
+}
+
+/// A CLI that goes away mid-answer: the call is still counted and recorded.
+impl Drop for Metered {
+    fn drop(&mut self) {
+        if let Some(call) = self.take() {
+            let record = self.inner.sink.record(call);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(record);
+            }
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct CallbackRecord {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub delivered_at: Option<i64>,
+    /// An alert's body, sent as it is; `None` for a job's own callback (its summary is
+    /// made at each try).
+    pub payload: Option<String>,
 }
 
 /// How one try went.
@@ -40,7 +43,7 @@ pub enum Delivery {
 }
 
 const COLUMNS: &str = "id, job_id, project_id, url, state, attempts, next_at, last_status, \
-    last_error, created_at, delivered_at";
+    last_error, created_at, delivered_at, payload";
 
 fn callback_from_row(r: &Row) -> Result<CallbackRecord> {
     Ok(CallbackRecord {
@@ -56,6 +59,7 @@ fn callback_from_row(r: &Row) -> Result<CallbackRecord> {
         last_error: r.opt_text("last_error"),
         created_at: r.int("created_at"),
         delivered_at: r.opt_int("delivered_at"),
+        payload: r.opt_text("payload"),
     })
 }
 
@@ -80,7 +84,7 @@ impl Store {
                 sql(format!(
                     "SELECT c.id FROM callbacks c JOIN jobs j ON j.id = c.job_id \
                      WHERE c.state = 'pending' AND c.next_at <= ? \
-                     AND j.state IN ('completed', 'failed', 'cancelled', 'dead') \
+                     AND (c.payload IS NOT NULL OR j.state IN ('completed', 'failed', 'cancelled', 'dead')) \
                      ORDER BY c.next_at LIMIT ?{skip}"
                 ))
                 .bind(now)
@@ -152,8 +156,10 @@ impl Store {
         let rows = self
             .db
             .all(
-                sql(format!("SELECT {COLUMNS} FROM callbacks WHERE job_id = ?"))
-                    .bind(job.to_string()),
+                sql(format!(
+                    "SELECT {COLUMNS} FROM callbacks WHERE job_id = ? AND payload IS NULL"
+                ))
+                .bind(job.to_string()),
             )
             .await?;
         rows.iter().map(callback_from_row).collect()

@@ -20,6 +20,8 @@ pub struct KeyRecord {
     pub revoked_at: Option<i64>,
     /// The key's own rate limit (requests a minute); none when `None`.
     pub requests_per_minute: Option<i64>,
+    /// What the key's jobs may spend a day (and a month).
+    pub budget: Option<baton_core::Budget>,
 }
 
 /// A key to store: its secret only as a hash.
@@ -32,10 +34,11 @@ pub struct NewKey {
     pub secret_hash: String,
     pub expires_at: Option<i64>,
     pub requests_per_minute: Option<i64>,
+    pub budget: Option<baton_core::Budget>,
 }
 
 const KEY_COLUMNS: &str = "id, project_id, name, scopes, created_at, expires_at, last_used_at, \
-     revoked_at, requests_per_minute";
+     revoked_at, requests_per_minute, budget";
 
 fn key_from_row(r: &Row) -> Result<KeyRecord> {
     Ok(KeyRecord {
@@ -49,6 +52,11 @@ fn key_from_row(r: &Row) -> Result<KeyRecord> {
         last_used_at: r.opt_int("last_used_at"),
         revoked_at: r.opt_int("revoked_at"),
         requests_per_minute: r.opt_int("requests_per_minute"),
+        budget: r
+            .opt_text("budget")
+            .map(|b| serde_json::from_str(&b))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("key budget: {e}")))?,
     })
 }
 
@@ -63,7 +71,7 @@ impl Store {
             .write_opt(
                 sql(format!(
                     "INSERT INTO api_keys (id, project_id, name, scopes, secret_hash, created_at, expires_at, \
-                     requests_per_minute) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING {KEY_COLUMNS}"
+                     requests_per_minute, budget) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING {KEY_COLUMNS}"
                 ))
                 .bind(key.id.as_str())
                 .bind(key.project_id.as_str())
@@ -72,7 +80,12 @@ impl Store {
                 .bind(key.secret_hash.as_str())
                 .bind(now)
                 .bind(key.expires_at)
-                .bind(key.requests_per_minute),
+                .bind(key.requests_per_minute)
+                .bind(
+                    key.budget
+                        .as_ref()
+                        .map(|b| serde_json::to_string(b).unwrap_or_default()),
+                ),
             )
             .await?
             .ok_or_else(|| StoreError::Conflict(format!("key {} already exists", key.id)))?;

@@ -51,7 +51,7 @@ pub use faults::WriteLock;
 pub use idempotency::{IDEMPOTENCY_PENDING_MS, IdempotencyClaim};
 pub use jobs::{Claimed, Inserted, JobFilter, JobRecord, NewJob, OpenJobs};
 pub use keys::{KeyRecord, NewKey};
-pub use ledger::{NewCall, Spend};
+pub use ledger::{AlertRecord, NewAlert, NewCall, Spend, SpendScope, UsageGroup, UsageRow};
 pub use projects::ProjectRecord;
 pub use routines::{
     Fire, FireOutcome, FireRecord, Fired, NewTrigger, RoutineRecord, TriggerRecord, TriggerSecrets,

@@ -21,6 +21,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0012_agents.sql"),
     include_str!("../migrations/sqlite/0013_routines.sql"),
     include_str!("../migrations/sqlite/0014_api_calls.sql"),
+    include_str!("../migrations/sqlite/0015_budgets.sql"),
 ];
 
 pub(crate) const POSTGRES: &[&str] = &[
@@ -33,6 +34,7 @@ pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0007_agents.sql"),
     include_str!("../migrations/postgres/0008_routines.sql"),
     include_str!("../migrations/postgres/0009_api_calls.sql"),
+    include_str!("../migrations/postgres/0010_budgets.sql"),
 ];
 
 /// Serializes schema migrations across PostgreSQL nodes that start at once.

@@ -143,6 +143,8 @@ impl Store {
             "triggers",
             "routines",
             "callbacks",
+            "alerts",
+            "api_calls",
         ] {
             tx.exec(sql(format!("DELETE FROM {table} WHERE project_id = ?")).bind(id.as_str()))
                 .await?;

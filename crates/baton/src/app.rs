@@ -216,10 +216,15 @@ impl App {
         };
         let attempts_dir = engine_cfg.runner.attempts_dir.clone();
         let keep = engine_cfg.runner.keep_workspaces;
-        let proxy = crate::proxy::start(&config, &store).await?;
-        let engine = Engine::start(store, engine_cfg, clock).await?;
+        let ledger_engine = Arc::new(std::sync::OnceLock::new());
+        let proxy = crate::proxy::start(&config, ledger_engine.clone()).await?;
+        let engine = Engine::start(store.clone(), engine_cfg, clock).await?;
+        let _ = ledger_engine.set(engine.clone());
         if let Some(p) = &proxy {
-            engine.set_credentials(Arc::new(crate::proxy::ProxyCredentials(p.clone())));
+            engine.set_credentials(Arc::new(crate::proxy::ProxyCredentials {
+                proxy: p.clone(),
+                store,
+            }));
         }
         // Every attempt this node ran before is over now (recovery killed and requeued
         // them), so what is left in the attempts directory is debris.

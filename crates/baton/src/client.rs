@@ -464,3 +464,15 @@ pub async fn dead_ls(
     }
     Ok(())
 }
+
+/// `s` as a URL query value: everything but unreserved characters percent-encoded.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

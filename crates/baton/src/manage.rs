@@ -177,6 +177,61 @@ pub async fn projects_show(client: &Client, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `baton usage` asks for.
+pub struct UsageQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub group_by: String,
+    pub project: Option<String>,
+}
+
+/// `baton usage`: the table `GET /v1/usage` answers, and its total.
+pub async fn usage(client: &Client, q: &UsageQuery, json: bool) -> anyhow::Result<()> {
+    let mut query = vec![format!("group_by={}", q.group_by)];
+    for (name, value) in [("from", &q.from), ("to", &q.to), ("project", &q.project)] {
+        if let Some(v) = value {
+            query.push(format!("{name}={}", crate::client::encode(v)));
+        }
+    }
+    let usage = client
+        .get(&format!("/v1/usage?{}", query.join("&")))
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&usage)?);
+        return Ok(());
+    }
+    println!(
+        "{} .. {}",
+        usage["from"].as_str().unwrap_or(""),
+        usage["to"].as_str().unwrap_or("")
+    );
+    println!(
+        "{:<28}  {:>8}  {:>6}  {:>12}  {:>12}  {:>12}",
+        q.group_by.to_uppercase(),
+        "CALLS",
+        "JOBS",
+        "INPUT",
+        "OUTPUT",
+        "COST_USD"
+    );
+    let line = |name: &str, r: &serde_json::Value| {
+        println!(
+            "{:<28}  {:>8}  {:>6}  {:>12}  {:>12}  {:>12.6}",
+            name,
+            r["calls"],
+            r["jobs"],
+            r["input_tokens"],
+            r["output_tokens"],
+            r["cost_usd"].as_f64().unwrap_or(0.0)
+        );
+    };
+    for r in usage["data"].as_array().into_iter().flatten() {
+        line(r["group"].as_str().unwrap_or("-"), r);
+    }
+    line("TOTAL", &usage["total"]);
+    Ok(())
+}
+
 /// `baton audit ls`, newest first.
 pub async fn audit_ls(
     client: &Client,

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use baton_core::{JobId, ProjectId};
-use baton_engine::{Credentials, IssuedCredential};
-use baton_proxy::{Call, Credential, Grant, Proxy, Sink};
-use baton_store::{JobRecord, NewCall, Store};
+use baton_core::{Budget, EventKind, JobId, OnExceed, Period, ProjectId, ProjectSettings};
+use baton_engine::{Credentials, Engine, IssuedCredential, Refusal};
+use baton_proxy::{Call, Credential, Grant, Limit, Proxy, Sink};
+use baton_store::{JobRecord, NewAlert, NewCall, NewEvent, SpendScope, Store, StoreError};
 
 use crate::config::{Config, ProxyMode};
 
@@ -39,8 +39,12 @@ pub fn credential(config: &Config) -> anyhow::Result<Option<Credential>> {
         }))
 }
 
-/// The proxy this node runs, if its configuration and credential call for one.
-pub async fn start(config: &Config, store: &Store) -> anyhow::Result<Option<Arc<Proxy>>> {
+/// The proxy this node runs, if its configuration and credential call for one. Its ledger
+/// writes through `engine`, set once the engine has started.
+pub async fn start(
+    config: &Config,
+    engine: Arc<std::sync::OnceLock<Engine>>,
+) -> anyhow::Result<Option<Arc<Proxy>>> {
     let found = match config.proxy.mode {
         ProxyMode::Direct => return Ok(None),
         _ => credential(config)?,
@@ -71,9 +75,7 @@ pub async fn start(config: &Config, store: &Store) -> anyhow::Result<Option<Arc<
             prices,
             connect_timeout: std::time::Duration::from_secs(30),
         },
-        Arc::new(Ledger {
-            store: store.clone(),
-        }),
+        Arc::new(Ledger { engine }),
     )
     .await
     .context("starting the credential proxy")?;
@@ -81,15 +83,9 @@ pub async fn start(config: &Config, store: &Store) -> anyhow::Result<Option<Arc<
     Ok(Some(Arc::new(proxy)))
 }
 
-/// The proxy's calls, into the store's ledger.
+/// The proxy's calls, into the store's ledger; and the cost alerts they raise.
 struct Ledger {
-    store: Store,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    engine: Arc<std::sync::OnceLock<Engine>>,
 }
 
 impl Sink for Ledger {
@@ -97,8 +93,11 @@ impl Sink for Ledger {
         &self,
         call: Call,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-        let store = self.store.clone();
+        let engine = self.engine.clone();
         Box::pin(async move {
+            let Some(engine) = engine.get() else {
+                return;
+            };
             let (Ok(project_id), Ok(job_id)) = (
                 ProjectId::parse(&call.grant.project),
                 JobId::parse(&call.grant.job),
@@ -107,7 +106,7 @@ impl Sink for Ledger {
             };
             let u = &call.usage;
             let row = NewCall {
-                at: now_ms(),
+                at: engine.now_ms(),
                 project_id,
                 key_id: call.grant.key_id.clone(),
                 agent: call.grant.agent.clone(),
@@ -124,8 +123,14 @@ impl Sink for Ledger {
                 status: call.status,
                 duration_ms: call.duration_ms as i64,
             };
-            if let Err(e) = store.record_call(&row).await {
+            if let Err(e) = engine.store().record_call(&row).await {
                 tracing::error!(job = %row.job_id, error = %e, "an API call could not be written to the ledger");
+                return;
+            }
+            if row.cost_micro_usd > 0
+                && let Err(e) = alerts(engine, &row).await
+            {
+                tracing::warn!(job = %row.job_id, error = %e, "cost alerts could not be checked");
             }
         })
     }
@@ -134,36 +139,308 @@ impl Sink for Ledger {
         &self,
         path: String,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let engine = self.engine.clone();
         Box::pin(async move {
             tracing::warn!(path = %path, "the proxy refused a call with a token that is no attempt's");
+            let Some(engine) = engine.get() else {
+                return;
+            };
+            // A token names no project once it is unknown: the record goes to `default`,
+            // where an administrator reads it.
+            let record = baton_store::AuditRecord {
+                id: uuid::Uuid::now_v7().to_string(),
+                at: engine.now_ms(),
+                project_id: ProjectId::default(),
+                key_id: None,
+                action: "proxy.refuse".into(),
+                route: format!("proxy {path}"),
+                target: None,
+                outcome: "authentication_error".into(),
+                request_id: format!("req_{}", random_id()),
+            };
+            if let Err(e) = engine.store().append_audit(&record).await {
+                tracing::warn!(error = %e, "the proxy's refusal could not be audited");
+            }
         })
     }
 }
 
-/// Each attempt's token and the proxy's address, in place of the credential.
-pub struct ProxyCredentials(pub Arc<Proxy>);
+fn random_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// Dollars from millionths, as short as exact: `$2.5`, `$0.000105`.
+pub fn usd(micro: i64) -> String {
+    let text = format!("{:.6}", micro as f64 / 1_000_000.0);
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("${text}")
+}
+
+/// The cost alerts one recorded call raises: its job above the project's `alerts.job_usd`,
+/// the project's spend reaching a threshold of one of its budgets. Each is raised once
+/// (per job, or per budget window) across every node: logged, added to the job's log, and
+/// queued for the project's alert webhook.
+async fn alerts(engine: &Engine, call: &NewCall) -> Result<(), StoreError> {
+    let store = engine.store();
+    let settings: ProjectSettings = match store.get_project(&call.project_id).await {
+        Ok(p) => serde_json::from_value(p.settings).unwrap_or_default(),
+        Err(StoreError::NotFound(_)) => ProjectSettings::default(),
+        Err(e) => return Err(e),
+    };
+    let alerts = settings.alerts.clone().unwrap_or_default();
+    let mut raised = Vec::new();
+    if let Some(limit) = alerts.job_usd.map(baton_core::budget::micro_usd) {
+        let after = store.job_spend(call.job_id).await?.cost_micro_usd;
+        if after > limit && after - call.cost_micro_usd <= limit {
+            raised.push((
+                format!("job:{}", call.job_id),
+                "job_cost",
+                format!(
+                    "job {} has cost {} (alerts.job_usd is {})",
+                    call.job_id,
+                    usd(after),
+                    usd(limit)
+                ),
+                serde_json::json!({"job_usd": usd(limit), "spent_usd": usd(after)}),
+            ));
+        }
+    }
+    for (period, cap) in settings.budget.iter().flat_map(Budget::limits) {
+        let (from, to, window) = period.window(call.at);
+        let after = store
+            .spend(&call.project_id, &SpendScope::Project, from, to)
+            .await?
+            .cost_micro_usd;
+        let before = after - call.cost_micro_usd;
+        for t in &alerts.thresholds {
+            let level = cap.saturating_mul(i64::from(*t)) / 100;
+            if before < level && level <= after {
+                raised.push((
+                    format!("budget:project:{}:{window}:{t}", period.as_str()),
+                    "budget_threshold",
+                    format!(
+                        "project {} has spent {} of its {} budget of {} ({t} %) in {window}",
+                        call.project_id, usd(after), period.as_str(), usd(cap)
+                    ),
+                    serde_json::json!({"period": period.as_str(), "window": window, "threshold_percent": t,
+                        "budget_usd": usd(cap), "spent_usd": usd(after), "window_ends_at": baton_core::routine::rfc3339(to)}),
+                ));
+            }
+        }
+    }
+    for (key, kind, message, mut detail) in raised {
+        let id = format!("alt_{}", random_id());
+        if let Some(d) = detail.as_object_mut() {
+            d.insert("id".into(), id.clone().into());
+            d.insert("kind".into(), kind.into());
+            d.insert("project".into(), call.project_id.as_str().into());
+            d.insert("job_id".into(), call.job_id.to_string().into());
+            d.insert("message".into(), message.clone().into());
+        }
+        let webhook = alerts.webhook_url.clone().map(|url| {
+            let body = serde_json::json!({
+                "id": id,
+                "type": "cost.alert",
+                "created_at": baton_core::routine::rfc3339(call.at),
+                "alert": detail,
+            });
+            (url, body.to_string())
+        });
+        let alert = NewAlert {
+            project_id: call.project_id.clone(),
+            key,
+            kind: kind.into(),
+            job_id: Some(call.job_id),
+            detail: detail.clone(),
+            at: call.at,
+            webhook,
+        };
+        if !store.raise_alert(&alert).await? {
+            continue;
+        }
+        tracing::warn!(project = %call.project_id, job = %call.job_id, alert = kind, "cost alert: {message}");
+        let event = NewEvent::lifecycle(EventKind::CostAlert, detail);
+        if let Err(e) = engine.note(call.job_id, call.attempt, event).await {
+            tracing::info!(job = %call.job_id, error = %e, "a cost alert could not be added to the job's log (its attempt has ended)");
+        }
+    }
+    Ok(())
+}
+
+/// Each attempt's token and the proxy's address, in place of the credential; and the
+/// budgets it counts against, checked before it starts.
+pub struct ProxyCredentials {
+    pub proxy: Arc<Proxy>,
+    pub store: Store,
+}
+
+/// A budget of the job's, in the window `now` falls in.
+struct Applies {
+    limit: Limit,
+    on_exceed: OnExceed,
+    /// When the window resets.
+    until: i64,
+}
+
+impl ProxyCredentials {
+    /// Every budget `job` falls under, with what the ledger holds against each.
+    async fn limits(&self, job: &JobRecord, now: i64) -> Result<Vec<Applies>, StoreError> {
+        let store = &self.store;
+        let project = &job.project_id;
+        let mut out = Vec::new();
+        if let Some(usd_cap) = job.spec.options.max_budget_usd {
+            let cap = baton_core::budget::micro_usd(usd_cap);
+            out.push(Applies {
+                limit: Limit {
+                    scope: format!("job:{}", job.id),
+                    label: format!("the job's budget (max_budget_usd {})", usd(cap)),
+                    cap_micro_usd: cap,
+                    // Earlier attempts count.
+                    spent_micro_usd: store.job_spend(job.id).await?.cost_micro_usd,
+                },
+                on_exceed: OnExceed::Fail,
+                until: now,
+            });
+        }
+        let settings: ProjectSettings = match store.get_project(project).await {
+            Ok(p) => serde_json::from_value(p.settings).unwrap_or_default(),
+            Err(StoreError::NotFound(_)) => ProjectSettings::default(),
+            Err(e) => return Err(e),
+        };
+        let mut budgets: Vec<(String, String, SpendScope, Budget)> = Vec::new();
+        if let Some(b) = settings.budget {
+            budgets.push((
+                format!("project:{project}"),
+                "the project's".into(),
+                SpendScope::Project,
+                b,
+            ));
+        }
+        if let Some(agent) = &job.spec.agent {
+            let def = store
+                .get_agent(project, &agent.name, Some(agent.version))
+                .await
+                .ok()
+                .and_then(|a| {
+                    serde_json::from_value::<baton_core::AgentDefinition>(a.definition).ok()
+                });
+            if let Some(b) = def.and_then(|d| d.budget) {
+                budgets.push((
+                    format!("agent:{project}:{}", agent.name),
+                    format!("agent {}'s", agent.name),
+                    SpendScope::Agent(agent.name.clone()),
+                    b,
+                ));
+            }
+        }
+        if let Some(routine) = &job.spec.charge.routine_id {
+            let def = store
+                .get_routine(project, routine)
+                .await
+                .ok()
+                .and_then(|r| {
+                    serde_json::from_value::<baton_core::RoutineDefinition>(r.definition).ok()
+                });
+            if let Some(b) = def.and_then(|d| d.budget) {
+                budgets.push((
+                    format!("routine:{routine}"),
+                    format!("routine {routine}'s"),
+                    SpendScope::Routine(routine.clone()),
+                    b,
+                ));
+            }
+        }
+        if let Some(key) = &job.spec.charge.key_id
+            && let Ok((record, _)) = store.find_key(key).await
+            && let Some(b) = record.budget
+        {
+            budgets.push((
+                format!("key:{key}"),
+                format!("key {key}'s"),
+                SpendScope::Key(key.clone()),
+                b,
+            ));
+        }
+        for (scope, whose, spend_scope, budget) in budgets {
+            for (period, cap) in budget.limits() {
+                let (from, to, window) = period.window(now);
+                let spent = store.spend(project, &spend_scope, from, to).await?;
+                let each = match period {
+                    Period::Day => "daily",
+                    Period::Month => "monthly",
+                };
+                out.push(Applies {
+                    limit: Limit {
+                        scope: format!("{scope}:{}:{window}", period.as_str()),
+                        label: format!("{whose} {each} budget ({} for {window})", usd(cap)),
+                        cap_micro_usd: cap,
+                        spent_micro_usd: spent.cost_micro_usd,
+                    },
+                    on_exceed: budget.on_exceed,
+                    until: to,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// How long a job waits when its budgets cannot be read (the database is away).
+const UNREADABLE_BUDGET_PARK_MS: i64 = 10_000;
 
 impl Credentials for ProxyCredentials {
-    fn issue(&self, job: &JobRecord, attempt: u32) -> Option<IssuedCredential> {
-        let token = self.0.grant(Grant {
-            project: job.project_id.to_string(),
-            job: job.id.to_string(),
-            attempt,
-            key_id: None,
-            agent: job.spec.agent.as_ref().map(|a| a.name.clone()),
-            routine: None,
-            cap_micro_usd: job
-                .spec
-                .options
-                .max_budget_usd
-                .map(|usd| (usd * 1_000_000.0).floor() as i64),
-        });
-        Some(IssuedCredential {
-            env: vec![
-                ("ANTHROPIC_BASE_URL".into(), self.0.base_url()),
-                ("ANTHROPIC_API_KEY".into(), token.value().to_string()),
-            ],
-            guard: Box::new(Guard(token)),
+    fn issue<'a>(
+        &'a self,
+        job: &'a JobRecord,
+        attempt: u32,
+        now: i64,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Option<IssuedCredential>, Refusal>> + Send + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            let applies = match self.limits(job, now).await {
+                Ok(a) => a,
+                // Never start a job whose budgets are unknown.
+                Err(e) => {
+                    return Err(Refusal {
+                        message: format!("the job's budgets could not be read: {e}"),
+                        park_until: Some(now + UNREADABLE_BUDGET_PARK_MS),
+                    });
+                }
+            };
+            if let Some(spent) = applies
+                .iter()
+                .find(|a| a.limit.spent_micro_usd >= a.limit.cap_micro_usd)
+            {
+                let message = format!(
+                    "{} is spent ({} so far); the job was not started",
+                    spent.limit.label,
+                    usd(spent.limit.spent_micro_usd)
+                );
+                let park = spent.on_exceed == OnExceed::Park;
+                return Err(Refusal {
+                    message,
+                    park_until: park.then_some(spent.until),
+                });
+            }
+            let token = self.proxy.grant(Grant {
+                project: job.project_id.to_string(),
+                job: job.id.to_string(),
+                attempt,
+                key_id: job.spec.charge.key_id.clone(),
+                agent: job.spec.agent.as_ref().map(|a| a.name.clone()),
+                routine: job.spec.charge.routine_id.clone(),
+                limits: applies.into_iter().map(|a| a.limit).collect(),
+            });
+            Ok(Some(IssuedCredential {
+                env: vec![
+                    ("ANTHROPIC_BASE_URL".into(), self.proxy.base_url()),
+                    ("ANTHROPIC_API_KEY".into(), token.value().to_string()),
+                ],
+                guard: Box::new(Guard(token)),
+            }))
         })
     }
 }
@@ -171,7 +448,7 @@ impl Credentials for ProxyCredentials {
 struct Guard(baton_proxy::Token);
 
 impl baton_engine::CredentialGuard for Guard {
-    fn budget_exceeded(&self) -> bool {
+    fn budget_exceeded(&self) -> Option<String> {
         self.0.budget_exceeded()
     }
 }

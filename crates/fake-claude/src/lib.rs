@@ -23,6 +23,7 @@
 pub mod cli;
 pub mod config;
 pub mod events;
+mod http;
 mod interrupt;
 pub mod json;
 pub mod script;

@@ -39,6 +39,10 @@ pub enum Answer {
     BigResult(usize),
     /// `FAKE echo_env`
     EchoEnv,
+    /// `FAKE api_calls <n> <in> <out>`: n calls to `$ANTHROPIC_BASE_URL/v1/messages`
+    /// with `$ANTHROPIC_API_KEY`, each asking `mock-anthropic` for that usage; the first
+    /// refused call ends the turn with the API's error.
+    ApiCalls { calls: u32, input: u64, output: u64 },
 }
 
 /// The error result subtypes `FAKE error` can produce.
@@ -176,6 +180,17 @@ impl Script {
                 }
             }
             "echo_env" if one(0) => self.answer = Answer::EchoEnv,
+            "api_calls" if one(3) => {
+                if let (Ok(calls), Ok(input), Ok(output)) =
+                    (numbers[0].parse(), numbers[1].parse(), numbers[2].parse())
+                {
+                    self.answer = Answer::ApiCalls {
+                        calls,
+                        input,
+                        output,
+                    };
+                }
+            }
             "no_result" if one(0) => self.cut = Some(Cut::NoResult),
             "hang_mid_stream" if one(0) => self.cut = Some(Cut::HangMidStream),
             "crash" if one(0) => self.cut = Some(Cut::Crash),

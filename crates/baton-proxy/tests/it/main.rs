@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_proxy::{Call, Config, Credential, Grant, Prices, Proxy, Sink};
+use baton_proxy::{Call, Config, Credential, Grant, Limit, Prices, Proxy, Sink};
 use mock_anthropic::{MockAnthropic, fingerprint};
 use serde_json::{Value, json};
 
@@ -41,7 +41,16 @@ fn grant() -> Grant {
         key_id: Some("k1".into()),
         agent: None,
         routine: None,
-        cap_micro_usd: None,
+        limits: Vec::new(),
+    }
+}
+
+fn limit(scope: &str, cap: i64, spent: i64) -> Limit {
+    Limit {
+        scope: scope.into(),
+        label: format!("the budget of {scope}"),
+        cap_micro_usd: cap,
+        spent_micro_usd: spent,
     }
 }
 
@@ -220,7 +229,7 @@ async fn a_budget_of_two_and_a_half_calls_refuses_the_third() {
     let proxy = proxy_to(&mock, sink.clone()).await;
     // Each call: 100 in, 50 out on sonnet = 1,050 micro-dollars.
     let token = proxy.grant(Grant {
-        cap_micro_usd: Some(2_625),
+        limits: vec![limit("job:job-1", 2_625, 0)],
         ..grant()
     });
     let http = reqwest::Client::new();
@@ -234,11 +243,14 @@ async fn a_budget_of_two_and_a_half_calls_refuses_the_third() {
             .await
             .unwrap();
         statuses.push(resp.status().as_u16());
+        // The answer ends once its call is counted: no wait is needed.
         resp.bytes().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(statuses, [200, 200, 400, 400]);
-    assert!(token.budget_exceeded());
+    assert_eq!(
+        token.budget_exceeded().as_deref(),
+        Some("the budget of job:job-1")
+    );
     assert_eq!(
         mock.messages_requests().len(),
         2,
@@ -254,5 +266,64 @@ async fn a_budget_of_two_and_a_half_calls_refuses_the_third() {
     assert!(
         spent <= 2_625 + 1_050,
         "within one call of the cap: {spent}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_of_one_budget_share_it_and_eight_at_once_overshoot_by_at_most_a_call_each() {
+    let mock = MockAnthropic::start().await;
+    let sink = Arc::new(Recorder::default());
+    let proxy = Arc::new(proxy_to(&mock, sink.clone()).await);
+    // A project's day: 10.5 calls of 1,050, of which the ledger already holds 2.
+    let cap = 11_025;
+    let scope = "project:team-a:day:2026-12-06";
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let token = proxy.grant(Grant {
+            job: format!("job-{i}"),
+            limits: vec![limit(scope, cap, 2_100)],
+            ..grant()
+        });
+        let base = proxy.base_url();
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut made = 0;
+            loop {
+                let resp = http
+                    .post(format!("{base}/v1/messages"))
+                    .header("x-api-key", token.value())
+                    .json(&message("MOCK_USAGE 100 50", false))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                resp.bytes().await.unwrap();
+                if status != 200 {
+                    assert_eq!(status, 400);
+                    return (made, token.budget_exceeded());
+                }
+                made += 1;
+                assert!(made < 100, "never refused");
+            }
+        }));
+    }
+    let mut made = 0;
+    for t in tasks {
+        let (n, refused) = t.await.unwrap();
+        made += n;
+        assert_eq!(
+            refused.as_deref(),
+            Some(format!("the budget of {scope}").as_str())
+        );
+    }
+    assert_eq!(mock.messages_requests().len(), made);
+    let spent = 2_100 + made as i64 * 1_050;
+    assert!(spent >= cap - 1_050, "the budget was used: {spent}");
+    assert!(
+        spent <= cap + 8 * 1_050,
+        "at most one call over per token: {spent} against {cap}"
+    );
+    println!(
+        "eight tokens made {made} calls against a budget of 8.5 more: {spent} of {cap} micro-dollars"
     );
 }

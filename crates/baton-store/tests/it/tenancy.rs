@@ -63,7 +63,7 @@ async fn a_project_with_jobs_is_deleted_only_with_purge(t) {
     s.insert_key(&NewKey {
         id: "kb".into(), project_id: b.clone(), name: "ci".into(),
         scopes: vec!["jobs:write".into()], secret_hash: "h".into(), expires_at: None,
-        requests_per_minute: None,
+        requests_per_minute: None, budget: None,
     }, 1).await.unwrap();
     s.append_audit(&audit("0001", &b, 1, "job.create")).await.unwrap();
     assert!(matches!(s.delete_project(&b, false).await, Err(StoreError::Conflict(_))));
@@ -84,10 +84,12 @@ async fn keys_are_found_by_id_listed_without_secrets_and_revoked(t) {
         id: "k1".into(), project_id: a.clone(), name: "ci".into(),
         scopes: vec!["jobs:write".into(), "jobs:read".into()],
         secret_hash: "hash-of-secret".into(), expires_at: Some(100), requests_per_minute: Some(60),
+        budget: Some(baton_core::Budget { day_usd: Some(2.5), ..Default::default() }),
     };
     let made = s.insert_key(&new, 10).await.unwrap();
     assert_eq!((made.created_at, made.expires_at, made.revoked_at), (10, Some(100), None));
     assert_eq!(made.requests_per_minute, Some(60));
+    assert_eq!(made.budget.and_then(|b| b.day_usd), Some(2.5));
     assert!(matches!(s.insert_key(&new, 11).await, Err(StoreError::Conflict(_))));
     let unknown = NewKey { id: "k2".into(), project_id: team("nobody"), ..new.clone() };
     assert!(matches!(s.insert_key(&unknown, 11).await, Err(StoreError::NotFound(_))));

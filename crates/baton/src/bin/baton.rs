@@ -172,6 +172,27 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// What the API calls cost (GET /v1/usage; needs usage:read): tokens, cost, jobs and
+    /// calls, grouped.
+    Usage {
+        /// From this day (2026-12-01) or RFC 3339 time; default: the start of this month.
+        #[arg(long)]
+        from: Option<String>,
+        /// Until this day or time (exclusive); default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// day, project, key, agent, routine or model.
+        #[arg(long, default_value = "day")]
+        group_by: String,
+        /// Another project (an admin key), or every project when an admin key names none.
+        #[arg(long)]
+        project: Option<String>,
+        /// The answer as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// The audit log of changes (needs an admin key).
     Audit {
         #[command(subcommand)]
@@ -531,6 +552,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Apply { dir, remote } => {
             baton::manage::apply(&remote.client()?, &dir).await?;
+            Ok(0)
+        }
+        Command::Usage {
+            from,
+            to,
+            group_by,
+            project,
+            json,
+            remote,
+        } => {
+            let query = baton::manage::UsageQuery {
+                from,
+                to,
+                group_by,
+                project,
+            };
+            baton::manage::usage(&remote.client()?, &query, json).await?;
             Ok(0)
         }
         Command::Audit { command, remote } => {

@@ -12,6 +12,7 @@ mod scenarios;
 mod schemathesis;
 mod seed004;
 mod sessions;
+mod spend;
 mod sse;
 mod storage_faults;
 mod support;

@@ -211,6 +211,7 @@ async fn open_until_the_first_key_then_every_route_but_health_needs_one() {
                 secret_hash: issued.hash.clone(),
                 expires_at: Some(now - 1000),
                 requests_per_minute: None,
+                budget: None,
             },
             now - 60_000,
         )
@@ -597,6 +598,45 @@ async fn a_project_sees_nothing_of_another_through_any_route() {
     let jb: Value = post_idem(&kb).await.unwrap().json().await.unwrap();
     assert_ne!(ja["id"], jb["id"]);
     assert_eq!(jb["project_id"], "team-b");
+
+    // A's spend: its usage and alerts are not B's to see, by any filter.
+    let a_id = baton_core::JobId::parse(&done_id).unwrap();
+    s.store
+        .record_call(&baton_store::NewCall {
+            at: chrono::Utc::now().timestamp_millis(),
+            project_id: baton_core::ProjectId::parse("team-a").unwrap(),
+            key_id: None,
+            agent: None,
+            routine_id: None,
+            job_id: a_id,
+            attempt: 1,
+            model: Some("claude-sonnet-4-5".into()),
+            input_tokens: 1,
+            output_tokens: 1,
+            cache_write_tokens: 0,
+            cache_read_tokens: 0,
+            cost_micro_usd: 18,
+            priced: true,
+            status: 200,
+            duration_ms: 1,
+        })
+        .await
+        .unwrap();
+    let kb_usage = key_of(&s, &admin, "team-b", &["usage:read"]).await;
+    let bu = s.as_key(&kb_usage);
+    let (status, usage) = bu.get("/v1/usage?group_by=project").await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["data"], json!([]), "{usage}");
+    assert_eq!(usage["project"], "team-b");
+    let (status, body) = bu.get("/v1/usage?project=team-a").await;
+    assert_eq!(status, 404, "{body}");
+    let (_, alerts) = bu.get("/v1/alerts").await;
+    assert_eq!(alerts["data"], json!([]));
+    let (_, all) = s.as_key(&admin).get("/v1/usage?group_by=project").await;
+    assert_eq!(
+        all["data"][0]["group"], "team-a",
+        "an administrator sees every project: {all}"
+    );
 
     // The administration routes are not B's at all.
     for path in [
@@ -1086,10 +1126,13 @@ async fn every_documented_route_but_health_needs_a_key() {
         let (status, body) = s
             .request_as(Some(&reader), m, &concrete, Some(json!({})))
             .await;
+        // Usage and alerts need usage:read, which jobs:read does not give.
         let admin_only = path.starts_with("/v1/projects")
             || path.starts_with("/v1/keys")
             || path.starts_with("/v1/audit")
-            || path.starts_with("/v1/callbacks");
+            || path.starts_with("/v1/callbacks")
+            || path.starts_with("/v1/usage")
+            || path.starts_with("/v1/alerts");
         if admin_only || method != "get" {
             assert_eq!(status, 403, "{method} {path}: {body}");
         } else {
@@ -1099,7 +1142,7 @@ async fn every_documented_route_but_health_needs_a_key() {
         checked += 1;
     }
     assert_eq!(
-        checked, 47,
+        checked, 49,
         "every operation but health and those with credentials of their own"
     );
     s.stop().await;

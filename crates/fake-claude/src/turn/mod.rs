@@ -280,6 +280,35 @@ impl Runner {
                 self.final_text(turn, "done")
             }
             Answer::Deny => self.write_file(turn),
+            Answer::ApiCalls {
+                calls,
+                input,
+                output,
+            } => {
+                for i in 1..=*calls {
+                    let (status, body) = match crate::http::post_message(*input, *output) {
+                        Ok(answer) => answer,
+                        Err(e) => {
+                            let text = format!("API Error: Connection error. ({e})");
+                            return Ok(self.synthetic_failure(turn, text, "unknown", None, false));
+                        }
+                    };
+                    if status != 200 {
+                        let text = format!("API Error: {status} {body}");
+                        return Ok(self.synthetic_failure(
+                            turn,
+                            text,
+                            "unknown",
+                            Some((status, "invalid_request_error")),
+                            true,
+                        ));
+                    }
+                    if i < *calls {
+                        self.bash_round_trip(turn, "true", "next call", "")?;
+                    }
+                }
+                self.final_text(turn, &format!("made {calls} calls"))
+            }
             Answer::Structured(value) => self.structured_output(turn, value),
             Answer::StructuredMissing => {
                 let text = self.default_answer(prompt);
