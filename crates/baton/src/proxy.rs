@@ -11,8 +11,71 @@ use baton_store::{JobRecord, NewAlert, NewCall, NewEvent, SpendScope, Store, Sto
 
 use crate::config::{Config, ProxyMode};
 
-/// The credential Baton holds: `proxy.credential_file`, else its own environment
-/// (`ANTHROPIC_API_KEY`, or a token in `ANTHROPIC_AUTH_TOKEN` / `CLAUDE_CODE_OAUTH_TOKEN`).
+/// The variables a credential may come in, by precedence: an API key, then OAuth tokens.
+const CREDENTIAL_VARS: [&str; 3] = [
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+];
+
+/// The credential taken from the environment at start, if there was one.
+static TAKEN: std::sync::OnceLock<Option<Credential>> = std::sync::OnceLock::new();
+
+/// Takes the credential out of this process's environment, once, before any thread starts
+/// (`baton`'s `main` calls it first). Any process of the same user can read
+/// `/proc/<pid>/environ`, which shows the environment the process started with, whatever
+/// it removed since: so the value is also overwritten there, in place, and only the name
+/// stays. The CLIs, started later, inherit nothing of it.
+pub fn take_from_environment() {
+    let mut found = None;
+    for name in CREDENTIAL_VARS {
+        let Some(value) = std::env::var(name).ok().filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        if found.is_none() {
+            found = Some(if name == "ANTHROPIC_API_KEY" {
+                Credential::ApiKey(value)
+            } else {
+                Credential::Bearer(value)
+            });
+        }
+        overwrite_initial(name);
+        // SAFETY: called first thing in `main`, before any other thread exists.
+        unsafe { std::env::remove_var(name) };
+    }
+    let _ = TAKEN.set(found);
+}
+
+/// Zeroes the value of `name` in the environment block the process started with.
+fn overwrite_initial(name: &str) {
+    unsafe extern "C" {
+        static mut environ: *mut *mut libc::c_char;
+    }
+    // SAFETY: at start, `environ` is the kernel's NUL-terminated array of pointers into
+    // the initial block, each to a NUL-terminated `NAME=value`; nothing else runs yet.
+    // Only bytes of the value, before its NUL, are written.
+    unsafe {
+        let mut entry = environ;
+        if entry.is_null() {
+            return;
+        }
+        while !(*entry).is_null() {
+            let text = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            if text.len() > name.len()
+                && text.starts_with(name.as_bytes())
+                && text[name.len()] == b'='
+            {
+                let value = (*entry).add(name.len() + 1);
+                std::ptr::write_bytes(value, 0, text.len() - name.len() - 1);
+            }
+            entry = entry.add(1);
+        }
+    }
+}
+
+/// The credential Baton holds: `proxy.credential_file`, else what it found in its
+/// environment at start (`ANTHROPIC_API_KEY`, or a token in `ANTHROPIC_AUTH_TOKEN` /
+/// `CLAUDE_CODE_OAUTH_TOKEN`).
 pub fn credential(config: &Config) -> anyhow::Result<Option<Credential>> {
     let file = &config.proxy.credential_file;
     if !file.as_os_str().is_empty() {
@@ -29,6 +92,10 @@ pub fn credential(config: &Config) -> anyhow::Result<Option<Credential>> {
             Credential::ApiKey(secret)
         }));
     }
+    if let Some(taken) = TAKEN.get() {
+        return Ok(taken.clone());
+    }
+    // Baton as a library (tests): its environment as it is.
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     Ok(var("ANTHROPIC_API_KEY")
         .map(Credential::ApiKey)

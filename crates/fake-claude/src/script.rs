@@ -124,8 +124,9 @@ impl Script {
             // What a file in the working directory holds (as the real CLI would read its
             // CLAUDE.md): the answer is its contents, trimmed.
             "cat" => {
-                self.answer = Answer::Text(match std::fs::read_to_string(args.trim()) {
-                    Ok(contents) => contents.trim().to_string(),
+                // Any file, text or not (a database, /proc/<pid>/environ).
+                self.answer = Answer::Text(match std::fs::read(args.trim()) {
+                    Ok(contents) => String::from_utf8_lossy(&contents).trim().to_string(),
                     Err(e) => format!("cannot read {}: {e}", args.trim()),
                 })
             }

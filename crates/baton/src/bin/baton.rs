@@ -372,16 +372,30 @@ fn raise_open_file_limit() {
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Before any thread starts: a credential in the environment is taken out of it, and out
+    // of the copy /proc/<pid>/environ shows.
+    baton::proxy::take_from_environment();
     let cli = Cli::parse();
-    let code = match dispatch(cli).await {
-        Ok(code) => code,
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("baton: {e:#}");
-            client::exit::USAGE
+            eprintln!("baton: cannot start the runtime: {e}");
+            std::process::exit(client::exit::USAGE);
         }
     };
+    let code = runtime.block_on(async {
+        match dispatch(cli).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("baton: {e:#}");
+                client::exit::USAGE
+            }
+        }
+    });
     std::process::exit(code);
 }
 

@@ -10,6 +10,7 @@ mod real_cli;
 mod routines;
 mod scenarios;
 mod schemathesis;
+mod secrets;
 mod seed004;
 mod sessions;
 mod spend;

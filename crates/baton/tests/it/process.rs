@@ -38,7 +38,19 @@ pub(crate) fn spawn_server_with(
     port: u16,
     extra: &[(&str, &str)],
 ) -> Proc {
+    spawn_server_env(dir, roots, port, extra, &[])
+}
+
+/// [`spawn_server_with`], with `env` in the server's environment.
+pub(crate) fn spawn_server_env(
+    dir: &std::path::Path,
+    roots: &std::path::Path,
+    port: u16,
+    extra: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> Proc {
     let mut cmd = Command::new(baton_bin());
+    cmd.envs(env.iter().copied());
     cmd.arg("serve");
     let extra = extra.iter().map(|(k, v)| (k.to_string(), v.to_string()));
     for (k, v) in test_flags(dir, roots).into_iter().chain(extra) {
@@ -94,7 +106,7 @@ pub(crate) async fn wait_job(base: &str, id: &str, done: impl Fn(&Value) -> bool
     panic!("job {id} never reached the expected state");
 }
 
-async fn submit(base: &str, body: Value) -> String {
+pub(crate) async fn submit(base: &str, body: Value) -> String {
     let resp = reqwest::Client::new()
         .post(format!("{base}/v1/jobs"))
         .json(&body)
