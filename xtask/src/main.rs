@@ -74,6 +74,23 @@ fn ci() -> anyhow::Result<()> {
     }
     run(test)?;
     drop(cluster);
+    // The real-CLI suite once more, every CLI in the sandbox (through the proxy's socket),
+    // on the binaries just built.
+    let mut sandboxed = cargo();
+    if has_nextest() {
+        sandboxed.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--no-fail-fast",
+            "-E",
+            "test(/^real_cli::/)",
+        ]);
+    } else {
+        sandboxed.args(["test", "--workspace", "--no-fail-fast", "--", "real_cli::"]);
+    }
+    sandboxed.env("BATON_TEST_REAL_CLI_VIA", "sandbox");
+    run(sandboxed)?;
     // Short chaos runs on the binaries the tests just built: one node on SQLite, then
     // three on PostgreSQL (which is also restarted once).
     // Both runs start with long-lived first incarnations: a restart must not grow with

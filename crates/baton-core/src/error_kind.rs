@@ -56,10 +56,13 @@ pub enum ErrorKind {
     /// A hard budget was spent: Baton's proxy refused the run's next API call. Not
     /// retried (another attempt would spend more).
     BudgetExceeded,
+    /// The sandbox could not be made (bubblewrap missing or refused): the CLI never ran,
+    /// and never runs without it. Not retried: the node's set-up must change.
+    SandboxFailed,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 24] = [
         Self::AuthenticationError,
         Self::InvalidRequest,
         Self::RateLimited,
@@ -83,6 +86,7 @@ impl ErrorKind {
         Self::CorruptRecord,
         Self::VerificationFailed,
         Self::BudgetExceeded,
+        Self::SandboxFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -110,6 +114,7 @@ impl ErrorKind {
             Self::CorruptRecord => "corrupt_record",
             Self::VerificationFailed => "verification_failed",
             Self::BudgetExceeded => "budget_exceeded",
+            Self::SandboxFailed => "sandbox_failed",
         }
     }
 

@@ -125,7 +125,10 @@ impl Engine {
                 shutdown.clone(),
                 move || {
                     // On a runtime worker, never a blocking-pool thread: see `warm`.
-                    engine.inner.warm.refill(&engine.inner.cfg.runner);
+                    engine
+                        .inner
+                        .warm
+                        .refill(&engine.inner.cfg.runner, &|| engine.warm_credential());
                     std::future::ready(Ok::<(), std::convert::Infallible>(()))
                 },
             )

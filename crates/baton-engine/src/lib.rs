@@ -105,6 +105,20 @@ pub trait Credentials: Send + Sync + 'static {
             dyn std::future::Future<Output = Result<Option<IssuedCredential>, Refusal>> + Send + 'a,
         >,
     >;
+
+    /// A credential for a warm process, not yet any job's: its calls are charged to no
+    /// one until [`Credentials::bind`] gives it to the job that takes the process.
+    fn issue_warm(&self) -> Option<IssuedCredential>;
+
+    /// Gives a warm process's credential to `job`'s attempt, with the same checks as
+    /// [`Credentials::issue`].
+    fn bind<'a>(
+        &'a self,
+        credential: &'a IssuedCredential,
+        job: &'a JobRecord,
+        attempt: u32,
+        now_ms: i64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Refusal>> + Send + 'a>>;
 }
 
 /// Why an attempt may not start: a budget is spent.
@@ -126,6 +140,9 @@ pub trait CredentialGuard: Send + Sync {
     /// The budget a call was refused for, if one was: the attempt then ends
     /// `budget_exceeded`, whatever the CLI made of the refusal.
     fn budget_exceeded(&self) -> Option<String>;
+
+    /// For the issuer to find its own type again ([`Credentials::bind`]).
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// How long finished jobs (and their events and attempts) are kept.
@@ -256,9 +273,32 @@ impl Engine {
         self.inner.warm.status()
     }
 
-    pub(crate) fn take_warm(&self, step: &Step) -> Option<baton_runner::warm::WarmProcess> {
+    pub(crate) fn take_warm(&self, step: &Step) -> Option<warm::Warm> {
         let Step::Claude(run) = step;
         self.inner.warm.take(run)
+    }
+
+    /// Whether attempts get credentials of their own (a warm process without one is then
+    /// not used).
+    pub(crate) fn warm_credential_expected(&self) -> bool {
+        self.inner.credentials.get().is_some()
+    }
+
+    /// A warm process's credential, when attempts get credentials of their own.
+    pub(crate) fn warm_credential(&self) -> Option<IssuedCredential> {
+        self.inner.credentials.get()?.issue_warm()
+    }
+
+    pub(crate) async fn bind_credential(
+        &self,
+        credential: &IssuedCredential,
+        job: &JobRecord,
+        attempt: u32,
+    ) -> Result<(), Refusal> {
+        match self.inner.credentials.get() {
+            Some(c) => c.bind(credential, job, attempt, self.now_ms()).await,
+            None => Ok(()),
+        }
     }
 
     /// Attempts running in this process right now.

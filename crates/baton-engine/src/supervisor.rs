@@ -56,20 +56,28 @@ pub(crate) async fn supervise(engine: &Engine, job: JobRecord, token: Cancellati
     let cfg = inner.cfg.runner.clone();
     let step = job.spec.step();
     let name = format!("{id}-{attempt}");
-    // With per-attempt credentials, a warm process (started with none of its own) is
-    // not used. A job whose budget is spent does not start.
-    let credential = match engine.credential_for(&job, attempt).await {
+    // A warm process brings its credential, given to this attempt now; a cold one gets
+    // its own. A job whose budget is spent does not start.
+    let (warm, credential) = match engine.take_warm(&step) {
+        Some(w) => match w.credential {
+            Some(c) => match engine.bind_credential(&c, &job, attempt).await {
+                Ok(()) => (Some(w.process), Ok(Some(c))),
+                Err(refusal) => (None, Err(refusal)),
+            },
+            None if engine.warm_credential_expected() => {
+                (None, engine.credential_for(&job, attempt).await)
+            }
+            None => (Some(w.process), Ok(None)),
+        },
+        None => (None, engine.credential_for(&job, attempt).await),
+    };
+    let credential = match credential {
         Ok(c) => c,
         Err(refusal) => {
             let finish = crate::finish::refused_finish(&job, refusal, engine.now_ms());
             crate::finish::record(engine, &job, finish).await;
             return;
         }
-    };
-    let warm = if credential.is_some() {
-        None
-    } else {
-        engine.take_warm(&step)
     };
     let ran_warm = warm.is_some();
     let credential_env = credential

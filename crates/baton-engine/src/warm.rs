@@ -39,11 +39,17 @@ struct Pool {
     closed: std::sync::atomic::AtomicBool,
     size: usize,
     idle: Duration,
-    ready: Mutex<VecDeque<WarmProcess>>,
+    ready: Mutex<VecDeque<Warm>>,
     started: AtomicU64,
     used: AtomicU64,
     retired: AtomicU64,
     failed: AtomicU64,
+}
+
+/// A ready process, and the credential it was started with (Baton's proxy's token).
+pub(crate) struct Warm {
+    pub process: WarmProcess,
+    pub credential: Option<crate::IssuedCredential>,
 }
 
 #[derive(Default)]
@@ -118,15 +124,15 @@ impl WarmPools {
     }
 
     /// A ready process for `run`, if a pool serves its options.
-    pub(crate) fn take(&self, run: &ClaudeRun) -> Option<WarmProcess> {
+    pub(crate) fn take(&self, run: &ClaudeRun) -> Option<Warm> {
         let shape = shape_of(run)?;
         let pools = self.all();
         let pool = pools.iter().find(|p| &p.shape == shape)?;
         let mut ready = pool.ready.lock().ok()?;
-        while let Some(mut process) = ready.pop_front() {
-            if process.is_alive() {
+        while let Some(mut warm) = ready.pop_front() {
+            if warm.process.is_alive() {
                 pool.used.fetch_add(1, Ordering::Relaxed);
-                return Some(process);
+                return Some(warm);
             }
             pool.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -135,7 +141,11 @@ impl WarmPools {
 
     /// Retires idle and dead processes and starts new ones up to each pool's size. A new
     /// process joins the ready queue only once it has booted (see `await_ready`).
-    pub(crate) fn refill(&self, runner: &RunnerConfig) {
+    pub(crate) fn refill(
+        &self,
+        runner: &RunnerConfig,
+        credential: &dyn Fn() -> Option<crate::IssuedCredential>,
+    ) {
         for (index, pool) in self.all().iter().enumerate() {
             if pool.closed.load(Ordering::SeqCst) {
                 continue;
@@ -144,13 +154,18 @@ impl WarmPools {
                 continue;
             };
             let before = ready.len();
-            ready.retain_mut(|p| p.born.elapsed() < pool.idle && p.is_alive());
+            ready.retain_mut(|w| w.process.born.elapsed() < pool.idle && w.process.is_alive());
             pool.retired
                 .fetch_add((before - ready.len()) as u64, Ordering::Relaxed);
             while ready.len() + pool.booting.load(Ordering::SeqCst) < pool.size {
                 let n = self.names.fetch_add(1, Ordering::Relaxed);
                 let name = format!("warm-{index}-{}-{n}", std::process::id());
-                match WarmProcess::start(runner, &pool.shape, &name) {
+                let credential = credential();
+                let env = credential
+                    .as_ref()
+                    .map(|c| c.env.clone())
+                    .unwrap_or_default();
+                match WarmProcess::start(runner, &pool.shape, &name, &env) {
                     Ok(mut process) => {
                         pool.started.fetch_add(1, Ordering::Relaxed);
                         pool.booting.fetch_add(1, Ordering::SeqCst);
@@ -161,7 +176,10 @@ impl WarmPools {
                                     if let Ok(mut ready) = pool.ready.lock()
                                         && !pool.closed.load(Ordering::SeqCst)
                                     {
-                                        ready.push_back(process);
+                                        ready.push_back(Warm {
+                                            process,
+                                            credential,
+                                        });
                                     }
                                 }
                                 Err(e) => {

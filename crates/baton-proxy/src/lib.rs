@@ -6,6 +6,7 @@
 //! the usage the answer reports, priced per model, goes to a [`Sink`] (Baton's ledger).
 //! A token dies with its attempt ([`Token`] revokes it when dropped).
 
+pub mod egress;
 mod meter;
 
 use std::collections::HashMap;
@@ -50,6 +51,9 @@ pub struct Config {
     pub prices: Prices,
     /// How long connecting upstream and its first byte may take.
     pub connect_timeout: Duration,
+    /// Also serve on this Unix socket (for sandboxed CLIs, which have no network), made
+    /// afresh with mode 0600.
+    pub socket: Option<std::path::PathBuf>,
 }
 
 /// Who a token stands for: every call made with it is charged here.
@@ -140,11 +144,15 @@ pub struct Proxy {
     inner: Arc<Inner>,
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    unix: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(t) = &self.unix {
+            t.abort();
+        }
     }
 }
 
@@ -212,17 +220,44 @@ impl Proxy {
             tables: Mutex::new(Tables::default()),
             sink,
         });
+        let socket = inner.cfg.socket.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(inner.clone());
+        let unix = match socket {
+            None => None,
+            Some(path) => {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                let listener = tokio::net::UnixListener::bind(&path)?;
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )?;
+                let app = app.clone();
+                Some(tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::error!(error = %e, "the credential proxy's socket stopped");
+                    }
+                }))
+            }
+        };
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "the credential proxy stopped");
             }
         });
-        Ok(Self { inner, addr, task })
+        Ok(Self {
+            inner,
+            addr,
+            task,
+            unix,
+        })
     }
 
     /// What a CLI gets as `ANTHROPIC_BASE_URL`.
@@ -260,6 +295,33 @@ impl Proxy {
             hash,
             proxy: Arc::downgrade(&self.inner),
             exceeded,
+        }
+    }
+
+    /// Moves a live token to another grant: a warm process's, started before any job,
+    /// taken by one.
+    pub fn rebind(&self, token: &Token, grant: Grant) {
+        let Ok(mut t) = self.inner.tables.lock() else {
+            return;
+        };
+        let Some(old) = t.tokens.get(&token.hash).map(|l| l.grant.clone()) else {
+            return;
+        };
+        for limit in &old.limits {
+            if let Some(s) = t.scopes.get_mut(&limit.scope) {
+                s.tokens -= 1;
+                if s.tokens == 0 {
+                    t.scopes.remove(&limit.scope);
+                }
+            }
+        }
+        for limit in &grant.limits {
+            let s = t.scopes.entry(limit.scope.clone()).or_default();
+            s.tokens += 1;
+            s.spent = s.spent.max(limit.spent_micro_usd);
+        }
+        if let Some(live) = t.tokens.get_mut(&token.hash) {
+            live.grant = grant;
         }
     }
 

@@ -80,6 +80,15 @@ pub(crate) fn decide(
         return outcome::classify_result(result, spec.options.json_schema.is_some()).err();
     }
     let exit = status.map_or("no exit status".to_string(), describe_exit);
+    if cfg.sandbox.is_some() && !parsed_any && crate::sandbox::failed_to_start(stderr) {
+        return Some((
+            ErrorKind::SandboxFailed,
+            with_stderr(
+                format!("the sandbox could not start ({exit}); the CLI did not run"),
+                &stderr_excerpt(),
+            ),
+        ));
+    }
     if stderr.contains("No conversation found") {
         return Some((ErrorKind::SessionNotFound, stderr_excerpt()));
     }

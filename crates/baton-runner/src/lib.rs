@@ -13,9 +13,11 @@
 
 pub mod argv;
 mod end;
+pub mod forwarder;
 pub mod lines;
 pub mod outcome;
 pub mod process;
+pub mod sandbox;
 pub mod spawn;
 mod verify;
 pub mod version;
@@ -60,6 +62,8 @@ pub struct RunnerConfig {
     pub max_stderr_bytes: usize,
     /// Keep attempt directories after the attempt (for debugging).
     pub keep_workspaces: bool,
+    /// Run each CLI in a bubblewrap sandbox.
+    pub sandbox: Option<sandbox::SandboxConfig>,
 }
 
 impl RunnerConfig {
@@ -76,6 +80,7 @@ impl RunnerConfig {
             max_line_bytes: 8 * 1024 * 1024,
             max_stderr_bytes: 64 * 1024,
             keep_workspaces: false,
+            sandbox: None,
         }
     }
 
@@ -269,7 +274,7 @@ fn launch(
     let program = find_executable(&cfg.claude_bin).ok_or_else(not_found)?;
     let mut args = argv::build_args(spec, files);
     args.extend(extra_args.iter().map(OsString::from));
-    let env = argv::build_env(
+    let mut env = argv::build_env(
         &ws.home,
         &ws.tmp,
         &cfg.env_passthrough,
@@ -277,6 +282,32 @@ fn launch(
         credential_env,
         |k| std::env::var_os(k),
     );
+    // In the sandbox, bwrap runs the forwarder, which runs the CLI.
+    let (program, args) = match &cfg.sandbox {
+        None => (program, args),
+        Some(sb) => {
+            let mut writable: Vec<&Path> = vec![&ws.root];
+            if !ws.cwd.starts_with(&ws.root) {
+                writable.push(&ws.cwd);
+            }
+            writable.extend(spec.options.add_dirs.iter().map(Path::new));
+            let (wrapped, inside) = sandbox::wrap(sb, &program, args, &writable, &ws.cwd);
+            for (k, v) in inside {
+                env.retain(|(name, _)| name.to_str() != Some(k.as_str()));
+                env.push((k.into(), v.into()));
+            }
+            let bwrap = find_executable(&sb.bwrap).ok_or_else(|| {
+                (
+                    ErrorKind::SandboxFailed,
+                    format!(
+                        "the sandbox cannot start: {} is not found or not executable (install bubblewrap)",
+                        sb.bwrap.display()
+                    ),
+                )
+            })?;
+            (bwrap, wrapped)
+        }
+    };
     let mut child = spawn::spawn(&spawn::Spawn {
         program: &program,
         args,

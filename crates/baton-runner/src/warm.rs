@@ -37,8 +37,14 @@ pub fn shape_of(run: &ClaudeRun) -> Option<&ClaudeOptions> {
 }
 
 impl WarmProcess {
-    /// Starts a process for jobs of `shape` in a new workspace named `name`.
-    pub fn start(cfg: &RunnerConfig, shape: &ClaudeOptions, name: &str) -> Result<Self, String> {
+    /// Starts a process for jobs of `shape` in a new workspace named `name`, with
+    /// `credential_env` (a token of Baton's proxy, bound to a job when one takes it).
+    pub fn start(
+        cfg: &RunnerConfig,
+        shape: &ClaudeOptions,
+        name: &str,
+        credential_env: &[(String, String)],
+    ) -> Result<Self, String> {
         // What it runs until its prompt arrives: the options, in a new session.
         let shape = ClaudeRun {
             prompt: String::new(),
@@ -60,7 +66,7 @@ impl WarmProcess {
             &shape,
             &files,
             &["--input-format", "stream-json"],
-            &[],
+            credential_env,
         ) {
             Ok(l) => l,
             Err((_, message)) => {

@@ -26,6 +26,8 @@ pub struct App {
     state: AppState,
     shutdown: CancellationToken,
     drain_timeout: Duration,
+    /// The sandbox's egress proxy, when it has an allow-list.
+    _egress: Option<baton_proxy::egress::Egress>,
 }
 
 /// The stable id of this node, kept in the data directory so that a restarted server
@@ -76,7 +78,48 @@ pub fn runner_config(config: &Config, node_id: &str) -> RunnerConfig {
     r.max_line_bytes = config.runner.max_line_bytes;
     r.max_stderr_bytes = config.runner.max_stderr_bytes;
     r.keep_workspaces = config.runner.keep_workspaces;
+    r.sandbox = sandbox_config(config);
     r
+}
+
+/// Absolute, and canonical where it exists (bwrap's paths must be).
+fn resolved(p: &std::path::Path) -> std::path::PathBuf {
+    p.canonicalize()
+        .or_else(|_| std::path::absolute(p))
+        .unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The sandbox's settings, when `runner.sandbox = "bwrap"`: what it hides (Baton's data
+/// and workspace directories, the credential file, the TLS key) and the sockets it binds.
+pub fn sandbox_config(config: &Config) -> Option<baton_runner::sandbox::SandboxConfig> {
+    if config.runner.sandbox != crate::config::SandboxMode::Bwrap {
+        return None;
+    }
+    let data = resolved(&config.server.data_dir);
+    let mut hide = vec![data.clone()];
+    for p in [
+        &config.runner.workspace_dir,
+        &config.proxy.credential_file,
+        &config.server.tls_key,
+    ] {
+        if !p.as_os_str().is_empty() {
+            hide.push(resolved(p));
+        }
+    }
+    let helper = if config.runner.sandbox_helper.as_os_str().is_empty() {
+        std::env::current_exe().unwrap_or_else(|_| "baton".into())
+    } else {
+        resolved(&config.runner.sandbox_helper)
+    };
+    Some(baton_runner::sandbox::SandboxConfig {
+        bwrap: config.runner.bwrap.clone(),
+        helper,
+        proxy_socket: data.join("proxy.sock"),
+        egress_socket: (!config.runner.egress_allow.is_empty()).then(|| data.join("egress.sock")),
+        hide,
+        uid: config.runner.sandbox_uid,
+        gid: config.runner.sandbox_uid,
+    })
 }
 
 /// The configured database: PostgreSQL when `database_url` names one, else SQLite in the
@@ -217,7 +260,31 @@ impl App {
         let attempts_dir = engine_cfg.runner.attempts_dir.clone();
         let keep = engine_cfg.runner.keep_workspaces;
         let ledger_engine = Arc::new(std::sync::OnceLock::new());
-        let proxy = crate::proxy::start(&config, ledger_engine.clone()).await?;
+        let sandbox = engine_cfg.runner.sandbox.clone();
+        let proxy = crate::proxy::start(
+            &config,
+            ledger_engine.clone(),
+            sandbox.as_ref().map(|s| s.proxy_socket.clone()),
+        )
+        .await?;
+        if sandbox.is_some() && proxy.is_none() {
+            anyhow::bail!(
+                "runner.sandbox = \"bwrap\" runs the CLI without network but Baton's proxy, so it needs \
+                 the proxy: a credential (ANTHROPIC_API_KEY in Baton's environment, or \
+                 proxy.credential_file) and proxy.mode other than \"direct\""
+            );
+        }
+        let egress = match sandbox.as_ref().and_then(|s| s.egress_socket.clone()) {
+            Some(socket) => Some(
+                baton_proxy::egress::Egress::start(
+                    &socket,
+                    config.runner.egress_allow.clone(),
+                    Duration::from_secs(config.outbound.timeout_seconds.max(10)),
+                )
+                .context("starting the sandbox's egress proxy")?,
+            ),
+            None => None,
+        };
         let engine = Engine::start(store.clone(), engine_cfg, clock).await?;
         let _ = ledger_engine.set(engine.clone());
         if let Some(p) = &proxy {
@@ -275,6 +342,7 @@ impl App {
             state,
             shutdown,
             drain_timeout: Duration::from_secs(config.server.drain_timeout_seconds),
+            _egress: egress,
         })
     }
 

@@ -55,40 +55,110 @@ async fn cli_check(config: &Config) -> Check {
     }
 }
 
+/// How a user with a Claude subscription, not an API key, gives Baton a credential.
+const SETUP_TOKEN_HINT: &str = "with a Claude subscription rather than an API key, run `claude setup-token` once and \
+     put the long-lived token it prints (sk-ant-oat…) in a file named by proxy.credential_file: \
+     Baton's proxy sends it as Authorization: Bearer";
+
 fn credentials_check(config: &Config) -> Check {
-    let vars = [
-        "ANTHROPIC_API_KEY",
-        "ANTHROPIC_AUTH_TOKEN",
-        "CLAUDE_CODE_OAUTH_TOKEN",
-    ];
-    let set: Vec<&str> = vars
-        .iter()
-        .copied()
-        .filter(|v| {
-            std::env::var_os(v).is_some_and(|x| !x.is_empty()) || config.runner.env.contains_key(*v)
-        })
-        .collect();
+    let name = "credentials";
     let bedrock = ["CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX"]
         .iter()
         .any(|v| std::env::var_os(v).is_some());
-    if !set.is_empty() {
-        Check {
-            name: "credentials",
-            ok: true,
-            detail: format!("{} set (value not shown)", set.join(", ")),
+    match crate::proxy::credential(config) {
+        Err(e) => Check {
+            name,
+            ok: false,
+            detail: format!("{e:#}"),
+        },
+        Ok(Some(c)) => {
+            let kind = match c {
+                baton_proxy::Credential::ApiKey(_) => "an API key",
+                baton_proxy::Credential::Bearer(_) => "an OAuth token",
+            };
+            let how = if config.proxy.mode == crate::config::ProxyMode::Direct {
+                "proxy.mode = \"direct\": each CLI gets it in its environment"
+            } else {
+                "Baton's proxy injects it into each API call; no CLI holds it"
+            };
+            Check {
+                name,
+                ok: true,
+                detail: format!("{kind} (value not shown); {how}"),
+            }
         }
-    } else if bedrock {
-        Check {
-            name: "credentials",
+        Ok(None) if bedrock => Check {
+            name,
             ok: true,
             detail: "a cloud provider is configured".into(),
+        },
+        Ok(None) => Check {
+            name,
+            ok: false,
+            detail: format!(
+                "none: set ANTHROPIC_API_KEY in Baton's environment or name a file in proxy.credential_file; \
+                 {SETUP_TOKEN_HINT}. Each job runs with a fresh HOME, so a login stored in ~/.claude is not seen"
+            ),
+        },
+    }
+}
+
+/// What the CLI's environment would hold: a token of its own and the proxy, never the
+/// credential (a `runner.env` or passed-through variable could carry it).
+fn cli_environment_check(
+    config: &Config,
+    secret: &str,
+    credential_env: &[(String, String)],
+) -> Check {
+    let runner = crate::app::runner_config(config, "doctor");
+    let env = baton_runner::argv::build_env(
+        std::path::Path::new("/home"),
+        std::path::Path::new("/tmp"),
+        &runner.env_passthrough,
+        &runner.env,
+        credential_env,
+        |k| std::env::var_os(k),
+    );
+    let holding: Vec<String> = env
+        .iter()
+        .filter(|(_, v)| v.to_string_lossy().contains(secret))
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .collect();
+    if holding.is_empty() {
+        Check {
+            name: "cli environment",
+            ok: true,
+            detail: "each CLI gets a token of its own and the proxy's address; no variable holds the credential".into(),
         }
     } else {
         Check {
-            name: "credentials",
+            name: "cli environment",
             ok: false,
-            detail: "none of ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN, CLAUDE_CODE_OAUTH_TOKEN is set; each job runs with a fresh HOME, so a login stored in ~/.claude is not seen".into(),
+            detail: format!(
+                "{} would hold the credential (from runner.env or runner.env_passthrough); remove it",
+                holding.join(", ")
+            ),
         }
+    }
+}
+
+/// Whether bubblewrap starts a sandbox as `runner.sandbox = "bwrap"` makes them.
+fn sandbox_check(sandbox: &baton_runner::sandbox::SandboxConfig) -> Check {
+    match baton_runner::sandbox::probe(sandbox) {
+        Ok(()) => Check {
+            name: "sandbox",
+            ok: true,
+            detail: format!(
+                "{} starts a sandbox (uid {}, no network but the proxy)",
+                sandbox.bwrap.display(),
+                sandbox.uid
+            ),
+        },
+        Err(detail) => Check {
+            name: "sandbox",
+            ok: false,
+            detail,
+        },
     }
 }
 
@@ -157,10 +227,17 @@ fn endpoint(config: &Config) -> String {
         .unwrap_or_else(|| "https://api.anthropic.com".into())
 }
 
-/// One prompt through the runner, exactly as a job runs, and a diagnosis of the answer.
-async fn round_trip_check(config: &Config) -> Check {
+/// One prompt through the runner, exactly as a job runs (through the proxy and in the
+/// sandbox when those are on), and a diagnosis of the answer.
+async fn round_trip_check(
+    config: &Config,
+    sandbox: Option<baton_runner::sandbox::SandboxConfig>,
+    credential_env: Vec<(String, String)>,
+    endpoint: String,
+) -> Check {
     let name = "round trip";
     let mut runner = crate::app::runner_config(config, "doctor");
+    runner.sandbox = sandbox;
     runner.attempts_dir = config.server.data_dir.join("doctor");
     runner.silence_timeout = Duration::from_secs(60);
     let mut request = JobRequest::prompt("Reply with the single word: ok");
@@ -184,7 +261,7 @@ async fn round_trip_check(config: &Config) -> Check {
         name: format!("doctor-{}", std::process::id()),
         step: &spec.step(),
         restore: None,
-        credential_env: Vec::new(),
+        credential_env,
     };
     let report = baton_runner::run(
         &runner,
@@ -194,7 +271,6 @@ async fn round_trip_check(config: &Config) -> Check {
     )
     .await;
     drain.abort();
-    let endpoint = endpoint(config);
     let message = report.error.as_ref().map(|(_, m)| m.as_str()).unwrap_or("");
     let detail = match &report.error {
         None => {
@@ -214,7 +290,7 @@ async fn round_trip_check(config: &Config) -> Check {
         Some((ErrorKind::CliNotFound, _)) => format!("the CLI binary is missing: {message}"),
         Some((ErrorKind::AuthenticationError, _)) if message.starts_with("Not logged in") => {
             format!(
-                "no credentials reached the CLI: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) in Baton's environment or its `env` setting ({message})"
+                "no credentials reached the CLI: set ANTHROPIC_API_KEY in Baton's environment or name a file in proxy.credential_file; {SETUP_TOKEN_HINT} ({message})"
             )
         }
         Some((ErrorKind::AuthenticationError, _)) => {
@@ -231,6 +307,9 @@ async fn round_trip_check(config: &Config) -> Check {
                 "ECONNREFUSED",
                 "timed out",
                 "ENOTFOUND",
+                // Through Baton's proxy, which answers 502 for an API it cannot reach.
+                "the API could not be reached",
+                "the API did not answer in time",
             ]
             .iter()
             .any(|m| message.contains(m)) =>
@@ -257,9 +336,67 @@ pub async fn doctor(config: &Config) -> bool {
         data_dir_check(config),
         database_check(config).await,
     ];
-    if cli_ok {
-        checks.push(round_trip_check(config).await);
+    // The sandbox and the proxy as the server would make them (on a socket of the
+    // doctor's own, beside a server that may be running).
+    let mut sandbox = crate::app::sandbox_config(config);
+    if let Some(sb) = &mut sandbox {
+        sb.proxy_socket = sb.proxy_socket.with_file_name("doctor-proxy.sock");
+        sb.egress_socket = None;
     }
+    let socket = sandbox.as_ref().map(|s| s.proxy_socket.clone());
+    let proxy = match crate::proxy::start(config, Default::default(), socket).await {
+        Ok(p) => p,
+        Err(e) => {
+            checks.push(Check {
+                name: "proxy",
+                ok: false,
+                detail: format!("{e:#}"),
+            });
+            None
+        }
+    };
+    let token = proxy.as_ref().map(|p| {
+        p.grant(baton_proxy::Grant {
+            project: "default".into(),
+            job: "doctor".into(),
+            attempt: 1,
+            key_id: None,
+            agent: None,
+            routine: None,
+            limits: Vec::new(),
+        })
+    });
+    let mut credential_env = Vec::new();
+    let mut endpoint = endpoint(config);
+    if let (Some(p), Some(t)) = (&proxy, &token) {
+        credential_env = vec![
+            ("ANTHROPIC_BASE_URL".to_string(), p.base_url()),
+            ("ANTHROPIC_API_KEY".to_string(), t.value().to_string()),
+        ];
+        endpoint = crate::proxy::upstream(config);
+        if let Ok(Some(c)) = crate::proxy::credential(config) {
+            let secret = match &c {
+                baton_proxy::Credential::ApiKey(s) | baton_proxy::Credential::Bearer(s) => s,
+            };
+            checks.push(cli_environment_check(config, secret, &credential_env));
+        }
+    }
+    if let Some(sb) = &sandbox {
+        checks.push(if proxy.is_some() {
+            sandbox_check(sb)
+        } else {
+            Check {
+                name: "sandbox",
+                ok: false,
+                detail: "runner.sandbox = \"bwrap\" needs Baton's proxy, which needs a credential"
+                    .into(),
+            }
+        });
+    }
+    if cli_ok {
+        checks.push(round_trip_check(config, sandbox, credential_env, endpoint).await);
+    }
+    drop(token);
 
     for c in &checks {
         println!(

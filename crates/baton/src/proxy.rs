@@ -92,8 +92,20 @@ pub fn credential(config: &Config) -> anyhow::Result<Option<Credential>> {
             Credential::ApiKey(secret)
         }));
     }
-    if let Some(taken) = TAKEN.get() {
-        return Ok(taken.clone());
+    if let Some(Some(taken)) = TAKEN.get() {
+        return Ok(Some(taken.clone()));
+    }
+    // A key given to the CLIs in configuration is Baton's to hold as well.
+    if let Some(k) = config
+        .runner
+        .env
+        .get("ANTHROPIC_API_KEY")
+        .filter(|k| !k.is_empty())
+    {
+        return Ok(Some(Credential::ApiKey(k.clone())));
+    }
+    if TAKEN.get().is_some() {
+        return Ok(None);
     }
     // Baton as a library (tests): its environment as it is.
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -106,11 +118,28 @@ pub fn credential(config: &Config) -> anyhow::Result<Option<Credential>> {
         }))
 }
 
+/// Where the proxy forwards: `proxy.upstream`, else the `ANTHROPIC_BASE_URL` the CLIs
+/// were configured with (`runner.env`) or Baton's environment has, else the Anthropic API.
+pub fn upstream(config: &Config) -> String {
+    if !config.proxy.upstream.is_empty() {
+        return config.proxy.upstream.clone();
+    }
+    config
+        .runner
+        .env
+        .get("ANTHROPIC_BASE_URL")
+        .cloned()
+        .or_else(|| std::env::var("ANTHROPIC_BASE_URL").ok())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "https://api.anthropic.com".into())
+}
+
 /// The proxy this node runs, if its configuration and credential call for one. Its ledger
 /// writes through `engine`, set once the engine has started.
 pub async fn start(
     config: &Config,
     engine: Arc<std::sync::OnceLock<Engine>>,
+    socket: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Option<Arc<Proxy>>> {
     let found = match config.proxy.mode {
         ProxyMode::Direct => return Ok(None),
@@ -125,14 +154,7 @@ pub async fn start(
         }
         return Ok(None);
     };
-    let upstream = if config.proxy.upstream.is_empty() {
-        std::env::var("ANTHROPIC_BASE_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "https://api.anthropic.com".into())
-    } else {
-        config.proxy.upstream.clone()
-    };
+    let upstream = upstream(config);
     let mut prices = baton_proxy::Prices::default();
     prices.0.extend(config.proxy.prices.clone());
     let proxy = Proxy::start(
@@ -141,6 +163,7 @@ pub async fn start(
             credential,
             prices,
             connect_timeout: std::time::Duration::from_secs(30),
+            socket,
         },
         Arc::new(Ledger { engine }),
     )
@@ -455,59 +478,101 @@ impl ProxyCredentials {
 /// How long a job waits when its budgets cannot be read (the database is away).
 const UNREADABLE_BUDGET_PARK_MS: i64 = 10_000;
 
+impl ProxyCredentials {
+    /// The budgets `job` falls under, checked: a refusal when one is spent.
+    async fn admit(&self, job: &JobRecord, now: i64) -> Result<Vec<Limit>, Refusal> {
+        let applies = match self.limits(job, now).await {
+            Ok(a) => a,
+            // Never start a job whose budgets are unknown.
+            Err(e) => {
+                return Err(Refusal {
+                    message: format!("the job's budgets could not be read: {e}"),
+                    park_until: Some(now + UNREADABLE_BUDGET_PARK_MS),
+                });
+            }
+        };
+        if let Some(spent) = applies
+            .iter()
+            .find(|a| a.limit.spent_micro_usd >= a.limit.cap_micro_usd)
+        {
+            return Err(Refusal {
+                message: format!(
+                    "{} is spent ({} so far); the job was not started",
+                    spent.limit.label,
+                    usd(spent.limit.spent_micro_usd)
+                ),
+                park_until: (spent.on_exceed == OnExceed::Park).then_some(spent.until),
+            });
+        }
+        Ok(applies.into_iter().map(|a| a.limit).collect())
+    }
+
+    fn grant(job: &JobRecord, attempt: u32, limits: Vec<Limit>) -> Grant {
+        Grant {
+            project: job.project_id.to_string(),
+            job: job.id.to_string(),
+            attempt,
+            key_id: job.spec.charge.key_id.clone(),
+            agent: job.spec.agent.as_ref().map(|a| a.name.clone()),
+            routine: job.spec.charge.routine_id.clone(),
+            limits,
+        }
+    }
+
+    fn credential(&self, grant: Grant) -> IssuedCredential {
+        let token = self.proxy.grant(grant);
+        IssuedCredential {
+            env: vec![
+                ("ANTHROPIC_BASE_URL".into(), self.proxy.base_url()),
+                ("ANTHROPIC_API_KEY".into(), token.value().to_string()),
+            ],
+            guard: Box::new(Guard(token)),
+        }
+    }
+}
+
+type Pinned<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 impl Credentials for ProxyCredentials {
     fn issue<'a>(
         &'a self,
         job: &'a JobRecord,
         attempt: u32,
         now: i64,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<Option<IssuedCredential>, Refusal>> + Send + 'a,
-        >,
-    > {
+    ) -> Pinned<'a, Result<Option<IssuedCredential>, Refusal>> {
         Box::pin(async move {
-            let applies = match self.limits(job, now).await {
-                Ok(a) => a,
-                // Never start a job whose budgets are unknown.
-                Err(e) => {
-                    return Err(Refusal {
-                        message: format!("the job's budgets could not be read: {e}"),
-                        park_until: Some(now + UNREADABLE_BUDGET_PARK_MS),
-                    });
-                }
-            };
-            if let Some(spent) = applies
-                .iter()
-                .find(|a| a.limit.spent_micro_usd >= a.limit.cap_micro_usd)
-            {
-                let message = format!(
-                    "{} is spent ({} so far); the job was not started",
-                    spent.limit.label,
-                    usd(spent.limit.spent_micro_usd)
-                );
-                let park = spent.on_exceed == OnExceed::Park;
-                return Err(Refusal {
-                    message,
-                    park_until: park.then_some(spent.until),
-                });
+            let limits = self.admit(job, now).await?;
+            Ok(Some(self.credential(Self::grant(job, attempt, limits))))
+        })
+    }
+
+    fn issue_warm(&self) -> Option<IssuedCredential> {
+        // No one's until a job takes the process: its calls (the CLI makes none while it
+        // waits) are in no ledger row, since no job can be charged.
+        Some(self.credential(Grant {
+            project: String::new(),
+            job: "warm".into(),
+            attempt: 0,
+            key_id: None,
+            agent: None,
+            routine: None,
+            limits: Vec::new(),
+        }))
+    }
+
+    fn bind<'a>(
+        &'a self,
+        credential: &'a IssuedCredential,
+        job: &'a JobRecord,
+        attempt: u32,
+        now: i64,
+    ) -> Pinned<'a, Result<(), Refusal>> {
+        Box::pin(async move {
+            let limits = self.admit(job, now).await?;
+            if let Some(Guard(token)) = credential.guard.as_any().downcast_ref::<Guard>() {
+                self.proxy.rebind(token, Self::grant(job, attempt, limits));
             }
-            let token = self.proxy.grant(Grant {
-                project: job.project_id.to_string(),
-                job: job.id.to_string(),
-                attempt,
-                key_id: job.spec.charge.key_id.clone(),
-                agent: job.spec.agent.as_ref().map(|a| a.name.clone()),
-                routine: job.spec.charge.routine_id.clone(),
-                limits: applies.into_iter().map(|a| a.limit).collect(),
-            });
-            Ok(Some(IssuedCredential {
-                env: vec![
-                    ("ANTHROPIC_BASE_URL".into(), self.proxy.base_url()),
-                    ("ANTHROPIC_API_KEY".into(), token.value().to_string()),
-                ],
-                guard: Box::new(Guard(token)),
-            }))
+            Ok(())
         })
     }
 }
@@ -517,5 +582,9 @@ struct Guard(baton_proxy::Token);
 impl baton_engine::CredentialGuard for Guard {
     fn budget_exceeded(&self) -> Option<String> {
         self.0.budget_exceeded()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

@@ -181,6 +181,35 @@ impl Script {
                 }
             }
             "echo_env" if one(0) => self.answer = Answer::EchoEnv,
+            // Whether a TCP address can be reached from here: the answer says.
+            "connect" if one(1) => {
+                self.answer = Answer::Text(
+                    match std::net::TcpStream::connect_timeout(
+                        &match numbers[0].parse() {
+                            Ok(a) => a,
+                            Err(_) => return,
+                        },
+                        std::time::Duration::from_secs(2),
+                    ) {
+                        Ok(_) => format!("connected to {}", numbers[0]),
+                        Err(e) => format!("cannot connect to {}: {e}", numbers[0]),
+                    },
+                )
+            }
+            // A process that leaves the CLI's process group and session (`setsid sleep
+            // <seconds>`, the seconds a marker to find it by): only a PID namespace ends it.
+            "escape" if one(1) => {
+                let spawned = std::process::Command::new("setsid")
+                    .args(["sleep", numbers[0]])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn();
+                self.answer = Answer::Text(match spawned {
+                    Ok(_) => "escaped".into(),
+                    Err(e) => format!("cannot start setsid: {e}"),
+                });
+            }
             "api_calls" if one(3) => {
                 if let (Ok(calls), Ok(input), Ok(output)) =
                     (numbers[0].parse(), numbers[1].parse(), numbers[2].parse())

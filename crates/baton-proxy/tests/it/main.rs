@@ -61,6 +61,7 @@ async fn proxy_to(mock: &MockAnthropic, sink: Arc<Recorder>) -> Proxy {
             credential: Credential::ApiKey(CANARY.into()),
             prices: Prices::default(),
             connect_timeout: Duration::from_secs(5),
+            socket: None,
         },
         sink,
     )
@@ -201,6 +202,7 @@ async fn an_unreachable_upstream_is_an_api_error_the_cli_retries() {
             credential: Credential::ApiKey(CANARY.into()),
             prices: Prices::default(),
             connect_timeout: Duration::from_secs(2),
+            socket: None,
         },
         sink,
     )

@@ -158,6 +158,29 @@ pub struct RunnerConfig {
     /// directories, so at high job rates a tmpfs here spares the disk that churn. This
     /// server keeps to its own `baton-<node id>` inside, so servers may share it.
     pub workspace_dir: PathBuf,
+    /// `none`, or `bwrap`: each CLI runs in a bubblewrap sandbox (read-only system, its
+    /// own writable workspace, no network but Baton's proxy, a non-root uid). Needs the
+    /// proxy (a credential).
+    pub sandbox: SandboxMode,
+    /// The bubblewrap binary.
+    pub bwrap: PathBuf,
+    /// The uid (and gid) the CLI has inside the sandbox.
+    pub sandbox_uid: u32,
+    /// Baton's binary, run inside the sandbox as its forwarder (`baton sandbox-init`);
+    /// empty: this very binary.
+    pub sandbox_helper: PathBuf,
+    /// Domains a sandboxed CLI may reach through Baton's HTTPS (CONNECT) proxy, e.g.
+    /// `["github.com", ".npmjs.org"]` (a leading dot: any subdomain). Empty: none.
+    pub egress_allow: Vec<String>,
+}
+
+/// How the CLIs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    #[default]
+    None,
+    Bwrap,
 }
 
 /// `[limits]`: what a job may ask for.
@@ -313,6 +336,11 @@ impl Default for RunnerConfig {
             env: BTreeMap::new(),
             keep_workspaces: false,
             workspace_dir: PathBuf::new(),
+            sandbox: SandboxMode::None,
+            bwrap: PathBuf::from("bwrap"),
+            sandbox_uid: 1000,
+            sandbox_helper: PathBuf::new(),
+            egress_allow: Vec::new(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod nodes;
 mod process;
 mod real_cli;
 mod routines;
+mod sandbox;
 mod scenarios;
 mod schemathesis;
 mod secrets;

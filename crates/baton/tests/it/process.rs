@@ -329,12 +329,15 @@ async fn cli_client_runs_lists_shows_and_reports_outcomes() {
     drop(server);
 
     // doctor: the fake CLI is found, credentials are what the environment says.
-    let doctor = |key: Option<&str>| {
+    let doctor_with = |key: Option<&str>, sets: &[String]| {
         let mut cmd = Command::new(baton_bin());
         cmd.args(["doctor", "--data-dir"])
             .arg(dir.path())
             .arg("--claude-bin")
             .arg(fake_claude());
+        for s in sets {
+            cmd.arg("--set").arg(s);
+        }
         cmd.env_remove("ANTHROPIC_API_KEY")
             .env_remove("ANTHROPIC_AUTH_TOKEN")
             .env_remove("CLAUDE_CODE_OAUTH_TOKEN");
@@ -347,13 +350,56 @@ async fn cli_client_runs_lists_shows_and_reports_outcomes() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
+    let doctor = |key: Option<&str>| doctor_with(key, &[]);
     let (code, out) = doctor(Some("sk-test-secret"));
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("2.1.332") && !out.contains("sk-test-secret"),
         "{out}"
     );
+    assert!(out.contains("ok   cli environment"), "{out}");
     let (code, out) = doctor(None);
     assert_eq!(code, Some(1));
-    assert!(out.contains("FAIL credentials"), "{out}");
+    assert!(
+        out.contains("FAIL credentials") && out.contains("claude setup-token"),
+        "a subscriber is told how to give Baton a token: {out}"
+    );
+    // Configuration that would hand the CLI the credential under another name.
+    let (code, out) = doctor_with(
+        Some("sk-test-secret"),
+        &[r#"runner.env={LEAKED = "sk-test-secret"}"#.to_string()],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL cli environment") && out.contains("LEAKED would hold the credential"),
+        "{out}"
+    );
+    assert!(!out.contains("sk-test-secret"), "{out}");
+    // The sandbox starts, and the round trip runs in it through the proxy.
+    if crate::sandbox::have_bwrap() {
+        let (code, out) = doctor_with(
+            Some("sk-test-secret"),
+            &[
+                "runner.sandbox=bwrap".to_string(),
+                format!("runner.sandbox_helper={}", baton_bin().display()),
+            ],
+        );
+        assert_eq!(code, Some(0), "{out}");
+        assert!(
+            out.contains("ok   sandbox") && out.contains("ok   round trip"),
+            "{out}"
+        );
+        let (code, out) = doctor_with(
+            Some("sk-test-secret"),
+            &[
+                "runner.sandbox=bwrap".to_string(),
+                "runner.bwrap=/nonexistent/bwrap".to_string(),
+            ],
+        );
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            out.contains("FAIL sandbox") && out.contains("install bubblewrap"),
+            "{out}"
+        );
+    }
 }

@@ -41,8 +41,23 @@ fn mock_mcp() -> PathBuf {
     bin
 }
 
-/// A Baton server whose CLI is the real one, talking to `mock`.
+/// A Baton server whose CLI is the real one, talking to `mock`. Baton holds the key its
+/// configuration gives the CLIs, so by default they reach `mock` through its proxy; with
+/// `BATON_TEST_REAL_CLI_VIA=sandbox` also from a sandbox (how `.ci/run` runs the suite a second
+/// time), with `=direct` without the proxy.
 async fn server(claude: &std::path::Path, mock: &MockAnthropic, extra: &[(&str, &str)]) -> Server {
+    let via = std::env::var("BATON_TEST_REAL_CLI_VIA").unwrap_or_default();
+    let helper = crate::support::baton_bin().display().to_string();
+    let mut extra = extra.to_vec();
+    match via.as_str() {
+        "sandbox" if crate::sandbox::have_bwrap() => {
+            extra.push(("runner.sandbox", "bwrap"));
+            extra.push(("runner.sandbox_helper", helper.as_str()));
+        }
+        "direct" => extra.push(("proxy.mode", "direct")),
+        _ => {}
+    }
+    let extra = &extra[..];
     let env = format!(
         r#"{{ANTHROPIC_BASE_URL = "{}", ANTHROPIC_API_KEY = "sk-test"}}"#,
         mock.base_url()
@@ -394,10 +409,14 @@ async fn the_real_cli_accepts_batons_arguments_and_fails_fast_without_an_api() {
         .await;
     assert_eq!(job["state"], "dead", "{job}");
     assert_eq!(job["error"]["type"], "api_error", "{job}");
-    // 2.1.197 says "Unable to connect"; 2.1.3xx "Connection refused … (ECONNREFUSED)".
+    // Baton holds the key, so the CLI reaches the (unreachable) API through its proxy,
+    // which answers 502 as the API's own gateway would. (Directly, 2.1.197 says "Unable
+    // to connect"; 2.1.3xx "Connection refused … (ECONNREFUSED)".)
     let message = job["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("Unable to connect") || message.contains("Connection refused"),
+        message.contains("the API could not be reached")
+            || message.contains("Unable to connect")
+            || message.contains("Connection refused"),
         "{job}"
     );
     assert_eq!(job["session_id"], "6a1f0c9e-4f1e-4c55-9d0b-1f6f2c7c9a10");
@@ -612,6 +631,7 @@ async fn proxied(
     claude: &std::path::Path,
     mock: &MockAnthropic,
     credential: &str,
+    extra: &[(&str, &str)],
 ) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("credential");
@@ -621,13 +641,14 @@ async fn proxied(
         mock.base_url(),
         claude.display().to_string(),
     );
-    let server = Server::with(&[
+    let mut flags = vec![
         ("runner.claude_bin", claude.as_str()),
         ("runner.silence_timeout_seconds", "60"),
         ("proxy.credential_file", file.as_str()),
         ("proxy.upstream", upstream.as_str()),
-    ])
-    .await;
+    ];
+    flags.extend_from_slice(extra);
+    let server = Server::with(&flags).await;
     (server, dir)
 }
 
@@ -638,7 +659,7 @@ async fn the_real_cli_reaches_the_api_through_the_proxy_with_a_token_of_its_own(
     let Some(claude) = real_claude() else { return };
     let mock = MockAnthropic::start().await;
     let canary = "sk-ant-api03-canary-9f8e7d6c5b4a";
-    let (server, _dir) = proxied(&claude, &mock, canary).await;
+    let (server, _dir) = proxied(&claude, &mock, canary, &[]).await;
     let job = server
         .run(json!({"prompt": "MOCK_USAGE 1000 200\nMOCK_TEXT metered", "max_attempts": 1}))
         .await;
@@ -673,7 +694,7 @@ async fn the_real_cli_reaches_the_api_through_the_proxy_with_a_token_of_its_own(
 async fn the_proxy_refuses_the_call_that_would_cross_a_jobs_budget() {
     let Some(claude) = real_claude() else { return };
     let mock = MockAnthropic::start().await;
-    let (server, _dir) = proxied(&claude, &mock, "sk-ant-api03-budget-canary").await;
+    let (server, _dir) = proxied(&claude, &mock, "sk-ant-api03-budget-canary", &[]).await;
     // Each call: 100 tokens in, 50 out, on sonnet: 1,050 micro-dollars.
     let job = server
         .run(json!({
@@ -697,5 +718,71 @@ async fn the_proxy_refuses_the_call_that_would_cross_a_jobs_budget() {
         "within one call of the cap: {spend:?}"
     );
     assert!(mock.messages_requests().len() <= 3);
+    server.stop().await;
+}
+
+/// The real CLI in the sandbox, through the proxy's socket: a text answer, a Bash tool, a
+/// Write inside its workspace under bypassPermissions (the CLI sees a non-root uid), a
+/// Write outside it refused by the read-only system, and nothing left running.
+#[tokio::test]
+async fn the_real_cli_works_in_the_sandbox_through_the_proxy() {
+    let Some(claude) = real_claude() else { return };
+    if !crate::sandbox::have_bwrap() {
+        return;
+    }
+    let mock = MockAnthropic::start().await;
+    let helper = crate::support::baton_bin().display().to_string();
+    let (server, _dir) = proxied(
+        &claude,
+        &mock,
+        "sk-ant-api03-sandboxed-canary",
+        &[
+            ("runner.sandbox", "bwrap"),
+            ("runner.sandbox_helper", helper.as_str()),
+            ("runner.keep_workspaces", "true"),
+        ],
+    )
+    .await;
+    let job = server
+        .run(json!({"prompt": "MOCK_TEXT boxed", "max_attempts": 1}))
+        .await;
+    assert_eq!(
+        (job["state"].as_str(), job["result"].as_str()),
+        (Some("completed"), Some("boxed")),
+        "{job}"
+    );
+    let tool = r#"MOCK_TOOL Bash {"command":"id -u","description":"who"}"#;
+    let job = server
+        .run(json!({"prompt": tool, "allowed_tools": ["Bash"], "max_attempts": 1}))
+        .await;
+    assert_eq!(job["result"], "done: 1000", "{job}");
+    assert_no_survivors(&job);
+    let write = r#"MOCK_TOOL Write {"file_path":"written.txt","content":"inside"}"#;
+    let job = server
+        .run(json!({"prompt": write, "permission_mode": "bypassPermissions", "max_attempts": 1}))
+        .await;
+    assert_eq!(
+        job["state"], "completed",
+        "bypassPermissions runs unattended: {job}"
+    );
+    let attempts = server.dir.path().join("attempts");
+    let written = std::fs::read_dir(&attempts)
+        .unwrap()
+        .flatten()
+        .map(|d| d.path().join("work/written.txt"))
+        .find(|p| p.exists());
+    assert_eq!(
+        written.map(|p| std::fs::read_to_string(p).unwrap()),
+        Some("inside".to_string()),
+        "the Write landed in the workspace"
+    );
+    let outside =
+        r#"MOCK_TOOL Bash {"command":"touch /usr/baton-escape; echo $?","description":"escape"}"#;
+    let job = server
+        .run(json!({"prompt": outside, "allowed_tools": ["Bash"], "permission_mode": "bypassPermissions", "max_attempts": 1}))
+        .await;
+    assert_eq!(job["state"], "completed", "{job}");
+    assert!(!std::path::Path::new("/usr/baton-escape").exists());
+    assert_ne!(job["result"], "done: 0", "{job}");
     server.stop().await;
 }

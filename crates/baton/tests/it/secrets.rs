@@ -37,8 +37,10 @@ fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<String> {
     found
 }
 
-/// Runs the suite against a server started with `extra` settings; returns the jobs' views.
-pub(crate) async fn canary_suite(extra: &[(&str, &str)]) -> Vec<Value> {
+/// Runs the suite against a server started with `extra` settings (`sandboxed` when they
+/// make a sandbox, inside which Baton's process and database do not exist); returns the
+/// jobs' views.
+pub(crate) async fn canary_suite(extra: &[(&str, &str)], sandboxed: bool) -> Vec<Value> {
     let mock = MockAnthropic::start().await;
     let dir = tempfile::tempdir().unwrap();
     let roots = tempfile::tempdir().unwrap();
@@ -115,10 +117,21 @@ pub(crate) async fn canary_suite(extra: &[(&str, &str)]) -> Vec<Value> {
         "the CLI has a token: {}",
         result(0)
     );
-    assert!(
-        result(3).contains("SQLite format 3"),
-        "the database was read"
-    );
+    if sandboxed {
+        for i in [2, 3] {
+            assert!(
+                result(i).starts_with("cannot read"),
+                "{}: {}",
+                prompts[i],
+                result(i)
+            );
+        }
+    } else {
+        assert!(
+            result(3).contains("SQLite format 3"),
+            "the database was read"
+        );
+    }
     assert_eq!(jobs[4]["job"]["state"], "completed", "{}", jobs[4]);
     // The injection works: mock-anthropic saw the canary on every call.
     let calls = mock.messages_requests();
@@ -149,7 +162,7 @@ pub(crate) async fn canary_suite(extra: &[(&str, &str)]) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_canary_credential_reaches_the_api_and_nothing_else() {
-    let jobs = canary_suite(&[]).await;
+    let jobs = canary_suite(&[], false).await;
     // Baton's own initial environment keeps the name, not the value.
     let baton_env = jobs[2]["job"]["result"].as_str().unwrap();
     assert!(baton_env.contains("ANTHROPIC_API_KEY="), "{baton_env}");

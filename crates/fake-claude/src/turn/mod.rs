@@ -405,6 +405,8 @@ impl Runner {
             // and Baton's proxy, never the credential itself.
             "api_key" => std::env::var("ANTHROPIC_API_KEY").ok(),
             "base_url" => std::env::var("ANTHROPIC_BASE_URL").ok(),
+            // SAFETY: getuid cannot fail.
+            "uid" => f64::from(unsafe { libc::getuid() }),
             "prompt" => prompt,
         };
         report.to_compact()

@@ -1,0 +1,221 @@
+//! The sandbox (`runner.sandbox = "bwrap"`): what a sandboxed CLI can and cannot see, reach
+//! and leave behind, with the fake CLI making real calls through the proxy's socket.
+
+use mock_anthropic::MockAnthropic;
+use serde_json::{Value, json};
+
+use crate::support::{Server, baton_bin, have};
+
+pub fn have_bwrap() -> bool {
+    have("bwrap", "the sandbox runs each CLI under bubblewrap")
+}
+
+/// A server whose CLIs run sandboxed and reach `mock` through the proxy.
+async fn sandboxed(mock: &MockAnthropic, extra: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credential");
+    std::fs::write(&file, "sk-ant-api03-sandbox-canary").unwrap();
+    let file = file.display().to_string();
+    let upstream = mock.base_url();
+    let helper = baton_bin().display().to_string();
+    let mut flags = vec![
+        ("proxy.credential_file", file.as_str()),
+        ("proxy.upstream", upstream.as_str()),
+        ("runner.sandbox", "bwrap"),
+        ("runner.sandbox_helper", helper.as_str()),
+    ];
+    flags.extend_from_slice(extra);
+    (Server::with(&flags).await, dir)
+}
+
+fn result(job: &Value) -> String {
+    job["result"].as_str().unwrap_or_default().to_string()
+}
+
+/// Processes on this machine whose command line holds `marker`.
+fn running_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_sandboxed_cli_sees_its_workspace_and_the_proxy_and_nothing_else() {
+    if !have_bwrap() {
+        return;
+    }
+    let mock = MockAnthropic::start().await;
+    let (s, _cred) = sandboxed(&mock, &[]).await;
+    // Things it must not see: Baton's database, a file in the host's /tmp, the host's home.
+    let db = s.dir.path().join("baton.db");
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(outside.path(), "host secret").unwrap();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+
+    let env = s.run(json!({"prompt": "FAKE echo_env\nwho"})).await;
+    assert_eq!(env["state"], "completed", "{env}");
+    let seen: Value = serde_json::from_str(&result(&env)).unwrap();
+    assert_eq!(seen["uid"], 1000.0, "a non-root uid inside: {seen}");
+    assert_eq!(seen["base_url"], "http://127.0.0.1:8377", "{seen}");
+    assert!(
+        seen["api_key"].as_str().unwrap().starts_with("btk-"),
+        "{seen}"
+    );
+
+    let calls = s
+        .run(json!({"prompt": "FAKE api_calls 2 100 50\ncall"}))
+        .await;
+    assert_eq!(
+        calls["state"], "completed",
+        "through the proxy's socket: {calls}"
+    );
+    assert_eq!(mock.messages_requests().len(), 2);
+
+    for path in [
+        db.display().to_string(),
+        outside.path().display().to_string(),
+        format!("{home}/.bashrc"),
+        "/proc/1/environ".into(),
+    ] {
+        let job = s
+            .run(json!({"prompt": format!("FAKE cat {path}\nlook")}))
+            .await;
+        let r = result(&job);
+        assert!(
+            r.starts_with(&format!("cannot read {path}"))
+                || (path.starts_with("/proc") && !r.contains("ANTHROPIC_API_KEY=sk")),
+            "{path} is visible: {r}"
+        );
+    }
+    let job = s
+        .run(json!({"prompt": format!("FAKE connect 127.0.0.1:{port}\nreach")}))
+        .await;
+    assert!(result(&job).starts_with("cannot connect"), "{job}");
+    drop(listener);
+
+    // Writes: inside the workspace, yes; the system, no.
+    let job = s
+        .run(json!({"prompt": "FAKE deny\nwrite", "permission_mode": "bypassPermissions"}))
+        .await;
+    assert_eq!(
+        job["state"], "completed",
+        "bypassPermissions works inside: {job}"
+    );
+
+    // A process that leaves the CLI's session and group dies with the sandbox.
+    let marker = "3599.0271828";
+    let job = s
+        .run(json!({"prompt": format!("FAKE escape {marker}\nflee")}))
+        .await;
+    assert_eq!(result(&job), "escaped", "{job}");
+    let left = running_with(marker);
+    for pid in &left {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(left.is_empty(), "it outlived its attempt: {left:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_sandbox_that_cannot_start_fails_the_attempt_and_never_runs_the_cli_bare() {
+    if !have_bwrap() {
+        return;
+    }
+    let mock = MockAnthropic::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("bwrap");
+    std::fs::write(
+        &broken,
+        "#!/bin/sh\necho 'bwrap: Creating new namespace failed: Operation not permitted' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let broken = broken.display().to_string();
+    for bwrap in [broken.as_str(), "/nonexistent/bwrap"] {
+        let (s, _cred) = sandboxed(&mock, &[("runner.bwrap", bwrap)]).await;
+        let job = s
+            .run(json!({"prompt": "FAKE text ran bare", "max_attempts": 3}))
+            .await;
+        assert_eq!(
+            (job["state"].as_str(), job["error"]["type"].as_str()),
+            (Some("failed"), Some("sandbox_failed")),
+            "{job}"
+        );
+        assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "not retried");
+        assert_ne!(result(&job), "ran bare");
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_canary_suite_holds_in_the_sandbox() {
+    if !have_bwrap() {
+        return;
+    }
+    let helper = baton_bin().display().to_string();
+    let jobs = crate::secrets::canary_suite(
+        &[
+            ("runner.sandbox", "bwrap"),
+            ("runner.sandbox_helper", helper.as_str()),
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(jobs.len(), 5);
+}
+
+#[tokio::test]
+async fn an_egress_allow_list_lets_through_only_its_domains() {
+    if !have_bwrap() {
+        return;
+    }
+    let mock = MockAnthropic::start().await;
+    let (s, _cred) = sandboxed(&mock, &[("runner.egress_allow", r#"["example.invalid"]"#)]).await;
+    let job = s.run(json!({"prompt": "FAKE echo_env\nenv"})).await;
+    let seen: Value = serde_json::from_str(&result(&job)).unwrap();
+    let names = seen["env"].to_string();
+    assert!(names.contains("HTTPS_PROXY"), "{seen}");
+    // Inside, the forwarder serves the egress proxy on its port.
+    let job = s
+        .run(json!({"prompt": "FAKE connect 127.0.0.1:8378\nproxy"}))
+        .await;
+    assert!(result(&job).starts_with("connected"), "{job}");
+    // What the egress proxy lets through: a name off the list is refused (403); the
+    // listed one is let through to a public address only, and this machine resolves it
+    // to none (502); anything but CONNECT is refused (405).
+    let socket = s.dir.path().canonicalize().unwrap().join("egress.sock");
+    for (request, status) in [
+        (
+            "CONNECT evil.test:443 HTTP/1.1\r\nhost: evil.test:443\r\n\r\n",
+            "403",
+        ),
+        ("CONNECT example.invalid:80 HTTP/1.1\r\n\r\n", "403"),
+        ("CONNECT example.invalid:443 HTTP/1.1\r\n\r\n", "502"),
+        ("GET http://example.invalid/ HTTP/1.1\r\n\r\n", "405"),
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::UnixStream::connect(&socket).await.unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{request:?}: {answer}"
+        );
+    }
+    s.stop().await;
+}
