@@ -64,6 +64,9 @@ pub struct RunnerConfig {
     pub keep_workspaces: bool,
     /// Run each CLI in a bubblewrap sandbox.
     pub sandbox: Option<sandbox::SandboxConfig>,
+    /// Without a sandbox, run each CLI (and an agent's verify) as this uid and gid:
+    /// Baton as root, `runner.run_as`. Its workspace is given to it.
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl RunnerConfig {
@@ -81,6 +84,7 @@ impl RunnerConfig {
             max_stderr_bytes: 64 * 1024,
             keep_workspaces: false,
             sandbox: None,
+            run_as: None,
         }
     }
 
@@ -282,6 +286,20 @@ fn launch(
         credential_env,
         |k| std::env::var_os(k),
     );
+    // Without a sandbox, a CLI run as another user gets its workspace.
+    let run_as = if cfg.sandbox.is_some() {
+        None
+    } else {
+        cfg.run_as
+    };
+    if let Some((uid, gid)) = run_as {
+        workspace::give(&ws.root, uid, gid).map_err(|e| {
+            (
+                ErrorKind::SpawnFailed,
+                format!("could not give the workspace to uid {uid}: {e}"),
+            )
+        })?;
+    }
     // In the sandbox, bwrap runs the forwarder, which runs the CLI.
     let (program, args) = match &cfg.sandbox {
         None => (program, args),
@@ -313,6 +331,8 @@ fn launch(
         args,
         env,
         cwd: &ws.cwd,
+        // In the sandbox, bwrap makes the user; without, Baton as root becomes run_as.
+        run_as,
     })
     .map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied if !ws.cwd.is_dir() => {

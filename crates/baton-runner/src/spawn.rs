@@ -34,6 +34,9 @@ pub struct Spawn<'a> {
     /// The child's whole environment.
     pub env: Vec<(OsString, OsString)>,
     pub cwd: &'a Path,
+    /// Run as this uid and gid (Baton as root, `runner.run_as`), with no supplementary
+    /// groups.
+    pub run_as: Option<(u32, u32)>,
 }
 
 /// A started process: the leader of its own process group, with piped stdio. Dropped
@@ -63,6 +66,9 @@ struct ChildArgs {
     /// The child's ends of the stdin, stdout and stderr pipes.
     stdio: [RawFd; 3],
     parent: libc::pid_t,
+    /// The uid and gid to become, when `switch`.
+    ids: (libc::uid_t, libc::gid_t),
+    switch: bool,
     /// Set by the child when a step before (or the) exec fails.
     errno: c_int,
 }
@@ -98,6 +104,15 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             a.errno = *libc::__errno_location();
             libc::_exit(127)
         };
+        // First the user: a change of credentials clears the parent-death signal, so it
+        // is armed after.
+        if a.switch
+            && (libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(a.ids.1) != 0
+                || libc::setuid(a.ids.0) != 0)
+        {
+            return fail(a);
+        }
         if libc::setpgid(0, 0) != 0 {
             return fail(a);
         }
@@ -235,6 +250,8 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Child> {
             stderr_w.as_raw_fd(),
         ],
         parent: std::process::id() as libc::pid_t,
+        ids: spec.run_as.unwrap_or((0, 0)),
+        switch: spec.run_as.is_some(),
         errno: 0,
     };
     // The child's stack: it only makes system calls, so 64 KiB is ample. Mapped rather
@@ -379,6 +396,7 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             env: vec![("GREETING".into(), "hello".into())],
             cwd: Box::leak(cwd.to_path_buf().into_boxed_path()),
+            run_as: None,
         }
     }
 
@@ -432,6 +450,7 @@ mod tests {
             args: vec![],
             env: vec![],
             cwd: Path::new("/"),
+            run_as: None,
         })
         .err()
         .expect("no such program");

@@ -83,6 +83,7 @@ pub(crate) async fn run(
         args: check.command[1..].iter().map(OsString::from).collect(),
         env: environment(ws),
         cwd: &ws.cwd,
+        run_as: cfg.run_as,
     })
     .map_err(|e| {
         failed(format!(

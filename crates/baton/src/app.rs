@@ -82,6 +82,55 @@ pub fn runner_config(config: &Config, node_id: &str) -> RunnerConfig {
     r
 }
 
+/// The uid and gid each CLI runs as when Baton runs as root without a sandbox
+/// (`runner.run_as`); their workspaces must be reachable by it.
+fn run_as(
+    config: &Config,
+    runner: &baton_runner::RunnerConfig,
+) -> anyhow::Result<Option<(u32, u32)>> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let name = &config.runner.run_as;
+    let root = nix::unistd::geteuid().is_root();
+    if runner.sandbox.is_some() {
+        return Ok(None);
+    }
+    if name.is_empty() {
+        if root {
+            tracing::warn!(
+                "Baton runs as root, and so does each CLI (which then refuses bypassPermissions); \
+                 set runner.sandbox = \"bwrap\" or runner.run_as to an unprivileged user"
+            );
+        }
+        return Ok(None);
+    }
+    if !root {
+        tracing::warn!(user = %name, "runner.run_as is for a Baton running as root; the CLIs run as Baton's own user");
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_name(name)
+        .with_context(|| format!("looking up runner.run_as = {name:?}"))?
+        .ok_or_else(|| anyhow::anyhow!("runner.run_as = {name:?}: no such user"))?;
+    let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
+    if uid == 0 {
+        anyhow::bail!("runner.run_as = {name:?} is root; name an unprivileged user");
+    }
+    // Each workspace is given to the user; the way to it must let the user through.
+    std::fs::set_permissions(&runner.attempts_dir, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("opening {} to {name}", runner.attempts_dir.display()))?;
+    for dir in resolved(&runner.attempts_dir).ancestors().skip(1) {
+        let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+        if meta.mode() & 0o001 == 0 && meta.uid() != uid {
+            anyhow::bail!(
+                "runner.run_as = {name:?}: {name} cannot reach its workspaces through {} (mode {:o}); \
+                 let others through it (chmod o+x) or set runner.workspace_dir elsewhere",
+                dir.display(),
+                meta.mode() & 0o7777
+            );
+        }
+    }
+    Ok(Some((uid, gid)))
+}
+
 /// Absolute, and canonical where it exists (bwrap's paths must be).
 fn resolved(p: &std::path::Path) -> std::path::PathBuf {
     p.canonicalize()
@@ -219,9 +268,10 @@ impl App {
         let store = open_store(&config).await?;
         let auth_required = auth_mode(&config, &store).await?;
         let node_id = node_id(&config)?;
-        let runner = runner_config(&config, &node_id);
+        let mut runner = runner_config(&config, &node_id);
         std::fs::create_dir_all(&runner.attempts_dir)
             .with_context(|| format!("creating {}", runner.attempts_dir.display()))?;
+        runner.run_as = run_as(&config, &runner)?;
         let limits = Limits {
             max_prompt_chars: config.limits.max_prompt_chars,
             max_timeout_ms: config.limits.max_timeout_ms,

@@ -172,6 +172,9 @@ pub struct RunnerConfig {
     /// Domains a sandboxed CLI may reach through Baton's HTTPS (CONNECT) proxy, e.g.
     /// `["github.com", ".npmjs.org"]` (a leading dot: any subdomain). Empty: none.
     pub egress_allow: Vec<String>,
+    /// Without a sandbox, a Baton running as root runs each CLI as this unprivileged user
+    /// (its workspaces are given to it).
+    pub run_as: String,
 }
 
 /// How the CLIs run.
@@ -341,6 +344,7 @@ impl Default for RunnerConfig {
             sandbox_uid: 1000,
             sandbox_helper: PathBuf::new(),
             egress_allow: Vec::new(),
+            run_as: String::new(),
         }
     }
 }

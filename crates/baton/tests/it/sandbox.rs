@@ -219,3 +219,59 @@ async fn an_egress_allow_list_lets_through_only_its_domains() {
     }
     s.stop().await;
 }
+
+/// Without a sandbox, a Baton running as root runs each CLI as `runner.run_as`, in a
+/// workspace given to that user.
+#[tokio::test]
+async fn a_root_baton_runs_each_cli_as_run_as() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "NOTICE: skipping: runner.run_as needs Baton to run as root, and this test does not"
+        );
+        return;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+        eprintln!("NOTICE: skipping: this machine has no user named nobody");
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let work_dir = work.path().display().to_string();
+    let s = Server::with(&[
+        ("runner.run_as", "nobody"),
+        ("runner.workspace_dir", work_dir.as_str()),
+    ])
+    .await;
+    let job = s.run(json!({"prompt": "FAKE echo_env\nwho"})).await;
+    assert_eq!(job["state"], "completed", "{job}");
+    let seen: Value = serde_json::from_str(&result(&job)).unwrap();
+    assert_eq!(seen["uid"], f64::from(nobody.uid.as_raw()), "{seen}");
+    let job = s
+        .run(json!({"prompt": "FAKE deny\nwrite", "permission_mode": "bypassPermissions"}))
+        .await;
+    assert_eq!(
+        job["state"], "completed",
+        "bypassPermissions works as nobody: {job}"
+    );
+    s.stop().await;
+    // A data directory the user cannot reach is refused at start, with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let roots = tempfile::tempdir().unwrap();
+    let mut flags = crate::support::test_flags(dir.path(), roots.path());
+    flags.push(("runner.run_as".into(), "nobody".into()));
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let config = baton::Config::load(None, &[], &flags).unwrap();
+    let err = baton::App::build(config).await.err().expect("refused");
+    assert!(
+        format!("{err:#}").contains("nobody cannot reach its workspaces"),
+        "{err:#}"
+    );
+}
