@@ -240,6 +240,18 @@ pub fn inside_roots(path: &Path, roots: &[PathBuf]) -> std::io::Result<PathBuf> 
     ))
 }
 
+/// Gives `root` and everything in it to `uid:gid` (the CLI's user, `runner.run_as`),
+/// never following a symbolic link.
+pub fn give(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(root, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(root)?.is_dir() {
+        for entry in std::fs::read_dir(root)? {
+            give(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,16 +298,4 @@ mod tests {
         assert!(inside_roots(&escape, &roots).is_err());
         assert!(inside_roots(Path::new("/definitely/missing"), &roots).is_err());
     }
-}
-
-/// Gives `root` and everything in it to `uid:gid` (the CLI's user, `runner.run_as`),
-/// never following a symbolic link.
-pub fn give(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(root, Some(uid), Some(gid))?;
-    if std::fs::symlink_metadata(root)?.is_dir() {
-        for entry in std::fs::read_dir(root)? {
-            give(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
 }
