@@ -282,7 +282,7 @@ fn main() -> anyhow::Result<()> {
         Some("chaos") => chaos::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | bench [--quick|--real|--scale [--run-history]|--postgres [--database-url URL]|--baton PATH|--workspace-dir DIR] | chaos [--kills N] [--history N] [--release] [--postgres --nodes N] [--prebuilt] | install-claude [--version V] | install-python>"
+                "usage: cargo xtask <ci | bench [--quick|--real|--spend|--scale [--run-history]|--postgres [--database-url URL]|--baton PATH|--workspace-dir DIR] | chaos [--kills N] [--history N] [--release] [--postgres --nodes N] [--prebuilt] | install-claude [--version V] | install-python>"
             );
             std::process::exit(2);
         }

@@ -27,6 +27,7 @@ mod auth;
 mod pg;
 mod real;
 mod scale;
+mod spend;
 
 use pg::{fresh_schema, postgres};
 use real::{get_json, millis, pct, real_cli};
@@ -473,6 +474,16 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             .enable_all()
             .build()?;
         return rt.block_on(auth::main(&bin, &fake));
+    }
+    if args.iter().any(|a| a == "--spend") {
+        let (mut bin, fake) = release_bins()?;
+        if let Some(path) = option(args, "--baton")? {
+            bin = PathBuf::from(path);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return spend::main(&rt, &bin, &fake, quick);
     }
     if args.iter().any(|a| a == "--queue-only") {
         let rt = tokio::runtime::Builder::new_multi_thread()

@@ -369,3 +369,35 @@ async fn a_keys_and_an_agents_budgets_count_only_their_own_calls() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     s.stop().await;
 }
+
+/// A token that is no attempt's gets the API's 401 from the proxy, nothing goes upstream,
+/// and the refusal is in the audit log.
+#[tokio::test]
+async fn a_forged_token_at_the_proxy_is_refused_and_audited() {
+    let mock = MockAnthropic::start().await;
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let (s, _cred) = proxied(&mock, clock, &[]).await;
+    let job = s.run(json!({"prompt": "FAKE echo_env\nwhere"})).await;
+    let seen: Value = serde_json::from_str(job["result"].as_str().unwrap()).unwrap();
+    let base = seen["base_url"].as_str().unwrap().to_string();
+    let old = seen["api_key"].as_str().unwrap().to_string();
+    for token in ["btk-forged", old.as_str()] {
+        let resp = reqwest::Client::new()
+            .post(format!("{base}/v1/messages"))
+            .header("x-api-key", token)
+            .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "a dead attempt's token too");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+    }
+    assert!(mock.messages_requests().is_empty(), "nothing went upstream");
+    let (_, audit) = s.get("/v1/audit?action=proxy.refuse").await;
+    let records = audit["data"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{audit}");
+    assert_eq!(records[0]["outcome"], "authentication_error");
+    assert!(!audit.to_string().contains(&old), "the token is not in the record");
+    s.stop().await;
+}
