@@ -13,20 +13,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::jobs::Params;
 use crate::{AppState, wire};
 
-/// How usage is grouped.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupBy {
-    /// The UTC day, `2026-12-06`.
-    #[default]
-    Day,
-    Project,
-    Key,
-    Agent,
-    Routine,
-    Model,
-}
-
 #[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -36,7 +22,7 @@ pub struct UsageQuery {
     from: Option<String>,
     /// Until this time or day, exclusive (a day means its start); default: now.
     to: Option<String>,
-    group_by: Option<GroupBy>,
+    group_by: Option<UsageGroup>,
     /// Only this project (an `admin` key may name any, or none for every project; any other
     /// key sees only its own).
     #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
@@ -62,9 +48,9 @@ pub struct UsageLine {
 }
 
 impl UsageLine {
-    fn new(r: &UsageRow, group_by: GroupBy) -> Self {
+    fn new(r: &UsageRow, group_by: UsageGroup) -> Self {
         let group = match group_by {
-            GroupBy::Day => r
+            UsageGroup::Day => r
                 .group
                 .as_deref()
                 .and_then(|ms| ms.parse::<i64>().ok())
@@ -93,7 +79,7 @@ pub struct Usage {
     project: Option<String>,
     from: String,
     to: String,
-    group_by: GroupBy,
+    group_by: UsageGroup,
     data: Vec<UsageLine>,
     /// Every group together (`jobs` counts a job once per group it is in).
     total: UsageLine,
@@ -152,16 +138,8 @@ pub async fn usage(
         return Err(ApiError::invalid("to must not be before from"));
     }
     let group_by = q.group_by.unwrap_or_default();
-    let group = match group_by {
-        GroupBy::Day => UsageGroup::Day,
-        GroupBy::Project => UsageGroup::Project,
-        GroupBy::Key => UsageGroup::Key,
-        GroupBy::Agent => UsageGroup::Agent,
-        GroupBy::Routine => UsageGroup::Routine,
-        GroupBy::Model => UsageGroup::Model,
-    };
     let store = st.engine().store();
-    let rows = store.usage(project.as_ref(), from, to, group).await?;
+    let rows = store.usage(project.as_ref(), from, to, group_by).await?;
     let all = store
         .usage(project.as_ref(), from, to, UsageGroup::Project)
         .await?;
@@ -182,7 +160,7 @@ pub async fn usage(
         to: wire::timestamp(to),
         group_by,
         data: rows.iter().map(|r| UsageLine::new(r, group_by)).collect(),
-        total: UsageLine::new(&total, GroupBy::Project),
+        total: UsageLine::new(&total, UsageGroup::Project),
     }))
 }
 

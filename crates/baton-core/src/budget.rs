@@ -112,6 +112,21 @@ impl Budget {
     }
 }
 
+/// How usage (the cost ledger) is grouped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum UsageGroup {
+    /// The UTC day, `2026-12-06`.
+    #[default]
+    Day,
+    Project,
+    Key,
+    Agent,
+    Routine,
+    Model,
+}
+
 /// Cost alerts: a job that costs more than `job_usd`, and the project's spend reaching
 /// each of `thresholds` (percent) of each of its budgets. Each is raised once per job or
 /// window: in the log, as an event in the job's log, and to `webhook_url`.

@@ -115,17 +115,7 @@ impl SpendScope {
     }
 }
 
-/// How usage is grouped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UsageGroup {
-    /// The UTC day (its start, in milliseconds).
-    Day,
-    Project,
-    Key,
-    Agent,
-    Routine,
-    Model,
-}
+pub use baton_core::budget::UsageGroup;
 
 /// One group's usage.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

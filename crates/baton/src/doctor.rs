@@ -217,16 +217,6 @@ async fn database_check(config: &Config) -> Check {
     }
 }
 
-fn endpoint(config: &Config) -> String {
-    config
-        .runner
-        .env
-        .get("ANTHROPIC_BASE_URL")
-        .cloned()
-        .or_else(|| std::env::var("ANTHROPIC_BASE_URL").ok())
-        .unwrap_or_else(|| "https://api.anthropic.com".into())
-}
-
 /// One prompt through the runner, exactly as a job runs (through the proxy and in the
 /// sandbox when those are on), and a diagnosis of the answer.
 async fn round_trip_check(
@@ -367,7 +357,7 @@ pub async fn doctor(config: &Config) -> bool {
         })
     });
     let mut credential_env = Vec::new();
-    let mut endpoint = endpoint(config);
+    let mut endpoint = crate::proxy::configured_base_url(config);
     if let (Some(p), Some(t)) = (&proxy, &token) {
         credential_env = vec![
             ("ANTHROPIC_BASE_URL".to_string(), p.base_url()),

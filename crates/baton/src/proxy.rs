@@ -124,6 +124,12 @@ pub fn upstream(config: &Config) -> String {
     if !config.proxy.upstream.is_empty() {
         return config.proxy.upstream.clone();
     }
+    configured_base_url(config)
+}
+
+/// The API the CLIs are configured to call: `ANTHROPIC_BASE_URL` of `runner.env`, else
+/// of Baton's environment, else the Anthropic API.
+pub fn configured_base_url(config: &Config) -> String {
     config
         .runner
         .env

@@ -436,6 +436,20 @@ fn release_bins() -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((dir.join("baton"), dir.join("fake-claude")))
 }
 
+/// The release server (or `--baton PATH`), the fake CLI, and a runtime to drive them.
+fn server_under_test(
+    args: &[String],
+) -> anyhow::Result<(PathBuf, PathBuf, tokio::runtime::Runtime)> {
+    let (mut bin, fake) = release_bins()?;
+    if let Some(path) = option(args, "--baton")? {
+        bin = PathBuf::from(path);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    Ok((bin, fake, rt))
+}
+
 /// The value after `name` in `args`, if `name` is there.
 fn option<'a>(args: &'a [String], name: &str) -> anyhow::Result<Option<&'a str>> {
     match args.iter().position(|a| a == name) {
@@ -466,23 +480,11 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         return rt.block_on(real_cli(&bin, &mock, if quick { 10 } else { 50 }));
     }
     if args.iter().any(|a| a == "--auth") {
-        let (mut bin, fake) = release_bins()?;
-        if let Some(path) = option(args, "--baton")? {
-            bin = PathBuf::from(path);
-        }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
+        let (bin, fake, rt) = server_under_test(args)?;
         return rt.block_on(auth::main(&bin, &fake));
     }
     if args.iter().any(|a| a == "--spend") {
-        let (mut bin, fake) = release_bins()?;
-        if let Some(path) = option(args, "--baton")? {
-            bin = PathBuf::from(path);
-        }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
+        let (bin, fake, rt) = server_under_test(args)?;
         return spend::main(&rt, &bin, &fake, quick);
     }
     if args.iter().any(|a| a == "--queue-only") {

@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::support::{Server, prompt};
 use crate::tenancy::{admin_key, key_of, tenant};
@@ -975,28 +975,6 @@ async fn a_signed_webhook_fires_once_within_its_time_tolerance() {
     s.stop().await;
 }
 
-/// What a receiver got: the headers and the body of each POST.
-type Received = Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>>;
-
-async fn receiver(port: u16, got: Received) -> tokio::task::JoinHandle<()> {
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-            let got = got.clone();
-            async move {
-                got.lock().unwrap().push((headers, body));
-                "thanks"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    })
-}
-
 #[tokio::test]
 async fn callbacks_reach_a_receiver_that_was_down_signed_and_private_addresses_are_refused() {
     let clock = Arc::new(ManualClock::new(MIDNIGHT));
@@ -1054,8 +1032,8 @@ async fn callbacks_reach_a_receiver_that_was_down_signed_and_private_addresses_a
     let (_, cbs) = s.get(&format!("/v1/jobs/{id}/callbacks")).await;
     assert_eq!(cbs["data"][0]["attempts"], 3, "{cbs}");
     // Up again: the next try gets through, once.
-    let got: Received = Arc::default();
-    let server = receiver(port, got.clone()).await;
+    let got: crate::support::Received = Arc::default();
+    let server = crate::support::receiver(port, "/hook", got.clone()).await;
     step().await.unwrap();
     assert!(got.lock().unwrap().is_empty(), "not before its time");
     clock.advance(60_000);

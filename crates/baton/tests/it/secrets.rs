@@ -37,6 +37,10 @@ fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<String> {
     found
 }
 
+async fn get_json(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
 /// Runs the suite against a server started with `extra` settings (`sandboxed` when they
 /// make a sandbox, inside which Baton's process and database do not exist); returns the
 /// jobs' views.
@@ -79,32 +83,19 @@ pub(crate) async fn canary_suite(extra: &[(&str, &str)], sandboxed: bool) -> Vec
             matches!(j["state"].as_str(), Some("completed" | "failed" | "dead"))
         })
         .await;
-        let events: Value = reqwest::get(format!(
+        let events = get_json(&format!(
             "{}/v1/jobs/{id}/events?format=json&limit=1000",
             server.base
         ))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
         jobs.push(serde_json::json!({"job": job, "events": events}));
     }
-    let usage: Value = reqwest::get(format!(
+    let usage = get_json(&format!(
         "{}/v1/usage?group_by=model&from=2000-01-01&to=2100-01-01",
         server.base
     ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let audit: Value = reqwest::get(format!("{}/v1/audit", server.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    .await;
+    let audit = get_json(&format!("{}/v1/audit", server.base)).await;
     drop(server);
 
     // The jobs looked where they were asked to.

@@ -3,7 +3,7 @@
 //! HTTP calls (`FAKE api_calls`) through the proxy to `mock-anthropic`, each priced at
 //! 1,050 millionths of a dollar (100 input and 50 output tokens of Sonnet).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton_engine::ManualClock;
@@ -11,7 +11,7 @@ use mock_anthropic::MockAnthropic;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::Server;
+use crate::support::{Received, Server};
 
 const CALL: f64 = 0.00105;
 
@@ -47,27 +47,12 @@ async fn ledger_calls(s: &Server) -> i64 {
     usage["total"]["calls"].as_i64().unwrap()
 }
 
-type Received = Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>>;
-
+/// A receiver of alert webhooks on a free port: its URL, what it got, its task.
 async fn receiver() -> (String, Received, tokio::task::JoinHandle<()>) {
+    let port = crate::process::free_port();
     let got: Received = Arc::default();
-    let sink = got.clone();
-    let app = axum::Router::new().route(
-        "/alerts",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-            let got = sink.clone();
-            async move {
-                got.lock().unwrap().push((headers, body));
-                "thanks"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (url, got, task)
+    let task = crate::support::receiver(port, "/alerts", got.clone()).await;
+    (format!("http://127.0.0.1:{port}/alerts"), got, task)
 }
 
 /// 2026-12-30T12:00:00Z: two days before a new month.
@@ -389,7 +374,11 @@ async fn a_forged_token_at_the_proxy_is_refused_and_audited() {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "a dead attempt's token too");
+        assert_eq!(
+            resp.status(),
+            StatusCode::UNAUTHORIZED,
+            "a dead attempt's token too"
+        );
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["type"], "authentication_error", "{body}");
     }
@@ -398,6 +387,9 @@ async fn a_forged_token_at_the_proxy_is_refused_and_audited() {
     let records = audit["data"].as_array().unwrap();
     assert_eq!(records.len(), 2, "{audit}");
     assert_eq!(records[0]["outcome"], "authentication_error");
-    assert!(!audit.to_string().contains(&old), "the token is not in the record");
+    assert!(
+        !audit.to_string().contains(&old),
+        "the token is not in the record"
+    );
     s.stop().await;
 }

@@ -401,3 +401,26 @@ pub fn assert_no_survivors(job: &Value) {
 pub fn prompt(p: &str) -> Value {
     json!({"prompt": p, "max_attempts": 1})
 }
+
+/// What a receiver got: the headers and the body of each POST.
+pub type Received = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>;
+
+/// An HTTP receiver on loopback `port` (0: any) that keeps every POST to `path` in `got`.
+pub async fn receiver(port: u16, path: &str, got: Received) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new().route(
+        path,
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let got = got.clone();
+            async move {
+                got.lock().unwrap().push((headers, body));
+                "thanks"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    })
+}
