@@ -190,12 +190,21 @@ impl Drop for Token {
             for limit in &live.grant.limits {
                 if let Some(s) = t.scopes.get_mut(&limit.scope) {
                     s.tokens -= 1;
-                    if s.tokens == 0 {
-                        t.scopes.remove(&limit.scope);
-                    }
                 }
+                forget_if_idle(&mut t, &limit.scope);
             }
         }
+    }
+}
+
+/// Forgets a scope no token counts against and no call is on its way in: the ledger
+/// knows its spend.
+fn forget_if_idle(t: &mut Tables, scope: &str) {
+    if t.scopes
+        .get(scope)
+        .is_some_and(|s| s.tokens == 0 && s.reserved == 0)
+    {
+        t.scopes.remove(scope);
     }
 }
 
@@ -310,10 +319,8 @@ impl Proxy {
         for limit in &old.limits {
             if let Some(s) = t.scopes.get_mut(&limit.scope) {
                 s.tokens -= 1;
-                if s.tokens == 0 {
-                    t.scopes.remove(&limit.scope);
-                }
             }
+            forget_if_idle(&mut t, &limit.scope);
         }
         for limit in &grant.limits {
             let s = t.scopes.entry(limit.scope.clone()).or_default();
@@ -333,9 +340,15 @@ impl Proxy {
 
 /// Sets aside a call's price (the dearest call so far) in each of the grant's budgets, or
 /// names the first budget that has no room for it.
-fn reserve(inner: &Inner, grant: &Grant) -> Result<i64, String> {
+fn reserve(inner: &Arc<Inner>, grant: &Grant) -> Result<Reservation, String> {
+    let reservation = |amount| Reservation {
+        inner: inner.clone(),
+        grant: grant.clone(),
+        amount,
+        settled: false,
+    };
     let Ok(mut t) = inner.tables.lock() else {
-        return Ok(0);
+        return Ok(reservation(0));
     };
     let need = grant
         .limits
@@ -357,7 +370,31 @@ fn reserve(inner: &Inner, grant: &Grant) -> Result<i64, String> {
             s.reserved += need;
         }
     }
-    Ok(need)
+    Ok(reservation(need))
+}
+
+/// A call's price set aside in its budgets: settled with the call's cost, or with none
+/// when the call goes nowhere (the upstream failed, or the CLI went away before an
+/// answer and the handler was dropped).
+struct Reservation {
+    inner: Arc<Inner>,
+    grant: Grant,
+    amount: i64,
+    settled: bool,
+}
+
+impl Reservation {
+    fn settle(&mut self, cost: i64) {
+        if !std::mem::replace(&mut self.settled, true) {
+            settle(&self.inner, &self.grant, self.amount, cost);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.settle(0);
+    }
 }
 
 /// A call is over: its reservation is released and its cost counted.
@@ -371,6 +408,7 @@ fn settle(inner: &Inner, grant: &Grant, reserved: i64, cost: i64) {
             s.spent += cost;
             s.dearest = s.dearest.max(cost);
         }
+        forget_if_idle(&mut t, &l.scope);
     }
 }
 
@@ -389,6 +427,16 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
+}
+
+/// The API paths the proxy forwards: those whose cost it can see in the answer, and the
+/// free ones. Others (batches, files) would spend money no answer reports.
+fn metered_path(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    matches!(
+        path,
+        "/v1/messages" | "/v1/messages/count_tokens" | "/v1/models"
+    ) || path.starts_with("/v1/models/")
 }
 
 /// Headers that are the connection's, or a credential's: never forwarded.
@@ -417,6 +465,13 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         return StatusCode::OK.into_response();
     }
     let path = parts.uri.path().to_string();
+    if !metered_path(&path) {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            "Baton's proxy serves /v1/messages, /v1/messages/count_tokens and /v1/models only",
+        );
+    }
     let hash = presented(&parts.headers).map(digest);
     let live = hash
         .as_ref()
@@ -472,7 +527,6 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 "the API could not be reached"
             };
             tracing::warn!(job = %grant.job, error = %e.without_url(), "proxy: {why}");
-            settle(&inner, &grant, reserved, 0);
             return api_error(StatusCode::BAD_GATEWAY, "api_error", why);
         }
     };
@@ -508,7 +562,8 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let recorded = futures_util::stream::once(async move {
         let call = metered.lock().ok().and_then(|mut m| m.take());
         if let Some(call) = call {
-            sink.record(call).await;
+            // Its own task: a CLI that goes away now does not cancel the write.
+            let _ = tokio::spawn(sink.record(call)).await;
         }
     })
     .filter_map(|()| async { None });
@@ -538,7 +593,7 @@ struct Metered {
     meter: Option<Meter>,
     inner: Arc<Inner>,
     /// What was set aside for the call in each of its budgets.
-    reserved: i64,
+    reserved: Reservation,
     grant: Grant,
     path: String,
     status: u16,
@@ -567,7 +622,7 @@ impl Metered {
             priced,
             duration_ms: self.started.elapsed().as_millis() as u64,
         };
-        settle(&self.inner, &self.grant, self.reserved, call.cost_micro_usd);
+        self.reserved.settle(call.cost_micro_usd);
         Some(call)
     }
 }

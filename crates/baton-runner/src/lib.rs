@@ -64,8 +64,8 @@ pub struct RunnerConfig {
     pub keep_workspaces: bool,
     /// Run each CLI in a bubblewrap sandbox.
     pub sandbox: Option<sandbox::SandboxConfig>,
-    /// Without a sandbox, run each CLI (and an agent's verify) as this uid and gid:
-    /// Baton as root, `runner.run_as`. Its workspace is given to it.
+    /// Run each CLI (or the bubblewrap around it) and an agent's verify as this uid and
+    /// gid: Baton as root, `runner.run_as`. Its workspace is given to it.
     pub run_as: Option<(u32, u32)>,
 }
 
@@ -286,12 +286,8 @@ fn launch(
         credential_env,
         |k| std::env::var_os(k),
     );
-    // Without a sandbox, a CLI run as another user gets its workspace.
-    let run_as = if cfg.sandbox.is_some() {
-        None
-    } else {
-        cfg.run_as
-    };
+    // A CLI (or the bubblewrap around it) run as another user gets its workspace.
+    let run_as = cfg.run_as;
     if let Some((uid, gid)) = run_as {
         workspace::give(&ws.root, uid, gid).map_err(|e| {
             (
@@ -331,7 +327,7 @@ fn launch(
         args,
         env,
         cwd: &ws.cwd,
-        // In the sandbox, bwrap makes the user; without, Baton as root becomes run_as.
+        // Baton as root starts the CLI, or bubblewrap, as run_as.
         run_as,
     })
     .map_err(|e| match e.kind() {

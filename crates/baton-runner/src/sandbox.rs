@@ -53,8 +53,9 @@ fn push_path(args: &mut Vec<OsString>, flag: &str, from: &Path, to: &Path) {
 }
 
 /// The `bwrap` command line that runs `program args` in the sandbox, with `writable`
-/// directories (the workspace, a job's `cwd`, `add_dirs`) bound read-write and `cwd` as
-/// the working directory; and the variables the CLI needs changed inside.
+/// directories (the attempt's workspace first, then a job's `cwd` and `add_dirs`) bound
+/// read-write and `cwd` as the working directory; and the variables the CLI needs
+/// changed inside.
 pub fn wrap(
     cfg: &SandboxConfig,
     program: &Path,
@@ -90,6 +91,19 @@ pub fn wrap(
             push(&mut a, &["--tmpfs", private]);
         }
     }
+    // What the CLI needs from a private place: its own program, read-only; then what it
+    // may write. Only after those is Baton's own hidden, so no bind of a parent directory
+    // (a `cwd` or `add_dirs` above the data directory) can show it again; and last the
+    // workspace, which lives inside it.
+    for dir in program_dirs(program) {
+        push_path(&mut a, "--ro-bind", &dir, &dir);
+    }
+    let (workspace, others) = writable
+        .split_first()
+        .map_or((None, &[][..]), |(w, o)| (Some(w), o));
+    for w in others {
+        push_path(&mut a, "--bind", w, w);
+    }
     for hidden in &cfg.hide {
         if hidden.is_dir() {
             a.push("--tmpfs".into());
@@ -98,11 +112,7 @@ pub fn wrap(
             push_path(&mut a, "--ro-bind", Path::new("/dev/null"), hidden);
         }
     }
-    // What the CLI needs from a hidden place: its own program, read-only.
-    for dir in program_dirs(program) {
-        push_path(&mut a, "--ro-bind", &dir, &dir);
-    }
-    for w in writable {
+    if let Some(w) = workspace {
         push_path(&mut a, "--bind", w, w);
     }
     push_path(&mut a, "--bind", &cfg.proxy_socket, Path::new(PROXY_SOCKET));

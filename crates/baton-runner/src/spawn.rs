@@ -105,15 +105,19 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             libc::_exit(127)
         };
         // First the user: a change of credentials clears the parent-death signal, so it
-        // is armed after.
+        // is armed after. Raw system calls: glibc's wrappers would take the parent's
+        // lock and signal its threads (they set every thread's ids), which this child
+        // shares memory with.
         if a.switch
-            && (libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(a.ids.1) != 0
-                || libc::setuid(a.ids.0) != 0)
+            && (libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+                || libc::syscall(libc::SYS_setresgid, a.ids.1, a.ids.1, a.ids.1) != 0
+                || libc::syscall(libc::SYS_setresuid, a.ids.0, a.ids.0, a.ids.0) != 0)
         {
             return fail(a);
         }
-        if libc::setpgid(0, 0) != 0 {
+        // Its own session (and so its own process group, which Baton stops as one): no
+        // controlling terminal a CLI could type into.
+        if libc::setsid() < 0 {
             return fail(a);
         }
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {

@@ -79,30 +79,40 @@ pub fn runner_config(config: &Config, node_id: &str) -> RunnerConfig {
     r.max_stderr_bytes = config.runner.max_stderr_bytes;
     r.keep_workspaces = config.runner.keep_workspaces;
     r.sandbox = sandbox_config(config);
+    // `proxy.mode = "direct"`: the credential Baton took out of its own environment goes
+    // to each CLI, as before there was a proxy.
+    if config.proxy.mode == crate::config::ProxyMode::Direct
+        && let Some((var, value)) = crate::proxy::taken_from_environment()
+    {
+        r.env.retain(|(k, _)| k != var);
+        r.env.push((var.to_string(), value));
+    }
     r
 }
 
-/// The uid and gid each CLI runs as when Baton runs as root without a sandbox
-/// (`runner.run_as`); their workspaces must be reachable by it.
+/// The uid and gid each CLI (or, sandboxed, bubblewrap) runs as when Baton runs as root:
+/// `runner.run_as`, and with a sandbox `nobody` by default (bubblewrap started by root
+/// would map the sandbox's user to root outside, who may read every root-only file).
+/// Their workspaces must be reachable by it, and Baton's files are closed to it.
 fn run_as(
     config: &Config,
     runner: &baton_runner::RunnerConfig,
 ) -> anyhow::Result<Option<(u32, u32)>> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let name = &config.runner.run_as;
     let root = nix::unistd::geteuid().is_root();
-    if runner.sandbox.is_some() {
-        return Ok(None);
-    }
-    if name.is_empty() {
-        if root {
-            tracing::warn!(
-                "Baton runs as root, and so does each CLI (which then refuses bypassPermissions); \
-                 set runner.sandbox = \"bwrap\" or runner.run_as to an unprivileged user"
-            );
+    let name = match config.runner.run_as.as_str() {
+        "" if root && runner.sandbox.is_some() => "nobody",
+        "" => {
+            if root {
+                tracing::warn!(
+                    "Baton runs as root, and so does each CLI (which then refuses bypassPermissions); \
+                     set runner.sandbox = \"bwrap\" or runner.run_as to an unprivileged user"
+                );
+            }
+            return Ok(None);
         }
-        return Ok(None);
-    }
+        n => n,
+    };
     if !root {
         tracing::warn!(user = %name, "runner.run_as is for a Baton running as root; the CLIs run as Baton's own user");
         return Ok(None);
@@ -114,9 +124,30 @@ fn run_as(
     if uid == 0 {
         anyhow::bail!("runner.run_as = {name:?} is root; name an unprivileged user");
     }
-    // Each workspace is given to the user; the way to it must let the user through.
-    std::fs::set_permissions(&runner.attempts_dir, std::fs::Permissions::from_mode(0o711))
-        .with_context(|| format!("opening {} to {name}", runner.attempts_dir.display()))?;
+    // Each workspace is given to the user; the way to it must let the user through, and
+    // no further: the data directory cannot be listed, the database and the credential
+    // file not read.
+    for dir in [&runner.attempts_dir, &config.server.data_dir] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("opening {} to {name}", dir.display()))?;
+    }
+    for db in ["baton.db", "baton.db-wal", "baton.db-shm"] {
+        let path = config.server.data_dir.join(db);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("closing {} to {name}", path.display()))?;
+        }
+    }
+    for secret in [&config.proxy.credential_file, &config.server.tls_key] {
+        if let Ok(meta) = std::fs::metadata(secret)
+            && meta.mode() & 0o044 != 0
+        {
+            anyhow::bail!(
+                "runner.run_as = {name:?}: {} may be read by others; chmod 600 it",
+                secret.display()
+            );
+        }
+    }
     for dir in resolved(&runner.attempts_dir).ancestors().skip(1) {
         let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
         if meta.mode() & 0o001 == 0 && meta.uid() != uid {
@@ -146,10 +177,12 @@ pub fn sandbox_config(config: &Config) -> Option<baton_runner::sandbox::SandboxC
     }
     let data = resolved(&config.server.data_dir);
     let mut hide = vec![data.clone()];
+    let file = config.file.clone().unwrap_or_default();
     for p in [
         &config.runner.workspace_dir,
         &config.proxy.credential_file,
         &config.server.tls_key,
+        &file,
     ] {
         if !p.as_os_str().is_empty() {
             hide.push(resolved(p));
@@ -272,6 +305,7 @@ impl App {
         std::fs::create_dir_all(&runner.attempts_dir)
             .with_context(|| format!("creating {}", runner.attempts_dir.display()))?;
         runner.run_as = run_as(&config, &runner)?;
+        let sandbox_user = runner.run_as.filter(|_| runner.sandbox.is_some());
         let limits = Limits {
             max_prompt_chars: config.limits.max_prompt_chars,
             max_timeout_ms: config.limits.max_timeout_ms,
@@ -324,6 +358,11 @@ impl App {
                  proxy.credential_file) and proxy.mode other than \"direct\""
             );
         }
+        // Sandboxes started as another user reach the sockets as that user.
+        if let (Some((uid, gid)), Some(sb)) = (sandbox_user, &sandbox) {
+            std::os::unix::fs::lchown(&sb.proxy_socket, Some(uid), Some(gid))
+                .with_context(|| format!("giving {} to uid {uid}", sb.proxy_socket.display()))?;
+        }
         let egress = match sandbox.as_ref().and_then(|s| s.egress_socket.clone()) {
             Some(socket) => Some(
                 baton_proxy::egress::Egress::start(
@@ -335,6 +374,13 @@ impl App {
             ),
             None => None,
         };
+        if let (Some((uid, gid)), Some(socket)) = (
+            sandbox_user,
+            sandbox.as_ref().and_then(|s| s.egress_socket.as_ref()),
+        ) {
+            std::os::unix::fs::lchown(socket, Some(uid), Some(gid))
+                .with_context(|| format!("giving {} to uid {uid}", socket.display()))?;
+        }
         let engine = Engine::start(store.clone(), engine_cfg, clock).await?;
         let _ = ledger_engine.set(engine.clone());
         if let Some(p) = &proxy {

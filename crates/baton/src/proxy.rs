@@ -19,7 +19,15 @@ const CREDENTIAL_VARS: [&str; 3] = [
 ];
 
 /// The credential taken from the environment at start, if there was one.
-static TAKEN: std::sync::OnceLock<Option<Credential>> = std::sync::OnceLock::new();
+static TAKEN: std::sync::OnceLock<Option<(&'static str, Credential)>> = std::sync::OnceLock::new();
+
+/// The variable and value of the credential taken from the environment at start (for
+/// `proxy.mode = "direct"`, which gives it to each CLI as before).
+pub fn taken_from_environment() -> Option<(&'static str, String)> {
+    let (var, c) = TAKEN.get()?.as_ref()?;
+    let (Credential::ApiKey(v) | Credential::Bearer(v)) = c;
+    Some((var, v.clone()))
+}
 
 /// Takes the credential out of this process's environment, once, before any thread starts
 /// (`baton`'s `main` calls it first). Any process of the same user can read
@@ -33,11 +41,14 @@ pub fn take_from_environment() {
             continue;
         };
         if found.is_none() {
-            found = Some(if name == "ANTHROPIC_API_KEY" {
-                Credential::ApiKey(value)
-            } else {
-                Credential::Bearer(value)
-            });
+            found = Some((
+                name,
+                if name == "ANTHROPIC_API_KEY" {
+                    Credential::ApiKey(value)
+                } else {
+                    Credential::Bearer(value)
+                },
+            ));
         }
         overwrite_initial(name);
         // SAFETY: called first thing in `main`, before any other thread exists.
@@ -92,7 +103,7 @@ pub fn credential(config: &Config) -> anyhow::Result<Option<Credential>> {
             Credential::ApiKey(secret)
         }));
     }
-    if let Some(Some(taken)) = TAKEN.get() {
+    if let Some(Some((_, taken))) = TAKEN.get() {
         return Ok(Some(taken.clone()));
     }
     // A key given to the CLIs in configuration is Baton's to hold as well.
@@ -287,7 +298,9 @@ async fn alerts(engine: &Engine, call: &NewCall) -> Result<(), StoreError> {
     let mut raised = Vec::new();
     if let Some(limit) = alerts.job_usd.map(baton_core::budget::micro_usd) {
         let after = store.job_spend(call.job_id).await?.cost_micro_usd;
-        if after > limit && after - call.cost_micro_usd <= limit {
+        // Reached at all, not crossed by this call alone: two calls ending at once each see
+        // the other's cost. The alert's row makes it once.
+        if after > limit {
             raised.push((
                 format!("job:{}", call.job_id),
                 "job_cost",
@@ -307,10 +320,9 @@ async fn alerts(engine: &Engine, call: &NewCall) -> Result<(), StoreError> {
             .spend(&call.project_id, &SpendScope::Project, from, to)
             .await?
             .cost_micro_usd;
-        let before = after - call.cost_micro_usd;
         for t in &alerts.thresholds {
             let level = cap.saturating_mul(i64::from(*t)) / 100;
-            if before < level && level <= after {
+            if level <= after {
                 raised.push((
                     format!("budget:project:{}:{window}:{t}", period.as_str()),
                     "budget_threshold",
@@ -413,13 +425,12 @@ impl ProxyCredentials {
             ));
         }
         if let Some(agent) = &job.spec.agent {
-            let def = store
-                .get_agent(project, &agent.name, Some(agent.version))
-                .await
-                .ok()
-                .and_then(|a| {
-                    serde_json::from_value::<baton_core::AgentDefinition>(a.definition).ok()
-                });
+            let def = found(
+                store
+                    .get_agent(project, &agent.name, Some(agent.version))
+                    .await,
+            )?
+            .and_then(|a| serde_json::from_value::<baton_core::AgentDefinition>(a.definition).ok());
             if let Some(b) = def.and_then(|d| d.budget) {
                 budgets.push((
                     format!("agent:{project}:{}", agent.name),
@@ -430,13 +441,9 @@ impl ProxyCredentials {
             }
         }
         if let Some(routine) = &job.spec.charge.routine_id {
-            let def = store
-                .get_routine(project, routine)
-                .await
-                .ok()
-                .and_then(|r| {
-                    serde_json::from_value::<baton_core::RoutineDefinition>(r.definition).ok()
-                });
+            let def = found(store.get_routine(project, routine).await)?.and_then(|r| {
+                serde_json::from_value::<baton_core::RoutineDefinition>(r.definition).ok()
+            });
             if let Some(b) = def.and_then(|d| d.budget) {
                 budgets.push((
                     format!("routine:{routine}"),
@@ -447,7 +454,7 @@ impl ProxyCredentials {
             }
         }
         if let Some(key) = &job.spec.charge.key_id
-            && let Ok((record, _)) = store.find_key(key).await
+            && let Some((record, _)) = found(store.find_key(key).await)?
             && let Some(b) = record.budget
         {
             budgets.push((
@@ -478,6 +485,16 @@ impl ProxyCredentials {
             }
         }
         Ok(out)
+    }
+}
+
+/// A record that may be gone (an agent, routine or key deleted since: no budget of its
+/// own any more); any other error stops the check.
+fn found<T>(r: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

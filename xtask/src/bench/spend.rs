@@ -133,6 +133,11 @@ pub fn main(
     let dir = tempfile::tempdir()?;
     let credential = dir.path().join("credential");
     std::fs::write(&credential, "sk-ant-bench")?;
+    // Only Baton may read it (a root Baton runs the sandbox as another user).
+    std::fs::set_permissions(
+        &credential,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
     let proxied = vec![
         "--set".to_string(),
         format!("proxy.credential_file={}", credential.display()),

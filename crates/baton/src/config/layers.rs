@@ -84,10 +84,11 @@ impl Config {
         for (key, value) in flags {
             set(&mut table, key, value).with_context(|| format!("flag {key}"))?;
         }
-        let config: Config = toml::Value::Table(table)
+        let mut config: Config = toml::Value::Table(table)
             .try_into()
             .context("invalid configuration")?;
         config.validate()?;
+        config.file = file.and_then(|f| f.canonicalize().ok());
         Ok(config)
     }
 }

@@ -27,6 +27,10 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Pre-started CLI processes for the job options given; see the README.
     pub warm_pool: Vec<WarmPoolEntry>,
+    /// The configuration file read, if any (hidden from sandboxed CLIs: it may hold
+    /// secrets).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// `[server]`: this process, its HTTP API and its logs.

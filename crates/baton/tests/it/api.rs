@@ -342,7 +342,7 @@ async fn a_cli_gets_a_token_of_its_own_and_never_the_credential() {
     let dir = tempfile::tempdir().unwrap();
     let canary = "sk-ant-api03-canary-0a1b2c3d4e5f";
     let file = dir.path().join("credential");
-    std::fs::write(&file, canary).unwrap();
+    crate::support::secret_file(&file, canary);
     let file = file.display().to_string();
     let server = Server::with(&[
         ("proxy.credential_file", file.as_str()),

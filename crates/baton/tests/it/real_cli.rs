@@ -635,7 +635,7 @@ async fn proxied(
 ) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("credential");
-    std::fs::write(&file, format!("{credential}\n")).unwrap();
+    crate::support::secret_file(&file, &format!("{credential}\n"));
     let (file, upstream, claude) = (
         file.display().to_string(),
         mock.base_url(),

@@ -14,7 +14,7 @@ pub fn have_bwrap() -> bool {
 async fn sandboxed(mock: &MockAnthropic, extra: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("credential");
-    std::fs::write(&file, "sk-ant-api03-sandbox-canary").unwrap();
+    crate::support::secret_file(&file, "sk-ant-api03-sandbox-canary");
     let file = file.display().to_string();
     let upstream = mock.base_url();
     let helper = baton_bin().display().to_string();
@@ -258,20 +258,59 @@ async fn a_root_baton_runs_each_cli_as_run_as() {
         "bypassPermissions works as nobody: {job}"
     );
     s.stop().await;
-    // A data directory the user cannot reach is refused at start, with the reason.
-    let dir = tempfile::tempdir().unwrap();
-    let roots = tempfile::tempdir().unwrap();
-    let mut flags = crate::support::test_flags(dir.path(), roots.path());
-    flags.push(("runner.run_as".into(), "nobody".into()));
+    // A data directory the user cannot reach is refused at start, with the reason (Baton
+    // opens the data directory itself to the user, not the directories above it).
+    let outer = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
-        dir.path(),
+        outer.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .unwrap();
+    let roots = tempfile::tempdir().unwrap();
+    let mut flags = crate::support::test_flags(&outer.path().join("data"), roots.path());
+    flags.push(("runner.run_as".into(), "nobody".into()));
     let config = baton::Config::load(None, &[], &flags).unwrap();
     let err = baton::App::build(config).await.err().expect("refused");
     assert!(
         format!("{err:#}").contains("nobody cannot reach its workspaces"),
         "{err:#}"
     );
+    // And a credential file others may read.
+    let dir = tempfile::tempdir().unwrap();
+    let cred = dir.path().join("cred");
+    std::fs::write(&cred, "sk-ant-api03-open").unwrap();
+    std::fs::set_permissions(&cred, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let mut flags = crate::support::test_flags(&dir.path().join("data"), roots.path());
+    flags.push(("runner.run_as".into(), "nobody".into()));
+    flags.push(("proxy.credential_file".into(), cred.display().to_string()));
+    let config = baton::Config::load(None, &[], &flags).unwrap();
+    let err = baton::App::build(config).await.err().expect("refused");
+    assert!(
+        format!("{err:#}").contains("may be read by others"),
+        "{err:#}"
+    );
+    assert!(!format!("{err:#}").contains("sk-ant-api03-open"));
+}
+
+/// A job whose `add_dirs` is a parent of Baton's data directory does not see the data
+/// directory again through it.
+#[tokio::test]
+async fn a_writable_parent_directory_does_not_show_the_hidden_data_directory() {
+    if !have_bwrap() {
+        return;
+    }
+    let mock = MockAnthropic::start().await;
+    let parent = std::env::temp_dir().canonicalize().unwrap();
+    let roots = format!("[\"{}\"]", parent.display());
+    let (s, _cred) = sandboxed(&mock, &[("limits.workspace_roots", roots.as_str())]).await;
+    let db = s.dir.path().canonicalize().unwrap().join("baton.db");
+    assert!(db.starts_with(&parent));
+    let job = s
+        .run(json!({"prompt": format!("FAKE cat {}\nlook", db.display()), "add_dirs": [parent]}))
+        .await;
+    assert!(
+        result(&job).starts_with("cannot read"),
+        "the database is visible through add_dirs: {job}"
+    );
+    s.stop().await;
 }

@@ -158,3 +158,28 @@ async fn a_canary_credential_reaches_the_api_and_nothing_else() {
     let baton_env = jobs[2]["job"]["result"].as_str().unwrap();
     assert!(baton_env.contains("ANTHROPIC_API_KEY="), "{baton_env}");
 }
+
+/// `proxy.mode = "direct"`: the credential Baton took out of its own environment still
+/// reaches each CLI, as before there was a proxy.
+#[tokio::test]
+async fn in_direct_mode_the_cli_gets_the_credential_baton_took_from_its_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = tempfile::tempdir().unwrap();
+    let server = spawn_server_env(
+        dir.path(),
+        roots.path(),
+        free_port(),
+        &[("proxy.mode", "direct")],
+        &[("ANTHROPIC_API_KEY", CANARY)],
+    );
+    wait_ready(&server).await;
+    let id = submit(
+        &server.base,
+        serde_json::json!({"prompt": "FAKE echo_env\nkey"}),
+    )
+    .await;
+    let job = wait_job(&server.base, &id, |j| j["state"] == "completed").await;
+    let seen: Value = serde_json::from_str(job["result"].as_str().unwrap()).unwrap();
+    assert_eq!(seen["api_key"], CANARY);
+    assert!(seen["base_url"].is_null(), "no proxy: {seen}");
+}

@@ -23,7 +23,7 @@ async fn proxied(
 ) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("credential");
-    std::fs::write(&file, "sk-ant-api03-spend-canary").unwrap();
+    crate::support::secret_file(&file, "sk-ant-api03-spend-canary");
     let file = file.display().to_string();
     let upstream = mock.base_url();
     let mut flags = vec![

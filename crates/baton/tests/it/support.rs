@@ -424,3 +424,17 @@ pub async fn receiver(port: u16, path: &str, got: Received) -> tokio::task::Join
         axum::serve(listener, app).await.unwrap();
     })
 }
+
+/// Writes a secret (a credential file) that only its owner may read, as Baton asks of
+/// one when it runs CLIs as another user.
+pub fn secret_file(path: &std::path::Path, contents: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, contents.as_bytes()).unwrap();
+}
