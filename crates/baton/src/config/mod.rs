@@ -176,8 +176,9 @@ pub struct RunnerConfig {
     /// Domains a sandboxed CLI may reach through Baton's HTTPS (CONNECT) proxy, e.g.
     /// `["github.com", ".npmjs.org"]` (a leading dot: any subdomain). Empty: none.
     pub egress_allow: Vec<String>,
-    /// Without a sandbox, a Baton running as root runs each CLI as this unprivileged user
-    /// (its workspaces are given to it).
+    /// A Baton running as root runs each CLI (or, with a sandbox, bubblewrap) as this
+    /// unprivileged user (its workspaces are given to it); with a sandbox, `nobody` when
+    /// empty.
     pub run_as: String,
 }
 
