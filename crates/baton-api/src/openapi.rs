@@ -165,6 +165,10 @@ fn secure(doc: &mut Value) {
     }
 }
 
+/// An `http(s)` URL with a host and nothing Baton refuses in it.
+const URL_PATTERN: &str =
+    r"^https?://[^\s@/?#\x00-\x1f\x7f-\x9f]+([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$";
+
 /// What the derives cannot say, added to the derived schemas:
 /// - a `session` object's fields depend on each other (`fork` needs `resume`; `resume`
 ///   with `id` is a fork);
@@ -172,7 +176,9 @@ fn secure(doc: &mut Value) {
 ///   request, none of them required;
 /// - `cwd` and `add_dirs` name directories inside the configured workspace roots (the
 ///   roots themselves are the values a schema can promise exist; with none configured,
-///   neither is accepted).
+///   neither is accepted);
+/// - a URL Baton calls has a host and no credentials, white space or control characters;
+/// - an alert threshold is a percentage from 1 to 1000.
 fn refine(schemas: &mut Value, roots: &[PathBuf]) {
     let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
     let dir = if roots.is_empty() {
@@ -184,6 +190,22 @@ fn refine(schemas: &mut Value, roots: &[PathBuf]) {
     for name in ["JobRequest", "ChatRequest"] {
         schemas[name]["properties"]["cwd"] = dir.clone();
     }
+    // Every URL Baton will call: http(s), a host, no credentials, white space or control
+    // characters (what `baton_core::spec::check_callback_url` accepts).
+    if let Some(all) = schemas.as_object_mut() {
+        for schema in all.values_mut() {
+            for field in ["callback_url", "webhook_url"] {
+                if let Some(p) = schema["properties"]
+                    .get_mut(field)
+                    .and_then(Value::as_object_mut)
+                {
+                    p.insert("pattern".into(), json!(URL_PATTERN));
+                }
+            }
+        }
+    }
+    schemas["Alerts"]["properties"]["thresholds"]["items"] =
+        json!({"type": "integer", "minimum": 1, "maximum": 1000});
     schemas["JobRequest"]["properties"]["add_dirs"] = if roots.is_empty() {
         json!({"type": ["array", "null"], "maxItems": 0})
     } else {

@@ -126,12 +126,14 @@ pub async fn usage(
 ) -> ApiResult<Json<Usage>> {
     let project = scope_of(&caller, q.project.as_deref())?;
     let now = st.engine().now_ms();
-    let from = match &q.from {
-        Some(f) => instant("from", f)?,
+    // An empty value is no value.
+    let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let from = match given(&q.from) {
+        Some(f) => instant("from", &f)?,
         None => Period::Month.window(now).0,
     };
-    let to = match &q.to {
-        Some(t) => instant("to", t)?,
+    let to = match given(&q.to) {
+        Some(t) => instant("to", &t)?,
         None => now,
     };
     if to < from {
@@ -170,7 +172,7 @@ pub async fn usage(
 pub struct AlertsQuery {
     /// At most this many, newest first (1 to 500; 100 by default).
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "baton_core::int::opt")]
+    #[serde(default, deserialize_with = "baton_core::int::opt_query")]
     limit: Option<u32>,
 }
 

@@ -144,6 +144,7 @@ pub struct Alerts {
     pub job_usd: Option<f64>,
     /// Percentages of each of the project's budgets that raise an alert when reached.
     #[cfg_attr(feature = "openapi", schema(max_items = 10))]
+    #[serde(deserialize_with = "crate::int::vec")]
     pub thresholds: Vec<u32>,
 }
 

@@ -17,6 +17,29 @@ where
     d.deserialize_option(OptInt::<T, false>(std::marker::PhantomData))
 }
 
+/// For `Vec<T>` fields of a JSON body whose items are integers (`240` or `240.0`).
+pub fn vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    let items: Vec<serde_json::Number> = serde::Deserialize::deserialize(d)?;
+    items
+        .into_iter()
+        .map(|n| {
+            let whole = n
+                .as_i64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                        .map(|f| f as i64)
+                })
+                .ok_or_else(|| D::Error::custom(format!("{n} is not an integer")))?;
+            T::try_from(whole).map_err(|_| D::Error::custom(format!("{n} is out of range")))
+        })
+        .collect()
+}
+
 /// For `Option<T>` query parameters, which arrive as text.
 pub fn opt_query<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where

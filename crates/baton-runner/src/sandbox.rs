@@ -95,7 +95,13 @@ pub fn wrap(
     // may write. Only after those is Baton's own hidden, so no bind of a parent directory
     // (a `cwd` or `add_dirs` above the data directory) can show it again; and last the
     // workspace, which lives inside it.
-    for dir in program_dirs(program) {
+    let mut programs = program_dirs(program);
+    if let Some(d) = cfg.helper.parent()
+        && !programs.iter().any(|p| p == d)
+    {
+        programs.push(d.to_path_buf());
+    }
+    for dir in programs {
         push_path(&mut a, "--ro-bind", &dir, &dir);
     }
     let (workspace, others) = writable
