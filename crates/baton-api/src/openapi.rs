@@ -195,8 +195,10 @@ fn refine(schemas: &mut Value, roots: &[PathBuf]) {
     if let Some(all) = schemas.as_object_mut() {
         for schema in all.values_mut() {
             for field in ["callback_url", "webhook_url"] {
-                if let Some(p) = schema["properties"]
-                    .get_mut(field)
+                // `get_mut`, not indexing: indexing adds a missing key (as null).
+                if let Some(p) = schema
+                    .get_mut("properties")
+                    .and_then(|p| p.get_mut(field))
                     .and_then(Value::as_object_mut)
                 {
                     p.insert("pattern".into(), json!(URL_PATTERN));
@@ -285,6 +287,20 @@ pub fn operations() -> Vec<(String, String)> {
 mod tests {
     /// The generated document equals the snapshot in the repository. To accept a change
     /// of the wire: `BATON_UPDATE_SNAPSHOTS=1 cargo test -p baton-api`, then review the diff.
+    #[test]
+    fn no_schema_says_null_where_a_schema_belongs() {
+        // A `properties` of null (what indexing a missing key adds) breaks OpenAPI tools.
+        let doc = super::document();
+        for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+            for key in ["properties", "items", "allOf", "oneOf"] {
+                assert!(
+                    !schema.get(key).is_some_and(serde_json::Value::is_null),
+                    "{name}.{key} is null"
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_document_matches_its_snapshot() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");

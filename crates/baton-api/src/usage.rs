@@ -17,10 +17,12 @@ use crate::{AppState, wire};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
-    /// From this time (RFC 3339) or day (`2026-12-01`, UTC), inclusive; default: the start
-    /// of this UTC month.
+    /// From this time (RFC 3339), inclusive; default: the start of this UTC month. A day
+    /// (`2026-12-01`, its start in UTC) is accepted too.
+    #[param(format = DateTime)]
     from: Option<String>,
-    /// Until this time or day, exclusive (a day means its start); default: now.
+    /// Until this time, exclusive (or a day: its start); default: now.
+    #[param(format = DateTime)]
     to: Option<String>,
     group_by: Option<UsageGroup>,
     /// Only this project (an `admin` key may name any, or none for every project; any other
@@ -132,13 +134,12 @@ pub async fn usage(
         Some(f) => instant("from", &f)?,
         None => Period::Month.window(now).0,
     };
+    // A `to` before `from` is an empty range.
     let to = match given(&q.to) {
         Some(t) => instant("to", &t)?,
         None => now,
-    };
-    if to < from {
-        return Err(ApiError::invalid("to must not be before from"));
     }
+    .max(from);
     let group_by = q.group_by.unwrap_or_default();
     let store = st.engine().store();
     let rows = store.usage(project.as_ref(), from, to, group_by).await?;
