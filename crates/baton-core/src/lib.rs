@@ -11,6 +11,7 @@ pub mod error_kind;
 pub mod event;
 pub mod ids;
 pub mod int;
+pub mod net;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod project;
