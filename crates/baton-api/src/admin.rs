@@ -180,6 +180,7 @@ pub async fn create_project(
         defaults: req.defaults.unwrap_or_default(),
         budget: req.budget,
         alerts: req.alerts,
+        policy: None,
     };
     settings.quotas.check().map_err(ApiError::invalid)?;
     check_spend(settings.budget.as_ref(), settings.alerts.as_ref())?;

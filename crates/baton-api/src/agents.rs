@@ -229,6 +229,7 @@ pub async fn create_agent(
         .ok_or_else(|| ApiError::invalid("name is required"))?;
     baton_core::agent::check_name(&name).map_err(refused)?;
     let d = checked(&st, body.value)?;
+    policed(&st, &caller.project, &d).await?;
     let resp = idempotent(
         &st,
         &caller,
@@ -316,6 +317,7 @@ pub async fn update_agent(
         ));
     }
     let d = checked(&st, body.value)?;
+    policed(&st, &caller.project, &d).await?;
     let record = st
         .engine()
         .store()
@@ -644,32 +646,48 @@ pub async fn warm_agents_step(st: &AppState) -> ApiResult<usize> {
         let Some(size) = d.warm_pool.filter(|n| *n > 0) else {
             continue;
         };
-        let caller = Caller::baton(r.project_id.clone());
-        // The options a run gets, the project's defaults included, so its runs match.
-        let options = match d.request("warm".into()) {
-            Ok(req) => match prepare(st, &caller, req).await {
-                Ok(spec) => spec.options,
-                Err(e) => {
-                    tracing::warn!(agent = %r.name, project = %r.project_id, error = %e.message, "an agent's warm pool cannot be made");
-                    continue;
-                }
-            },
+        // The options a run gets (the project's defaults and policy applied) and its
+        // sandbox, so its runs match.
+        let spec = match policed(st, &r.project_id, &d).await {
+            Ok(spec) => spec,
             Err(e) => {
-                tracing::warn!(agent = %r.name, error = %e, "an agent's warm pool cannot be made");
+                tracing::warn!(agent = %r.name, project = %r.project_id, error = %e.message, "an agent's warm pool cannot be made");
                 continue;
             }
         };
         wanted.push((
             format!("{}/{}", r.project_id, r.name),
             baton_engine::WarmPoolConfig {
-                options,
+                options: spec.options,
                 size: size as usize,
                 idle: WARM_IDLE,
+                sandbox: spec.sandbox,
             },
         ));
     }
     st.engine().set_agent_warm_pools(&wanted);
     Ok(wanted.len())
+}
+
+/// What a run of `d` in `project` would be, its project's defaults and policy applied:
+/// how an agent is checked against the policy when it is saved (it is again at each run,
+/// so a narrowed policy applies to agents saved before), and what its warm pool runs.
+async fn policed(
+    st: &AppState,
+    project: &baton_core::ProjectId,
+    d: &AgentDefinition,
+) -> ApiResult<baton_core::JobSpec> {
+    let caller = Caller::baton(project.clone());
+    let request = d.request("a run".into()).map_err(refused)?;
+    let mut spec = prepare(st, &caller, request).await?;
+    spec.files = d.workspace_files();
+    spec.repos = d.repos.clone();
+    spec.verify = d.verify.as_ref().map(|v| baton_core::VerifyRun {
+        command: v.command.clone(),
+        input: Value::Null,
+    });
+    crate::policy::police(st, project, &mut spec).await?;
+    Ok(spec)
 }
 
 /// Runs [`warm_agents_step`] now, off the request.

@@ -74,6 +74,8 @@ pub struct HealthDetail {
     /// Each warm pool's counters.
     #[schema(value_type = Vec<Object>)]
     warm_pools: Value,
+    /// Where jobs run: the server's sandbox setting and the projects that opt out.
+    sandbox: Option<crate::policy::SandboxHealth>,
 }
 
 /// Jobs waiting and running.
@@ -108,6 +110,10 @@ pub async fn health(State(st): State<AppState>, headers: HeaderMap) -> Response 
         queued: c.queued,
         running: c.running,
     });
+    let sandbox = match &caller {
+        Some(c) => crate::policy::health(&st, c).await.ok(),
+        None => None,
+    };
     let ok = cli.is_ok() && db.is_ok();
     let errors: Vec<&str> = [cli.as_ref().err(), db.as_ref().err()]
         .into_iter()
@@ -127,6 +133,7 @@ pub async fn health(State(st): State<AppState>, headers: HeaderMap) -> Response 
         max_concurrency: st.engine().config().max_concurrency,
         incarnation: st.engine().incarnation().to_string(),
         warm_pools: st.engine().warm_status(),
+        sandbox,
     });
     let body = Health {
         status: if ok { "ok" } else { "error" },

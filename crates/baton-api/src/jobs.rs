@@ -94,7 +94,7 @@ pub async fn submit(
     mut spec: JobSpec,
     idem: Option<(String, String)>,
 ) -> ApiResult<Inserted> {
-    admit(st, caller, &spec).await?;
+    admit(st, caller, &mut spec).await?;
     // Its spend counts against the submitting key's budget.
     spec.charge.key_id = caller.key_id.clone();
     let job = NewJob {
@@ -107,10 +107,12 @@ pub async fn submit(
     Ok(st.engine().submit(job).await?)
 }
 
-/// What every new job must pass before it is queued: its paths inside the workspace
-/// roots, a session it continues known in the caller's project, a callback URL that may
-/// be called, and the project's queued-jobs quota.
-pub(crate) async fn admit(st: &AppState, caller: &Caller, spec: &JobSpec) -> ApiResult<()> {
+/// What every new job must pass before it is queued: its project's policy (which also
+/// fills in what the job leaves to it and decides its sandbox), its paths inside the
+/// workspace roots, a session it continues known in the caller's project, a callback URL
+/// that may be called, and the project's queued-jobs quota.
+pub(crate) async fn admit(st: &AppState, caller: &Caller, spec: &mut JobSpec) -> ApiResult<()> {
+    crate::policy::police(st, &caller.project, spec).await?;
     for repo in &spec.repos {
         check_repo(st, repo)?;
     }

@@ -20,6 +20,7 @@ mod hooks;
 mod jobs;
 pub mod keys;
 pub mod openapi;
+pub mod policy;
 pub mod ratelimit;
 pub mod routines;
 pub mod ui;
@@ -59,6 +60,8 @@ pub struct ApiConfig {
     pub max_webhook_bytes: usize,
     /// Where Baton's own requests (callbacks) may go.
     pub outbound: callbacks::Outbound,
+    /// Jobs' policies and the sandbox.
+    pub policies: policy::Policies,
 }
 
 /// Shared by every handler; cheap to clone.
@@ -82,6 +85,8 @@ struct StateInner {
     version: VersionCache,
     auth: auth::Auth,
     settings: SettingsCache,
+    /// How many projects there are, and when that was read.
+    project_count: Mutex<Option<(Instant, usize)>>,
     limiter: ratelimit::Limiter,
 }
 
@@ -94,6 +99,7 @@ impl AppState {
                 version: Mutex::new(None),
                 auth: auth::Auth::new(cfg.auth_required),
                 settings: Mutex::new(HashMap::new()),
+                project_count: Mutex::new(None),
                 limiter: ratelimit::Limiter::default(),
                 cfg,
             }),
@@ -132,6 +138,14 @@ impl AppState {
         &self.inner.limiter
     }
 
+    pub fn policies(&self) -> &policy::Policies {
+        &self.inner.cfg.policies
+    }
+
+    pub(crate) fn project_count(&self) -> &Mutex<Option<(Instant, usize)>> {
+        &self.inner.project_count
+    }
+
     /// A project's quotas and job defaults (a project that has none, or is gone, has the
     /// empty settings).
     pub async fn settings(&self, project: &ProjectId) -> error::ApiResult<Arc<ProjectSettings>> {
@@ -153,6 +167,9 @@ impl AppState {
     /// Forgets a project's cached settings after a change.
     pub fn forget_project(&self, project: &ProjectId) {
         self.settings_cache().remove(project);
+        if let Ok(mut c) = self.inner.project_count.lock() {
+            *c = None;
+        }
     }
 
     fn settings_cache(
@@ -242,6 +259,10 @@ pub fn router(state: AppState) -> Router {
             get(admin::get_project)
                 .patch(admin::update_project)
                 .delete(admin::delete_project),
+        )
+        .route(
+            "/v1/projects/{id}/policy",
+            get(policy::get_policy).put(policy::put_policy),
         )
         .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
         .route("/v1/keys/{id}", axum::routing::delete(admin::revoke_key))

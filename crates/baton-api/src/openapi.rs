@@ -43,6 +43,8 @@ use crate::{
         admin::get_project,
         admin::update_project,
         admin::delete_project,
+        crate::policy::get_policy,
+        crate::policy::put_policy,
         admin::create_key,
         admin::list_keys,
         admin::revoke_key,

@@ -252,8 +252,12 @@ async fn checked(
         fields.insert("prompt".into(), Value::String("a prompt".into()));
         let req: baton_core::JobRequest = serde_json::from_value(Value::Object(fields))
             .map_err(|e| ApiError::invalid(format!("options: {e}")))?;
-        req.parse(st.limits())
+        req.clone()
+            .parse(st.limits())
             .map_err(|e| ApiError::invalid(format!("options: {e}")))?;
+        // And the project's policy must allow it (checked again at each fire).
+        let mut spec = prepare(st, &Caller::baton(project.clone()), req).await?;
+        crate::policy::police(st, project, &mut spec).await?;
     }
     Ok(())
 }
@@ -843,7 +847,7 @@ async fn fire_spec(st: &AppState, req: &FireRequest<'_>, now: i64) -> ApiResult<
     }
     // Its spend counts against the routine's budget.
     spec.charge.routine_id = Some(req.routine.id.clone());
-    admit(st, &caller, &spec).await?;
+    admit(st, &caller, &mut spec).await?;
     Ok(spec)
 }
 

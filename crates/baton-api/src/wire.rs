@@ -131,6 +131,11 @@ pub struct Job {
     /// A queued job whose last attempt hit a rate limit waits for the limit to reset.
     #[schema(format = DateTime)]
     pub parked_until: Option<String>,
+    /// Whether its attempts run in the sandbox, as decided when it was queued (null: the
+    /// server's setting, for a job queued before there were policies).
+    pub sandboxed: Option<bool>,
+    /// The project's policy the job was admitted under.
+    pub policy: Option<baton_core::Policy>,
     /// Every attempt, where the route shows them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<Attempt>>,
@@ -148,6 +153,8 @@ impl Job {
         if let Some(o) = options.as_object_mut() {
             o.remove("agent");
             o.remove("callback_url");
+            o.remove("sandbox");
+            o.remove("policy");
         }
         let field = |k: &str| outcome.get(k).cloned().unwrap_or(Value::Null);
         Self {
@@ -190,6 +197,8 @@ impl Job {
             agent: j.spec.agent.clone(),
             callback_url: j.spec.callback_url.clone(),
             parked_until: j.parked_until().map(timestamp),
+            sandboxed: j.spec.sandbox,
+            policy: j.spec.policy.clone(),
             attempts: None,
         }
     }

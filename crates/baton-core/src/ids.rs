@@ -37,6 +37,11 @@ impl ProjectId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether this is the default project.
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
+    }
 }
 
 impl Default for ProjectId {

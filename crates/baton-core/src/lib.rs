@@ -14,6 +14,7 @@ pub mod int;
 pub mod net;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod policy;
 pub mod project;
 pub mod retry;
 pub mod routine;
@@ -27,6 +28,7 @@ pub use budget::{Alerts, Budget, OnExceed, Period};
 pub use error_kind::ErrorKind;
 pub use event::{EventKind, is_terminal_kind};
 pub use ids::{JobId, ProjectId, SessionId};
+pub use policy::{McpServer, Policy, SandboxChoice};
 pub use project::{ProjectSettings, Quotas};
 pub use retry::RetryPolicy;
 pub use routine::{

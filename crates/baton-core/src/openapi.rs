@@ -45,3 +45,51 @@ pub struct McpConfig {
     #[schema(value_type = Object)]
     mcpServers: serde_json::Map<String, serde_json::Value>,
 }
+
+/// A permission mode a policy allows, or `*`.
+pub struct PolicyMode;
+impl utoipa::PartialSchema for PolicyMode {
+    fn schema() -> RefOr<Schema> {
+        string(
+            r"^(\*|default|acceptEdits|auto|bypassPermissions|dontAsk|plan)$",
+            "A permission mode, or * for any.",
+        )
+    }
+}
+impl utoipa::ToSchema for PolicyMode {}
+
+/// A directory a policy allows jobs to work in, or `*`.
+pub struct PolicyRoot;
+impl utoipa::PartialSchema for PolicyRoot {
+    fn schema() -> RefOr<Schema> {
+        string(
+            r"^(\*|(/[^/\x00]*)+)$",
+            "An absolute path inside a configured workspace root, without .. segments; or * for every workspace root.",
+        )
+    }
+}
+impl utoipa::ToSchema for PolicyRoot {}
+
+/// A name of the admin's MCP server catalogue, or `*`.
+pub struct ServerName;
+impl utoipa::PartialSchema for ServerName {
+    fn schema() -> RefOr<Schema> {
+        string(
+            r"^(\*|[A-Za-z0-9_-]{1,64})$",
+            "The name of an MCP server of the catalogue ([[mcp_server]]), or * for all.",
+        )
+    }
+}
+impl utoipa::ToSchema for ServerName {}
+
+/// A name of the admin's MCP server catalogue.
+pub struct CatalogueName;
+impl utoipa::PartialSchema for CatalogueName {
+    fn schema() -> RefOr<Schema> {
+        string(
+            r"^[A-Za-z0-9_-]{1,64}$",
+            "The name of an MCP server of the admin's catalogue ([[mcp_server]]).",
+        )
+    }
+}
+impl utoipa::ToSchema for CatalogueName {}

@@ -61,6 +61,9 @@ pub struct ProjectSettings {
     /// Cost alerts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alerts: Option<crate::budget::Alerts>,
+    /// What its jobs may ask for; absent: the default (see `baton_api::policy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::Policy>,
 }
 
 /// Fields a project's defaults cannot set: they belong to one job.

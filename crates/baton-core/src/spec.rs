@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 #[cfg(feature = "openapi")]
-pub use crate::openapi::{AbsolutePath, McpConfig, ToolName};
+pub use crate::openapi::{AbsolutePath, CatalogueName, McpConfig, ToolName};
 use crate::session::session_mode;
 pub use crate::session::{SessionMode, SessionRequest};
 use crate::{ClaudeOptions, ClaudeRun, RetryPolicy, Schedule, Step};
@@ -36,6 +36,8 @@ impl Default for Limits {
 pub const MIN_TIMEOUT_MS: u64 = 1_000;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 const MAX_LIST_ITEMS: usize = 256;
+/// Catalogue MCP servers a job may name.
+const MAX_MCP_SERVERS: usize = 64;
 pub(crate) const MAX_ITEM_CHARS: usize = 4_096;
 const MAX_SYSTEM_PROMPT_CHARS: usize = 200_000;
 
@@ -117,6 +119,10 @@ pub struct JobRequest {
     /// `{"mcpServers": {...}}`, as the CLI's `--mcp-config`.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<McpConfig>))]
     pub mcp_config: Option<Value>,
+    /// MCP servers of the admin's catalogue (`[[mcp_server]]`), by name, that the CLI
+    /// gets beside any of `mcp_config`.
+    #[cfg_attr(feature = "openapi", schema(max_items = 64, inline, value_type = Option<Vec<CatalogueName>>))]
+    pub mcp_servers: Option<Vec<String>>,
     /// Absolute directories inside a configured workspace root.
     #[cfg_attr(feature = "openapi", schema(max_items = 256, inline, value_type = Option<Vec<AbsolutePath>>))]
     pub add_dirs: Option<Vec<String>>,
@@ -172,6 +178,11 @@ pub struct JobSpec {
     /// Who the job's API calls are charged to, beside its project: the key that submitted
     /// it and the routine that fired it.
     pub charge: Charge,
+    /// Whether its attempts run in the sandbox, as decided when it was queued (the
+    /// project's policy, the server's configuration); `None`: the server's setting.
+    pub sandbox: Option<bool>,
+    /// The project's policy the job was admitted under.
+    pub policy: Option<crate::policy::Policy>,
 }
 
 /// Who a job's spend counts against, beside its project (and its agent).
@@ -327,6 +338,26 @@ impl JobRequest {
                 "must be an object with an \"mcpServers\" object",
             ));
         }
+        let mcp_servers = list("mcp_servers", self.mcp_servers)?;
+        if mcp_servers.len() > MAX_MCP_SERVERS {
+            return Err(err(
+                "mcp_servers",
+                format!("has more than {MAX_MCP_SERVERS} items"),
+            ));
+        }
+        for (i, name) in mcp_servers.iter().enumerate() {
+            if !crate::policy::valid_server_name(name) {
+                return Err(err(
+                    "mcp_servers",
+                    format!(
+                        "{name:?} is not a catalogue name (letters, digits, _ and -, at most 64)"
+                    ),
+                ));
+            }
+            if mcp_servers[..i].contains(name) {
+                return Err(err("mcp_servers", format!("{name:?} is named twice")));
+            }
+        }
         let add_dirs = list("add_dirs", self.add_dirs)?;
         for d in &add_dirs {
             absolute_path("add_dirs", d)?;
@@ -377,6 +408,8 @@ impl JobRequest {
             callback_url: self.callback_url,
             repos: Vec::new(),
             charge: Charge::default(),
+            sandbox: None,
+            policy: None,
             prompt: self.prompt,
             options: ClaudeOptions {
                 model,
@@ -390,6 +423,7 @@ impl JobRequest {
                 max_budget_usd: self.max_budget_usd,
                 json_schema: self.json_schema,
                 mcp_config: self.mcp_config,
+                mcp_servers,
                 add_dirs,
             },
             cwd: self.cwd,
@@ -424,6 +458,7 @@ impl JobSpec {
             files: self.files.clone(),
             verify: self.verify.clone(),
             repos: self.repos.clone(),
+            sandbox: self.sandbox,
         }
     }
 
@@ -460,6 +495,7 @@ impl JobSpec {
             max_budget_usd: o.max_budget_usd,
             json_schema: o.json_schema.clone(),
             mcp_config: o.mcp_config.clone(),
+            mcp_servers: Some(o.mcp_servers.clone()),
             add_dirs: Some(o.add_dirs.clone()),
             cwd: self.cwd.clone(),
             timeout_ms: Some(s.timeout_ms as i64),

@@ -37,6 +37,9 @@ pub struct ClaudeOptions {
     pub json_schema: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mcp_config: Option<Value>,
+    /// MCP servers of the admin's catalogue, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub add_dirs: Vec<String>,
 }
@@ -68,6 +71,8 @@ pub struct ClaudeRun {
     pub verify: Option<crate::agent::VerifyRun>,
     /// Git repositories checked out into the run's own workspace before the CLI starts.
     pub repos: Vec<crate::agent::Repo>,
+    /// Whether it runs in the sandbox; `None`: as the runner is configured.
+    pub sandbox: Option<bool>,
 }
 
 /// What a runner executes for one attempt.
@@ -103,6 +108,8 @@ pub(crate) struct StoredSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     mcp_config: Option<Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mcp_servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     add_dirs: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cwd: Option<String>,
@@ -126,6 +133,10 @@ pub(crate) struct StoredSpec {
     key_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     routine_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sandbox: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy: Option<crate::policy::Policy>,
 }
 
 impl From<StoredSpec> for JobSpec {
@@ -144,6 +155,7 @@ impl From<StoredSpec> for JobSpec {
                 max_budget_usd: s.max_budget_usd,
                 json_schema: s.json_schema,
                 mcp_config: s.mcp_config,
+                mcp_servers: s.mcp_servers,
                 add_dirs: s.add_dirs,
             },
             cwd: s.cwd,
@@ -163,6 +175,8 @@ impl From<StoredSpec> for JobSpec {
                 key_id: s.key_id,
                 routine_id: s.routine_id,
             },
+            sandbox: s.sandbox,
+            policy: s.policy,
         }
     }
 }
@@ -183,6 +197,7 @@ impl From<JobSpec> for StoredSpec {
             max_budget_usd: o.max_budget_usd,
             json_schema: o.json_schema,
             mcp_config: o.mcp_config,
+            mcp_servers: o.mcp_servers,
             add_dirs: o.add_dirs,
             cwd: j.cwd,
             timeout_ms: s.timeout_ms,
@@ -197,6 +212,8 @@ impl From<JobSpec> for StoredSpec {
             repos: j.repos,
             key_id: j.charge.key_id,
             routine_id: j.charge.routine_id,
+            sandbox: j.sandbox,
+            policy: j.policy,
         }
     }
 }

@@ -275,7 +275,9 @@ impl Engine {
 
     pub(crate) fn take_warm(&self, step: &Step) -> Option<warm::Warm> {
         let Step::Claude(run) = step;
-        self.inner.warm.take(run)
+        self.inner
+            .warm
+            .take(run, self.inner.cfg.runner.sandbox_default)
     }
 
     /// Whether attempts get credentials of their own (a warm process without one is then

@@ -26,6 +26,8 @@ pub struct WarmPoolConfig {
     pub size: usize,
     /// A ready process unused this long is retired and replaced.
     pub idle: Duration,
+    /// Whether its processes are sandboxed (as its runs are); `None`: the runner's default.
+    pub sandbox: Option<bool>,
 }
 
 struct Pool {
@@ -33,6 +35,7 @@ struct Pool {
     /// `project/name`).
     key: Option<String>,
     shape: ClaudeOptions,
+    sandbox: Option<bool>,
     /// Started, not yet answering: counted so a refill does not start too many.
     booting: std::sync::atomic::AtomicUsize,
     /// Set on shutdown: a process that finishes booting afterwards is killed, not kept.
@@ -63,6 +66,7 @@ impl Pool {
         Pool {
             key,
             shape: c.options.clone(),
+            sandbox: c.sandbox,
             booting: std::sync::atomic::AtomicUsize::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
             size: c.size,
@@ -109,7 +113,11 @@ impl WarmPools {
         pools.retain(|p| {
             let Some(key) = &p.key else { return true };
             let keep = wanted.iter().any(|(k, c)| {
-                k == key && c.options == p.shape && c.size == p.size && c.idle == p.idle
+                k == key
+                    && c.options == p.shape
+                    && c.sandbox == p.sandbox
+                    && c.size == p.size
+                    && c.idle == p.idle
             });
             if !keep {
                 p.close();
@@ -124,10 +132,13 @@ impl WarmPools {
     }
 
     /// A ready process for `run`, if a pool serves its options.
-    pub(crate) fn take(&self, run: &ClaudeRun) -> Option<Warm> {
+    /// (`sandboxed`: whether a run or pool that does not say is sandboxed.)
+    pub(crate) fn take(&self, run: &ClaudeRun, sandboxed: bool) -> Option<Warm> {
         let shape = shape_of(run)?;
         let pools = self.all();
-        let pool = pools.iter().find(|p| &p.shape == shape)?;
+        let pool = pools.iter().find(|p| {
+            &p.shape == shape && p.sandbox.unwrap_or(sandboxed) == run.sandbox.unwrap_or(sandboxed)
+        })?;
         let mut ready = pool.ready.lock().ok()?;
         while let Some(mut warm) = ready.pop_front() {
             if warm.process.is_alive() {
@@ -165,7 +176,7 @@ impl WarmPools {
                     .as_ref()
                     .map(|c| c.env.clone())
                     .unwrap_or_default();
-                match WarmProcess::start(runner, &pool.shape, &name, &env) {
+                match WarmProcess::start(runner, &pool.shape, pool.sandbox, &name, &env) {
                     Ok(mut process) => {
                         pool.started.fetch_add(1, Ordering::Relaxed);
                         pool.booting.fetch_add(1, Ordering::SeqCst);

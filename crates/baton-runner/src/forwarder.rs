@@ -121,3 +121,41 @@ fn copy(from: &mut impl Read, to: &mut impl Write) {
         }
     }
 }
+
+/// `baton mcp-bridge SOCKET`: run inside a sandbox as a catalogue MCP server that runs
+/// outside it. Joins its stdin and stdout to `SOCKET`, where Baton starts the server.
+pub fn mcp_bridge(args: Vec<OsString>) -> i32 {
+    let [socket] = args.as_slice() else {
+        return fail("usage: baton mcp-bridge SOCKET".into());
+    };
+    let stream = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(format!(
+                "cannot reach {}: {e}",
+                PathBuf::from(socket).display()
+            ));
+        }
+    };
+    let Ok(mut up) = stream.try_clone() else {
+        return fail("cannot share the socket".into());
+    };
+    // Requests in (until the CLI closes stdin), answers out (until the server is done).
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut up);
+        let _ = up.shutdown(Shutdown::Write);
+    });
+    let mut down = stream;
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match down.read(&mut buf) {
+            Ok(0) | Err(_) => return 0,
+            Ok(n) => {
+                if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                    return 0;
+                }
+            }
+        }
+    }
+}

@@ -15,6 +15,7 @@ pub mod argv;
 mod end;
 pub mod forwarder;
 pub mod lines;
+mod mcp;
 pub mod outcome;
 pub mod process;
 pub mod sandbox;
@@ -62,11 +63,19 @@ pub struct RunnerConfig {
     pub max_stderr_bytes: usize,
     /// Keep attempt directories after the attempt (for debugging).
     pub keep_workspaces: bool,
-    /// Run each CLI in a bubblewrap sandbox.
+    /// How a CLI is put in a bubblewrap sandbox; `None`: this Baton cannot sandbox (no
+    /// proxy to reach the API through), and a run that must be sandboxed fails.
     pub sandbox: Option<sandbox::SandboxConfig>,
-    /// Run each CLI (or the bubblewrap around it) and an agent's verify as this uid and
-    /// gid: Baton as root, `runner.run_as`. Its workspace is given to it.
+    /// Whether a run that does not say ([`ClaudeRun::sandbox`] is `None`) is sandboxed.
+    pub sandbox_default: bool,
+    /// Run each CLI and an agent's verify as this uid and gid: Baton as root,
+    /// `runner.run_as`. Its workspace is given to it.
     pub run_as: Option<(u32, u32)>,
+    /// Run bubblewrap (a sandboxed CLI) as this uid and gid: Baton as root, `run_as` or
+    /// `nobody` (bubblewrap started by root maps the sandbox's user to root outside).
+    pub sandbox_run_as: Option<(u32, u32)>,
+    /// The admin's MCP servers, which a run names in `mcp_servers`.
+    pub mcp_catalogue: Vec<baton_core::McpServer>,
 }
 
 impl RunnerConfig {
@@ -84,7 +93,38 @@ impl RunnerConfig {
             max_stderr_bytes: 64 * 1024,
             keep_workspaces: false,
             sandbox: None,
+            sandbox_default: false,
             run_as: None,
+            sandbox_run_as: None,
+            mcp_catalogue: Vec::new(),
+        }
+    }
+
+    /// The sandbox `run` goes in, if any: its own choice, else the configured default. A
+    /// run that must be sandboxed where this Baton cannot sandbox fails, never runs bare.
+    pub fn sandbox_for(
+        &self,
+        run: &ClaudeRun,
+    ) -> Result<Option<&sandbox::SandboxConfig>, (ErrorKind, String)> {
+        if !run.sandbox.unwrap_or(self.sandbox_default) {
+            return Ok(None);
+        }
+        self.sandbox.as_ref().map(Some).ok_or_else(|| {
+            (
+                ErrorKind::SandboxFailed,
+                "this job must run in the sandbox, and this Baton cannot make one: the sandbox \
+                 reaches the API only through Baton's proxy (proxy.mode = \"proxy\")"
+                    .to_string(),
+            )
+        })
+    }
+
+    /// The user a run's processes are started as: bubblewrap's when it is sandboxed.
+    pub fn user_for(&self, sandboxed: bool) -> Option<(u32, u32)> {
+        if sandboxed {
+            self.sandbox_run_as.or(self.run_as)
+        } else {
+            self.run_as
         }
     }
 
@@ -191,13 +231,21 @@ pub async fn run(
 async fn verified(
     cfg: &RunnerConfig,
     ws: &Workspace,
+    run: &ClaudeRun,
     check: &baton_core::agent::VerifyRun,
     mut report: AttemptReport,
     limit: Duration,
     cancel: &CancellationToken,
 ) -> AttemptReport {
     let outcome = report.outcome.clone().unwrap_or(Value::Null);
-    match verify::run(cfg, ws, check, &outcome, limit, cancel).await {
+    let sandbox = match cfg.sandbox_for(run) {
+        Ok(s) => s,
+        Err(e) => {
+            report.error = Some(e);
+            return report;
+        }
+    };
+    match verify::run(cfg, ws, check, sandbox, &outcome, limit, cancel).await {
         Ok(output) => {
             if let Some(Value::Object(o)) = report.outcome.as_mut() {
                 o.insert("verified_output".into(), Value::String(output));
@@ -216,6 +264,7 @@ pub(crate) fn failed(kind: ErrorKind, message: String) -> AttemptReport {
 }
 
 fn prepare_files(
+    cfg: &RunnerConfig,
     ws: &Workspace,
     spec: &ClaudeRun,
     restore: Option<&[u8]>,
@@ -236,10 +285,7 @@ fn prepare_files(
             .as_ref()
             .map(|s| ws.private_file("append_system_prompt.txt", s.as_bytes()))
             .transpose()?,
-        mcp_config: spec
-            .options
-            .mcp_config
-            .as_ref()
+        mcp_config: mcp::config(cfg, spec)?
             .map(|c| ws.private_file("mcp_config.json", c.to_string().as_bytes()))
             .transpose()?,
     })
@@ -256,6 +302,8 @@ pub struct Launched {
     /// Output already read from stdout but not yet consumed (after a warm-up exchange).
     pending_stdout: Vec<u8>,
     stderr_task: tokio::task::JoinHandle<String>,
+    /// Catalogue MCP servers run outside the sandbox for it; they stop when it ends.
+    _bridges: Option<mcp::Bridges>,
 }
 
 fn launch(
@@ -276,6 +324,7 @@ fn launch(
         )
     };
     let program = find_executable(&cfg.claude_bin).ok_or_else(not_found)?;
+    let sandbox = cfg.sandbox_for(spec)?;
     let mut args = argv::build_args(spec, files);
     args.extend(extra_args.iter().map(OsString::from));
     let mut env = argv::build_env(
@@ -287,7 +336,7 @@ fn launch(
         |k| std::env::var_os(k),
     );
     // A CLI (or the bubblewrap around it) run as another user gets its workspace.
-    let run_as = cfg.run_as;
+    let run_as = cfg.user_for(sandbox.is_some());
     if let Some((uid, gid)) = run_as {
         workspace::give(&ws.root, uid, gid).map_err(|e| {
             (
@@ -296,8 +345,9 @@ fn launch(
             )
         })?;
     }
+    let mut bridges = None;
     // In the sandbox, bwrap runs the forwarder, which runs the CLI.
-    let (program, args) = match &cfg.sandbox {
+    let (program, args) = match sandbox {
         None => (program, args),
         Some(sb) => {
             let mut writable: Vec<&Path> = vec![&ws.root];
@@ -305,7 +355,19 @@ fn launch(
                 writable.push(&ws.cwd);
             }
             writable.extend(spec.options.add_dirs.iter().map(Path::new));
-            let (wrapped, inside) = sandbox::wrap(sb, &program, args, &writable, &ws.cwd);
+            let readable = mcp::programs(cfg, spec);
+            let b = mcp::bridges(cfg, spec, &ws.root, &verify::environment(ws), &ws.cwd).map_err(
+                |e| {
+                    (
+                        ErrorKind::SandboxFailed,
+                        format!("could not make the MCP servers' bridges: {e}"),
+                    )
+                },
+            )?;
+            let (wrapped, inside) = sandbox::wrap(
+                sb, &program, args, &writable, &readable, &b.sockets, &ws.cwd,
+            );
+            bridges = Some(b);
             for (k, v) in inside {
                 env.retain(|(name, _)| name.to_str() != Some(k.as_str()));
                 env.push((k.into(), v.into()));
@@ -378,6 +440,7 @@ fn launch(
         stdout,
         pending_stdout: Vec::new(),
         stderr_task,
+        _bridges: bridges,
     })
 }
 
@@ -430,7 +493,7 @@ async fn run_in(
             }
         }
     }
-    let files = match prepare_files(ws, spec, attempt.restore.as_deref()) {
+    let files = match prepare_files(cfg, ws, spec, attempt.restore.as_deref()) {
         Ok(f) => f,
         Err(e) => {
             return failed(
@@ -458,7 +521,7 @@ async fn run_in(
                     let limit = Duration::from_millis(spec.timeout_ms)
                         .saturating_sub(started.elapsed())
                         .max(Duration::from_secs(1));
-                    verified(cfg, ws, check, report, limit, &cancel).await
+                    verified(cfg, ws, spec, check, report, limit, &cancel).await
                 }
                 _ => report,
             }
@@ -485,6 +548,7 @@ async fn drive(
         stdout,
         pending_stdout,
         stderr_task,
+        _bridges,
     } = launched;
     let stdout = std::io::Cursor::new(pending_stdout).chain(stdout);
     let _ = progress.send(Progress::Spawned { pid, start_ticks }).await;

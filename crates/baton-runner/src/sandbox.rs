@@ -61,6 +61,8 @@ pub fn wrap(
     program: &Path,
     args: Vec<OsString>,
     writable: &[&Path],
+    readable: &[PathBuf],
+    sockets: &[(PathBuf, PathBuf)],
     cwd: &Path,
 ) -> (Vec<OsString>, Vec<(String, String)>) {
     let mut a: Vec<OsString> = Vec::new();
@@ -101,6 +103,11 @@ pub fn wrap(
     {
         programs.push(d.to_path_buf());
     }
+    for dir in readable {
+        if !programs.contains(dir) {
+            programs.push(dir.clone());
+        }
+    }
     for dir in programs {
         push_path(&mut a, "--ro-bind", &dir, &dir);
     }
@@ -124,6 +131,9 @@ pub fn wrap(
     push_path(&mut a, "--bind", &cfg.proxy_socket, Path::new(PROXY_SOCKET));
     if let Some(s) = &cfg.egress_socket {
         push_path(&mut a, "--bind", s, Path::new(EGRESS_SOCKET));
+    }
+    for (outside, inside) in sockets {
+        push_path(&mut a, "--bind", outside, inside);
     }
     a.push("--chdir".into());
     a.push(cwd.into());
@@ -168,7 +178,7 @@ pub fn wrap(
 
 /// The directories of `program` and of what it links to, when outside the usual system
 /// directories: bound read-only, so a CLI installed under a hidden home still runs.
-fn program_dirs(program: &Path) -> Vec<PathBuf> {
+pub(crate) fn program_dirs(program: &Path) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     for p in [Some(program.to_path_buf()), program.canonicalize().ok()]
         .into_iter()
@@ -202,6 +212,8 @@ pub fn probe(cfg: &SandboxConfig) -> Result<(), String> {
         Path::new("/bin/true"),
         Vec::new(),
         &[ws.as_path()],
+        &[],
+        &[],
         ws.as_path(),
     );
     match std::process::Command::new(&cfg.bwrap).args(&args).output() {
@@ -246,6 +258,11 @@ mod tests {
             Path::new("/usr/bin/claude"),
             vec!["-p".into()],
             &[Path::new("/srv/ws/work")],
+            &[PathBuf::from("/srv/mcp")],
+            &[(
+                PathBuf::from("/srv/ws.mcp/docs.sock"),
+                PathBuf::from("/run/baton/mcp-docs.sock"),
+            )],
             Path::new("/srv/ws/work"),
         );
         let text: Vec<String> = args
@@ -260,6 +277,12 @@ mod tests {
         );
         assert!(
             joined.contains("--bind /var/lib/baton/proxy.sock /run/baton/proxy.sock"),
+            "{joined}"
+        );
+        // A catalogue server's program is readable, a bridged one's socket bound in.
+        assert!(joined.contains("--ro-bind /srv/mcp /srv/mcp"), "{joined}");
+        assert!(
+            joined.contains("--bind /srv/ws.mcp/docs.sock /run/baton/mcp-docs.sock"),
             "{joined}"
         );
         assert!(

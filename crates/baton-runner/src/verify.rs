@@ -46,7 +46,7 @@ async fn drain(
     (kept, cut)
 }
 
-fn environment(ws: &Workspace) -> Vec<(OsString, OsString)> {
+pub(crate) fn environment(ws: &Workspace) -> Vec<(OsString, OsString)> {
     let mut env = vec![
         ("HOME".into(), ws.home.clone().into_os_string()),
         ("TMPDIR".into(), ws.tmp.clone().into_os_string()),
@@ -64,6 +64,7 @@ pub(crate) async fn run(
     cfg: &RunnerConfig,
     ws: &Workspace,
     check: &VerifyRun,
+    sandbox: Option<&crate::sandbox::SandboxConfig>,
     outcome: &Value,
     limit: Duration,
     cancel: &CancellationToken,
@@ -78,12 +79,35 @@ pub(crate) async fn run(
     };
     let program = crate::find_executable(&named)
         .ok_or_else(|| failed(format!("verify: {} is not an executable", named.display())))?;
+    let args: Vec<OsString> = check.command[1..].iter().map(OsString::from).collect();
+    // A sandboxed attempt's check runs in a sandbox of its own, as the CLI did.
+    let (program, args) = match sandbox {
+        None => (program, args),
+        Some(sb) => {
+            let mut writable: Vec<&Path> = vec![&ws.root];
+            if !ws.cwd.starts_with(&ws.root) {
+                writable.push(&ws.cwd);
+            }
+            let (wrapped, _) =
+                crate::sandbox::wrap(sb, &program, args, &writable, &[], &[], &ws.cwd);
+            let bwrap = crate::find_executable(&sb.bwrap).ok_or_else(|| {
+                (
+                    ErrorKind::SandboxFailed,
+                    format!(
+                        "verify: {} is not found (install bubblewrap)",
+                        sb.bwrap.display()
+                    ),
+                )
+            })?;
+            (bwrap, wrapped)
+        }
+    };
     let mut child = crate::spawn::spawn(&crate::spawn::Spawn {
         program: &program,
-        args: check.command[1..].iter().map(OsString::from).collect(),
+        args,
         env: environment(ws),
         cwd: &ws.cwd,
-        run_as: cfg.run_as,
+        run_as: cfg.user_for(sandbox.is_some()),
     })
     .map_err(|e| {
         failed(format!(

@@ -42,6 +42,7 @@ impl WarmProcess {
     pub fn start(
         cfg: &RunnerConfig,
         shape: &ClaudeOptions,
+        sandbox: Option<bool>,
         name: &str,
         credential_env: &[(String, String)],
     ) -> Result<Self, String> {
@@ -55,10 +56,11 @@ impl WarmProcess {
             files: Default::default(),
             verify: None,
             repos: Vec::new(),
+            sandbox,
         };
         let ws = Workspace::create(&cfg.attempts_dir, name, None)
             .map_err(|e| format!("could not prepare a warm workspace: {e}"))?;
-        let files = prepare_files(&ws, &shape, None)
+        let files = prepare_files(cfg, &ws, &shape, None)
             .map_err(|e| format!("could not write warm files: {e}"))?;
         let launched = match launch(
             cfg,

@@ -79,6 +79,8 @@ pub fn runner_config(config: &Config, node_id: &str) -> RunnerConfig {
     r.max_stderr_bytes = config.runner.max_stderr_bytes;
     r.keep_workspaces = config.runner.keep_workspaces;
     r.sandbox = sandbox_config(config);
+    r.sandbox_default = config.runner.sandbox == crate::config::SandboxMode::Bwrap;
+    r.mcp_catalogue = config.mcp_server.clone();
     // `proxy.mode = "direct"`: the credential Baton took out of its own environment goes
     // to each CLI, as before there was a proxy.
     if config.proxy.mode == crate::config::ProxyMode::Direct
@@ -90,32 +92,36 @@ pub fn runner_config(config: &Config, node_id: &str) -> RunnerConfig {
     r
 }
 
-/// The uid and gid each CLI (or, sandboxed, bubblewrap) runs as when Baton runs as root:
-/// `runner.run_as`, and with a sandbox `nobody` by default (bubblewrap started by root
-/// would map the sandbox's user to root outside, who may read every root-only file).
-/// Their workspaces must be reachable by it, and Baton's files are closed to it.
+/// The uids and gids a CLI runs as when Baton runs as root, unsandboxed and sandboxed:
+/// `runner.run_as` for both, and when it is not set, bubblewrap as `nobody` (started by
+/// root, it would map the sandbox's user to root outside, who may read every root-only
+/// file). Their workspaces must be reachable by that user, and Baton's files are closed
+/// to it.
+#[allow(clippy::type_complexity)]
 fn run_as(
     config: &Config,
     runner: &baton_runner::RunnerConfig,
-) -> anyhow::Result<Option<(u32, u32)>> {
+) -> anyhow::Result<(Option<(u32, u32)>, Option<(u32, u32)>)> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let root = nix::unistd::geteuid().is_root();
-    let name = match config.runner.run_as.as_str() {
-        "" if root && runner.sandbox.is_some() => "nobody",
+    let (name, plain) = match config.runner.run_as.as_str() {
         "" => {
             if root {
                 tracing::warn!(
-                    "Baton runs as root, and so does each CLI (which then refuses bypassPermissions); \
-                     set runner.sandbox = \"bwrap\" or runner.run_as to an unprivileged user"
+                    "Baton runs as root, and so does each CLI outside the sandbox (which then refuses \
+                     bypassPermissions); set runner.run_as to an unprivileged user"
                 );
             }
-            return Ok(None);
+            if !(root && runner.sandbox.is_some()) {
+                return Ok((None, None));
+            }
+            ("nobody", false)
         }
-        n => n,
+        n => (n, true),
     };
     if !root {
         tracing::warn!(user = %name, "runner.run_as is for a Baton running as root; the CLIs run as Baton's own user");
-        return Ok(None);
+        return Ok((None, None));
     }
     let user = nix::unistd::User::from_name(name)
         .with_context(|| format!("looking up runner.run_as = {name:?}"))?
@@ -159,7 +165,7 @@ fn run_as(
             );
         }
     }
-    Ok(Some((uid, gid)))
+    Ok((plain.then_some((uid, gid)), Some((uid, gid))))
 }
 
 /// Absolute, and canonical where it exists (bwrap's paths must be).
@@ -169,12 +175,10 @@ fn resolved(p: &std::path::Path) -> std::path::PathBuf {
         .unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// The sandbox's settings, when `runner.sandbox = "bwrap"`: what it hides (Baton's data
-/// and workspace directories, the credential file, the TLS key) and the sockets it binds.
+/// How a CLI is sandboxed (whichever jobs are: see `runner.sandbox` and the projects'
+/// policies): what it hides (Baton's data and workspace directories, the credential file,
+/// the TLS key, the configuration file) and the sockets it binds.
 pub fn sandbox_config(config: &Config) -> Option<baton_runner::sandbox::SandboxConfig> {
-    if config.runner.sandbox != crate::config::SandboxMode::Bwrap {
-        return None;
-    }
     let data = resolved(&config.server.data_dir);
     let mut hide = vec![data.clone()];
     let file = config.file.clone().unwrap_or_default();
@@ -304,8 +308,35 @@ impl App {
         let mut runner = runner_config(&config, &node_id);
         std::fs::create_dir_all(&runner.attempts_dir)
             .with_context(|| format!("creating {}", runner.attempts_dir.display()))?;
-        runner.run_as = run_as(&config, &runner)?;
-        let sandbox_user = runner.run_as.filter(|_| runner.sandbox.is_some());
+        // The proxy serves the sandbox's socket as well; without the proxy there is no
+        // sandbox (nothing inside could reach the API).
+        let ledger_engine = Arc::new(std::sync::OnceLock::new());
+        let proxy = crate::proxy::start(
+            &config,
+            ledger_engine.clone(),
+            runner.sandbox.as_ref().map(|s| s.proxy_socket.clone()),
+        )
+        .await?;
+        if proxy.is_none() {
+            use crate::config::SandboxMode;
+            match config.runner.sandbox {
+                SandboxMode::Bwrap => anyhow::bail!(
+                    "runner.sandbox = \"bwrap\" runs the CLI without network but Baton's proxy, so it needs \
+                     the proxy: a credential (ANTHROPIC_API_KEY in Baton's environment, or \
+                     proxy.credential_file) and proxy.mode other than \"direct\""
+                ),
+                SandboxMode::Auto => tracing::warn!(
+                    "Baton cannot make a sandbox without its proxy (a credential, and proxy.mode = \"proxy\"): \
+                     if it is shared (more than one project, or a listener beyond loopback), its jobs fail \
+                     sandbox_failed rather than run bare"
+                ),
+                SandboxMode::None => {}
+            }
+            runner.sandbox = None;
+        }
+        (runner.run_as, runner.sandbox_run_as) = run_as(&config, &runner)?;
+        let sandbox_user = runner.sandbox_run_as.filter(|_| runner.sandbox.is_some());
+        let can_sandbox = runner.sandbox.is_some();
         let limits = Limits {
             max_prompt_chars: config.limits.max_prompt_chars,
             max_timeout_ms: config.limits.max_timeout_ms,
@@ -320,6 +351,7 @@ impl App {
                     options: p.spec(&limits)?.options,
                     size: p.size,
                     idle: Duration::from_secs(p.idle_seconds),
+                    sandbox: None,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -343,21 +375,7 @@ impl App {
         };
         let attempts_dir = engine_cfg.runner.attempts_dir.clone();
         let keep = engine_cfg.runner.keep_workspaces;
-        let ledger_engine = Arc::new(std::sync::OnceLock::new());
         let sandbox = engine_cfg.runner.sandbox.clone();
-        let proxy = crate::proxy::start(
-            &config,
-            ledger_engine.clone(),
-            sandbox.as_ref().map(|s| s.proxy_socket.clone()),
-        )
-        .await?;
-        if sandbox.is_some() && proxy.is_none() {
-            anyhow::bail!(
-                "runner.sandbox = \"bwrap\" runs the CLI without network but Baton's proxy, so it needs \
-                 the proxy: a credential (ANTHROPIC_API_KEY in Baton's environment, or \
-                 proxy.credential_file) and proxy.mode other than \"direct\""
-            );
-        }
         // Sandboxes started as another user reach the sockets as that user.
         if let (Some((uid, gid)), Some(sb)) = (sandbox_user, &sandbox) {
             std::os::unix::fs::lchown(&sb.proxy_socket, Some(uid), Some(gid))
@@ -420,8 +438,20 @@ impl App {
                     .collect::<anyhow::Result<_>>()?,
                 timeout: Duration::from_secs(config.outbound.timeout_seconds),
             },
+            policies: baton_api::policy::Policies {
+                default_project: config.policy.clone(),
+                catalogue: config.mcp_server.iter().map(|s| s.name.clone()).collect(),
+                sandbox: match config.runner.sandbox {
+                    crate::config::SandboxMode::Auto => baton_api::policy::ServerSandbox::Auto,
+                    crate::config::SandboxMode::Bwrap => baton_api::policy::ServerSandbox::On,
+                    crate::config::SandboxMode::None => baton_api::policy::ServerSandbox::Off,
+                },
+                beyond_loopback: !config.server.listen.ip().is_loopback(),
+                can_sandbox,
+            },
         };
         let state = AppState::new(engine.clone(), api, shutdown.clone());
+        baton_api::policy::log_sandbox(&state).await;
         if tls.is_none() && !config.server.listen.ip().is_loopback() {
             tracing::warn!(
                 "server.listen = {} without TLS: API keys cross the network in clear; \

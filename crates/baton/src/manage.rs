@@ -437,13 +437,32 @@ fn same_agent(saved: &Value, body: &Value) -> bool {
 /// changing each as needed and leaving the ones already so; it never deletes. Every
 /// folder is read and checked before anything is sent.
 pub async fn apply(client: &Client, dir: &std::path::Path) -> anyhow::Result<()> {
+    let policies = declared_policies(dir)?;
     let declared = declared_agents(dir)?;
     let routines = declared_routines(dir)?;
-    if declared.is_empty() && routines.is_empty() {
+    if declared.is_empty() && routines.is_empty() && policies.is_empty() {
         bail!(
-            "{} holds no <agent>/agent.toml and no routines/<routine>.toml",
+            "{} holds no <agent>/agent.toml, no routines/<routine>.toml and no policies/<project>.toml",
             dir.display()
         );
+    }
+    // Policies first: an agent is checked against its project's policy when it is saved.
+    for (project, policy) in policies {
+        let path = format!("/v1/projects/{project}/policy");
+        let saved = client
+            .send(reqwest::Method::GET, &path, None)
+            .await
+            .with_context(|| format!("reading project {project}'s policy"))?;
+        let line = if saved["custom"] == json!(true) && saved["policy"] == policy {
+            format!("unchanged policy of {project}")
+        } else {
+            client
+                .send(reqwest::Method::PUT, &path, Some(&policy))
+                .await
+                .with_context(|| format!("setting project {project}'s policy"))?;
+            format!("updated   policy of {project}")
+        };
+        println!("{line}");
     }
     for d in declared {
         let path = format!("/v1/agents/{}", d.name);
@@ -471,6 +490,40 @@ pub async fn apply(client: &Client, dir: &std::path::Path) -> anyhow::Result<()>
         apply_routines(client, routines).await?;
     }
     Ok(())
+}
+
+/// Reads `dir/policies/<project>.toml`: each project's policy (as `PUT
+/// /v1/projects/{id}/policy` takes it), checked here before anything is sent.
+fn declared_policies(dir: &std::path::Path) -> anyhow::Result<Vec<(String, Value)>> {
+    let folder = dir.join("policies");
+    if !folder.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&folder)
+        .with_context(|| format!("reading {}", folder.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let project = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        baton_core::ProjectId::parse(&project)
+            .with_context(|| format!("{}: the file is named by its project", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let policy: baton_core::Policy =
+            toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        policy
+            .check()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        out.push((project, serde_json::to_value(&policy)?));
+    }
+    Ok(out)
 }
 
 /// One routine of `DIR/routines/<name>.toml`: its body for the API and its triggers.

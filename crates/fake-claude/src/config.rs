@@ -118,6 +118,10 @@ pub struct McpServer {
     pub name: String,
     /// `connected`, or `failed` when its command is a path that does not exist.
     pub status: &'static str,
+    /// A stdio server's command line and environment (for `FAKE mcp <name>`).
+    pub command: Option<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 /// A validated run configuration.
@@ -347,9 +351,26 @@ fn load_mcp_config(value: &str, cwd: &str) -> Result<Vec<McpServer>, String> {
                 Some(c) if c.contains('/') && !Path::new(c).exists() => "failed",
                 _ => "connected",
             };
+            let strings = |v: Option<&Json>| match v {
+                Some(Json::Arr(items)) => items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(String::from))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let env = match server.get("env") {
+                Some(Json::Obj(vars)) => vars
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect(),
+                _ => Vec::new(),
+            };
             Ok(McpServer {
                 name: name.clone(),
                 status,
+                command: command.map(String::from),
+                args: strings(server.get("args")),
+                env,
             })
         })
         .collect()

@@ -39,6 +39,9 @@ pub enum Answer {
     BigResult(usize),
     /// `FAKE echo_env`
     EchoEnv,
+    /// `FAKE mcp <name>`: starts the stdio MCP server `name` of `--mcp-config` as the CLI
+    /// would, sends it `initialize`, and answers with what it printed.
+    Mcp(String),
     /// `FAKE api_calls <n> <in> <out>`: n calls to `$ANTHROPIC_BASE_URL/v1/messages`
     /// with `$ANTHROPIC_API_KEY`, each asking `mock-anthropic` for that usage; the first
     /// refused call ends the turn with the API's error.
@@ -181,6 +184,7 @@ impl Script {
                 }
             }
             "echo_env" if one(0) => self.answer = Answer::EchoEnv,
+            "mcp" if one(1) => self.answer = Answer::Mcp(numbers[0].to_string()),
             // Whether a TCP address can be reached from here: the answer says.
             "connect" if one(1) => {
                 self.answer = Answer::Text(

@@ -375,8 +375,15 @@ fn raise_open_file_limit() {
 fn main() {
     // Inside an attempt's sandbox: the forwarder, which needs nothing else of Baton.
     let mut argv = std::env::args_os().skip(1);
-    if argv.next().is_some_and(|a| a == "sandbox-init") {
-        std::process::exit(baton_runner::forwarder::main(argv.collect()));
+    match argv.next() {
+        Some(a) if a == "sandbox-init" => {
+            std::process::exit(baton_runner::forwarder::main(argv.collect()));
+        }
+        // Inside a sandbox: a catalogue MCP server that runs outside it.
+        Some(a) if a == "mcp-bridge" => {
+            std::process::exit(baton_runner::forwarder::mcp_bridge(argv.collect()));
+        }
+        _ => {}
     }
     // Before any thread starts: a credential in the environment is taken out of it, and out
     // of the copy /proc/<pid>/environ shows.

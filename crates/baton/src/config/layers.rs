@@ -156,7 +156,7 @@ fn env_key(table: &toml::Table, name: &str) -> anyhow::Result<String> {
             return Ok(format!("{section}.{key}"));
         }
     }
-    if rest == "warm_pool" {
+    if ["warm_pool", "policy", "mcp_server"].contains(&rest.as_str()) {
         return Ok(rest);
     }
     Err(moved(table, &rest))
@@ -171,6 +171,12 @@ pub(super) fn set(table: &mut toml::Table, key: &str, raw: &str) -> anyhow::Resu
             Some(toml::Value::Table(t)) if t.contains_key(name) => t.get_mut(name),
             _ => None,
         },
+        // `[policy]` has no default to overwrite.
+        None if key == "policy" => Some(
+            table
+                .entry("policy")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+        ),
         None if !SECTIONS.contains(&key) => table.get_mut(key),
         None => None,
     };

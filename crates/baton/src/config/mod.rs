@@ -27,6 +27,12 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Pre-started CLI processes for the job options given; see the README.
     pub warm_pool: Vec<WarmPoolEntry>,
+    /// `[policy]`: what the default project's jobs may ask for, until it is set through
+    /// the API. Absent: anything (a single user's Baton, as before policies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<baton_core::Policy>,
+    /// `[[mcp_server]]`: the admin's catalogue of MCP servers, which jobs name.
+    pub mcp_server: Vec<baton_core::McpServer>,
     /// The configuration file read, if any (hidden from sandboxed CLIs: it may hold
     /// secrets).
     #[serde(skip)]
@@ -162,9 +168,11 @@ pub struct RunnerConfig {
     /// directories, so at high job rates a tmpfs here spares the disk that churn. This
     /// server keeps to its own `baton-<node id>` inside, so servers may share it.
     pub workspace_dir: PathBuf,
-    /// `none`, or `bwrap`: each CLI runs in a bubblewrap sandbox (read-only system, its
-    /// own writable workspace, no network but Baton's proxy, a non-root uid). Needs the
-    /// proxy (a credential).
+    /// Whether each CLI runs in a bubblewrap sandbox (read-only system, its own writable
+    /// workspace, no network but Baton's proxy, a non-root uid; it needs the proxy):
+    /// `auto` (the default) when Baton is shared, that is has more than one project or
+    /// listens beyond loopback; `bwrap` always; `none` never. A project's policy may say
+    /// otherwise (`sandbox = "on"` or `"off"`).
     pub sandbox: SandboxMode,
     /// The bubblewrap binary.
     pub bwrap: PathBuf,
@@ -187,6 +195,7 @@ pub struct RunnerConfig {
 #[serde(rename_all = "lowercase")]
 pub enum SandboxMode {
     #[default]
+    Auto,
     None,
     Bwrap,
 }
@@ -344,7 +353,7 @@ impl Default for RunnerConfig {
             env: BTreeMap::new(),
             keep_workspaces: false,
             workspace_dir: PathBuf::new(),
-            sandbox: SandboxMode::None,
+            sandbox: SandboxMode::Auto,
             bwrap: PathBuf::from("bwrap"),
             sandbox_uid: 1000,
             sandbox_helper: PathBuf::new(),
@@ -470,6 +479,38 @@ impl Config {
                     "limits.workspace_roots: {} must be an absolute path",
                     root.display()
                 );
+            }
+        }
+        for (i, server) in self.mcp_server.iter().enumerate() {
+            server.check().map_err(anyhow::Error::msg)?;
+            if self.mcp_server[..i].iter().any(|s| s.name == server.name) {
+                bail!("mcp_server {:?} is named twice", server.name);
+            }
+        }
+        if let Some(policy) = &self.policy {
+            policy
+                .check()
+                .map_err(|e| anyhow::anyhow!("[policy]: {e}"))?;
+            for name in &policy.mcp_servers {
+                if name != baton_core::policy::ANY
+                    && !self.mcp_server.iter().any(|s| &s.name == name)
+                {
+                    bail!("[policy] mcp_servers: {name:?} is not an [[mcp_server]] of this file");
+                }
+            }
+            for root in policy
+                .roots
+                .iter()
+                .filter(|r| *r != baton_core::policy::ANY)
+            {
+                if !self
+                    .limits
+                    .workspace_roots
+                    .iter()
+                    .any(|w| std::path::Path::new(root).starts_with(w))
+                {
+                    bail!("[policy] roots: {root} is not inside limits.workspace_roots");
+                }
             }
         }
         Ok(())

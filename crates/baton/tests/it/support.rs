@@ -70,6 +70,9 @@ pub fn test_flags(dir: &std::path::Path, roots: &std::path::Path) -> Vec<(String
             format!("[\"{}\"]", roots.display()),
         ),
         ("server.log", "warn".into()),
+        // Tests of the sandbox's default (`auto`) say so; the rest run as a single user's
+        // Baton does, whatever projects they make.
+        ("runner.sandbox", "none".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -246,7 +246,7 @@ impl Runner {
         }
 
         match &script.answer {
-            Answer::Default | Answer::Text(_) | Answer::EchoEnv => {
+            Answer::Default | Answer::Text(_) | Answer::EchoEnv | Answer::Mcp(_) => {
                 let text = self.plain_answer(&script.answer, prompt);
                 self.final_text(turn, &text)
             }
@@ -377,6 +377,7 @@ impl Runner {
         match answer {
             Answer::Text(text) => text.clone(),
             Answer::EchoEnv => self.echo_env(prompt),
+            Answer::Mcp(name) => self.mcp_output(name),
             _ => self.default_answer(prompt),
         }
     }
@@ -410,6 +411,50 @@ impl Runner {
             "prompt" => prompt,
         };
         report.to_compact()
+    }
+
+    /// Starts the stdio MCP server `name`, sends it `initialize` and closes its stdin;
+    /// what it printed within 10 s (at most 64 KiB) is the answer.
+    fn mcp_output(&self, name: &str) -> String {
+        use std::io::{Read, Write};
+        let Some(server) = self.config.mcp_servers.iter().find(|s| s.name == name) else {
+            return format!("no MCP server {name}");
+        };
+        let Some(command) = &server.command else {
+            return format!("MCP server {name} has no command");
+        };
+        let child = std::process::Command::new(command)
+            .args(&server.args)
+            .envs(server.env.iter().cloned())
+            .current_dir(&self.env.cwd)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => return format!("cannot start MCP server {name}: {e}"),
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(
+                b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{}}\n",
+            );
+        }
+        let mut stdout = child.stdout.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(s) = stdout.as_mut() {
+                let _ = s.take(64 * 1024).read_to_end(&mut out);
+            }
+            let _ = tx.send(out);
+        });
+        let out = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        String::from_utf8_lossy(&out).trim().to_string()
     }
 
     fn final_text(&mut self, turn: &mut Turn, text: &str) -> Result<Ending, Stop> {

@@ -1,0 +1,224 @@
+//! The MCP servers a run gets: its own `mcp_config` (where its project's policy allows
+//! one) and the admin's catalogue servers it names. A catalogue server marked
+//! `sandbox = false` runs outside a sandboxed attempt, as Baton's user: the CLI inside
+//! starts `baton mcp-bridge`, which joins its stdio to a Unix socket bound into the
+//! sandbox, and Baton starts the server's command for each connection to it. Its command
+//! line and environment stay outside: the CLI never sees them.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use baton_core::{ClaudeRun, McpServer};
+use serde_json::{Map, Value, json};
+use tokio::net::UnixListener;
+
+use crate::RunnerConfig;
+use crate::sandbox::SandboxConfig;
+
+/// Where a bridged server's socket appears inside the sandbox.
+pub(crate) fn inside_socket(name: &str) -> PathBuf {
+    PathBuf::from(format!("/run/baton/mcp-{name}.sock"))
+}
+
+fn named<'a>(cfg: &'a RunnerConfig, run: &'a ClaudeRun) -> impl Iterator<Item = &'a McpServer> {
+    run.options
+        .mcp_servers
+        .iter()
+        .filter_map(|n| cfg.mcp_catalogue.iter().find(|s| &s.name == n))
+}
+
+/// Whether `server` is bridged in from outside for a run in `sandbox`.
+fn bridged(server: &McpServer, sandbox: Option<&SandboxConfig>) -> bool {
+    sandbox.is_some() && !server.sandbox && server.command.is_some()
+}
+
+/// The `--mcp-config` of a run: its own servers, then the catalogue's it names. `None`
+/// when it has none.
+pub(crate) fn config(cfg: &RunnerConfig, run: &ClaudeRun) -> std::io::Result<Option<Value>> {
+    if let Some(missing) = run
+        .options
+        .mcp_servers
+        .iter()
+        .find(|n| !cfg.mcp_catalogue.iter().any(|s| &s.name == *n))
+    {
+        return Err(std::io::Error::other(format!(
+            "the MCP server {missing:?} is no longer in the catalogue ([[mcp_server]])"
+        )));
+    }
+    let mut servers = run
+        .options
+        .mcp_config
+        .as_ref()
+        .and_then(|c| c.get("mcpServers"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if servers.is_empty() && run.options.mcp_servers.is_empty() {
+        return Ok(run.options.mcp_config.clone());
+    }
+    let sandbox = cfg.sandbox_for(run).ok().flatten();
+    for s in named(cfg, run) {
+        let entry = if bridged(s, sandbox) {
+            let helper = sandbox.map(|b| b.helper.clone()).unwrap_or_default();
+            json!({
+                "command": helper,
+                "args": ["mcp-bridge", inside_socket(&s.name)],
+            })
+        } else if let Some(command) = &s.command {
+            json!({"command": command, "args": s.args, "env": s.env})
+        } else {
+            json!({"type": "http", "url": s.url, "headers": s.headers})
+        };
+        servers.insert(s.name.clone(), entry);
+    }
+    let mut config = Map::new();
+    config.insert("mcpServers".into(), Value::Object(servers));
+    Ok(Some(Value::Object(config)))
+}
+
+/// Directories of the catalogue commands a sandboxed run starts inside: bound read-only,
+/// so a server installed outside the system directories still runs.
+pub(crate) fn programs(cfg: &RunnerConfig, run: &ClaudeRun) -> Vec<PathBuf> {
+    let sandbox = cfg.sandbox_for(run).ok().flatten();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for s in named(cfg, run).filter(|s| !bridged(s, sandbox)) {
+        let Some(program) = s
+            .command
+            .as_deref()
+            .and_then(|c| crate::find_executable(Path::new(c)))
+        else {
+            continue;
+        };
+        for d in crate::sandbox::program_dirs(&program) {
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+    }
+    dirs
+}
+
+/// The outside ends of a run's bridged servers: a listener per server, which starts the
+/// server's command for each connection. Dropping it stops them all and removes the
+/// sockets.
+pub(crate) struct Bridges {
+    dir: Option<PathBuf>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// (socket outside, socket inside), for the sandbox's binds.
+    pub sockets: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Drop for Bridges {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Starts the bridges of a sandboxed run beside its workspace (`<root>.mcp/`), each
+/// socket given to `owner` (the user bubblewrap runs as) and no one else.
+pub(crate) fn bridges(
+    cfg: &RunnerConfig,
+    run: &ClaudeRun,
+    root: &Path,
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+    cwd: &Path,
+) -> std::io::Result<Bridges> {
+    let sandbox = cfg.sandbox_for(run).ok().flatten();
+    let servers: Vec<McpServer> = named(cfg, run)
+        .filter(|s| bridged(s, sandbox))
+        .cloned()
+        .collect();
+    let mut out = Bridges {
+        dir: None,
+        tasks: Vec::new(),
+        sockets: Vec::new(),
+    };
+    if servers.is_empty() {
+        return Ok(out);
+    }
+    let mut dir = root.as_os_str().to_owned();
+    dir.push(".mcp");
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir(&dir)?;
+    out.dir = Some(dir.clone());
+    let owner = cfg.user_for(true);
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    for s in servers {
+        let path = dir.join(format!("{}.sock", s.name));
+        let listener = UnixListener::bind(&path)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        out.sockets.push((path, inside_socket(&s.name)));
+        let (env, cwd, run_as) = (env.to_vec(), cwd.to_path_buf(), cfg.run_as);
+        out.tasks.push(tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let (s, env, cwd) = (s.clone(), env.clone(), cwd.clone());
+                tokio::spawn(serve(s, conn, env, cwd, run_as));
+            }
+        }));
+    }
+    Ok(out)
+}
+
+/// One connection: the server's command, its stdio joined to the socket, killed (with
+/// its group) when either side ends or the run's bridges are dropped.
+async fn serve(
+    s: McpServer,
+    conn: tokio::net::UnixStream,
+    mut env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    cwd: PathBuf,
+    run_as: Option<(u32, u32)>,
+) {
+    let Some(program) = s
+        .command
+        .as_deref()
+        .and_then(|c| crate::find_executable(Path::new(c)))
+    else {
+        tracing::warn!(server = %s.name, "a bridged MCP server's command is not found");
+        return;
+    };
+    env.extend(s.env.iter().map(|(k, v)| (k.into(), v.into())));
+    let child = crate::spawn::spawn(&crate::spawn::Spawn {
+        program: &program,
+        args: s.args.iter().map(Into::into).collect(),
+        env,
+        cwd: &cwd,
+        run_as,
+    });
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(server = %s.name, error = %e, "a bridged MCP server could not start");
+            return;
+        }
+    };
+    let pid = child.id();
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            crate::process::signal_group(self.0, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _kill = Kill(pid);
+    let (mut from_cli, mut to_cli) = conn.into_split();
+    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return;
+    };
+    let up = tokio::io::copy(&mut from_cli, &mut stdin);
+    let down = tokio::io::copy(&mut stdout, &mut to_cli);
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+        _ = child.wait() => {}
+    }
+}
