@@ -209,6 +209,8 @@ pub async fn create_project(
         },
     )
     .await?;
+    // A second project makes Baton shared (the sandbox's default).
+    st.forget_project(&id);
     Ok(Target::on(resp, id.as_str(), Some(&id)))
 }
 

@@ -71,7 +71,11 @@ fn check_changes(st: &AppState, changes: &Changes) -> ApiResult<()> {
 }
 
 /// The job's options with `changes` applied, checked like a new request.
-fn changed_spec(st: &AppState, job: &JobRecord, changes: &Changes) -> ApiResult<(JobSpec, u32)> {
+async fn changed_spec(
+    st: &AppState,
+    job: &JobRecord,
+    changes: &Changes,
+) -> ApiResult<(JobSpec, u32)> {
     let mut request = serde_json::to_value(job.spec.to_request())
         .map_err(|e| ApiError::new(ErrorType::Api, e.to_string()))?;
     for (k, v) in &changes.options {
@@ -87,11 +91,15 @@ fn changed_spec(st: &AppState, job: &JobRecord, changes: &Changes) -> ApiResult<
     spec.agent = job.spec.agent.clone();
     spec.files = job.spec.files.clone();
     spec.verify = job.spec.verify.clone();
+    spec.repos = job.spec.repos.clone();
+    spec.charge = job.spec.charge.clone();
     st.engine()
         .config()
         .runner
         .check_paths(&spec.options.add_dirs, spec.cwd.as_deref())
         .map_err(ApiError::invalid)?;
+    // Run again as its project's policy stands now.
+    crate::policy::police(st, &job.project_id, &mut spec).await?;
     let attempts = spec.schedule.retry.max_attempts;
     Ok((spec, attempts))
 }
@@ -178,7 +186,7 @@ pub async fn retry_job(
     let route = format!("POST /v1/jobs/{}/retry", job.id);
     idempotent(&st, &caller, &headers, &route, &raw, || async {
         let job = st.engine().store().get_job(job.id).await?;
-        let (spec, attempts) = changed_spec(&st, &job, &changes)?;
+        let (spec, attempts) = changed_spec(&st, &job, &changes).await?;
         known_session(&st, &caller, &spec).await?;
         let job = st.engine().replay(job.id, &spec, attempts).await?;
         Ok((
@@ -241,10 +249,11 @@ pub async fn replay_dead(
                 .dead_jobs(&caller.project, req.error_type.as_deref(), limit)
                 .await?;
             // Check every job's changed options before replaying any.
-            let planned = dead
-                .iter()
-                .map(|job| changed_spec(&st, job, &req.changes).map(|(spec, n)| (job.id, spec, n)))
-                .collect::<ApiResult<Vec<_>>>()?;
+            let mut planned = Vec::with_capacity(dead.len());
+            for job in &dead {
+                let (spec, n) = changed_spec(&st, job, &req.changes).await?;
+                planned.push((job.id, spec, n));
+            }
             for (_, spec, _) in &planned {
                 known_session(&st, &caller, spec).await?;
             }

@@ -161,9 +161,12 @@ pub(crate) fn bridges(
         out.sockets.push((path, inside_socket(&s.name)));
         let (env, cwd, run_as) = (env.to_vec(), cwd.to_path_buf(), cfg.run_as);
         out.tasks.push(tokio::spawn(async move {
+            // Held here, so the connections' servers stop when this task is aborted.
+            let mut serving = tokio::task::JoinSet::new();
             while let Ok((conn, _)) = listener.accept().await {
                 let (s, env, cwd) = (s.clone(), env.clone(), cwd.clone());
-                tokio::spawn(serve(s, conn, env, cwd, run_as));
+                serving.spawn(serve(s, conn, env, cwd, run_as));
+                while serving.try_join_next().is_some() {}
             }
         }));
     }
@@ -214,11 +217,17 @@ async fn serve(
     let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return;
     };
-    let up = tokio::io::copy(&mut from_cli, &mut stdin);
-    let down = tokio::io::copy(&mut stdout, &mut to_cli);
-    tokio::select! {
-        _ = up => {}
-        _ = down => {}
-        _ = child.wait() => {}
-    }
+    // Requests until the CLI closes its side (then the server's stdin closes); answers
+    // until the server closes its stdout. A server that never ends is killed with the
+    // run's bridges.
+    let up = async move {
+        let _ = tokio::io::copy(&mut from_cli, &mut stdin).await;
+        drop(stdin);
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut stdout, &mut to_cli).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut to_cli).await;
+    };
+    tokio::join!(up, down);
+    let _ = child.wait().await;
 }

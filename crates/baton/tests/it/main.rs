@@ -5,6 +5,7 @@ mod api;
 mod compat;
 mod dead;
 mod nodes;
+mod policy;
 mod process;
 mod real_cli;
 mod routines;

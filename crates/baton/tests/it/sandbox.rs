@@ -314,3 +314,250 @@ async fn a_writable_parent_directory_does_not_show_the_hidden_data_directory() {
     );
     s.stop().await;
 }
+
+/// A directory others may enter (bubblewrap, started as `nobody` by a root Baton, binds
+/// what is in it), with an executable `name` holding `script`.
+fn script_dir(name: &str, script: &str) -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = path.display().to_string();
+    (dir, path)
+}
+
+/// Every file under `dir` whose bytes hold `needle`.
+fn files_holding(dir: &std::path::Path, needle: &str, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            files_holding(&p, needle, out);
+        } else if std::fs::read(&p).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle)) {
+            out.push(p);
+        }
+    }
+}
+
+/// The `ANTHROPIC_API_KEY` of every fake CLI running in `data` (other tests run theirs
+/// beside): each attempt's proxy token.
+fn running_tokens(data: &std::path::Path) -> Vec<(i32, String)> {
+    let data = data.canonicalize().unwrap();
+    let mut found = Vec::new();
+    for pid in running_with("fake-claude") {
+        if !std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(&data)) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        for var in env.split(|b| *b == 0) {
+            if let Some(v) = var.strip_prefix(b"ANTHROPIC_API_KEY=") {
+                found.push((pid, String::from_utf8_lossy(v).into_owned()));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_tenants_job_in_the_sandbox_reads_nothing_of_another_project_and_no_credential() {
+    if !have_bwrap() {
+        return;
+    }
+    let mock = MockAnthropic::start().await;
+    let (dir, roots) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let data = dir.path().display().to_string();
+    let cred_dir = tempfile::tempdir().unwrap();
+    let credential = cred_dir.path().join("credential");
+    crate::support::secret_file(&credential, "sk-ant-api03-escape-canary");
+    let credential = credential.display().to_string();
+    let baton_environ = format!("/proc/{}/environ", std::process::id());
+    // A catalogue MCP server that tries every path there is, as the CLI starts it.
+    let (_snoop_dir, snoop) = script_dir(
+        "snoop",
+        "#!/bin/sh\nfor f in \"$@\"; do echo \"== $f\"; if [ -d \"$f\" ]; then find \"$f\" -type f -exec cat {} + 2>&1; else cat \"$f\" 2>&1; fi; done\n\
+         for e in /proc/[0-9]*/environ; do echo \"== $e\"; tr '\\000' '\\n' < \"$e\" 2>&1; done\n",
+    );
+    let catalogue = format!(
+        r#"[{{name = "snoop", command = "{snoop}", args = ["{data}/baton.db", "{data}/attempts", "{credential}", "{baton_environ}"]}}]"#
+    );
+    let upstream = mock.base_url();
+    let helper = baton_bin().display().to_string();
+    let s = Server::start_in(
+        dir,
+        roots,
+        &[
+            ("proxy.credential_file", credential.as_str()),
+            ("proxy.upstream", upstream.as_str()),
+            ("runner.sandbox", "auto"),
+            ("runner.sandbox_helper", helper.as_str()),
+            ("mcp_server", catalogue.as_str()),
+        ],
+    )
+    .await;
+    let admin = crate::tenancy::admin_key(&s).await;
+    let key_a = crate::policy::project_with_key(&s, &admin, "tenant-a").await;
+    let key_b = crate::policy::project_with_key(&s, &admin, "tenant-b").await;
+    let (a, b) = (s.as_key(&key_a), s.as_key(&key_b));
+
+    // Project A's agent holds its secret in its CLAUDE.md (so in the database and in its
+    // run's workspace); a run of it goes on while B tries to read it.
+    let canary = format!("CANARY-A-{}", uuid::Uuid::now_v7().simple());
+    let (status, agent) = a
+        .post(
+            "/v1/agents",
+            json!({"name": "holder", "prompt_template": "FAKE sleep 20000\nFAKE text done",
+                   "claude_md": format!("The secret is {canary}.")}),
+        )
+        .await;
+    assert_eq!(status, 201, "{agent}");
+    let (status, held) = a.post("/v1/agents/holder/runs", json!({"input": {}})).await;
+    assert_eq!(status, 201, "{held}");
+    let held_id = held["id"].as_str().unwrap().to_string();
+    let mut tokens = Vec::new();
+    for _ in 0..200 {
+        tokens = running_tokens(s.dir.path());
+        if !tokens.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (a_cli, a_token) = tokens.first().cloned().expect("A's CLI is running");
+    assert!(a_token.starts_with("btk-"), "{a_token}");
+    let mut a_files = Vec::new();
+    files_holding(&s.dir.path().join("attempts"), &canary, &mut a_files);
+    let a_file = a_files
+        .first()
+        .cloned()
+        .expect("A's workspace holds its prompt");
+    let mut db_files = Vec::new();
+    files_holding(s.dir.path(), &canary, &mut db_files);
+    assert!(
+        db_files
+            .iter()
+            .any(|p| p.to_string_lossy().contains("baton.db")),
+        "the database holds A's prompt: {db_files:?}"
+    );
+
+    // B, on the safe default policy, tries each path as its CLI (Read, or Bash where a
+    // policy allows it) would.
+    let paths = [
+        ("the database", format!("{data}/baton.db")),
+        ("another attempt's workspace", a_file.display().to_string()),
+        ("Baton's environment", baton_environ.clone()),
+        (
+            "another CLI's environment",
+            format!("/proc/{a_cli}/environ"),
+        ),
+        ("the credential file", credential.clone()),
+    ];
+    let secrets = [
+        canary.as_str(),
+        a_token.as_str(),
+        "sk-ant-api03-escape-canary",
+    ];
+    for (what, path) in &paths {
+        let job = b
+            .run(json!({"prompt": format!("FAKE cat {path}\nlook")}))
+            .await;
+        assert_eq!(job["sandboxed"], true, "{job}");
+        assert_eq!(job["state"], "completed", "{what}: {job}");
+        let r = result(&job);
+        for secret in secrets {
+            assert!(
+                !r.contains(secret),
+                "{what} ({path}) leaked into B's job: {r}"
+            );
+        }
+        assert!(
+            r.starts_with("cannot read") || r.is_empty(),
+            "{what} ({path}) was read: {r}"
+        );
+    }
+    // Bash itself is not B's to ask for.
+    let (status, e) = b
+        .post(
+            "/v1/jobs",
+            json!({"prompt": "x", "allowed_tools": ["Bash"]}),
+        )
+        .await;
+    assert_eq!(status, 403, "{e}");
+
+    // A catalogue server the admin lets B use, run inside B's sandbox, tries them all.
+    let mut policy = json!({});
+    policy["mcp_servers"] = json!(["snoop"]);
+    crate::policy::set_policy(&s, &admin, "tenant-b", policy).await;
+    let job = b
+        .run(json!({"prompt": "FAKE mcp snoop\nsnoop", "mcp_servers": ["snoop"]}))
+        .await;
+    assert_eq!(job["state"], "completed", "{job}");
+    let r = result(&job);
+    assert!(
+        r.contains(&format!("== {data}/baton.db")),
+        "it ran and tried: {r}"
+    );
+    assert!(
+        r.contains("== /proc/1/environ"),
+        "it listed the processes it sees: {r}"
+    );
+    for secret in secrets {
+        assert!(
+            !r.contains(secret),
+            "the catalogue server read a secret: {r}"
+        );
+    }
+    assert_eq!(
+        a.job(&held_id).await["state"],
+        "running",
+        "A's job was running all along"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_catalogue_server_outside_the_sandbox_is_bridged_in_and_its_secrets_stay_out() {
+    if !have_bwrap() {
+        return;
+    }
+    let mock = MockAnthropic::start().await;
+    // A file the sandbox hides (the host's /tmp), which the server outside can read.
+    let host = tempfile::tempdir().unwrap();
+    let host_file = host.path().join("host-only");
+    std::fs::write(&host_file, "host-only-contents").unwrap();
+    let (_dir, outside) = script_dir(
+        "outside",
+        &format!(
+            "#!/bin/sh\nread request\necho \"outside secret=$OUTSIDE_SECRET host=$(cat {}) got=$request\"\n",
+            host_file.display()
+        ),
+    );
+    let catalogue = format!(
+        r#"[{{name = "outside", command = "{outside}", env = {{OUTSIDE_SECRET = "mcp-env-canary"}}, sandbox = false}}]"#
+    );
+    let (s, _cred) = sandboxed(&mock, &[("mcp_server", catalogue.as_str())]).await;
+    let job = s
+        .run(json!({"prompt": "FAKE mcp outside\nbridge", "mcp_servers": ["outside"]}))
+        .await;
+    assert_eq!(job["state"], "completed", "{job}");
+    let r = result(&job);
+    assert!(
+        r.starts_with("outside secret=mcp-env-canary host=host-only-contents got={"),
+        "the server ran outside, with its environment, and spoke to the CLI: {r}"
+    );
+    assert!(r.contains("initialize"), "{r}");
+    // What the CLI is given names the bridge, not the server's command or environment.
+    let job = s
+        .run(json!({"prompt": "FAKE cat ../mcp_config.json\nconfig", "mcp_servers": ["outside"]}))
+        .await;
+    let config = result(&job);
+    assert!(config.contains("mcp-bridge"), "{config}");
+    assert!(
+        !config.contains("mcp-env-canary") && !config.contains(&outside),
+        "{config}"
+    );
+    // Nothing of it outlives the attempt.
+    assert!(running_with(&outside).is_empty());
+    s.stop().await;
+}
