@@ -641,12 +641,34 @@ async fn a_project_sees_nothing_of_another_through_any_route() {
     // The administration routes are not B's at all.
     for path in [
         "/v1/projects/team-a",
+        "/v1/projects/team-a/policy",
+        "/v1/projects/team-b/policy",
         "/v1/keys?project=team-a",
         "/v1/audit?project=team-a",
     ] {
         let (status, body) = b.get(path).await;
         assert_eq!(status, 403, "{path}: {body}");
     }
+    // Nor are the policies: B can set neither A's nor its own, and A's wider policy is
+    // A's alone.
+    for project in ["team-a", "team-b"] {
+        let (status, body) = b
+            .request(
+                Method::PUT,
+                &format!("/v1/projects/{project}/policy"),
+                Some(crate::policy::open_policy()),
+            )
+            .await;
+        assert_eq!(status, 403, "{project}: {body}");
+    }
+    crate::policy::set_policy(&s, &admin, "team-a", crate::policy::open_policy()).await;
+    let bash = json!({"prompt": "x", "allowed_tools": ["Bash"], "permission_mode": "bypassPermissions"});
+    let (status, body) = b.post("/v1/jobs", bash.clone()).await;
+    assert_eq!((status.as_u16(), body["error"]["rule"].as_str()), (403, Some("tools")), "{body}");
+    let (status, body) = a.post("/v1/jobs", bash).await;
+    assert_eq!(status, 201, "{body}");
+    a.post(&format!("/v1/jobs/{}/cancel", body["id"].as_str().unwrap()), json!({}))
+        .await;
 
     // Nothing of A's changed; its administrator sees it all.
     let (_, still) = a.get(&format!("/v1/jobs/{running_id}")).await;
