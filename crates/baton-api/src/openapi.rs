@@ -91,20 +91,24 @@ struct ApiDoc;
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "This document", body = Object)))]
 pub async fn openapi_json(State(st): State<AppState>) -> axum::Json<Value> {
-    axum::Json(document_for(&st.engine().config().runner.workspace_roots))
+    axum::Json(document_for(
+        &st.engine().config().runner.workspace_roots,
+        st.policies(),
+    ))
 }
 
 /// The document of a server with no workspace roots (the snapshot's).
 pub fn document() -> Value {
-    document_for(&[])
+    document_for(&[], &crate::policy::Policies::default())
 }
 
-pub fn document_for(roots: &[PathBuf]) -> Value {
+pub fn document_for(roots: &[PathBuf], policies: &crate::policy::Policies) -> Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     doc.info.license = None;
     let mut doc = serde_json::to_value(doc).unwrap_or(Value::Null);
-    refine(&mut doc["components"]["schemas"], roots);
+    refine(&mut doc["components"]["schemas"], roots, &policies.catalogue);
+    refine_policies(&mut doc["components"]["schemas"], roots, policies);
     doc["paths"]["/v1/routines"]["post"]["requestBody"]["content"]["application/json"]["schema"] =
         json!({"$ref": "#/components/schemas/NewRoutine"});
     flatten_health(&mut doc["components"]["schemas"]);
@@ -181,7 +185,25 @@ const URL_PATTERN: &str =
 ///   neither is accepted);
 /// - a URL Baton calls has a host and no credentials, white space or control characters;
 /// - an alert threshold is a percentage from 1 to 1000.
-fn refine(schemas: &mut Value, roots: &[PathBuf]) {
+/// What this server's policies may name: its workspace roots, its MCP catalogue, a
+/// sandbox only where it can make one.
+fn refine_policies(schemas: &mut Value, roots: &[PathBuf], policies: &crate::policy::Policies) {
+    let any = baton_core::policy::ANY;
+    let mut dirs = vec![any.to_string()];
+    dirs.extend(roots.iter().map(|r| r.display().to_string()));
+    schemas["Policy"]["properties"]["roots"]["items"] = json!({"type": "string", "enum": dirs,
+        "description": "* (every workspace root) or a directory inside one (here, the roots themselves)."});
+    let mut names = vec![any.to_string()];
+    names.extend(policies.catalogue.iter().cloned());
+    schemas["Policy"]["properties"]["mcp_servers"]["items"] = json!({"type": "string", "enum": names,
+        "description": "* or an MCP server of this Baton's catalogue."});
+    if !policies.can_sandbox {
+        schemas["Policy"]["properties"]["sandbox"] = json!({"type": ["string", "null"], "enum": ["off", null],
+            "description": "This Baton cannot make a sandbox (it has no proxy): only \"off\"."});
+    }
+}
+
+fn refine(schemas: &mut Value, roots: &[PathBuf], catalogue: &[String]) {
     let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
     let dir = if roots.is_empty() {
         json!({"not": {}, "description": "No workspace roots are configured: no directory is accepted."})
@@ -214,6 +236,15 @@ fn refine(schemas: &mut Value, roots: &[PathBuf]) {
         json!({"type": ["array", "null"], "maxItems": 0})
     } else {
         json!({"type": ["array", "null"], "items": dir, "maxItems": 256})
+    };
+    // A job names MCP servers of this Baton's catalogue, each once.
+    schemas["JobRequest"]["properties"]["mcp_servers"] = if catalogue.is_empty() {
+        json!({"type": ["array", "null"], "maxItems": 0,
+               "description": "This Baton's MCP catalogue is empty: no server may be named."})
+    } else {
+        json!({"type": ["array", "null"], "uniqueItems": true, "maxItems": 64,
+               "items": {"type": "string", "enum": catalogue},
+               "description": "MCP servers of this Baton's catalogue ([[mcp_server]]), by name."})
     };
     // A routine is created with a name; a PATCH may leave it out.
     let mut new_routine = schemas["RoutineBody"].clone();
