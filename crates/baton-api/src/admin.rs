@@ -36,6 +36,10 @@ pub struct Project {
     /// Cost alerts (absent: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     alerts: Option<Alerts>,
+    /// What its jobs may ask for, when it has a policy of its own (absent: the default;
+    /// `GET /v1/projects/{id}/policy` shows the one in force).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<baton_core::Policy>,
     created_at: String,
     updated_at: String,
 }
@@ -52,6 +56,7 @@ impl Project {
             defaults: settings.defaults,
             budget: settings.budget,
             alerts: settings.alerts,
+            policy: settings.policy,
             created_at: wire::timestamp(r.created_at),
             updated_at: wire::timestamp(r.updated_at),
         }
@@ -80,6 +85,9 @@ pub struct CreateProject {
     budget: Option<Budget>,
     /// Cost alerts.
     alerts: Option<Alerts>,
+    /// What its jobs may ask for (absent: the safe default; see `PUT
+    /// /v1/projects/{id}/policy`).
+    policy: Option<baton_core::Policy>,
 }
 
 /// What a `PATCH` changes: each field given replaces the one stored (`quotas` and
@@ -180,8 +188,11 @@ pub async fn create_project(
         defaults: req.defaults.unwrap_or_default(),
         budget: req.budget,
         alerts: req.alerts,
-        policy: None,
+        policy: req.policy,
     };
+    if let Some(p) = &settings.policy {
+        crate::policy::check(&st, p)?;
+    }
     settings.quotas.check().map_err(ApiError::invalid)?;
     check_spend(settings.budget.as_ref(), settings.alerts.as_ref())?;
     if let Some(url) = settings

@@ -107,7 +107,11 @@ pub fn document_for(roots: &[PathBuf], policies: &crate::policy::Policies) -> Va
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     doc.info.license = None;
     let mut doc = serde_json::to_value(doc).unwrap_or(Value::Null);
-    refine(&mut doc["components"]["schemas"], roots, &policies.catalogue);
+    refine(
+        &mut doc["components"]["schemas"],
+        roots,
+        &policies.catalogue,
+    );
     refine_policies(&mut doc["components"]["schemas"], roots, policies);
     doc["paths"]["/v1/routines"]["post"]["requestBody"]["content"]["application/json"]["schema"] =
         json!({"$ref": "#/components/schemas/NewRoutine"});

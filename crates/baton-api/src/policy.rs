@@ -155,7 +155,7 @@ pub async fn police(st: &AppState, project: &ProjectId, spec: &mut JobSpec) -> A
 
 /// A policy an admin sets must be one this Baton can keep: its own form, its roots inside
 /// the workspace roots, its MCP servers in the catalogue, a sandbox it can make.
-fn check(st: &AppState, policy: &Policy) -> ApiResult<()> {
+pub(crate) fn check(st: &AppState, policy: &Policy) -> ApiResult<()> {
     policy.check().map_err(ApiError::invalid)?;
     let workspace_roots = &st.engine().config().runner.workspace_roots;
     for root in policy

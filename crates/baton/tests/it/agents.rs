@@ -435,21 +435,46 @@ type = "string"
     assert_eq!(agent["version"], 3);
 
     // policies/<project>.toml is the project's policy, applied before the agents.
-    std::fs::write(echo.join("agent.toml"), toml.replace("FAKE text", "FAKE text again")).unwrap();
+    std::fs::write(
+        echo.join("agent.toml"),
+        toml.replace("FAKE text", "FAKE text again"),
+    )
+    .unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     let policy = dir.path().join("policies/default.toml");
-    std::fs::write(&policy, "tools = [\"Read\"]\nraw_mcp = true\nmax_turns = 3\n").unwrap();
+    std::fs::write(
+        &policy,
+        "tools = [\"Read\"]\nraw_mcp = true\nmax_turns = 3\n",
+    )
+    .unwrap();
     let (code, out, err) = apply().await.unwrap();
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(out.trim(), "updated   policy of default\nunchanged echo (version 3)");
+    assert_eq!(
+        out.trim(),
+        "updated   policy of default\nunchanged echo (version 3)"
+    );
     let (_, p) = s.get("/v1/projects/default/policy").await;
-    assert_eq!((p["custom"].clone(), p["policy"]["tools"].clone()), (json!(true), json!(["Read"])), "{p}");
+    assert_eq!(
+        (p["custom"].clone(), p["policy"]["tools"].clone()),
+        (json!(true), json!(["Read"])),
+        "{p}"
+    );
     let (_, out, _) = apply().await.unwrap();
-    assert_eq!(out.trim(), "unchanged policy of default\nunchanged echo (version 3)");
+    assert_eq!(
+        out.trim(),
+        "unchanged policy of default\nunchanged echo (version 3)"
+    );
     let (_, job) = s
-        .post("/v1/agents/echo/runs?wait=30", json!({"input": {"want": "w"}}))
+        .post(
+            "/v1/agents/echo/runs?wait=30",
+            json!({"input": {"want": "w"}}),
+        )
         .await;
-    assert_eq!((job["result"].as_str(), job["options"]["max_turns"].as_u64()), (Some("again w"), Some(3)), "{job}");
+    assert_eq!(
+        (job["result"].as_str(), job["options"]["max_turns"].as_u64()),
+        (Some("again w"), Some(3)),
+        "{job}"
+    );
     // A policy file that is not one is refused before anything is sent.
     std::fs::write(&policy, "tools = [\"Read\"]\nraw_mcp = \"yes\"\n").unwrap();
     let (code, _, err) = apply().await.unwrap();

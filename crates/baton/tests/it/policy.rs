@@ -367,6 +367,31 @@ async fn an_admitted_job_gets_what_its_policy_fills_in_and_records_it() {
         assert_eq!(status, 400, "{bad}: {e}");
         assert!(e.to_string().contains(says), "{bad}: {e}");
     }
+    // A project can be made with its policy; a bad one makes no project.
+    let (status, p) = s
+        .as_key(&admin)
+        .post(
+            "/v1/projects",
+            json!({"id": "tenant-e", "policy": {"tools": ["Read", "Edit"]}}),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), p["policy"]["tools"].clone()),
+        (201, json!(["Read", "Edit"])),
+        "{p}"
+    );
+    let (_, p) = s.as_key(&admin).get("/v1/projects/tenant-e/policy").await;
+    assert_eq!(p["custom"], true, "{p}");
+    let (status, p) = s
+        .as_key(&admin)
+        .post(
+            "/v1/projects",
+            json!({"id": "tenant-f", "policy": {"roots": ["/etc"]}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{p}");
+    let (status, _) = s.as_key(&admin).get("/v1/projects/tenant-f").await;
+    assert_eq!(status, 404);
     // Only an admin sets or reads a policy; another project's policy is not there.
     let (status, _) = b
         .request(Method::PUT, "/v1/projects/tenant-c/policy", Some(json!({})))

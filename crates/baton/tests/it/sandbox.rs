@@ -159,6 +159,35 @@ async fn a_sandbox_that_cannot_start_fails_the_attempt_and_never_runs_the_cli_ba
         assert_ne!(result(&job), "ran bare");
         s.stop().await;
     }
+    // The default, `auto`, on a shared Baton (a second project) whose machine has no
+    // working bubblewrap: the tenant's job fails, it does not run bare.
+    let (s, _cred) = sandboxed(
+        &mock,
+        &[
+            ("runner.bwrap", "/nonexistent/bwrap"),
+            ("runner.sandbox", "auto"),
+        ],
+    )
+    .await;
+    let job = s.run(json!({"prompt": "FAKE text alone"})).await;
+    assert_eq!(
+        (job["sandboxed"].as_bool(), result(&job).as_str()),
+        (Some(false), "alone"),
+        "one project on loopback runs as before: {job}"
+    );
+    let admin = crate::tenancy::admin_key(&s).await;
+    let key = crate::policy::project_with_key(&s, &admin, "tenant").await;
+    let job = s
+        .as_key(&key)
+        .run(json!({"prompt": "FAKE text ran bare"}))
+        .await;
+    assert_eq!(
+        (job["sandboxed"].as_bool(), job["error"]["type"].as_str()),
+        (Some(true), Some("sandbox_failed")),
+        "{job}"
+    );
+    assert_ne!(result(&job), "ran bare");
+    s.stop().await;
 }
 
 #[tokio::test]

@@ -662,13 +662,21 @@ async fn a_project_sees_nothing_of_another_through_any_route() {
         assert_eq!(status, 403, "{project}: {body}");
     }
     crate::policy::set_policy(&s, &admin, "team-a", crate::policy::open_policy()).await;
-    let bash = json!({"prompt": "x", "allowed_tools": ["Bash"], "permission_mode": "bypassPermissions"});
+    let bash =
+        json!({"prompt": "x", "allowed_tools": ["Bash"], "permission_mode": "bypassPermissions"});
     let (status, body) = b.post("/v1/jobs", bash.clone()).await;
-    assert_eq!((status.as_u16(), body["error"]["rule"].as_str()), (403, Some("tools")), "{body}");
+    assert_eq!(
+        (status.as_u16(), body["error"]["rule"].as_str()),
+        (403, Some("tools")),
+        "{body}"
+    );
     let (status, body) = a.post("/v1/jobs", bash).await;
     assert_eq!(status, 201, "{body}");
-    a.post(&format!("/v1/jobs/{}/cancel", body["id"].as_str().unwrap()), json!({}))
-        .await;
+    a.post(
+        &format!("/v1/jobs/{}/cancel", body["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
 
     // Nothing of A's changed; its administrator sees it all.
     let (_, still) = a.get(&format!("/v1/jobs/{running_id}")).await;
