@@ -179,16 +179,6 @@ fn secure(doc: &mut Value) {
 const URL_PATTERN: &str =
     r"^https?://[^\s@/?#\x00-\x1f\x7f-\x9f]+([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$";
 
-/// What the derives cannot say, added to the derived schemas:
-/// - a `session` object's fields depend on each other (`fork` needs `resume`; `resume`
-///   with `id` is a fork);
-/// - a replay's `options`, and a project's job `defaults`, are the fields of a job
-///   request, none of them required;
-/// - `cwd` and `add_dirs` name directories inside the configured workspace roots (the
-///   roots themselves are the values a schema can promise exist; with none configured,
-///   neither is accepted);
-/// - a URL Baton calls has a host and no credentials, white space or control characters;
-/// - an alert threshold is a percentage from 1 to 1000.
 /// What this server's policies may name: its workspace roots, its MCP catalogue, a
 /// sandbox only where it can make one.
 fn refine_policies(schemas: &mut Value, roots: &[PathBuf], policies: &crate::policy::Policies) {
@@ -207,6 +197,17 @@ fn refine_policies(schemas: &mut Value, roots: &[PathBuf], policies: &crate::pol
     }
 }
 
+/// What the derives cannot say, added to the derived schemas:
+/// - a `session` object's fields depend on each other (`fork` needs `resume`; `resume`
+///   with `id` is a fork);
+/// - a replay's `options`, and a project's job `defaults`, are the fields of a job
+///   request, none of them required;
+/// - `cwd` and `add_dirs` name directories inside the configured workspace roots (the
+///   roots themselves are the values a schema can promise exist; with none configured,
+///   neither is accepted);
+/// - a URL Baton calls has a host and no credentials, white space or control characters;
+/// - an alert threshold is a percentage from 1 to 1000.
+/// - a job's `mcp_servers` are names of the catalogue.
 fn refine(schemas: &mut Value, roots: &[PathBuf], catalogue: &[String]) {
     let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
     let dir = if roots.is_empty() {
