@@ -175,9 +175,11 @@ fn secure(doc: &mut Value) {
     }
 }
 
-/// An `http(s)` URL with a host and nothing Baton refuses in it.
-const URL_PATTERN: &str =
-    r"^https?://[^\s@/?#\x00-\x1f\x7f-\x9f]+([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$";
+/// An `http(s)` URL with a host name and nothing Baton refuses in it. The schema promises
+/// ASCII host names only (an international one in its `xn--` form is accepted, but not
+/// every string is a valid one, so the schema names none), and no address literal (a
+/// private one is refused).
+const URL_PATTERN: &str = r"^https?://([A-Za-z0-9]+(-[A-Za-z0-9]+)*\.)*[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*(:[0-9]{1,4})?([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$";
 
 /// What this server's policies may name: its workspace roots, its MCP catalogue, a
 /// sandbox only where it can make one.
