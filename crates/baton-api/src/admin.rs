@@ -222,6 +222,13 @@ pub async fn create_project(
     .await?;
     // A second project makes Baton shared (the sandbox's default).
     st.forget_project(&id);
+    if settings
+        .policy
+        .as_ref()
+        .is_some_and(|p| p.sandbox == Some(baton_core::SandboxChoice::Off))
+    {
+        tracing::warn!(project = %id, "the project's policy turns the sandbox off: its jobs can read whatever the CLI's user can");
+    }
     Ok(Target::on(resp, id.as_str(), Some(&id)))
 }
 

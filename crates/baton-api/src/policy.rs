@@ -4,7 +4,7 @@
 //! they are saved. It also decides whether the job's attempts run in the sandbox.
 
 use std::path::{Path as FsPath, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -69,9 +69,6 @@ impl Default for Policies {
     }
 }
 
-/// How long the number of projects is reused (for the sandbox's choice).
-const COUNT_TTL: Duration = Duration::from_secs(2);
-
 /// The policy `settings` give a project: its own, else the default project's from the
 /// configuration (open when there is none), else the safe default.
 pub fn effective(st: &AppState, project: &ProjectId, settings: &ProjectSettings) -> Policy {
@@ -87,22 +84,28 @@ pub fn effective(st: &AppState, project: &ProjectId, settings: &ProjectSettings)
 }
 
 /// Whether Baton is shared: it listens beyond loopback, or has more than one project.
+/// Only "shared" is remembered (until a project is deleted here): a project made on
+/// another node, or a moment ago, is seen at the next job, never a moment late.
 pub async fn shared(st: &AppState) -> ApiResult<bool> {
     if st.policies().beyond_loopback {
         return Ok(true);
     }
-    let cached = st.project_count().lock().ok().and_then(|c| *c);
-    let count = match cached {
-        Some((at, n)) if at.elapsed() < COUNT_TTL => n,
-        _ => {
-            let n = st.engine().store().list_projects().await?.len();
-            if let Ok(mut c) = st.project_count().lock() {
-                *c = Some((Instant::now(), n));
-            }
-            n
-        }
-    };
-    Ok(count > 1)
+    if st
+        .project_count()
+        .lock()
+        .ok()
+        .and_then(|c| *c)
+        .is_some_and(|(_, n)| n > 1)
+    {
+        return Ok(true);
+    }
+    let n = st.engine().store().list_projects().await?.len();
+    if n > 1
+        && let Ok(mut c) = st.project_count().lock()
+    {
+        *c = Some((Instant::now(), n));
+    }
+    Ok(n > 1)
 }
 
 /// Whether a project's attempts run in the sandbox, and why.

@@ -70,6 +70,11 @@ pub struct Policy {
     /// Whether an agent may have a `verify` command (run in the attempt's workspace, in
     /// the sandbox when the attempt is). Default: false.
     pub verify: bool,
+    /// Whether the CLI loads the settings of the directory it works in
+    /// (`.claude/settings.json` and its hooks, which are commands; `.mcp.json`'s servers).
+    /// Default: false: the CLI gets `--setting-sources user` (its private home's, which
+    /// Baton makes) and `--strict-mcp-config`.
+    pub project_settings: bool,
     /// `on` or `off`: the project's attempts always or never run in the sandbox, whatever
     /// the server would choose. Left out: the server's choice.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +96,7 @@ impl Default for Policy {
             mcp_servers: Vec::new(),
             raw_mcp: false,
             verify: false,
+            project_settings: false,
             sandbox: None,
         }
     }
@@ -186,6 +192,30 @@ fn tool_name(item: &str) -> &str {
     item.split('(').next().unwrap_or(item).trim()
 }
 
+/// The tools one item names, split as the CLI splits a list: on commas and white space
+/// outside a rule's parentheses (`"Read(x) Bash"` is `Read(x)` and `Bash`).
+pub fn split_tools(item: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in item.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            c if depth == 0 && (c == ',' || c.is_whitespace()) => {
+                if start < i {
+                    out.push(&item[start..i]);
+                }
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    if start < item.len() {
+        out.push(&item[start..]);
+    }
+    out
+}
+
 fn any(list: &[String]) -> bool {
     list.iter().any(|i| i == ANY)
 }
@@ -218,6 +248,7 @@ impl Policy {
             mcp_servers: vec![ANY.into()],
             raw_mcp: true,
             verify: true,
+            project_settings: true,
             ..Self::default()
         }
     }
@@ -335,7 +366,7 @@ impl Policy {
             .and_then(|s| s.as_object())
             .map(|s| s.keys().cloned().collect())
             .unwrap_or_default();
-        for item in &o.allowed_tools {
+        for item in o.allowed_tools.iter().flat_map(|i| split_tools(i)) {
             // An MCP tool (`mcp__server__tool`) is the job's if its server is.
             if let Some(rest) = item.strip_prefix("mcp__") {
                 let server = rest.split("__").next().unwrap_or_default();
@@ -354,7 +385,7 @@ impl Policy {
         }
         match &o.tools {
             Some(tools) => {
-                for t in tools {
+                for t in tools.iter().flat_map(|i| split_tools(i)) {
                     let name = tool_name(t);
                     if (name == "default" && !any(&self.tools)) || !self.offers(name) {
                         return Err(refuse("tools", t, listed(&self.tools)));
@@ -448,6 +479,7 @@ impl Policy {
                 "an agent's verify command may not run in this project",
             ));
         }
+        spec.options.confined = !self.project_settings;
         spec.policy = Some(self.clone());
         Ok(())
     }
@@ -508,6 +540,15 @@ mod tests {
                 json!({"allowed_tools": ["mcp__evil__run"]}),
                 "mcp_servers",
                 "mcp__evil__run",
+            ),
+            // Lists inside one item, as the CLI splits them.
+            (json!({"allowed_tools": ["Read(x) Bash"]}), "tools", "Bash"),
+            (json!({"tools": ["Grep(x),Bash"]}), "tools", "Bash"),
+            (json!({"tools": ["Read(x) default"]}), "tools", "default"),
+            (
+                json!({"allowed_tools": ["mcp__docs__q\tWrite"]}),
+                "mcp_servers",
+                "mcp__docs__q",
             ),
         ] {
             let mut req = req.as_object().unwrap().clone();

@@ -425,6 +425,7 @@ impl JobRequest {
                 mcp_config: self.mcp_config,
                 mcp_servers,
                 add_dirs,
+                confined: false,
             },
             cwd: self.cwd,
             session,

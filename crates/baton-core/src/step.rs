@@ -42,6 +42,10 @@ pub struct ClaudeOptions {
     pub mcp_servers: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub add_dirs: Vec<String>,
+    /// The CLI loads no settings of its working directory (`--setting-sources user`) and
+    /// no MCP server but Baton's (`--strict-mcp-config`): its project's policy says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confined: bool,
 }
 
 /// How a job is scheduled: its wall-clock limit, its place in the queue, its retries and
@@ -111,6 +115,8 @@ pub(crate) struct StoredSpec {
     mcp_servers: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     add_dirs: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    confined: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     cwd: Option<String>,
     timeout_ms: u64,
@@ -157,6 +163,7 @@ impl From<StoredSpec> for JobSpec {
                 mcp_config: s.mcp_config,
                 mcp_servers: s.mcp_servers,
                 add_dirs: s.add_dirs,
+                confined: s.confined,
             },
             cwd: s.cwd,
             session: s.session,
@@ -199,6 +206,7 @@ impl From<JobSpec> for StoredSpec {
             mcp_config: o.mcp_config,
             mcp_servers: o.mcp_servers,
             add_dirs: o.add_dirs,
+            confined: o.confined,
             cwd: j.cwd,
             timeout_ms: s.timeout_ms,
             session: j.session,

@@ -59,6 +59,12 @@ pub fn build_args(spec: &ClaudeRun, files: &ArgFiles) -> Vec<OsString> {
     }
     if let Some(f) = &files.mcp_config {
         push("--mcp-config", &f.to_string_lossy());
+    }
+    // Its working directory's settings (hooks are commands) are not the job's to bring.
+    if spec.options.confined {
+        push("--setting-sources", "user");
+    }
+    if files.mcp_config.is_some() || spec.options.confined {
         args.push("--strict-mcp-config".into());
     }
     for d in &spec.options.add_dirs {

@@ -76,6 +76,9 @@ pub struct RunnerConfig {
     pub sandbox_run_as: Option<(u32, u32)>,
     /// The admin's MCP servers, which a run names in `mcp_servers`.
     pub mcp_catalogue: Vec<baton_core::McpServer>,
+    /// Baton's binary: `baton mcp-bridge` joins a CLI to a catalogue server that runs
+    /// outside it. Empty: such servers cannot be used.
+    pub helper: PathBuf,
 }
 
 impl RunnerConfig {
@@ -97,6 +100,7 @@ impl RunnerConfig {
             run_as: None,
             sandbox_run_as: None,
             mcp_catalogue: Vec::new(),
+            helper: PathBuf::new(),
         }
     }
 
@@ -285,7 +289,7 @@ fn prepare_files(
             .as_ref()
             .map(|s| ws.private_file("append_system_prompt.txt", s.as_bytes()))
             .transpose()?,
-        mcp_config: mcp::config(cfg, spec)?
+        mcp_config: mcp::config(cfg, spec, &ws.root)?
             .map(|c| ws.private_file("mcp_config.json", c.to_string().as_bytes()))
             .transpose()?,
     })
@@ -345,7 +349,12 @@ fn launch(
             )
         })?;
     }
-    let mut bridges = None;
+    let bridges = mcp::bridges(cfg, spec, &ws.root).map_err(|e| {
+        (
+            ErrorKind::SpawnFailed,
+            format!("could not start the bridges to the MCP servers outside the CLI: {e}"),
+        )
+    })?;
     // In the sandbox, bwrap runs the forwarder, which runs the CLI.
     let (program, args) = match sandbox {
         None => (program, args),
@@ -356,18 +365,15 @@ fn launch(
             }
             writable.extend(spec.options.add_dirs.iter().map(Path::new));
             let readable = mcp::programs(cfg, spec);
-            let b = mcp::bridges(cfg, spec, &ws.root, &verify::environment(ws), &ws.cwd).map_err(
-                |e| {
-                    (
-                        ErrorKind::SandboxFailed,
-                        format!("could not make the MCP servers' bridges: {e}"),
-                    )
-                },
-            )?;
             let (wrapped, inside) = sandbox::wrap(
-                sb, &program, args, &writable, &readable, &b.sockets, &ws.cwd,
+                sb,
+                &program,
+                args,
+                &writable,
+                &readable,
+                &bridges.sockets,
+                &ws.cwd,
             );
-            bridges = Some(b);
             for (k, v) in inside {
                 env.retain(|(name, _)| name.to_str() != Some(k.as_str()));
                 env.push((k.into(), v.into()));
@@ -440,7 +446,7 @@ fn launch(
         stdout,
         pending_stdout: Vec::new(),
         stderr_task,
-        _bridges: bridges,
+        _bridges: Some(bridges),
     })
 }
 
@@ -463,7 +469,18 @@ async fn run_in(
                 "a run with files works in its own workspace, not in a cwd",
             ))
         } else {
-            ws.place_files(&spec.files)
+            ws.place_files(&spec.files).and_then(|()| {
+                // A confined CLI reads no settings or memory of its working directory,
+                // only its private home's: an agent's CLAUDE.md goes there too.
+                match spec.files.get("CLAUDE.md") {
+                    Some(md) if spec.options.confined => {
+                        let dir = ws.home.join(".claude");
+                        std::fs::create_dir_all(&dir)?;
+                        std::fs::write(dir.join("CLAUDE.md"), md)
+                    }
+                    _ => Ok(()),
+                }
+            })
         };
         if let Err(e) = placed {
             return failed(

@@ -1,9 +1,10 @@
 //! The MCP servers a run gets: its own `mcp_config` (where its project's policy allows
 //! one) and the admin's catalogue servers it names. A catalogue server marked
-//! `sandbox = false` runs outside a sandboxed attempt, as Baton's user: the CLI inside
-//! starts `baton mcp-bridge`, which joins its stdio to a Unix socket bound into the
-//! sandbox, and Baton starts the server's command for each connection to it. Its command
-//! line and environment stay outside: the CLI never sees them.
+//! `sandbox = false` runs outside the CLI, sandboxed or not: the CLI starts `baton
+//! mcp-bridge`, which joins its stdio to a Unix socket (bound into the sandbox), and Baton
+//! starts the server's command for each connection to it, in a directory of its own, as
+//! `runner.run_as` (`nobody` for a root Baton without one; else Baton's user). Its
+//! command line and environment stay outside: the CLI never sees them.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -27,14 +28,36 @@ fn named<'a>(cfg: &'a RunnerConfig, run: &'a ClaudeRun) -> impl Iterator<Item = 
         .filter_map(|n| cfg.mcp_catalogue.iter().find(|s| &s.name == n))
 }
 
-/// Whether `server` is bridged in from outside for a run in `sandbox`.
-fn bridged(server: &McpServer, sandbox: Option<&SandboxConfig>) -> bool {
-    sandbox.is_some() && !server.sandbox && server.command.is_some()
+/// Whether `server` runs outside the CLI, joined to it by a bridge.
+fn bridged(server: &McpServer) -> bool {
+    !server.sandbox && server.command.is_some()
+}
+
+/// Connections one bridged server serves at once, per run; more are closed at once.
+const MAX_CONNECTIONS: usize = 4;
+
+/// Where a run's bridges live: beside its workspace, out of the CLI's reach.
+fn bridge_dir(root: &Path) -> PathBuf {
+    let mut dir = root.as_os_str().to_owned();
+    dir.push(".mcp");
+    PathBuf::from(dir)
+}
+
+/// The socket of `name` as the CLI reaches it.
+fn cli_socket(root: &Path, name: &str, sandbox: Option<&SandboxConfig>) -> PathBuf {
+    match sandbox {
+        Some(_) => inside_socket(name),
+        None => bridge_dir(root).join(format!("{name}.sock")),
+    }
 }
 
 /// The `--mcp-config` of a run: its own servers, then the catalogue's it names. `None`
 /// when it has none.
-pub(crate) fn config(cfg: &RunnerConfig, run: &ClaudeRun) -> std::io::Result<Option<Value>> {
+pub(crate) fn config(
+    cfg: &RunnerConfig,
+    run: &ClaudeRun,
+    root: &Path,
+) -> std::io::Result<Option<Value>> {
     if let Some(missing) = run
         .options
         .mcp_servers
@@ -58,11 +81,16 @@ pub(crate) fn config(cfg: &RunnerConfig, run: &ClaudeRun) -> std::io::Result<Opt
     }
     let sandbox = cfg.sandbox_for(run).ok().flatten();
     for s in named(cfg, run) {
-        let entry = if bridged(s, sandbox) {
-            let helper = sandbox.map(|b| b.helper.clone()).unwrap_or_default();
+        let entry = if bridged(s) {
+            if cfg.helper.as_os_str().is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "the MCP server {:?} runs outside the CLI, which needs Baton's binary as its bridge",
+                    s.name
+                )));
+            }
             json!({
-                "command": helper,
-                "args": ["mcp-bridge", inside_socket(&s.name)],
+                "command": cfg.helper,
+                "args": ["mcp-bridge", cli_socket(root, &s.name, sandbox)],
             })
         } else if let Some(command) = &s.command {
             json!({"command": command, "args": s.args, "env": s.env})
@@ -79,9 +107,8 @@ pub(crate) fn config(cfg: &RunnerConfig, run: &ClaudeRun) -> std::io::Result<Opt
 /// Directories of the catalogue commands a sandboxed run starts inside: bound read-only,
 /// so a server installed outside the system directories still runs.
 pub(crate) fn programs(cfg: &RunnerConfig, run: &ClaudeRun) -> Vec<PathBuf> {
-    let sandbox = cfg.sandbox_for(run).ok().flatten();
     let mut dirs: Vec<PathBuf> = Vec::new();
-    for s in named(cfg, run).filter(|s| !bridged(s, sandbox)) {
+    for s in named(cfg, run).filter(|s| !bridged(s)) {
         let Some(program) = s
             .command
             .as_deref()
@@ -119,20 +146,15 @@ impl Drop for Bridges {
     }
 }
 
-/// Starts the bridges of a sandboxed run beside its workspace (`<root>.mcp/`), each
-/// socket given to `owner` (the user bubblewrap runs as) and no one else.
+/// Starts the bridges of a run (`<root>.mcp/`): a socket per bridged server, given to the
+/// CLI's user (bubblewrap's, for a sandboxed run) and no one else; and the directory the
+/// servers work in (their home and cwd), given to the servers' user.
 pub(crate) fn bridges(
     cfg: &RunnerConfig,
     run: &ClaudeRun,
     root: &Path,
-    env: &[(std::ffi::OsString, std::ffi::OsString)],
-    cwd: &Path,
 ) -> std::io::Result<Bridges> {
-    let sandbox = cfg.sandbox_for(run).ok().flatten();
-    let servers: Vec<McpServer> = named(cfg, run)
-        .filter(|s| bridged(s, sandbox))
-        .cloned()
-        .collect();
+    let servers: Vec<McpServer> = named(cfg, run).filter(|s| bridged(s)).cloned().collect();
     let mut out = Bridges {
         dir: None,
         tasks: Vec::new(),
@@ -141,32 +163,52 @@ pub(crate) fn bridges(
     if servers.is_empty() {
         return Ok(out);
     }
-    let mut dir = root.as_os_str().to_owned();
-    dir.push(".mcp");
-    let dir = PathBuf::from(dir);
+    let sandbox = cfg
+        .sandbox_for(run)
+        .map_err(|(_, m)| std::io::Error::other(m))?;
+    let dir = bridge_dir(root);
     std::fs::create_dir(&dir)?;
     out.dir = Some(dir.clone());
-    let owner = cfg.user_for(true);
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+    // Others may pass through to their socket, not list it.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+    let cli_user = cfg.user_for(sandbox.is_some());
+    let server_user = cfg.run_as.or(cfg.sandbox_run_as);
+    let work = dir.join("server");
+    std::fs::create_dir(&work)?;
+    if let Some((uid, gid)) = server_user {
+        std::os::unix::fs::chown(&work, Some(uid), Some(gid))?;
     }
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o700))?;
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
+        ("HOME".into(), work.clone().into_os_string()),
+        ("TMPDIR".into(), work.clone().into_os_string()),
+    ];
+    for k in ["PATH", "LANG", "LC_ALL"] {
+        if let Some(v) = std::env::var_os(k) {
+            env.push((k.into(), v));
+        }
+    }
     for s in servers {
         let path = dir.join(format!("{}.sock", s.name));
         let listener = UnixListener::bind(&path)?;
-        if let Some((uid, gid)) = owner {
+        if let Some((uid, gid)) = cli_user {
             std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        out.sockets.push((path, inside_socket(&s.name)));
-        let (env, cwd, run_as) = (env.to_vec(), cwd.to_path_buf(), cfg.run_as);
+        if sandbox.is_some() {
+            out.sockets.push((path, inside_socket(&s.name)));
+        }
+        let (env, work) = (env.clone(), work.clone());
         out.tasks.push(tokio::spawn(async move {
             // Held here, so the connections' servers stop when this task is aborted.
             let mut serving = tokio::task::JoinSet::new();
             while let Ok((conn, _)) = listener.accept().await {
-                let (s, env, cwd) = (s.clone(), env.clone(), cwd.clone());
-                serving.spawn(serve(s, conn, env, cwd, run_as));
                 while serving.try_join_next().is_some() {}
+                if serving.len() >= MAX_CONNECTIONS {
+                    tracing::warn!(server = %s.name, "a bridged MCP server has {MAX_CONNECTIONS} connections of this run already; one more is closed");
+                    continue;
+                }
+                serving.spawn(serve(s.clone(), conn, env.clone(), work.clone(), server_user));
             }
         }));
     }
@@ -206,13 +248,17 @@ async fn serve(
         }
     };
     let pid = child.id();
-    struct Kill(i32);
+    // Dropped (the run's bridges stopped) before the server is reaped: its group is
+    // killed, while its pid cannot have been reused.
+    struct Kill(Option<i32>);
     impl Drop for Kill {
         fn drop(&mut self) {
-            crate::process::signal_group(self.0, nix::sys::signal::Signal::SIGKILL);
+            if let Some(pid) = self.0 {
+                crate::process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            }
         }
     }
-    let _kill = Kill(pid);
+    let mut kill = Kill(Some(pid));
     let (mut from_cli, mut to_cli) = conn.into_split();
     let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return;
@@ -229,5 +275,9 @@ async fn serve(
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut to_cli).await;
     };
     tokio::join!(up, down);
+    // The server is done with its stdout: whatever it left in its group goes, then it is
+    // reaped.
+    crate::process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+    kill.0 = None;
     let _ = child.wait().await;
 }

@@ -46,7 +46,7 @@ async fn drain(
     (kept, cut)
 }
 
-pub(crate) fn environment(ws: &Workspace) -> Vec<(OsString, OsString)> {
+fn environment(ws: &Workspace) -> Vec<(OsString, OsString)> {
     let mut env = vec![
         ("HOME".into(), ws.home.clone().into_os_string()),
         ("TMPDIR".into(), ws.tmp.clone().into_os_string()),

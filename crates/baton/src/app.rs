@@ -81,6 +81,7 @@ pub fn runner_config(config: &Config, node_id: &str) -> RunnerConfig {
     r.sandbox = sandbox_config(config);
     r.sandbox_default = config.runner.sandbox == crate::config::SandboxMode::Bwrap;
     r.mcp_catalogue = config.mcp_server.clone();
+    r.helper = helper(config);
     // `proxy.mode = "direct"`: the credential Baton took out of its own environment goes
     // to each CLI, as before there was a proxy.
     if config.proxy.mode == crate::config::ProxyMode::Direct
@@ -192,11 +193,7 @@ pub fn sandbox_config(config: &Config) -> Option<baton_runner::sandbox::SandboxC
             hide.push(resolved(p));
         }
     }
-    let helper = if config.runner.sandbox_helper.as_os_str().is_empty() {
-        std::env::current_exe().unwrap_or_else(|_| "baton".into())
-    } else {
-        resolved(&config.runner.sandbox_helper)
-    };
+    let helper = helper(config);
     Some(baton_runner::sandbox::SandboxConfig {
         bwrap: config.runner.bwrap.clone(),
         helper,
@@ -206,6 +203,16 @@ pub fn sandbox_config(config: &Config) -> Option<baton_runner::sandbox::SandboxC
         uid: config.runner.sandbox_uid,
         gid: config.runner.sandbox_uid,
     })
+}
+
+/// Baton's binary, which the sandbox runs as its forwarder and a CLI as its bridge to a
+/// catalogue MCP server outside it: `runner.sandbox_helper`, else this very binary.
+fn helper(config: &Config) -> std::path::PathBuf {
+    if config.runner.sandbox_helper.as_os_str().is_empty() {
+        std::env::current_exe().unwrap_or_else(|_| "baton".into())
+    } else {
+        resolved(&config.runner.sandbox_helper)
+    }
 }
 
 /// The configured database: PostgreSQL when `database_url` names one, else SQLite in the
@@ -335,6 +342,12 @@ impl App {
             runner.sandbox = None;
         }
         (runner.run_as, runner.sandbox_run_as) = run_as(&config, &runner)?;
+        // A job queued before policies says nothing of its sandbox: under `auto` it gets
+        // the sandbox when Baton is shared as it starts.
+        if config.runner.sandbox == crate::config::SandboxMode::Auto {
+            runner.sandbox_default =
+                !config.server.listen.ip().is_loopback() || store.list_projects().await?.len() > 1;
+        }
         let sandbox_user = runner.sandbox_run_as.filter(|_| runner.sandbox.is_some());
         let can_sandbox = runner.sandbox.is_some();
         let limits = Limits {

@@ -144,6 +144,17 @@ async fn a_tenants_forbidden_asks_are_refused_with_the_rule_named_on_every_route
             "mcp_servers",
             "mcp__evil__run",
         ),
+        // One item holding a list, which the CLI would split.
+        (
+            json!({"prompt": "x", "tools": ["Read", "Grep(x) Bash"]}),
+            "tools",
+            "Bash",
+        ),
+        (
+            json!({"prompt": "x", "allowed_tools": ["Read(x),Write"]}),
+            "tools",
+            "Write",
+        ),
     ];
     for (body, rule, value) in native {
         let (status, e) = b.post("/v1/jobs", body.clone()).await;
@@ -313,6 +324,9 @@ async fn an_admitted_job_gets_what_its_policy_fills_in_and_records_it() {
         r#""--tools","Read,Bash""#,
         r#""--model","sonnet""#,
         r#""--max-turns","4""#,
+        // Not the settings of its working directory, nor its MCP servers.
+        r#""--setting-sources","user""#,
+        r#""--strict-mcp-config""#,
     ] {
         assert!(argv.contains(part), "{part} in {argv}");
     }
@@ -503,6 +517,51 @@ async fn the_sandbox_is_on_by_default_once_baton_is_shared_unless_a_project_opts
             "/v1/projects/tenant-d/policy",
             Some(json!({"sandbox": "on"})),
         )
+        .await;
+    assert_eq!(status, 400, "{e}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_catalogue_server_outside_the_cli_is_bridged_without_a_sandbox_too() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = dir.path().join("outside");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nread request\necho \"secret=$OUTSIDE_SECRET cwd=$(pwd) home=$HOME\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let catalogue = format!(
+        r#"[{{name = "outside", command = "{}", env = {{OUTSIDE_SECRET = "bridge-canary"}}, sandbox = false}}]"#,
+        script.display()
+    );
+    let helper = crate::support::baton_bin().display().to_string();
+    let s = Server::with(&[
+        ("mcp_server", catalogue.as_str()),
+        ("runner.sandbox_helper", helper.as_str()),
+    ])
+    .await;
+    let job = s
+        .run(json!({"prompt": "FAKE mcp outside", "mcp_servers": ["outside"]}))
+        .await;
+    let r = job["result"].as_str().unwrap_or_default().to_string();
+    assert!(r.starts_with("secret=bridge-canary cwd="), "{job}");
+    // It works in a directory of its own beside the attempt's, not in the CLI's.
+    assert!(r.contains(".mcp/server home="), "{r}");
+    let job = s
+        .run(json!({"prompt": "FAKE cat ../mcp_config.json", "mcp_servers": ["outside"]}))
+        .await;
+    let config = job["result"].as_str().unwrap_or_default();
+    assert!(
+        config.contains("mcp-bridge") && !config.contains("bridge-canary"),
+        "{config}"
+    );
+    // A name the catalogue does not have is refused before anything is queued.
+    let (status, e) = s
+        .post("/v1/jobs", json!({"prompt": "x", "mcp_servers": ["nope"]}))
         .await;
     assert_eq!(status, 400, "{e}");
     s.stop().await;

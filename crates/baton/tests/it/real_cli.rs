@@ -376,6 +376,9 @@ async fn the_real_cli_accepts_batons_arguments_and_fails_fast_without_an_api() {
         // Port 9 (discard) on loopback: connection refused at once.
         ("runner.env", r#"{ANTHROPIC_BASE_URL = "http://127.0.0.1:9", ANTHROPIC_API_KEY = "sk-test", CLAUDE_CODE_MAX_RETRIES = "0"}"#),
         ("runner.silence_timeout_seconds", "60"),
+        // A policy that allows all this but the project's own settings: the CLI also gets
+        // `--setting-sources user` and `--strict-mcp-config`.
+        ("policy", r#"{tools = ["*"], permission_modes = ["*"], raw_mcp = true}"#),
     ])
     .await;
     let (status, health) = server.get("/v1/health").await;
@@ -784,5 +787,51 @@ async fn the_real_cli_works_in_the_sandbox_through_the_proxy() {
     assert_eq!(job["state"], "completed", "{job}");
     assert!(!std::path::Path::new("/usr/baton-escape").exists());
     assert_ne!(job["result"], "done: 0", "{job}");
+    server.stop().await;
+}
+
+/// Under a policy that keeps the CLI from its working directory's settings
+/// (`--setting-sources user`), an agent's `CLAUDE.md` still reaches the model (from the
+/// private home), and a catalogue MCP server named by the agent is started and used.
+#[tokio::test]
+async fn a_confined_agent_gets_its_claude_md_and_a_catalogue_mcp_server() {
+    let Some(claude) = real_claude() else { return };
+    let mock = MockAnthropic::start().await;
+    let catalogue = format!(r#"[{{name = "t", command = "{}"}}]"#, mock_mcp().display());
+    let server = server(
+        &claude,
+        &mock,
+        &[
+            ("mcp_server", catalogue.as_str()),
+            ("policy", r#"{tools = ["*"], mcp_servers = ["t"]}"#),
+        ],
+    )
+    .await;
+    let (status, agent) = server
+        .post(
+            "/v1/agents",
+            json!({"name": "upper", "prompt_template": r#"MOCK_TOOL mcp__t__upper {"text":"abc"}"#,
+                   "claude_md": "The secret word is HERON-42.",
+                   "options": {"mcp_servers": ["t"], "allowed_tools": ["mcp__t__upper"], "max_attempts": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{agent}");
+    let (status, job) = server
+        .post("/v1/agents/upper/runs?wait=60", json!({"input": {}}))
+        .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(job["result"], "done: ABC", "{job}");
+    assert_eq!(job["options"]["confined"], true, "{job}");
+    let bodies: Vec<String> = mock
+        .messages_requests()
+        .iter()
+        .filter_map(|r| r.body.as_ref().map(Value::to_string))
+        .collect();
+    assert!(
+        bodies.iter().any(|b| b.contains("HERON-42")),
+        "the agent's CLAUDE.md reached the model"
+    );
+    assert_no_survivors(&job);
     server.stop().await;
 }
