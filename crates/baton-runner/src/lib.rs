@@ -359,10 +359,7 @@ fn launch(
     let (program, args) = match sandbox {
         None => (program, args),
         Some(sb) => {
-            let mut writable: Vec<&Path> = vec![&ws.root];
-            if !ws.cwd.starts_with(&ws.root) {
-                writable.push(&ws.cwd);
-            }
+            let mut writable = ws.writable();
             writable.extend(spec.options.add_dirs.iter().map(Path::new));
             let readable = mcp::programs(cfg, spec);
             let (wrapped, inside) = sandbox::wrap(
@@ -378,16 +375,7 @@ fn launch(
                 env.retain(|(name, _)| name.to_str() != Some(k.as_str()));
                 env.push((k.into(), v.into()));
             }
-            let bwrap = find_executable(&sb.bwrap).ok_or_else(|| {
-                (
-                    ErrorKind::SandboxFailed,
-                    format!(
-                        "the sandbox cannot start: {} is not found or not executable (install bubblewrap)",
-                        sb.bwrap.display()
-                    ),
-                )
-            })?;
-            (bwrap, wrapped)
+            (sb.program()?, wrapped)
         }
     };
     let mut child = spawn::spawn(&spawn::Spawn {

@@ -42,6 +42,21 @@ pub struct SandboxConfig {
     pub gid: u32,
 }
 
+impl SandboxConfig {
+    /// The bubblewrap binary to start, or why the sandbox cannot start.
+    pub fn program(&self) -> Result<PathBuf, (baton_core::ErrorKind, String)> {
+        crate::find_executable(&self.bwrap).ok_or_else(|| {
+            (
+                baton_core::ErrorKind::SandboxFailed,
+                format!(
+                    "the sandbox cannot start: {} is not found or not executable (install bubblewrap)",
+                    self.bwrap.display()
+                ),
+            )
+        })
+    }
+}
+
 fn push(args: &mut Vec<OsString>, items: &[&str]) {
     args.extend(items.iter().map(OsString::from));
 }

@@ -84,22 +84,9 @@ pub(crate) async fn run(
     let (program, args) = match sandbox {
         None => (program, args),
         Some(sb) => {
-            let mut writable: Vec<&Path> = vec![&ws.root];
-            if !ws.cwd.starts_with(&ws.root) {
-                writable.push(&ws.cwd);
-            }
             let (wrapped, _) =
-                crate::sandbox::wrap(sb, &program, args, &writable, &[], &[], &ws.cwd);
-            let bwrap = crate::find_executable(&sb.bwrap).ok_or_else(|| {
-                (
-                    ErrorKind::SandboxFailed,
-                    format!(
-                        "verify: {} is not found (install bubblewrap)",
-                        sb.bwrap.display()
-                    ),
-                )
-            })?;
-            (bwrap, wrapped)
+                crate::sandbox::wrap(sb, &program, args, &ws.writable(), &[], &[], &ws.cwd);
+            (sb.program()?, wrapped)
         }
     };
     let mut child = crate::spawn::spawn(&crate::spawn::Spawn {

@@ -22,6 +22,16 @@ fn private_dir(path: &Path) -> std::io::Result<()> {
 }
 
 impl Workspace {
+    /// What a sandboxed process of the attempt may write: its root, and the job's `cwd`
+    /// when that is elsewhere.
+    pub fn writable(&self) -> Vec<&Path> {
+        let mut dirs = vec![self.root.as_path()];
+        if !self.cwd.starts_with(&self.root) {
+            dirs.push(&self.cwd);
+        }
+        dirs
+    }
+
     /// Creates `<attempts_dir>/<name>/{home,tmp,work}`. The job's `cwd`, when given and
     /// already checked against the roots, replaces `work`.
     pub fn create(attempts_dir: &Path, name: &str, cwd: Option<&Path>) -> std::io::Result<Self> {

@@ -492,30 +492,42 @@ pub async fn apply(client: &Client, dir: &std::path::Path) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Reads `dir/policies/<project>.toml`: each project's policy (as `PUT
-/// /v1/projects/{id}/policy` takes it), checked here before anything is sent.
-fn declared_policies(dir: &std::path::Path) -> anyhow::Result<Vec<(String, Value)>> {
-    let folder = dir.join("policies");
+/// Every `*.toml` of `folder` (none if it does not exist), in name order: its name without
+/// the extension, its path and its text.
+fn toml_files(
+    folder: &std::path::Path,
+) -> anyhow::Result<Vec<(String, std::path::PathBuf, String)>> {
     if !folder.is_dir() {
         return Ok(Vec::new());
     }
-    let mut files: Vec<_> = std::fs::read_dir(&folder)
+    let mut files: Vec<_> = std::fs::read_dir(folder)
         .with_context(|| format!("reading {}", folder.display()))?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok((stem, path, text))
+        })
+        .collect()
+}
+
+/// Reads `dir/policies/<project>.toml`: each project's policy (as `PUT
+/// /v1/projects/{id}/policy` takes it), checked here before anything is sent.
+fn declared_policies(dir: &std::path::Path) -> anyhow::Result<Vec<(String, Value)>> {
     let mut out = Vec::new();
-    for path in files {
-        let project = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    for (project, path, text) in toml_files(&dir.join("policies"))? {
         baton_core::ProjectId::parse(&project)
             .with_context(|| format!("{}: the file is named by its project", path.display()))?;
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
         let policy: baton_core::Policy =
             toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
         policy
@@ -548,25 +560,8 @@ const ROUTINE_FIELDS: [&str; 8] = [
 /// Reads `dir/routines/*.toml`. A trigger's secret is never in the file: `secret_env`
 /// names the environment variable that holds it.
 fn declared_routines(dir: &std::path::Path) -> anyhow::Result<Vec<DeclaredRoutine>> {
-    let folder = dir.join("routines");
-    if !folder.is_dir() {
-        return Ok(Vec::new());
-    }
-    let mut files: Vec<_> = std::fs::read_dir(&folder)
-        .with_context(|| format!("reading {}", folder.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
     let mut out = Vec::new();
-    for path in files {
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+    for (name, path, text) in toml_files(&dir.join("routines"))? {
         let table: toml::Table =
             toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
         let mut body = serde_json::to_value(&table)?;
