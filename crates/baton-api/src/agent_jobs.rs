@@ -198,7 +198,8 @@ fn said(kind: &str, data: &Value) -> Option<Said> {
 }
 
 #[utoipa::path(post, path = "/claude/stream", tag = "agent service",
-    params(("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header)),
+    params(("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header),
+        ("Baton-Detach" = Option<wire::params::Detach>, Header, description = "true: the job keeps running if the caller hangs up before the stream ends (else it is cancelled)")),
     request_body = AgentRequest,
     responses((status = 200, description = "Server-sent `data:` lines: each CLI message as JSON, then [DONE]; a failure sends {\"error\": …} and ends", content_type = "text/event-stream", body = Value),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
@@ -209,12 +210,14 @@ pub async fn stream(
     body: Body<AgentRequest>,
 ) -> ApiResult<Response> {
     let idem = idempotency(&headers, "POST /claude/stream", &body.raw)?;
+    let detached = crate::hangup::detached(&headers)?;
     // One attempt: a retry would repeat messages the client has already seen.
     let req = agent_job(&st, &caller, body.value, true).await?;
     let spec = prepare(&st, &caller, req).await?;
     let job = inserted(submit(&st, &caller, spec, idem).await?)?;
     let job_id = job.id;
     let engine = st.engine().clone();
+    let guard = crate::hangup::Hangup::arm(&st, job_id, detached);
     let stream = follow(st, job_id, 0)
         .filter_map(move |item| {
             let engine = engine.clone();
@@ -248,8 +251,14 @@ pub async fn stream(
             };
             std::future::ready(Some(Ok::<_, Infallible>(Event::default().data(data))))
         });
+    // A client that leaves before the end cancels the job, unless it detached.
+    let stream = crate::hangup::guarded(stream, guard);
     let resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
-    Ok(Target::on(resp, job_id.to_string(), None))
+    Ok(Target::on(
+        crate::hangup::with_job_id(resp, job_id),
+        job_id.to_string(),
+        None,
+    ))
 }

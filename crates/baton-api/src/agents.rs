@@ -544,9 +544,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(100);
 /// included; 100 s by default).
 #[utoipa::path(post, path = "/", tag = "agents",
     params(("X-Baton-Agent" = String, Header, pattern = "^[a-z0-9][a-z0-9_-]{0,62}/[a-z0-9][a-z0-9_-]{0,62}$", description = "<project>/<agent>; X-Clrk-TaskAgent is the same"),
-        ("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header)),
+        ("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header),
+        ("Baton-Detach" = Option<wire::params::Detach>, Header, description = "true: the job keeps running if the caller hangs up before the answer (else it is cancelled); the answer is then 202 at once, with Baton-Job-Id")),
     request_body(content = Object, description = "The agent's input"),
     responses((status = 200, description = "The agent's output, with its content type", body = Object),
+        (status = 202, description = "Detached: Baton-Job-Id at once; the body, when the run ends, is the output or the error envelope"),
         (status = 502, description = "The run failed (the error names the job)", body = wire::ErrorBody),
         (status = 504, description = "The run did not end within the agent's timeout; it keeps running", body = wire::ErrorBody),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
@@ -578,13 +580,28 @@ pub async fn call(
         ..caller.0.clone()
     };
     let idem = idempotency(&headers, &format!("POST / {named}"), &body.raw)?;
+    let detached = crate::hangup::detached(&headers)?;
     let (job, d, _) = run(&st, &caller, run_of(name, body.value, None), idem).await?;
     let wait = if d.options.contains_key("timeout_ms") {
         Duration::from_millis(job.spec.schedule.timeout_ms)
     } else {
         CALL_TIMEOUT
     };
-    let job = st.engine().wait_for(job.id, wait).await?;
+    let job_id = job.id;
+    let content_type = d.content_type().to_string();
+    let finish = call_answer(st.clone(), job_id, wait, d);
+    let resp = crate::hangup::answer(&st, job_id, detached, &content_type, finish).await?;
+    Ok(Target::on(resp, job_id.to_string(), Some(&caller.project)))
+}
+
+/// The task-agent call's answer, when its run ends (or its wait does).
+async fn call_answer(
+    st: AppState,
+    job: baton_core::JobId,
+    wait: Duration,
+    d: AgentDefinition,
+) -> ApiResult<Response> {
+    let job = st.engine().wait_for(job, wait).await?;
     let view = wire::Job::new(&job);
     let detail = json!({"job_id": job.id.to_string(), "job_state": job.state.as_str()});
     let resp = match job.state {
@@ -627,11 +644,7 @@ pub async fn call(
             });
         }
     };
-    let mut resp = resp;
-    if let Ok(id) = HeaderValue::from_str(&job.id.to_string()) {
-        resp.headers_mut().insert("baton-job-id", id);
-    }
-    Ok(Target::on(resp, job.id.to_string(), Some(&caller.project)))
+    Ok(resp)
 }
 
 /// How long an agent's idle warm process is kept before it is replaced.

@@ -217,9 +217,11 @@ const FACADE_MARGIN: Duration = Duration::from_secs(60);
 
 /// `POST /v1/chat`: runs a durable job and answers when it ends.
 #[utoipa::path(post, path = "/v1/chat", tag = "CLI wrapper",
-    params(("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header)),
+    params(("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header),
+        ("Baton-Detach" = Option<wire::params::Detach>, Header, description = "true: the job keeps running if the caller hangs up before the answer (else it is cancelled); the answer is then 202 at once, with Baton-Job-Id")),
     request_body = ChatRequest,
     responses((status = 200, description = "The job's result", body = ChatResponse),
+        (status = 202, description = "Detached: Baton-Job-Id at once; the body, when the job ends, is the result or the error envelope", body = Object),
         (status = 429, description = "A usage limit refused the run; Retry-After says when it resets", body = wire::ErrorBody),
         (status = 502, description = "The job failed (the error names it)", body = wire::ErrorBody),
         (status = 504, description = "The job did not finish in time; it keeps running", body = wire::ErrorBody),
@@ -231,12 +233,21 @@ pub async fn chat(
     body: Body<ChatRequest>,
 ) -> ApiResult<Response> {
     let idem = idempotency(&headers, "POST /v1/chat", &body.raw)?;
+    let detached = crate::hangup::detached(&headers)?;
     let spec = prepare(&st, &caller, body.value.into_job()?).await?;
     let wait = Duration::from_millis(spec.schedule.timeout_ms) + FACADE_MARGIN;
     let job = inserted(submit(&st, &caller, spec, idem).await?)?;
+    let job_id = job.id;
+    let finish = chat_answer(st.clone(), job_id, wait);
+    let resp = crate::hangup::answer(&st, job_id, detached, "application/json", finish).await?;
+    Ok(Target::on(resp, job_id.to_string(), None))
+}
+
+/// `/v1/chat`'s answer, when its job ends (or its wait does).
+async fn chat_answer(st: AppState, job: baton_core::JobId, wait: Duration) -> ApiResult<Response> {
     let job = st
         .engine()
-        .wait_until(job.id, wait, |r| r.parked_until().is_some())
+        .wait_until(job, wait, |r| r.parked_until().is_some())
         .await?;
     if let Some(until) = job.parked_until() {
         let (seconds, message) = cancel_parked(st.engine(), job.id, until).await?;
@@ -253,19 +264,15 @@ pub async fn chat(
     let view = wire::Job::new(&job);
     let detail = json!({"job_id": job.id.to_string(), "job_state": job.state.as_str(), "job_error": view.error});
     match job.state {
-        JobState::Completed => Ok(Target::on(
-            Json(ChatResponse {
-                result: view.result,
-                session_id: view.session_id,
-                cost_usd: view.total_cost_usd,
-                usage: view.usage,
-                model: view.model,
-                job_id: job.id.to_string(),
-            })
-            .into_response(),
-            job.id.to_string(),
-            None,
-        )),
+        JobState::Completed => Ok(Json(ChatResponse {
+            result: view.result,
+            session_id: view.session_id,
+            cost_usd: view.total_cost_usd,
+            usage: view.usage,
+            model: view.model,
+            job_id: job.id.to_string(),
+        })
+        .into_response()),
         s if s.is_terminal() => Err(ApiError {
             detail: Some(detail),
             ..ApiError::new(
@@ -312,7 +319,8 @@ async fn cancel_parked(
 /// `POST /v1/chat/stream`: `start`, `delta`… and `done` as data-only SSE events.
 /// One attempt only: a retry would replay deltas the client has already shown.
 #[utoipa::path(post, path = "/v1/chat/stream", tag = "CLI wrapper",
-    params(("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header)),
+    params(("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header),
+        ("Baton-Detach" = Option<wire::params::Detach>, Header, description = "true: the job keeps running if the caller hangs up before the stream ends (else it is cancelled)")),
     request_body = ChatRequest,
     responses((status = 200, description = "Data-only server-sent events: start, delta, done or error", content_type = "text/event-stream", body = wire::SseEvent),
         (status = "default", description = "An error", body = wire::ErrorBody)))]
@@ -323,12 +331,14 @@ pub async fn chat_stream(
     body: Body<ChatRequest>,
 ) -> ApiResult<Response> {
     let idem = idempotency(&headers, "POST /v1/chat/stream", &body.raw)?;
+    let detached = crate::hangup::detached(&headers)?;
     let mut req = body.value.into_job()?;
     req.max_attempts = Some(1);
     let spec = prepare(&st, &caller, req).await?;
     let job = inserted(submit(&st, &caller, spec, idem).await?)?;
     let job_id = job.id;
     let engine = st.engine().clone();
+    let st2 = st.clone();
     let stream = follow(st, job.id, 0)
         .filter_map(move |item| {
             let engine = engine.clone();
@@ -367,10 +377,16 @@ pub async fn chat_stream(
             *ended |= last;
             std::future::ready(item)
         });
+    // A client that leaves before the end cancels the job, unless it detached.
+    let stream = crate::hangup::guarded(stream, crate::hangup::Hangup::arm(&st2, job_id, detached));
     let resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
-    Ok(Target::on(resp, job_id.to_string(), None))
+    Ok(Target::on(
+        crate::hangup::with_job_id(resp, job_id),
+        job_id.to_string(),
+        None,
+    ))
 }
 
 fn translate(kind: &str, e: &Value) -> Option<Value> {

@@ -15,6 +15,7 @@ mod dead;
 pub mod error;
 mod extract;
 mod follow;
+mod hangup;
 mod health;
 mod hooks;
 mod jobs;

@@ -403,6 +403,18 @@ pub mod params {
     }
     impl utoipa::ToSchema for IdempotencyKey {}
 
+    /// `Baton-Detach`: `true` or `false`.
+    pub struct Detach;
+    impl utoipa::PartialSchema for Detach {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["true", "false"]))
+                .into()
+        }
+    }
+    impl utoipa::ToSchema for Detach {}
+
     /// A page cursor: a job id this API returned, or empty for the first page.
     pub struct Cursor;
     impl utoipa::PartialSchema for Cursor {

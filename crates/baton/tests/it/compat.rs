@@ -214,3 +214,90 @@ async fn racing_duplicates_on_every_creating_route_make_one_job() {
     }
     server.stop().await;
 }
+
+/// The newest job's id.
+async fn newest_job(server: &Server) -> String {
+    let (_, page) = server.get("/v1/jobs?limit=1").await;
+    page["data"][0]["id"].as_str().unwrap().to_string()
+}
+
+/// A caller of a synchronous route that hangs up before the answer stops paying: its job
+/// is cancelled, its CLI gone, long before the 10 s it would have run. With
+/// `Baton-Detach: true` the job goes on, and its id came first, in a header.
+#[tokio::test]
+async fn a_caller_that_hangs_up_stops_paying_unless_it_detached() {
+    let server = Server::start().await;
+    let (status, agent) = server
+        .post(
+            "/v1/agents",
+            json!({"name": "slow", "prompt_template": "FAKE sleep 10000\nFAKE text late"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{agent}");
+    let slow = json!({"prompt": "FAKE sleep 10000\nFAKE text late"});
+    for route in ["/v1/chat", "/v1/chat/stream", "/claude/stream", "/"] {
+        let mut req = server.http.post(format!("{}{route}", server.base));
+        req = match route {
+            "/" => req.header("x-baton-agent", "default/slow").json(&json!({})),
+            _ => req.json(&slow),
+        };
+        let started = std::time::Instant::now();
+        if route.ends_with("stream") {
+            // The stream's head arrives; the client reads nothing more and leaves.
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{route}");
+            assert!(resp.headers().contains_key("baton-job-id"), "{route}");
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            drop(resp);
+        } else {
+            let gone =
+                tokio::time::timeout(std::time::Duration::from_millis(500), req.send()).await;
+            assert!(gone.is_err(), "{route} answered before its job ended");
+        }
+        let left = started.elapsed();
+        let id = newest_job(&server).await;
+        let job = server.wait_terminal(&id).await;
+        assert_eq!(job["state"], "cancelled", "{route}: {job}");
+        assert!(job["result"].is_null(), "{route}: {job}");
+        crate::support::assert_no_survivors(&job);
+        eprintln!(
+            "{route}: cancelled {:?} after the caller left",
+            started.elapsed() - left
+        );
+    }
+    // Detached: the id at once, the job runs on after the caller leaves.
+    let resp = server
+        .http
+        .post(format!("{}/v1/chat", server.base))
+        .header("baton-detach", "true")
+        .json(&json!({"prompt": "FAKE sleep 1500\nFAKE text kept"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.headers()["baton-job-id"].to_str().unwrap().to_string();
+    drop(resp);
+    let job = server.wait_terminal(&id).await;
+    assert_eq!(
+        (job["state"].as_str(), job["result"].as_str()),
+        (Some("completed"), Some("kept")),
+        "{job}"
+    );
+    // A detached caller that stays gets the answer's body after the head.
+    let resp = server
+        .http
+        .post(format!("{}/v1/chat", server.base))
+        .header("baton-detach", "true")
+        .json(&json!({"prompt": "FAKE text stayed"}))
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["baton-job-id"].to_str().unwrap().to_string();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (body["result"].as_str(), body["job_id"].as_str()),
+        (Some("stayed"), Some(id.as_str())),
+        "{body}"
+    );
+    server.stop().await;
+}
