@@ -697,6 +697,8 @@ async fn drive(
         process::terminate_group(&mut child, pid, cfg.kill_grace).await;
         child.try_wait().ok().flatten()
     };
+    // Nothing of the attempt outlives it: every process of its group has exited.
+    process::await_group_gone(pid, start_ticks, Duration::from_secs(2)).await;
     feeder.abort();
     report.stderr_tail = tokio::time::timeout(Duration::from_secs(2), stderr_task)
         .await

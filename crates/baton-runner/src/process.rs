@@ -100,6 +100,32 @@ impl ProcessTable {
     }
 }
 
+/// Waits until nothing live is left in group `pgid` (of a leader started at
+/// `since_ticks`), killing what is, for at most `limit`. A SIGKILLed process takes a
+/// moment to exit (a large one, or one in a sandbox whose namespace is being torn down):
+/// an attempt is over only once its processes are. Returns whether the group is empty.
+pub async fn await_group_gone(pgid: i32, since_ticks: u64, limit: Duration) -> bool {
+    // The common case: no process in the group at all, one system call.
+    if matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH)) {
+        return true;
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if group_members(pgid, since_ticks).is_empty() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                pgid,
+                "processes of an attempt outlived its end by {limit:?}"
+            );
+            return false;
+        }
+        signal_group(pgid, Signal::SIGKILL);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// [`ProcessTable::group_members`] on a fresh read of `/proc`.
 pub fn group_members(pgid: i32, since_ticks: u64) -> Vec<i32> {
     ProcessTable::read().group_members(pgid, since_ticks)
