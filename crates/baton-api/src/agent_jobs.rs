@@ -217,7 +217,7 @@ pub async fn stream(
     let job = inserted(submit(&st, &caller, spec, idem).await?)?;
     let job_id = job.id;
     let engine = st.engine().clone();
-    let guard = crate::hangup::Hangup::arm(&st, job_id, detached);
+    let guard = crate::hangup::Hangup::arm(&st, &caller, job_id, detached, "/claude/stream", true);
     let stream = follow(st, job_id, 0)
         .filter_map(move |item| {
             let engine = engine.clone();

@@ -590,7 +590,8 @@ pub async fn call(
     let job_id = job.id;
     let content_type = d.content_type().to_string();
     let finish = call_answer(st.clone(), job_id, wait, d);
-    let resp = crate::hangup::answer(&st, job_id, detached, &content_type, finish).await?;
+    let resp =
+        crate::hangup::answer((&st, &caller, "/"), job_id, detached, &content_type, finish).await?;
     Ok(Target::on(resp, job_id.to_string(), Some(&caller.project)))
 }
 

@@ -47,6 +47,7 @@ fn action(method: &Method, route: &str) -> String {
         ("POST", "/v1/projects") => "project.create",
         ("PATCH", "/v1/projects/{id}") => "project.update",
         ("DELETE", "/v1/projects/{id}") => "project.delete",
+        ("PUT", "/v1/projects/{id}/policy") => "project.policy",
         ("POST", "/v1/keys") => "key.create",
         ("POST", "/v1/agents") => "agent.create",
         ("PUT", "/v1/agents/{name}") => "agent.update",

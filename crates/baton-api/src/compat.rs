@@ -239,7 +239,14 @@ pub async fn chat(
     let job = inserted(submit(&st, &caller, spec, idem).await?)?;
     let job_id = job.id;
     let finish = chat_answer(st.clone(), job_id, wait);
-    let resp = crate::hangup::answer(&st, job_id, detached, "application/json", finish).await?;
+    let resp = crate::hangup::answer(
+        (&st, &caller.0, "/v1/chat"),
+        job_id,
+        detached,
+        "application/json",
+        finish,
+    )
+    .await?;
     Ok(Target::on(resp, job_id.to_string(), None))
 }
 
@@ -378,7 +385,10 @@ pub async fn chat_stream(
             std::future::ready(item)
         });
     // A client that leaves before the end cancels the job, unless it detached.
-    let stream = crate::hangup::guarded(stream, crate::hangup::Hangup::arm(&st2, job_id, detached));
+    let stream = crate::hangup::guarded(
+        stream,
+        crate::hangup::Hangup::arm(&st2, &caller, job_id, detached, "/v1/chat/stream", true),
+    );
     let resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();

@@ -15,6 +15,7 @@ use baton_core::JobId;
 use futures_util::{Stream, StreamExt};
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::ApiResult;
 
 /// The request header that keeps a job running after its caller hangs up.
@@ -35,18 +36,35 @@ pub fn detached(headers: &HeaderMap) -> ApiResult<bool> {
     }
 }
 
-/// Cancels its job when dropped before [`Hangup::disarm`]: the caller left first.
+/// Cancels its job when dropped before [`Hangup::disarm`]: the caller left first. The
+/// audit log says so: a request whose answer never left records `job.create` with the
+/// outcome `499` (client closed request); a stream that was already answered records
+/// `job.cancel`, `499`.
 pub struct Hangup {
     st: Option<AppState>,
     job: JobId,
+    caller: Caller,
+    action: &'static str,
+    route: &'static str,
 }
 
 impl Hangup {
-    /// Armed, unless the request is detached.
-    pub fn arm(st: &AppState, job: JobId, detached: bool) -> Self {
+    /// Armed, unless the request is detached. `answered`: the route's answer has left
+    /// (a stream's head), so its creation is already in the audit log.
+    pub fn arm(
+        st: &AppState,
+        caller: &Caller,
+        job: JobId,
+        detached: bool,
+        route: &'static str,
+        answered: bool,
+    ) -> Self {
         Self {
             st: (!detached).then(|| st.clone()),
             job,
+            caller: caller.clone(),
+            action: if answered { "job.cancel" } else { "job.create" },
+            route,
         }
     }
 
@@ -60,6 +78,7 @@ impl Drop for Hangup {
     fn drop(&mut self) {
         let Some(st) = self.st.take() else { return };
         let job = self.job;
+        let (caller, action, route) = (self.caller.clone(), self.action, self.route);
         tracing::info!(job = %job, "the caller hung up before its answer: its job is cancelled");
         // Drop may run outside a runtime only at shutdown, when the job is requeued anyway.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -67,6 +86,16 @@ impl Drop for Hangup {
                 if let Err(e) = st.engine().cancel(job).await {
                     tracing::debug!(job = %job, error = %e, "a hung-up caller's job was already over");
                 }
+                let closed = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+                crate::audit::record_as(
+                    &st,
+                    closed.into_response(),
+                    &caller,
+                    action,
+                    route,
+                    &job.to_string(),
+                )
+                .await;
             });
         }
     }
@@ -113,7 +142,7 @@ pub fn early(
 /// Waits for `answer` while the caller does: a detached request gets [`early`]; any
 /// other has its job cancelled if it hangs up first.
 pub async fn answer(
-    st: &AppState,
+    (st, caller, route): (&AppState, &Caller, &'static str),
     job: JobId,
     detached: bool,
     content_type: &str,
@@ -122,7 +151,7 @@ pub async fn answer(
     if detached {
         return Ok(early(job, content_type, answer));
     }
-    let guard = Hangup::arm(st, job, false);
+    let guard = Hangup::arm(st, caller, job, false, route, false);
     let resp = answer.await;
     guard.disarm();
     resp.map(|r| with_job_id(r, job))

@@ -265,6 +265,28 @@ async fn a_caller_that_hangs_up_stops_paying_unless_it_detached() {
             started.elapsed() - left
         );
     }
+    // Each hang-up is in the audit log, with its job and the outcome 499.
+    let (_, audit) = server.get("/v1/audit?limit=100").await;
+    let closed: Vec<&Value> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "499")
+        .collect();
+    assert_eq!(closed.len(), 4, "{audit}");
+    for (route, action) in [
+        ("/v1/chat", "job.create"),
+        ("/v1/chat/stream", "job.cancel"),
+        ("/claude/stream", "job.cancel"),
+        ("/", "job.create"),
+    ] {
+        assert!(
+            closed
+                .iter()
+                .any(|r| r["route"] == route && r["action"] == action && r["target"].is_string()),
+            "{route}: {audit}"
+        );
+    }
     // Detached: the id at once, the job runs on after the caller leaves.
     let resp = server
         .http
