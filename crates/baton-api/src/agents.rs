@@ -455,12 +455,7 @@ pub(crate) async fn agent_spec(
     request.timeout_ms = req.timeout_ms.or(request.timeout_ms);
     request.callback_url = req.callback_url.or(request.callback_url);
     let mut spec = prepare(st, caller, request).await?;
-    spec.files = d.workspace_files();
-    spec.repos = d.repos.clone();
-    spec.verify = d.verify.as_ref().map(|v| baton_core::VerifyRun {
-        command: v.command.clone(),
-        input: req.input.clone(),
-    });
+    with_workspace(&mut spec, &d, &req.input);
     spec.agent = Some(AgentRef {
         name: record.name,
         version: record.version,
@@ -694,14 +689,20 @@ async fn policed(
     let caller = Caller::baton(project.clone());
     let request = d.request("a run".into()).map_err(refused)?;
     let mut spec = prepare(st, &caller, request).await?;
+    with_workspace(&mut spec, d, &Value::Null);
+    crate::policy::police(st, project, &mut spec).await?;
+    Ok(spec)
+}
+
+/// What a run of `d` over `input` brings to its workspace: its files, its repositories
+/// and its check.
+fn with_workspace(spec: &mut baton_core::JobSpec, d: &AgentDefinition, input: &Value) {
     spec.files = d.workspace_files();
     spec.repos = d.repos.clone();
     spec.verify = d.verify.as_ref().map(|v| baton_core::VerifyRun {
         command: v.command.clone(),
-        input: Value::Null,
+        input: input.clone(),
     });
-    crate::policy::police(st, project, &mut spec).await?;
-    Ok(spec)
 }
 
 /// Runs [`warm_agents_step`] now, off the request.

@@ -87,7 +87,7 @@ struct StateInner {
     auth: auth::Auth,
     settings: SettingsCache,
     /// How many projects there are, and when that was read.
-    project_count: Mutex<Option<(Instant, usize)>>,
+    shared: std::sync::atomic::AtomicBool,
     limiter: ratelimit::Limiter,
 }
 
@@ -100,7 +100,7 @@ impl AppState {
                 version: Mutex::new(None),
                 auth: auth::Auth::new(cfg.auth_required),
                 settings: Mutex::new(HashMap::new()),
-                project_count: Mutex::new(None),
+                shared: std::sync::atomic::AtomicBool::new(false),
                 limiter: ratelimit::Limiter::default(),
                 cfg,
             }),
@@ -143,8 +143,9 @@ impl AppState {
         &self.inner.cfg.policies
     }
 
-    pub(crate) fn project_count(&self) -> &Mutex<Option<(Instant, usize)>> {
-        &self.inner.project_count
+    /// Whether this node has seen Baton shared (more than one project).
+    pub(crate) fn seen_shared(&self) -> &std::sync::atomic::AtomicBool {
+        &self.inner.shared
     }
 
     /// A project's quotas and job defaults (a project that has none, or is gone, has the
@@ -168,9 +169,9 @@ impl AppState {
     /// Forgets a project's cached settings after a change.
     pub fn forget_project(&self, project: &ProjectId) {
         self.settings_cache().remove(project);
-        if let Ok(mut c) = self.inner.project_count.lock() {
-            *c = None;
-        }
+        self.inner
+            .shared
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn settings_cache(

@@ -4,7 +4,7 @@
 //! they are saved. It also decides whether the job's attempts run in the sandbox.
 
 use std::path::{Path as FsPath, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -90,22 +90,15 @@ pub async fn shared(st: &AppState) -> ApiResult<bool> {
     if st.policies().beyond_loopback {
         return Ok(true);
     }
-    if st
-        .project_count()
-        .lock()
-        .ok()
-        .and_then(|c| *c)
-        .is_some_and(|(_, n)| n > 1)
-    {
+    let seen = st.seen_shared();
+    if seen.load(Ordering::Relaxed) {
         return Ok(true);
     }
-    let n = st.engine().store().list_projects().await?.len();
-    if n > 1
-        && let Ok(mut c) = st.project_count().lock()
-    {
-        *c = Some((Instant::now(), n));
+    let shared = st.engine().store().list_projects().await?.len() > 1;
+    if shared {
+        seen.store(true, Ordering::Relaxed);
     }
-    Ok(n > 1)
+    Ok(shared)
 }
 
 /// Whether a project's attempts run in the sandbox, and why.

@@ -179,15 +179,7 @@ pub(crate) fn bridges(
         std::os::unix::fs::chown(&work, Some(uid), Some(gid))?;
     }
     std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o700))?;
-    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
-        ("HOME".into(), work.clone().into_os_string()),
-        ("TMPDIR".into(), work.clone().into_os_string()),
-    ];
-    for k in ["PATH", "LANG", "LC_ALL"] {
-        if let Some(v) = std::env::var_os(k) {
-            env.push((k.into(), v));
-        }
-    }
+    let env = crate::verify::bare_environment(&work, &work);
     for s in servers {
         let path = dir.join(format!("{}.sock", s.name));
         let listener = UnixListener::bind(&path)?;

@@ -47,9 +47,15 @@ async fn drain(
 }
 
 fn environment(ws: &Workspace) -> Vec<(OsString, OsString)> {
+    bare_environment(&ws.home, &ws.tmp)
+}
+
+/// A helper process's environment, with nothing of Baton's but `PATH` and the locale:
+/// `HOME` and `TMPDIR` as given.
+pub(crate) fn bare_environment(home: &Path, tmp: &Path) -> Vec<(OsString, OsString)> {
     let mut env = vec![
-        ("HOME".into(), ws.home.clone().into_os_string()),
-        ("TMPDIR".into(), ws.tmp.clone().into_os_string()),
+        ("HOME".into(), home.as_os_str().to_owned()),
+        ("TMPDIR".into(), tmp.as_os_str().to_owned()),
     ];
     for k in ["PATH", "LANG", "LC_ALL"] {
         if let Some(v) = std::env::var_os(k) {
