@@ -39,7 +39,14 @@ fn action(method: &Method, route: &str) -> String {
     let named = match (method.as_str(), route) {
         (
             "POST",
-            "/v1/jobs" | "/v1/chat" | "/v1/chat/stream" | "/execute" | "/claude" | "/claude/stream",
+            "/v1/jobs"
+            | "/v1/chat"
+            | "/v1/chat/stream"
+            | "/execute"
+            | "/claude"
+            | "/claude/stream"
+            | "/v1/chat/completions"
+            | "/v1/messages",
         ) => "job.create",
         ("POST", "/v1/jobs/{id}/cancel") => "job.cancel",
         ("POST", "/v1/jobs/{id}/retry") => "job.retry",

@@ -252,6 +252,28 @@ pub async fn chat(
 
 /// `/v1/chat`'s answer, when its job ends (or its wait does).
 async fn chat_answer(st: AppState, job: baton_core::JobId, wait: Duration) -> ApiResult<Response> {
+    let job = completed(&st, job, wait).await?;
+    let view = wire::Job::new(&job);
+    Ok(Json(ChatResponse {
+        result: view.result,
+        session_id: view.session_id,
+        cost_usd: view.total_cost_usd,
+        usage: view.usage,
+        model: view.model,
+        job_id: job.id.to_string(),
+    })
+    .into_response())
+}
+
+/// A synchronous route's job once it completed; or the error its caller gets: `429`
+/// with `Retry-After` when a rate or usage limit parked it (it is cancelled, since nobody
+/// would see it run later), `502` when it ended otherwise, `504` when it did not end
+/// within `wait` (it keeps running).
+pub(crate) async fn completed(
+    st: &AppState,
+    job: baton_core::JobId,
+    wait: Duration,
+) -> ApiResult<JobRecord> {
     let job = st
         .engine()
         .wait_until(job, wait, |r| r.parked_until().is_some())
@@ -271,15 +293,7 @@ async fn chat_answer(st: AppState, job: baton_core::JobId, wait: Duration) -> Ap
     let view = wire::Job::new(&job);
     let detail = json!({"job_id": job.id.to_string(), "job_state": job.state.as_str(), "job_error": view.error});
     match job.state {
-        JobState::Completed => Ok(Json(ChatResponse {
-            result: view.result,
-            session_id: view.session_id,
-            cost_usd: view.total_cost_usd,
-            usage: view.usage,
-            model: view.model,
-            job_id: job.id.to_string(),
-        })
-        .into_response()),
+        JobState::Completed => Ok(job),
         s if s.is_terminal() => Err(ApiError {
             detail: Some(detail),
             ..ApiError::new(
@@ -305,7 +319,7 @@ async fn chat_answer(st: AppState, job: baton_core::JobId, wait: Duration) -> Ap
 /// A synchronous caller's job that a rate or usage limit parked until `until`: it is
 /// cancelled, since nobody would see it run later, and the caller is told when to come
 /// back (seconds, and a message saying so).
-async fn cancel_parked(
+pub(crate) async fn cancel_parked(
     engine: &baton_engine::Engine,
     job: baton_core::JobId,
     until: i64,

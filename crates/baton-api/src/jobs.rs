@@ -395,6 +395,7 @@ pub(crate) async fn list(
         state,
         session_id: q.session_id,
         error_type: q.error_type,
+        conversation: None,
         before,
         limit: limit + 1,
     };

@@ -14,6 +14,7 @@ mod compat;
 mod dead;
 pub mod error;
 mod extract;
+mod facades;
 mod follow;
 mod hangup;
 mod health;
@@ -312,6 +313,15 @@ pub fn router(state: AppState) -> Router {
         .route("/claude", post(agent_jobs::create))
         .route("/claude/jobs/{id}", get(agent_jobs::get))
         .route("/claude/stream", post(agent_jobs::stream))
+        .route(
+            facades::openai::COMPLETIONS,
+            post(facades::openai::completions),
+        )
+        .route(facades::openai::MODELS, get(facades::openai::list_models))
+        .route(
+            facades::anthropic::MESSAGES,
+            post(facades::anthropic::messages),
+        )
         .route("/openapi.json", get(openapi::openapi_json))
         // Every route above needs a key once one exists; health (below) never does.
         .route_layer(axum::middleware::from_fn_with_state(
@@ -331,6 +341,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::router(state.clone()))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn(method_not_allowed))
+        .layer(axum::middleware::from_fn(facades::openai::error_shape))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)

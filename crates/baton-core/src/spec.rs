@@ -148,6 +148,9 @@ pub struct JobRequest {
     /// An `http(s)` URL the job's summary is POSTed to, signed, when it ends.
     #[cfg_attr(feature = "openapi", schema(max_length = 2048, pattern = "^https?://"))]
     pub callback_url: Option<String>,
+    /// The CLI's partial messages: `stream_event` lines in the job's log, one per text
+    /// delta as the model writes it (`--include-partial-messages`).
+    pub include_partial_messages: Option<bool>,
 }
 
 /// A validated job: everything the runner needs, nothing it must check again. Stored as
@@ -183,6 +186,9 @@ pub struct JobSpec {
     pub sandbox: Option<bool>,
     /// The project's policy the job was admitted under.
     pub policy: Option<crate::policy::Policy>,
+    /// The conversation a compatible API's request continued (a digest of its messages
+    /// before the answer), so the next request of it can find the job's session.
+    pub conversation: Option<String>,
 }
 
 /// Who a job's spend counts against, beside its project (and its agent).
@@ -410,6 +416,7 @@ impl JobRequest {
             charge: Charge::default(),
             sandbox: None,
             policy: None,
+            conversation: None,
             prompt: self.prompt,
             options: ClaudeOptions {
                 model,
@@ -426,6 +433,7 @@ impl JobRequest {
                 mcp_servers,
                 add_dirs,
                 confined: false,
+                include_partial_messages: self.include_partial_messages.unwrap_or(false),
             },
             cwd: self.cwd,
             session,
@@ -505,6 +513,7 @@ impl JobSpec {
             metadata: Some(s.metadata.clone()),
             priority: Some(s.priority),
             max_attempts: Some(s.retry.max_attempts),
+            include_partial_messages: o.include_partial_messages.then_some(true),
         }
     }
 }

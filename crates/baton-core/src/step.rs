@@ -46,6 +46,10 @@ pub struct ClaudeOptions {
     /// no MCP server but Baton's (`--strict-mcp-config`): its project's policy says so.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub confined: bool,
+    /// The CLI prints the model's output as it streams (`--include-partial-messages`):
+    /// `stream_event` lines with each text delta.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_partial_messages: bool,
 }
 
 /// How a job is scheduled: its wall-clock limit, its place in the queue, its retries and
@@ -117,6 +121,8 @@ pub(crate) struct StoredSpec {
     add_dirs: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     confined: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    include_partial_messages: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     cwd: Option<String>,
     timeout_ms: u64,
@@ -143,6 +149,8 @@ pub(crate) struct StoredSpec {
     sandbox: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     policy: Option<crate::policy::Policy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    conversation: Option<String>,
 }
 
 impl From<StoredSpec> for JobSpec {
@@ -164,6 +172,7 @@ impl From<StoredSpec> for JobSpec {
                 mcp_servers: s.mcp_servers,
                 add_dirs: s.add_dirs,
                 confined: s.confined,
+                include_partial_messages: s.include_partial_messages,
             },
             cwd: s.cwd,
             session: s.session,
@@ -184,6 +193,7 @@ impl From<StoredSpec> for JobSpec {
             },
             sandbox: s.sandbox,
             policy: s.policy,
+            conversation: s.conversation,
         }
     }
 }
@@ -207,6 +217,7 @@ impl From<JobSpec> for StoredSpec {
             mcp_servers: o.mcp_servers,
             add_dirs: o.add_dirs,
             confined: o.confined,
+            include_partial_messages: o.include_partial_messages,
             cwd: j.cwd,
             timeout_ms: s.timeout_ms,
             session: j.session,
@@ -222,6 +233,7 @@ impl From<JobSpec> for StoredSpec {
             routine_id: j.charge.routine_id,
             sandbox: j.sandbox,
             policy: j.policy,
+            conversation: j.conversation,
         }
     }
 }

@@ -21,6 +21,9 @@ pub fn build_args(spec: &ClaudeRun, files: &ArgFiles) -> Vec<OsString> {
         .into_iter()
         .map(OsString::from)
         .collect();
+    if spec.options.include_partial_messages {
+        args.push("--include-partial-messages".into());
+    }
     let mut push = |flag: &str, value: &str| {
         args.push(flag.into());
         args.push(value.into());

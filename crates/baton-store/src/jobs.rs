@@ -88,6 +88,8 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     pub session_id: Option<String>,
     pub error_type: Option<String>,
+    /// Only jobs of this conversation (a compatible API's digest of its messages).
+    pub conversation: Option<String>,
     /// Only jobs created before this one (ids sort by creation).
     pub before: Option<JobId>,
     pub limit: u32,
@@ -102,8 +104,8 @@ pub(crate) fn job_insert(postgres: bool, job: &NewJob, now: i64) -> Result<Stmt>
     let (key, hash) = job.idempotency.clone().unzip();
     let session = job.spec.session.owned_session().map(|s| s.to_string());
     let columns = "INSERT INTO jobs (id, project_id, state, priority, run_at, created_at, \
-         updated_at, max_attempts, spec, session_id, last_seq, idempotency_key, request_hash) \
-         VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) \
+         updated_at, max_attempts, spec, session_id, last_seq, idempotency_key, request_hash, \
+         conversation) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?) \
          ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
     let text = if postgres {
         format!(
@@ -129,7 +131,8 @@ pub(crate) fn job_insert(postgres: bool, job: &NewJob, now: i64) -> Result<Stmt>
         .bind(spec)
         .bind(session)
         .bind(key)
-        .bind(hash);
+        .bind(hash)
+        .bind(job.spec.conversation.clone());
     if postgres {
         q = q
             .bind(job.spec.callback_url.clone())
@@ -184,6 +187,7 @@ impl Store {
             (filter.state.is_some(), " AND state = ?"),
             (filter.session_id.is_some(), " AND session_id = ?"),
             (filter.error_type.is_some(), " AND error_type = ?"),
+            (filter.conversation.is_some(), " AND conversation = ?"),
             (filter.before.is_some(), " AND id < ?"),
         ] {
             if on {
@@ -200,6 +204,9 @@ impl Store {
         }
         if let Some(error_type) = &filter.error_type {
             q = q.bind(error_type.clone());
+        }
+        if let Some(conversation) = &filter.conversation {
+            q = q.bind(conversation.clone());
         }
         if let Some(before) = filter.before {
             q = q.bind(before.to_string());

@@ -22,6 +22,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0013_routines.sql"),
     include_str!("../migrations/sqlite/0014_api_calls.sql"),
     include_str!("../migrations/sqlite/0015_budgets.sql"),
+    include_str!("../migrations/sqlite/0016_conversations.sql"),
 ];
 
 pub(crate) const POSTGRES: &[&str] = &[
@@ -35,6 +36,7 @@ pub(crate) const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0008_routines.sql"),
     include_str!("../migrations/postgres/0009_api_calls.sql"),
     include_str!("../migrations/postgres/0010_budgets.sql"),
+    include_str!("../migrations/postgres/0011_conversations.sql"),
 ];
 
 /// Serializes schema migrations across PostgreSQL nodes that start at once.
