@@ -243,8 +243,17 @@ pub fn worker_router(state: AppState) -> Router {
 }
 
 pub fn router(state: AppState) -> Router {
+    router_with(state, None)
+}
+
+/// The API's router, with the MCP server at `/mcp` (authenticated like every route).
+pub fn router_with(state: AppState, mcp: Option<axum::routing::MethodRouter<AppState>>) -> Router {
     let body_limit = state.inner.cfg.max_body_bytes;
-    Router::new()
+    let routes = match mcp {
+        Some(mcp) => Router::new().route("/mcp", mcp),
+        None => Router::new(),
+    };
+    routes
         .route("/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
         .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))

@@ -512,7 +512,8 @@ impl App {
     /// and the rest are stopped and requeued.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
         let router = if self.serves_api {
-            baton_api::router(self.state.clone())
+            let mcp = mcp_route(&self.state, self.local_addr(), self.shutdown.clone());
+            baton_api::router_with(self.state.clone(), Some(mcp))
         } else {
             baton_api::worker_router(self.state.clone())
         };
@@ -573,4 +574,31 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// The MCP server at `/mcp`: its sessions call the API in process, with the client's own
+/// key. `Host` may name loopback, the address Baton listens on or its public URL's host;
+/// a browser's `Origin` must be loopback or the public URL's.
+fn mcp_route(
+    state: &AppState,
+    listen: SocketAddr,
+    stop: CancellationToken,
+) -> axum::routing::MethodRouter<AppState> {
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    if !listen.ip().is_unspecified() {
+        hosts.push(listen.ip().to_string());
+    }
+    let mut origins: Vec<String> = ["http", "https"]
+        .iter()
+        .flat_map(|scheme| ["localhost", "127.0.0.1", "[::1]"].map(|h| format!("{scheme}://{h}:*")))
+        .collect();
+    if let Ok(public) = reqwest::Url::parse(state.public_url())
+        && let Some(host) = public.host_str()
+    {
+        hosts.push(host.trim_matches(['[', ']']).to_string());
+        let port = public.port_or_known_default().unwrap_or(443);
+        origins.push(format!("{}://{host}:{port}", public.scheme()));
+    }
+    let service = baton_mcp::http_service(baton_api::router(state.clone()), hosts, origins, stop);
+    axum::routing::any_service(service)
 }

@@ -116,6 +116,16 @@ impl Client {
         })
     }
 
+    /// The HTTP client, which sends the API key with every request.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The server's base URL, without a trailing `/`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     async fn check(resp: reqwest::Response) -> anyhow::Result<Value> {
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);

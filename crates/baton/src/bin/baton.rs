@@ -145,6 +145,12 @@ enum Command {
     },
     /// Check the CLI, credentials, data directory and database.
     Doctor(ServerFlags),
+    /// Serve MCP on stdin and stdout, as a client of a Baton server: its jobs and agents
+    /// as tools. Only JSON-RPC goes to stdout; logs go to stderr.
+    Mcp {
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// API keys, managed on the database the server uses (works without a server, so the
     /// first key can be made).
     Keys {
@@ -426,6 +432,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 signal_stop.cancel();
             });
             app.run_until_stopped(stop).await?;
+            Ok(0)
+        }
+        Command::Mcp { remote } => {
+            init_tracing("warn", LogFormat::Text);
+            let client = remote.client()?;
+            let api = baton_mcp::Transport::Remote {
+                http: client.http().clone(),
+                base: client.base().to_string(),
+            };
+            baton_mcp::serve_stdio(api, tokio_util::sync::CancellationToken::new())
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
             Ok(0)
         }
         Command::Run {

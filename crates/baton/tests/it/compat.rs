@@ -235,14 +235,28 @@ async fn a_caller_that_hangs_up_stops_paying_unless_it_detached() {
         .await;
     assert_eq!(status, 201, "{agent}");
     let slow = json!({"prompt": "FAKE sleep 10000\nFAKE text late"});
-    for route in ["/v1/chat", "/v1/chat/stream", "/claude/stream", "/"] {
+    let conversation = |stream: bool| {
+        json!({"model": "sonnet", "max_tokens": 100, "stream": stream,
+               "messages": [{"role": "user", "content": "FAKE sleep 10000\nFAKE text late"}]})
+    };
+    let routes = [
+        ("/v1/chat", slow.clone(), false),
+        ("/v1/chat/stream", slow.clone(), true),
+        ("/claude/stream", slow.clone(), true),
+        ("/", json!({}), false),
+        ("/v1/chat/completions", conversation(false), false),
+        ("/v1/chat/completions", conversation(true), true),
+        ("/v1/messages", conversation(false), false),
+        ("/v1/messages", conversation(true), true),
+    ];
+    for (route, body, streams) in routes {
         let mut req = server.http.post(format!("{}{route}", server.base));
         req = match route {
-            "/" => req.header("x-baton-agent", "default/slow").json(&json!({})),
-            _ => req.json(&slow),
+            "/" => req.header("x-baton-agent", "default/slow").json(&body),
+            _ => req.json(&body),
         };
         let started = std::time::Instant::now();
-        if route.ends_with("stream") {
+        if streams {
             // The stream's head arrives; the client reads nothing more and leaves.
             let resp = req.send().await.unwrap();
             assert_eq!(resp.status(), 200, "{route}");
@@ -273,12 +287,16 @@ async fn a_caller_that_hangs_up_stops_paying_unless_it_detached() {
         .iter()
         .filter(|r| r["outcome"] == "499")
         .collect();
-    assert_eq!(closed.len(), 4, "{audit}");
+    assert_eq!(closed.len(), 8, "{audit}");
     for (route, action) in [
         ("/v1/chat", "job.create"),
         ("/v1/chat/stream", "job.cancel"),
         ("/claude/stream", "job.cancel"),
         ("/", "job.create"),
+        ("/v1/chat/completions", "job.create"),
+        ("/v1/chat/completions", "job.cancel"),
+        ("/v1/messages", "job.create"),
+        ("/v1/messages", "job.cancel"),
     ] {
         assert!(
             closed

@@ -4,6 +4,7 @@ mod agents;
 mod api;
 mod compat;
 mod dead;
+mod facades;
 mod nodes;
 mod policy;
 mod process;
