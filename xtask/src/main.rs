@@ -282,7 +282,7 @@ fn main() -> anyhow::Result<()> {
         Some("chaos") => chaos::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | bench [--quick|--real|--spend|--scale [--run-history]|--postgres [--database-url URL]|--baton PATH|--workspace-dir DIR] | chaos [--kills N] [--history N] [--release] [--postgres --nodes N] [--prebuilt] | install-claude [--version V] | install-python>"
+                "usage: cargo xtask <ci | bench [--quick|--real|--spend|--stream|--scale [--run-history]|--postgres [--database-url URL]|--baton PATH|--workspace-dir DIR] | chaos [--kills N] [--history N] [--release] [--postgres --nodes N] [--prebuilt] | install-claude [--version V] | install-python>"
             );
             std::process::exit(2);
         }
@@ -455,10 +455,12 @@ mod tidy {
     #[test]
     fn http_status_codes_are_known_only_to_the_api() {
         // The command-line client reads statuses of responses; the mock serves HTTP; the
-        // credential proxy serves the Anthropic API (its wire, not Baton's).
+        // credential proxy serves the Anthropic API (its wire, not Baton's); the MCP server
+        // is a client of Baton's API (it reads its statuses).
         let found = offenders(
             &[
                 "crates/baton-api/src/",
+                "crates/baton-mcp/",
                 "crates/baton-proxy/",
                 "crates/baton/src/client.rs",
                 "crates/mock-anthropic/",

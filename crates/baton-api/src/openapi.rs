@@ -38,6 +38,7 @@ use crate::{
         crate::facades::openai::completions,
         crate::facades::openai::list_models,
         crate::facades::anthropic::messages,
+        crate::facades::mcp_document,
         agent_jobs::create,
         agent_jobs::get,
         agent_jobs::stream,

@@ -535,7 +535,9 @@ impl App {
                 tokio::spawn(async move { serve.await })
             }
             None => {
-                let serve = axum::serve(self.listener, router).with_graceful_shutdown(stopped);
+                use axum::serve::ListenerExt;
+                let listener = self.listener.tap_io(|tcp| crate::tls::no_delay(tcp));
+                let serve = axum::serve(listener, router).with_graceful_shutdown(stopped);
                 tokio::spawn(async move { serve.await })
             }
         };

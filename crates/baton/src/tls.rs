@@ -72,6 +72,7 @@ impl TlsListener {
                         continue;
                     }
                 };
+                no_delay(&stream);
                 let (tls, tx) = (tls.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
@@ -112,5 +113,13 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.local)
+    }
+}
+
+/// Small writes (an event of a stream) leave at once, not when the client acknowledges the
+/// previous one (Nagle's algorithm against a delayed ACK holds them up to 40 ms).
+pub fn no_delay(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
     }
 }

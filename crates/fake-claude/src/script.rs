@@ -184,6 +184,9 @@ impl Script {
                 }
             }
             "echo_env" if one(0) => self.answer = Answer::EchoEnv,
+            // When each text delta is printed: a line of microseconds since the epoch per
+            // delta, appended to a file (for a benchmark of how soon a client sees it).
+            "print_log" if one(1) => crate::stdio::log_deltas_to(numbers[0]),
             "mcp" if one(1) => self.answer = Answer::Mcp(numbers[0].to_string()),
             // Whether a TCP address can be reached from here: the answer says.
             "connect" if one(1) => {

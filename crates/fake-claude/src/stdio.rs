@@ -30,7 +30,13 @@ impl Output {
     /// Any event but the result.
     pub fn event(&mut self, event: Json) {
         match self.format {
-            OutputFormat::StreamJson => write_line(&event.to_compact()),
+            OutputFormat::StreamJson => {
+                let line = event.to_compact();
+                write_line(&line);
+                if line.contains("\"text_delta\"") {
+                    log_delta();
+                }
+            }
             OutputFormat::Json if self.verbose => self.collected.push(event),
             OutputFormat::Json | OutputFormat::Text => {}
         }
@@ -46,6 +52,31 @@ impl Output {
             }
             OutputFormat::Json => write_line(&event.to_compact()),
             OutputFormat::Text => write_stdout(&[text.as_bytes()]),
+        }
+    }
+}
+
+/// Where `FAKE print_log` records when each text delta was printed.
+static DELTA_LOG: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
+
+pub fn log_deltas_to(path: &str) {
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = DELTA_LOG.set(std::sync::Mutex::new(f));
+    }
+}
+
+/// A text delta has just been printed (and flushed): when, in microseconds since the epoch.
+fn log_delta() {
+    if let Some(log) = DELTA_LOG.get() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        if let Ok(mut f) = log.lock() {
+            let _ = writeln!(f, "{now}");
         }
     }
 }

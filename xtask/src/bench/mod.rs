@@ -28,6 +28,7 @@ mod pg;
 mod real;
 mod scale;
 mod spend;
+mod stream;
 
 use pg::{fresh_schema, postgres};
 use real::{get_json, millis, pct, real_cli};
@@ -482,6 +483,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--auth") {
         let (bin, fake, rt) = server_under_test(args)?;
         return rt.block_on(auth::main(&bin, &fake));
+    }
+    if args.iter().any(|a| a == "--stream") {
+        let (bin, fake, rt) = server_under_test(args)?;
+        return stream::main(&rt, &bin, &fake, quick);
     }
     if args.iter().any(|a| a == "--spend") {
         let (bin, fake, rt) = server_under_test(args)?;

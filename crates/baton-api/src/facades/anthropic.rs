@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use baton_store::JobRecord;
 use futures_util::StreamExt;
@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::{BLOCK_GAP, Conversation, Piece, Turn, Usage, final_error, unsupported};
+use super::{BLOCK_GAP, Conversation, Piece, Turn, Usage, unsupported};
 use crate::audit::Target;
 use crate::auth::JobsWrite;
 use crate::error::{ApiError, ApiResult};
@@ -158,33 +158,19 @@ pub async fn messages(
     let job_id = job.id;
     let resp = if conv.stream {
         let events = events(st.clone(), &job, conv.model.clone());
-        let stream = crate::hangup::guarded(
-            events,
-            crate::hangup::Hangup::arm(&st, &caller, job_id, detached, MESSAGES, true),
-        );
-        let resp = Sse::new(stream)
-            .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
-            .into_response();
-        crate::hangup::with_job_id(resp, job_id)
+        super::streamed(&st, &caller, job_id, detached, MESSAGES, events)
     } else {
         let finish = answer(st.clone(), job, conv.model.clone());
-        crate::hangup::answer(
-            (&st, &caller.0, MESSAGES),
-            job_id,
-            detached,
-            "application/json",
-            finish,
-        )
-        .await?
+        super::answered(&st, &caller, job_id, detached, MESSAGES, finish).await?
     };
     Ok(Target::on(resp, job_id.to_string(), None))
 }
 
 /// The `message` of a job, once it completes.
 async fn answer(st: AppState, job: JobRecord, model: String) -> ApiResult<Response> {
-    let done = match crate::compat::completed(&st, job.id, super::wait(&job)).await {
+    let done = match super::finished(&st, &job).await {
         Ok(done) => done,
-        Err(e) => return Ok(final_error(e)),
+        Err(resp) => return Ok(resp),
     };
     let blocks: Vec<Value> = super::answer(&st, &done)
         .await?

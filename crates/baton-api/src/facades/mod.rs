@@ -172,11 +172,31 @@ async fn resumed(
         else {
             continue;
         };
-        if answer(st, &job).await?.join(BLOCK_GAP) == conv.turns[k].text {
+        if answer(st, &job).await?.join(BLOCK_GAP) == conv.turns[k].text
+            && last_of_session(st, caller, &job).await?
+        {
             return Ok(Some((session, after)));
         }
     }
     Ok(None)
+}
+
+/// Whether `job` is still its session's newest: only then does the session hold exactly
+/// the history the client sends. (Two clients that sent the same first turn and got the
+/// same answer share a match; once one has gone on, the other must not resume the session
+/// with turns it never saw.)
+async fn last_of_session(st: &AppState, caller: &Caller, job: &JobRecord) -> ApiResult<bool> {
+    let newest = st
+        .engine()
+        .store()
+        .list_jobs(&JobFilter {
+            project_id: caller.project.clone(),
+            session_id: job.session_id.clone(),
+            limit: 1,
+            ..JobFilter::default()
+        })
+        .await?;
+    Ok(newest.first().is_some_and(|n| n.id == job.id))
 }
 
 /// Between two text blocks of an answer given as one string.
@@ -399,6 +419,65 @@ pub(crate) fn pieces(st: AppState, job: JobId) -> impl Stream<Item = Piece> + Se
             *ended = matches!(piece, Piece::Done(_) | Piece::Failed(..));
             std::future::ready(Some(piece))
         })
+}
+
+/// `POST /mcp`: the MCP server (streamable HTTP), served by `baton-mcp` beside these
+/// routes; documented here, where the document is made.
+#[utoipa::path(post, path = "/mcp", tag = "MCP",
+    request_body(content = Object, description = "A JSON-RPC 2.0 message of the Model Context Protocol (streamable HTTP transport); Accept must name application/json and text/event-stream"),
+    responses((status = 200, description = "The JSON-RPC answer, as JSON or an event stream (with progress notifications)", body = Object),
+        (status = 202, description = "A notification or response was accepted"),
+        (status = 401, description = "No valid key", body = crate::wire::ErrorBody),
+        (status = 403, description = "A Host or Origin that is not Baton's"),
+        (status = "default", description = "A JSON-RPC or transport error")))]
+#[allow(dead_code)]
+pub(crate) async fn mcp_document() {}
+
+/// A streamed answer: `events` as server-sent events, with the job's id in the head; a
+/// caller that hangs up first cancels the job, unless it detached.
+pub(crate) fn streamed(
+    st: &AppState,
+    caller: &Caller,
+    job: JobId,
+    detached: bool,
+    route: &'static str,
+    events: impl Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
+    + Send
+    + 'static,
+) -> Response {
+    use axum::response::sse::{KeepAlive, Sse};
+    let guard = crate::hangup::Hangup::arm(st, caller, job, detached, route, true);
+    let resp = Sse::new(crate::hangup::guarded(events, guard))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    crate::hangup::with_job_id(resp, job)
+}
+
+/// A plain answer: `finish`'s body once the job ends; a caller that hangs up first cancels
+/// the job, unless it detached (then `202` at once).
+pub(crate) async fn answered(
+    st: &AppState,
+    caller: &Caller,
+    job: JobId,
+    detached: bool,
+    route: &'static str,
+    finish: impl std::future::Future<Output = ApiResult<Response>> + Send + 'static,
+) -> ApiResult<Response> {
+    crate::hangup::answer(
+        (st, caller, route),
+        job,
+        detached,
+        "application/json",
+        finish,
+    )
+    .await
+}
+
+/// The job once it completed, or the response its caller gets instead ([`final_error`]).
+pub(crate) async fn finished(st: &AppState, job: &JobRecord) -> Result<JobRecord, Response> {
+    crate::compat::completed(st, job.id, wait(job))
+        .await
+        .map_err(final_error)
 }
 
 /// An error a client SDK must not retry: the job ran (it failed, or it is still

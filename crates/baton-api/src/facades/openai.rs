@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use baton_store::JobRecord;
 use futures_util::StreamExt;
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::{BLOCK_GAP, Conversation, Piece, Turn, Usage, final_error, unsupported};
+use super::{BLOCK_GAP, Conversation, Piece, Turn, Usage, unsupported};
 use crate::audit::Target;
 use crate::auth::{JobsRead, JobsWrite};
 use crate::error::{ApiError, ApiResult};
@@ -197,33 +197,19 @@ pub async fn completions(
     let job_id = job.id;
     let resp = if conv.stream {
         let events = chunks(st.clone(), &job, conv.model.clone(), include_usage);
-        let stream = crate::hangup::guarded(
-            events,
-            crate::hangup::Hangup::arm(&st, &caller, job_id, detached, COMPLETIONS, true),
-        );
-        let resp = Sse::new(stream)
-            .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
-            .into_response();
-        crate::hangup::with_job_id(resp, job_id)
+        super::streamed(&st, &caller, job_id, detached, COMPLETIONS, events)
     } else {
         let finish = answer(st.clone(), job, conv.model.clone());
-        crate::hangup::answer(
-            (&st, &caller.0, COMPLETIONS),
-            job_id,
-            detached,
-            "application/json",
-            finish,
-        )
-        .await?
+        super::answered(&st, &caller, job_id, detached, COMPLETIONS, finish).await?
     };
     Ok(Target::on(resp, job_id.to_string(), None))
 }
 
 /// The `chat.completion` of a job, once it completes.
 async fn answer(st: AppState, job: JobRecord, model: String) -> ApiResult<Response> {
-    let done = match crate::compat::completed(&st, job.id, super::wait(&job)).await {
+    let done = match super::finished(&st, &job).await {
         Ok(done) => done,
-        Err(e) => return Ok(final_error(e)),
+        Err(resp) => return Ok(resp),
     };
     let text = super::answer(&st, &done).await?.join(BLOCK_GAP);
     let view = wire::Job::new(&done);

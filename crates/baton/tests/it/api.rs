@@ -309,7 +309,7 @@ async fn openapi_documents_every_route_and_every_documented_route_is_served() {
     let (status, doc) = server.get("/openapi.json").await;
     assert_eq!(status, 200);
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 43, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 47, "{:?}", paths.keys().collect::<Vec<_>>());
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
             let concrete = path.replace("{id}", "00000000-0000-7000-8000-000000000000");

@@ -414,6 +414,24 @@ async fn a_conversation_resumes_its_own_session_and_never_another_projects() {
             "{job}"
         );
     }
+    // A second conversation with the same first turn and answer, once the first has gone
+    // on: the session holds turns it never saw, so it starts its own.
+    let twin = json!([{"role": "user", "content": "alpha"}, {"role": "assistant", "content": answer(&first)}, {"role": "user", "content": "delta"}]);
+    let twin = completion(&s, &ka, twin).await;
+    assert_ne!(twin["session_id"], session, "{twin}");
+    assert!(
+        answer(&twin).starts_with("fake answer to: This conversation continues"),
+        "{twin}"
+    );
+    // A second conversation with the same first turn and answer, once the first has gone
+    // on: the session holds turns it never saw, so it starts its own.
+    let twin = json!([{"role": "user", "content": "alpha"}, {"role": "assistant", "content": answer(&first)}, {"role": "user", "content": "delta"}]);
+    let twin = completion(&s, &ka, twin).await;
+    assert_ne!(twin["session_id"], session, "{twin}");
+    assert!(
+        answer(&twin).starts_with("fake answer to: This conversation continues"),
+        "{twin}"
+    );
     // An answer Baton did not give (edited by the client): the history is the prompt.
     let edited = json!([{"role": "user", "content": "alpha"}, {"role": "assistant", "content": "something else"}, {"role": "user", "content": "beta"}]);
     let fresh = completion(&s, &ka, edited).await;
