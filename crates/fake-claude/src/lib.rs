@@ -57,6 +57,7 @@ Prompt lines starting with `FAKE ` script the run:
   structured <json>     structured_output          structured_missing
   no_result | hang_mid_stream | crash | hang_after_result | grandchild
   exit <code> | garbage | big_line <bytes> | big_result <bytes> | stderr_flood <bytes> | echo_env
+  print_log <path>      append when each text delta is printed (microseconds since the epoch)
 ";
 
 /// Runs the CLI with the arguments after argv[0]; returns the exit code.
