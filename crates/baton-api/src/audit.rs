@@ -102,6 +102,11 @@ impl Pending {
             .extensions()
             .get::<MatchedPath>()
             .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
+        // An MCP message changes nothing itself: the API requests its tools make are
+        // recorded, each as what it did.
+        if route == "/mcp" {
+            return None;
+        }
         Some(Self {
             caller: caller.clone(),
             action: action(req.method(), &route),

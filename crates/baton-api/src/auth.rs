@@ -467,6 +467,12 @@ async fn rate_limit(st: &AppState, caller: &Caller) -> Result<Option<Standing>, 
     }
 }
 
+/// Marks a request Baton's MCP server makes to the API in process: not held to the rate
+/// limits again (the MCP request it serves was). It is a request extension, which only
+/// code in this process can set.
+#[derive(Debug, Clone, Copy)]
+pub struct Inside;
+
 /// The middleware of every route but `/v1/health`: finds the caller (or refuses the
 /// request), holds it to its rate limits, then writes every change it asks for to the
 /// audit log. (A request refused for its key or its rate changes nothing and is not
@@ -476,9 +482,15 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let standing = match rate_limit(&st, &caller).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
+    // A request the MCP server makes in process was counted as the MCP request it serves
+    // (or is its session's own upkeep); an extension cannot come from outside.
+    let standing = if req.extensions().get::<Inside>().is_some() {
+        None
+    } else {
+        match rate_limit(&st, &caller).await {
+            Ok(s) => s,
+            Err(refused) => return refused,
+        }
     };
     let audit = crate::audit::Pending::of(&req, &caller);
     req.extensions_mut().insert(caller);

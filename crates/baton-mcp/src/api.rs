@@ -14,15 +14,19 @@ use tower::ServiceExt;
 /// Where API requests go.
 #[derive(Clone)]
 pub enum Transport {
-    /// The server's own router (`/mcp` on the server).
-    Local(axum::Router),
+    /// The server's own router (`/mcp` on the server), and what marks a request as made
+    /// inside Baton (so it is not held to the rate limits again).
+    Local {
+        router: axum::Router,
+        mark: fn(&mut Request<Body>),
+    },
     /// A server at `base`, through a client that sends its key (`baton mcp`).
     Remote { http: reqwest::Client, base: String },
 }
 
 /// The credentials a request carries: the MCP client's own (`Authorization` or
 /// `x-api-key`), forwarded as they came.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq)]
 pub struct Credentials(pub Vec<(header::HeaderName, HeaderValue)>);
 
 impl Credentials {
@@ -73,7 +77,7 @@ impl Transport {
     ) -> Result<(u16, Chunks), String> {
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
         match self {
-            Self::Local(router) => {
+            Self::Local { router, mark } => {
                 let mut req = Request::builder().method(method).uri(path);
                 for (name, value) in &creds.0 {
                     req = req.header(name, value);
@@ -81,10 +85,11 @@ impl Transport {
                 if body.is_some() {
                     req = req.header(header::CONTENT_TYPE, "application/json");
                 }
-                let req = req
+                let mut req = req
                     .header(header::ACCEPT, accept)
                     .body(Body::from(bytes))
                     .map_err(|e| e.to_string())?;
+                mark(&mut req);
                 let resp = router
                     .clone()
                     .oneshot(req)
@@ -153,14 +158,17 @@ impl Transport {
     }
 }
 
-/// Server-sent events, parsed: each event's `event:` and its `data:` as JSON.
+/// Server-sent events, parsed: each event's `event:` and its `data:` as JSON. Frames are
+/// cut from the bytes before they are decoded, so a character split across two chunks
+/// stays whole.
 fn sse(chunks: Chunks) -> impl Stream<Item = (String, Value)> + Send {
     futures_util::stream::unfold(
-        (chunks, String::new(), false),
-        |(mut chunks, mut buf, ended)| async move {
+        (chunks, Vec::<u8>::new()),
+        |(mut chunks, mut buf)| async move {
             loop {
-                if let Some(end) = buf.find("\n\n") {
-                    let frame: String = buf.drain(..end + 2).collect();
+                if let Some(end) = frame_end(&buf) {
+                    let frame: Vec<u8> = buf.drain(..end).collect();
+                    let frame = String::from_utf8_lossy(&frame).replace("\r\n", "\n");
                     let mut kind = String::from("message");
                     let mut data = String::new();
                     for line in frame.lines() {
@@ -174,18 +182,28 @@ fn sse(chunks: Chunks) -> impl Stream<Item = (String, Value)> + Send {
                         continue;
                     }
                     let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
-                    return Some(((kind, value), (chunks, buf, ended)));
-                }
-                if ended {
-                    return None;
+                    return Some(((kind, value), (chunks, buf)));
                 }
                 match chunks.next().await {
-                    Some(Ok(c)) => buf.push_str(&String::from_utf8_lossy(&c).replace("\r\n", "\n")),
+                    Some(Ok(c)) => buf.extend_from_slice(&c),
                     _ => return None,
                 }
             }
         },
     )
+}
+
+/// Where the first frame of `buf` ends (after its blank line), if it is all there.
+fn frame_end(buf: &[u8]) -> Option<usize> {
+    (0..buf.len()).find_map(|i| {
+        if buf[i..].starts_with(b"\n\n") {
+            Some(i + 2)
+        } else if buf[i..].starts_with(b"\r\n\r\n") {
+            Some(i + 4)
+        } else {
+            None
+        }
+    })
 }
 
 #[cfg(test)]
@@ -194,18 +212,20 @@ mod tests {
 
     #[tokio::test]
     async fn server_sent_events_are_parsed_across_chunks() {
-        let parts = [
-            "event: system\ndata: {\"a\"",
-            ":1}\n\n: keep-alive\n\nid: 2\nevent: job.completed\r\ndata: {}\r\n\r\n",
+        // "é" is split across the first two chunks.
+        let parts: [&[u8]; 3] = [
+            b"event: system\ndata: {\"a\":\"\xc3",
+            b"\xa9\"}\n\n: keep-alive\n\nid: 2\nevent: job.completed\r\n",
+            b"data: {}\r\n\r\n",
         ];
         let chunks: Chunks = Box::pin(futures_util::stream::iter(
-            parts.map(|p| Ok(Bytes::from(p.to_string()))),
+            parts.map(|p| Ok(Bytes::copy_from_slice(p))),
         ));
         let got: Vec<_> = sse(chunks).collect().await;
         assert_eq!(
             got,
             vec![
-                ("system".to_string(), serde_json::json!({"a": 1})),
+                ("system".to_string(), serde_json::json!({"a": "é"})),
                 ("job.completed".to_string(), serde_json::json!({})),
             ]
         );

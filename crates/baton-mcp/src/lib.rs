@@ -15,8 +15,9 @@
 pub mod api;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::http::{Method, request::Parts};
@@ -37,6 +38,11 @@ pub use api::{Credentials, Transport};
 
 /// How often a session looks for changed agents, to tell its client the tool list changed.
 const AGENT_POLL: Duration = Duration::from_secs(2);
+/// The same for `baton mcp`, whose looks are requests to a server.
+const AGENT_POLL_REMOTE: Duration = Duration::from_secs(10);
+/// A call's job that has printed nothing for this long gets a progress notification
+/// anyway, which also keeps its session from timing out.
+const HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// The built-in tools; an agent whose name is one of them is listed as `agent_<name>`.
 const BUILT_IN: [&str; 5] = [
@@ -55,6 +61,13 @@ pub struct Baton {
     fixed: Option<Credentials>,
     /// The agents as last listed: tool name → the agent.
     agents: Arc<Mutex<BTreeMap<String, Value>>>,
+    /// The calls the client cancelled (`notifications/cancelled`), by request id: only
+    /// those cancel their jobs (a session that ends, or a server that stops, does not).
+    cancelled: Arc<Mutex<HashSet<String>>>,
+    /// The credentials the session began with; a request with others is refused.
+    owner: Arc<OnceLock<Credentials>>,
+    /// Whether the session's agent watch runs.
+    watching: Arc<AtomicBool>,
     stop: CancellationToken,
 }
 
@@ -66,7 +79,54 @@ impl Baton {
             api,
             fixed,
             agents: Arc::default(),
+            cancelled: Arc::default(),
+            owner: Arc::default(),
+            watching: Arc::default(),
             stop,
+        }
+    }
+
+    /// The same server for a new session: nothing of another session's state.
+    fn fresh(&self) -> Self {
+        Self::new(self.api.clone(), self.fixed.clone(), self.stop.clone())
+    }
+
+    /// The request's credentials, if the session's own.
+    fn caller(&self, extensions: &rmcp::model::Extensions) -> Result<Credentials, ErrorData> {
+        let creds = self.credentials(extensions);
+        match self.owner.get() {
+            Some(owner) if *owner != creds => Err(ErrorData::invalid_request(
+                "this MCP session was opened with another key",
+                None,
+            )),
+            _ => Ok(creds),
+        }
+    }
+
+    /// Whether the client cancelled call `id` (rather than its session ending). The
+    /// cancellation token fires just before the notification is handed over, so it is
+    /// waited for a moment.
+    async fn client_cancelled(&self, id: &str) -> bool {
+        for _ in 0..50 {
+            if self
+                .cancelled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// How often the agents are looked at: in process it costs a store read; over the
+    /// network, a request against the key's rate limit.
+    fn poll(&self) -> Duration {
+        match self.api {
+            Transport::Local { .. } => AGENT_POLL,
+            Transport::Remote { .. } => AGENT_POLL_REMOTE,
         }
     }
 
@@ -320,12 +380,16 @@ fn segment(s: &str) -> String {
 /// What a finished job gives its caller: the job as the API shows it at its end.
 enum Ended {
     Job(Value),
+    /// The client cancelled the call, and the job was cancelled.
     Cancelled,
+    /// The session ended (or Baton is stopping) first: the job runs on.
+    Left,
 }
 
 impl Baton {
-    /// Follows job `id` to its end, with a progress notification per event when the
-    /// client sent a token; cancels it if the client cancels the call.
+    /// Follows job `id` to its end, with a progress notification per event (and one a
+    /// minute while it is quiet) when the client sent a token; cancels it if the client
+    /// cancels the call. A stream of events that breaks off is opened again.
     async fn follow(
         &self,
         id: &str,
@@ -333,42 +397,57 @@ impl Baton {
         ctx: &RequestContext<RoleServer>,
     ) -> Result<Ended, ErrorData> {
         let token = ctx.meta.get_progress_token();
-        let events = self.api.events(id, creds).await.map_err(internal)?;
-        tokio::pin!(events);
         let mut seen = 0u32;
+        let path = format!("/v1/jobs/{}", segment(id));
         loop {
-            tokio::select! {
-                _ = ctx.ct.cancelled() => {
-                    let path = format!("/v1/jobs/{}/cancel", segment(id));
-                    if let Err(e) = self.api.call(Method::POST, &path, None, creds).await {
-                        tracing::warn!(job = id, error = %e, "could not cancel a cancelled call's job");
+            let events = self.api.events(id, creds).await.map_err(internal)?;
+            tokio::pin!(events);
+            let mut ended = false;
+            loop {
+                tokio::select! {
+                    _ = ctx.ct.cancelled() => {
+                        if !self.client_cancelled(&ctx.id.to_string()).await {
+                            return Ok(Ended::Left);
+                        }
+                        let cancel = format!("{path}/cancel");
+                        if let Err(e) = self.api.call(Method::POST, &cancel, None, creds).await {
+                            tracing::warn!(job = id, error = %e, "could not cancel a cancelled call's job");
+                        }
+                        return Ok(Ended::Cancelled);
                     }
-                    return Ok(Ended::Cancelled);
-                }
-                next = events.next() => {
-                    let Some((kind, data)) = next else { break };
-                    seen += 1;
-                    if let Some(token) = &token {
-                        let note = ProgressNotificationParam::new(token.clone(), f64::from(seen))
-                            .with_message(progress_message(&kind, &data));
-                        let _ = ctx.peer.notify_progress(note).await;
-                    }
-                    if is_terminal(&kind) {
-                        break;
+                    next = tokio::time::timeout(HEARTBEAT, events.next()) => {
+                        let (kind, data) = match next {
+                            Ok(Some(event)) => event,
+                            Ok(None) => break,
+                            Err(_) => ("waiting".to_string(), Value::Null),
+                        };
+                        seen += 1;
+                        if let Some(token) = &token {
+                            let note = ProgressNotificationParam::new(token.clone(), f64::from(seen))
+                                .with_message(progress_message(&kind, &data));
+                            let _ = ctx.peer.notify_progress(note).await;
+                        }
+                        if is_terminal(&kind) {
+                            ended = true;
+                            break;
+                        }
                     }
                 }
             }
+            let reply = self
+                .api
+                .call(Method::GET, &path, None, creds)
+                .await
+                .map_err(internal)?;
+            if !reply.ok() {
+                return Err(internal(reply.message()));
+            }
+            let state = reply.body["state"].as_str().unwrap_or_default();
+            if ended || matches!(state, "completed" | "failed" | "dead" | "cancelled") {
+                return Ok(Ended::Job(reply.body));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let path = format!("/v1/jobs/{}", segment(id));
-        let reply = self
-            .api
-            .call(Method::GET, &path, None, creds)
-            .await
-            .map_err(internal)?;
-        if !reply.ok() {
-            return Err(internal(reply.message()));
-        }
-        Ok(Ended::Job(reply.body))
     }
 
     async fn run_job(
@@ -393,6 +472,10 @@ impl Baton {
         match self.follow(&id, creds, ctx).await? {
             Ended::Cancelled => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
                 "the call was cancelled, and so was its job {id}"
+            ))])
+            .into()),
+            Ended::Left => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "the MCP session ended before the job {id}, which runs on"
             ))])
             .into()),
             Ended::Job(job) if job["state"] == "completed" => {
@@ -608,8 +691,12 @@ impl ServerHandler for Baton {
         _request: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let creds = self.credentials(&ctx.extensions);
-        self.refresh(&creds).await.map_err(internal)?;
+        let creds = self.caller(&ctx.extensions)?;
+        // Without the agents (a rate limit, a key that may not read them), the tools that
+        // are known still are.
+        if let Err(e) = self.refresh(&creds).await {
+            tracing::debug!(error = %e, "could not list the agents");
+        }
         Ok(ListToolsResult::with_all_items(self.tools()))
     }
 
@@ -618,15 +705,33 @@ impl ServerHandler for Baton {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let creds = self.credentials(&ctx.extensions);
+        let creds = self.caller(&ctx.extensions)?;
         let args = request.arguments.unwrap_or_default();
         self.call(&request.name, args, &creds, &ctx).await
     }
 
+    async fn on_cancelled(
+        &self,
+        n: rmcp::model::CancelledNotificationParam,
+        _ctx: NotificationContext<RoleServer>,
+    ) {
+        if let Some(id) = n.request_id {
+            self.cancelled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_string());
+        }
+    }
+
     async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
-        // Keeps the client's tool list current: the agents are looked at every few
-        // seconds, and a change is announced.
         let creds = self.credentials(&ctx.extensions);
+        let _ = self.owner.set(creds.clone());
+        // Keeps the client's tool list current: the agents are looked at every few
+        // seconds, and a change is announced. One watch per session, however often the
+        // client says it is initialized.
+        if self.watching.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let me = self.clone();
         let peer = ctx.peer;
         tokio::spawn(async move {
@@ -636,7 +741,7 @@ impl ServerHandler for Baton {
             loop {
                 tokio::select! {
                     _ = me.stop.cancelled() => return,
-                    _ = tokio::time::sleep(AGENT_POLL) => {}
+                    _ = tokio::time::sleep(me.poll()) => {}
                 }
                 if peer.is_transport_closed() {
                     return;
@@ -660,6 +765,7 @@ impl ServerHandler for Baton {
 /// `origins`: a web page cannot reach a loopback Baton through DNS rebinding.
 pub fn http_service(
     api: axum::Router,
+    mark: fn(&mut axum::http::Request<axum::body::Body>),
     hosts: Vec<String>,
     origins: Vec<String>,
     stop: CancellationToken,
@@ -668,15 +774,10 @@ pub fn http_service(
         .with_allowed_hosts(hosts)
         .with_allowed_origins(origins)
         .with_cancellation_token(stop.child_token());
-    let proto = Baton::new(Transport::Local(api), None, stop);
+    let proto = Baton::new(Transport::Local { router: api, mark }, None, stop);
     StreamableHttpService::new(
-        // A session per `initialize`; each has its own list of agents.
-        move || {
-            Ok(Baton {
-                agents: Arc::default(),
-                ..proto.clone()
-            })
-        },
+        // A session per `initialize`, with its own agents, owner and cancellations.
+        move || Ok(proto.fresh()),
         Arc::new(LocalSessionManager::default()),
         config,
     )

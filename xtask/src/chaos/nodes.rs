@@ -48,9 +48,22 @@ pub(super) fn start(
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // Its errors (server.log = error) are kept, to say why a server did not come back.
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("server.log"))?,
+        )
         .spawn()?;
     Ok(Server { child })
+}
+
+/// The last lines the servers on `dir` logged.
+fn log_tail(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 pub(super) async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<Value> {
@@ -143,7 +156,19 @@ impl Nodes<'_> {
             self.database_url.as_deref(),
         )?;
         self.servers[k] = Some(server);
-        let health = wait_ready(http, &self.base(k)).await?;
+        let health = match wait_ready(http, &self.base(k)).await {
+            Ok(h) => h,
+            Err(e) => {
+                let exit = self.servers[k]
+                    .as_mut()
+                    .and_then(|s| s.child.try_wait().ok().flatten());
+                bail!(
+                    "{e} (node {k}; its process: {}); its log ends:\n{}",
+                    exit.map_or("still running".to_string(), |s| format!("exited, {s}")),
+                    log_tail(self.dirs[k].path())
+                );
+            }
+        };
         self.incarnations[k] = health["incarnation"]
             .as_str()
             .unwrap_or_default()

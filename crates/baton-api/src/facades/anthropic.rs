@@ -157,7 +157,7 @@ pub async fn messages(
     let job = super::start(&st, &caller, &conv, idem).await?;
     let job_id = job.id;
     let resp = if conv.stream {
-        let events = events(st.clone(), &job, conv.model.clone());
+        let events = events(st.clone(), &job, conv.model.clone(), detached);
         super::streamed(&st, &caller, job_id, detached, MESSAGES, events)
     } else {
         let finish = answer(st.clone(), job, conv.model.clone());
@@ -204,6 +204,7 @@ fn events(
     st: AppState,
     job: &JobRecord,
     model: String,
+    keep: bool,
 ) -> impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + use<> {
     let start = json!({"type": "message_start", "message": {
         "id": message_id(job), "type": "message", "role": "assistant", "model": model,
@@ -212,7 +213,7 @@ fn events(
     }});
     let head = futures_util::stream::iter([start, json!({"type": "ping"})]);
     // The index of the open text block, if one is open; the next block's index.
-    let body = super::pieces(st, job.id)
+    let body = super::pieces(st, job.id, keep)
         .scan((None::<usize>, 0usize), |(open, next), piece| {
             let mut out = Vec::new();
             let close = |open: &mut Option<usize>, out: &mut Vec<Value>| {

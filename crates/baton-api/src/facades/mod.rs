@@ -95,7 +95,8 @@ fn target(model: &str) -> ApiResult<Target<'_>> {
     }
 }
 
-/// The models a caller can name: the aliases and the project's saved agents.
+/// The models a caller can name: the aliases and the project's saved agents (which a key
+/// that reads jobs may read).
 pub(crate) async fn models(st: &AppState, caller: &Caller) -> ApiResult<Vec<(String, i64)>> {
     let mut out: Vec<(String, i64)> = ALIASES.iter().map(|a| (a.to_string(), 0)).collect();
     let agents = st.engine().store().list_agents(&caller.project).await?;
@@ -119,14 +120,16 @@ impl Conversation {
         }
     }
 
-    /// The digest of the conversation up to (not including) turn `end`: what a job
-    /// answering that turn records, and what the next request looks it up by.
+    /// The digest of the conversation up to (not including) turn `end`, with its model
+    /// (an agent's session is that agent's): what a job answering that turn records, and
+    /// what the next request looks it up by.
     fn digest(&self, end: usize) -> String {
         let turns: Vec<Value> = self.turns[..end]
             .iter()
             .map(|t| json!([if t.assistant { "assistant" } else { "user" }, t.text]))
             .collect();
-        let canonical = json!({"system": self.system, "turns": turns}).to_string();
+        let canonical =
+            json!({"model": self.model, "system": self.system, "turns": turns}).to_string();
         format!("{:x}", Sha256::digest(canonical.as_bytes()))
     }
 
@@ -351,74 +354,123 @@ pub(crate) enum Piece {
 }
 
 /// The pieces of job `job`'s answer, from its log as it grows; ends after `Done` or
-/// `Failed`. A job parked by a rate or usage limit is cancelled (nobody would see it run
-/// later) and fails the stream with when to come back.
-pub(crate) fn pieces(st: AppState, job: JobId) -> impl Stream<Item = Piece> + Send {
-    let engine = st.engine().clone();
-    follow(st, job, 0)
-        .scan(None::<Value>, move |result, item| {
-            let engine = engine.clone();
-            let piece = match item {
-                Followed::Event(e) => match e.kind.as_str() {
-                    "stream_event" if e.data["parent_tool_use_id"].is_null() => {
-                        let ev = &e.data["event"];
-                        match ev["type"].as_str() {
-                            Some("content_block_start")
-                                if ev["content_block"]["type"] == "text" =>
-                            {
-                                Some(Some(Piece::Block))
-                            }
-                            Some("content_block_delta") if ev["delta"]["type"] == "text_delta" => {
-                                ev["delta"]["text"]
-                                    .as_str()
-                                    .map(|t| Some(Piece::Text(t.to_string())))
-                            }
-                            _ => Some(None),
-                        }
-                    }
-                    "result" => {
-                        *result = Some(e.data);
-                        Some(None)
-                    }
-                    k if k == baton_core::EventKind::JobCompleted.as_str() => {
-                        Some(Some(Piece::Done(result.take().unwrap_or(Value::Null))))
-                    }
-                    k if k == baton_core::EventKind::JobParked.as_str() => {
-                        let until = e.data["until"].as_i64().unwrap_or(0);
-                        return futures_util::future::Either::Left(async move {
-                            let message = match cancel_parked(&engine, job, until).await {
-                                Ok((_, message)) => message,
-                                Err(_) => "the Anthropic API refused the run for now".into(),
-                            };
-                            Some(Some(Piece::Failed(ErrorType::RateLimit, message)))
-                        });
-                    }
-                    k if baton_core::is_terminal_kind(k) => {
-                        let message = e.data["error"]["message"]
-                            .as_str()
-                            .unwrap_or("no error message");
-                        Some(Some(Piece::Failed(
-                            ErrorType::BadGateway,
-                            format!(
-                                "the job ended {}: {message}",
-                                e.data["state"].as_str().unwrap_or(k)
-                            ),
-                        )))
-                    }
-                    _ => Some(None),
-                },
-                Followed::Failed(message) => Some(Some(Piece::Failed(ErrorType::Api, message))),
+/// `Failed`. A stream runs one attempt: a job that a rate or usage limit parked, that
+/// began a second attempt (its first was interrupted), or whose log stopped before its end
+/// (Baton is stopping) fails the stream, and unless the caller detached (`keep`) it is
+/// cancelled, since nobody would see it run on.
+pub(crate) fn pieces(st: AppState, job: JobId, keep: bool) -> impl Stream<Item = Piece> + Send {
+    struct Reading {
+        events: std::pin::Pin<Box<dyn Stream<Item = Followed> + Send>>,
+        engine: baton_engine::Engine,
+        result: Option<Value>,
+        attempt: Option<i64>,
+        ended: bool,
+    }
+    /// What became of the job, for the error that ends the stream.
+    async fn stop(engine: &baton_engine::Engine, job: JobId, keep: bool) -> &'static str {
+        if keep {
+            return "; the job keeps running (Baton-Detach)";
+        }
+        match engine.cancel(job).await {
+            Ok(_) => "; the job was cancelled",
+            Err(_) => "",
+        }
+    }
+    let reading = Reading {
+        engine: st.engine().clone(),
+        events: Box::pin(follow(st, job, 0)),
+        result: None,
+        attempt: None,
+        ended: false,
+    };
+    futures_util::stream::unfold(reading, move |mut r| async move {
+        if r.ended {
+            return None;
+        }
+        loop {
+            let Some(item) = r.events.next().await else {
+                r.ended = true;
+                let how = stop(&r.engine, job, keep).await;
+                let message =
+                    format!("the stream ended before the job did (Baton is stopping){how}");
+                return Some((Piece::Failed(ErrorType::Overloaded, message), r));
             };
-            futures_util::future::Either::Right(std::future::ready(piece))
-        })
-        .filter_map(std::future::ready)
-        .scan(false, |ended, piece| {
-            if *ended {
-                return std::future::ready(None);
+            let e = match item {
+                Followed::Event(e) => e,
+                Followed::Failed(message) => {
+                    r.ended = true;
+                    return Some((Piece::Failed(ErrorType::Api, message), r));
+                }
+            };
+            let piece = match e.kind.as_str() {
+                "stream_event" if e.data["parent_tool_use_id"].is_null() => {
+                    let ev = &e.data["event"];
+                    match ev["type"].as_str() {
+                        Some("content_block_start") if ev["content_block"]["type"] == "text" => {
+                            Some(Piece::Block)
+                        }
+                        Some("content_block_delta") if ev["delta"]["type"] == "text_delta" => {
+                            ev["delta"]["text"]
+                                .as_str()
+                                .map(|t| Piece::Text(t.to_string()))
+                        }
+                        _ => None,
+                    }
+                }
+                "result" => {
+                    r.result = Some(e.data);
+                    None
+                }
+                k if k == baton_core::EventKind::AttemptStarted.as_str() => {
+                    let n = e.data["attempt"].as_i64();
+                    match r.attempt.replace(n.unwrap_or(0)) {
+                        Some(first) if Some(first) != n => {
+                            let how = stop(&r.engine, job, keep).await;
+                            Some(Piece::Failed(
+                                ErrorType::Api,
+                                format!(
+                                    "the job's attempt was interrupted and it began again, which would repeat what was streamed{how}"
+                                ),
+                            ))
+                        }
+                        _ => None,
+                    }
+                }
+                k if k == baton_core::EventKind::JobCompleted.as_str() => {
+                    Some(Piece::Done(r.result.take().unwrap_or(Value::Null)))
+                }
+                k if k == baton_core::EventKind::JobParked.as_str() => {
+                    let until = e.data["until"].as_i64().unwrap_or(0);
+                    let message = if keep {
+                        "the Anthropic API refused the run for now; the job stays queued until its limit resets (Baton-Detach)".to_string()
+                    } else {
+                        match cancel_parked(&r.engine, job, until).await {
+                            Ok((_, message)) => message,
+                            Err(_) => "the Anthropic API refused the run for now".into(),
+                        }
+                    };
+                    Some(Piece::Failed(ErrorType::RateLimit, message))
+                }
+                k if baton_core::is_terminal_kind(k) => {
+                    let message = e.data["error"]["message"]
+                        .as_str()
+                        .unwrap_or("no error message");
+                    Some(Piece::Failed(
+                        ErrorType::BadGateway,
+                        format!(
+                            "the job ended {}: {message}",
+                            e.data["state"].as_str().unwrap_or(k)
+                        ),
+                    ))
+                }
+                _ => None,
+            };
+            if let Some(piece) = piece {
+                r.ended = matches!(piece, Piece::Done(_) | Piece::Failed(..));
+                return Some((piece, r));
             }
-            *ended = matches!(piece, Piece::Done(_) | Piece::Failed(..));
-            std::future::ready(Some(piece))
-        })
+        }
+    })
 }
 
 /// `POST /mcp`: the MCP server (streamable HTTP), served by `baton-mcp` beside these

@@ -196,7 +196,13 @@ pub async fn completions(
     let job = super::start(&st, &caller, &conv, idem).await?;
     let job_id = job.id;
     let resp = if conv.stream {
-        let events = chunks(st.clone(), &job, conv.model.clone(), include_usage);
+        let events = chunks(
+            st.clone(),
+            &job,
+            conv.model.clone(),
+            include_usage,
+            detached,
+        );
         super::streamed(&st, &caller, job_id, detached, COMPLETIONS, events)
     } else {
         let finish = answer(st.clone(), job, conv.model.clone());
@@ -238,6 +244,7 @@ fn chunks(
     job: &JobRecord,
     model: String,
     include_usage: bool,
+    keep: bool,
 ) -> impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + use<> {
     let id = completion_id(job);
     let created = job.created_at / 1000;
@@ -254,7 +261,7 @@ fn chunks(
     };
     let first = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
     let head = futures_util::stream::once(std::future::ready(first.to_string()));
-    let body = super::pieces(st, job.id)
+    let body = super::pieces(st, job.id, keep)
         .scan(false, move |seen_block, piece| {
             let out: Vec<String> = match piece {
                 // Blocks after the first are set apart, as in the plain answer.
@@ -327,7 +334,7 @@ pub async fn error_shape(req: Request, next: Next) -> Response {
     }
     let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
-        return (parts.status, "").into_response();
+        return Response::from_parts(parts, axum::body::Body::empty());
     };
     let shaped = match serde_json::from_slice::<Value>(&bytes) {
         Ok(v) if v["type"] == "error" => {

@@ -409,4 +409,34 @@ async fn a_session_id_is_one_projects_and_holds_up_no_other(t) {
     let other_node = t.reopen().await;
     assert!(other_node.claim("n2", 10, 30_000, 10).await.unwrap().is_empty());
 }
+
+async fn jobs_are_found_by_their_conversation_in_their_project_only(t) {
+    let s = &t.store;
+    s.create_project(&other_project(), "Other", &serde_json::json!({}), 0)
+        .await
+        .unwrap();
+    let mut with = spec("x");
+    with.conversation = Some("c0ffee".into());
+    let mine = insert(s, with.clone(), 0).await;
+    insert(s, spec("y"), 0).await;
+    let job = NewJob {
+        id: JobId::new(),
+        project_id: other_project(),
+        spec: with,
+        run_at: 0,
+        idempotency: None,
+    };
+    s.insert_job(job, 0).await.unwrap();
+    let filter = |project: ProjectId, conversation: &str| JobFilter {
+        project_id: project,
+        conversation: Some(conversation.into()),
+        limit: 10,
+        ..JobFilter::default()
+    };
+    let found = s.list_jobs(&filter(ProjectId::default(), "c0ffee")).await.unwrap();
+    assert_eq!(found.iter().map(|j| j.id).collect::<Vec<_>>(), vec![mine]);
+    assert_eq!(found[0].spec.conversation.as_deref(), Some("c0ffee"), "kept in the spec too");
+    assert!(s.list_jobs(&filter(ProjectId::default(), "other")).await.unwrap().is_empty());
+    assert_eq!(s.list_jobs(&filter(other_project(), "c0ffee")).await.unwrap().len(), 1);
+}
 }

@@ -730,6 +730,81 @@ async fn mcp_over_http_is_the_keys_project_and_checks_its_host() {
         before["data"].as_array().unwrap().len(),
         after["data"].as_array().unwrap().len()
     );
+
+    // A session is its key's: B cannot use A's session id.
+    let hijack = Mcp {
+        s: &s,
+        key: Some(kb.clone()),
+        session: a.session.clone(),
+    };
+    let refused = hijack.call("list_jobs", json!({})).await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another key"),
+        "{refused}"
+    );
+
+    // An MCP request counts once against the rate limits, whatever API requests its tool
+    // makes inside Baton (a run is three: submit, follow, read).
+    let (status, k) = s
+        .as_key(&admin)
+        .post(
+            "/v1/keys",
+            json!({"project": "team-a", "name": "few", "scopes": ["jobs:write"], "requests_per_minute": 4}),
+        )
+        .await;
+    assert_eq!(status, 201, "{k}");
+    let few = Mcp::open(&s, k["key"].as_str()).await; // initialize, initialized: 2
+    let ran = few
+        .call(
+            "run_claude_agent",
+            json!({"prompt": "FAKE text counted once"}),
+        )
+        .await; // 3
+    assert_eq!(
+        ran["result"]["structuredContent"]["result"], "counted once",
+        "{ran}"
+    );
+
+    // A session that ends before its call's job does not cancel the job: only the
+    // client's notifications/cancelled does.
+    let job_count = |v: &Value| v["data"].as_array().unwrap().len();
+    let (_, before) = s.as_key(&ka).get("/v1/jobs?limit=100").await;
+    let call = a.post(
+        json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+               "params": {"name": "run_claude_agent", "arguments": {"prompt": "FAKE sleep 1500\nFAKE text outlived"}}}),
+        None,
+    );
+    let close = async {
+        let mut id = None;
+        for _ in 0..100 {
+            let (_, now) = s.as_key(&ka).get("/v1/jobs?limit=100").await;
+            if job_count(&now) > job_count(&before) {
+                id = now["data"][0]["id"].as_str().map(str::to_string);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let resp = s
+            .http
+            .delete(format!("{}/mcp", s.base))
+            .bearer_auth(&ka)
+            .header("mcp-session-id", a.session.clone().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+        id.expect("the call's job")
+    };
+    let (_, id) = tokio::join!(call, close);
+    let job = s.as_key(&ka).wait_terminal(&id).await;
+    assert_eq!(
+        (job["state"].as_str(), job["result"].as_str()),
+        (Some("completed"), Some("outlived")),
+        "{job}"
+    );
     s.stop().await;
 }
 
