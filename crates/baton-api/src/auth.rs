@@ -473,6 +473,11 @@ async fn rate_limit(st: &AppState, caller: &Caller) -> Result<Option<Standing>, 
 #[derive(Debug, Clone, Copy)]
 pub struct Inside;
 
+/// Marks `req` as made by Baton's MCP server in process ([`Inside`]).
+pub fn mark_inside(req: &mut Request) {
+    req.extensions_mut().insert(Inside);
+}
+
 /// The middleware of every route but `/v1/health`: finds the caller (or refuses the
 /// request), holds it to its rate limits, then writes every change it asks for to the
 /// audit log. (A request refused for its key or its rate changes nothing and is not

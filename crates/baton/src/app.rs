@@ -601,10 +601,12 @@ fn mcp_route(
         let port = public.port_or_known_default().unwrap_or(443);
         origins.push(format!("{}://{host}:{port}", public.scheme()));
     }
-    let mark = |req: &mut axum::http::Request<axum::body::Body>| {
-        req.extensions_mut().insert(baton_api::auth::Inside);
-    };
-    let service =
-        baton_mcp::http_service(baton_api::router(state.clone()), mark, hosts, origins, stop);
+    let service = baton_mcp::http_service(
+        baton_api::router(state.clone()),
+        baton_api::auth::mark_inside,
+        hosts,
+        origins,
+        stop,
+    );
     axum::routing::any_service(service)
 }
