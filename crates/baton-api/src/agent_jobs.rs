@@ -4,12 +4,11 @@
 //! caller's project. `"continue": true` continues the project's most recent conversation.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use baton_core::spec::SessionRequest;
 use baton_core::{EventKind, JobRequest, JobState, SessionId};
@@ -217,8 +216,7 @@ pub async fn stream(
     let job = inserted(submit(&st, &caller, spec, idem).await?)?;
     let job_id = job.id;
     let engine = st.engine().clone();
-    let guard = crate::hangup::Hangup::arm(&st, &caller, job_id, detached, "/claude/stream", true);
-    let stream = follow(st, job_id, 0)
+    let stream = follow(st.clone(), job_id, 0)
         .filter_map(move |item| {
             let engine = engine.clone();
             async move {
@@ -252,13 +250,6 @@ pub async fn stream(
             std::future::ready(Some(Ok::<_, Infallible>(Event::default().data(data))))
         });
     // A client that leaves before the end cancels the job, unless it detached.
-    let stream = crate::hangup::guarded(stream, guard);
-    let resp = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
-    Ok(Target::on(
-        crate::hangup::with_job_id(resp, job_id),
-        job_id.to_string(),
-        None,
-    ))
+    let resp = crate::hangup::stream(&st, &caller, job_id, detached, "/claude/stream", stream);
+    Ok(Target::on(resp, job_id.to_string(), None))
 }

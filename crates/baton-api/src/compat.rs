@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use baton_core::spec::SessionRequest;
 use baton_core::{EventKind, JobRequest, JobState, PermissionMode, SessionId};
@@ -215,6 +215,11 @@ impl ChatRequest {
 /// How long a synchronous facade waits beyond the job's own timeout (queueing, retries).
 const FACADE_MARGIN: Duration = Duration::from_secs(60);
 
+/// How long a synchronous route waits for the answer of a job of `spec`.
+pub(crate) fn answer_wait(spec: &baton_core::JobSpec) -> Duration {
+    Duration::from_millis(spec.schedule.timeout_ms) + FACADE_MARGIN
+}
+
 /// `POST /v1/chat`: runs a durable job and answers when it ends.
 #[utoipa::path(post, path = "/v1/chat", tag = "CLI wrapper",
     params(("Idempotency-Key" = Option<wire::params::IdempotencyKey>, Header),
@@ -235,7 +240,7 @@ pub async fn chat(
     let idem = idempotency(&headers, "POST /v1/chat", &body.raw)?;
     let detached = crate::hangup::detached(&headers)?;
     let spec = prepare(&st, &caller, body.value.into_job()?).await?;
-    let wait = Duration::from_millis(spec.schedule.timeout_ms) + FACADE_MARGIN;
+    let wait = answer_wait(&spec);
     let job = inserted(submit(&st, &caller, spec, idem).await?)?;
     let job_id = job.id;
     let finish = chat_answer(st.clone(), job_id, wait);
@@ -399,18 +404,8 @@ pub async fn chat_stream(
             std::future::ready(item)
         });
     // A client that leaves before the end cancels the job, unless it detached.
-    let stream = crate::hangup::guarded(
-        stream,
-        crate::hangup::Hangup::arm(&st2, &caller, job_id, detached, "/v1/chat/stream", true),
-    );
-    let resp = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
-    Ok(Target::on(
-        crate::hangup::with_job_id(resp, job_id),
-        job_id.to_string(),
-        None,
-    ))
+    let resp = crate::hangup::stream(&st2, &caller, job_id, detached, "/v1/chat/stream", stream);
+    Ok(Target::on(resp, job_id.to_string(), None))
 }
 
 fn translate(kind: &str, e: &Value) -> Option<Value> {

@@ -10,6 +10,7 @@ use std::task::Poll;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use baton_core::JobId;
 use futures_util::{Stream, StreamExt};
@@ -110,6 +111,24 @@ pub fn guarded<S: Stream>(s: S, guard: Hangup) -> impl Stream<Item = S::Item> {
         }
         Poll::Ready(None)
     }))
+}
+
+/// A streamed answer: `events` as server-sent events (with keep-alive comments) and the
+/// job's id in the head; a caller that hangs up before the stream ends cancels the job,
+/// unless it detached.
+pub fn stream(
+    st: &AppState,
+    caller: &Caller,
+    job: JobId,
+    detached: bool,
+    route: &'static str,
+    events: impl Stream<Item = Result<Event, std::convert::Infallible>> + Send + 'static,
+) -> Response {
+    let guard = Hangup::arm(st, caller, job, detached, route, true);
+    let resp = Sse::new(guarded(events, guard))
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response();
+    with_job_id(resp, job)
 }
 
 /// `resp` naming its job.

@@ -14,6 +14,18 @@ use crate::{
     routines, usage, wire,
 };
 
+/// `POST /mcp`: the MCP server (streamable HTTP), served by `baton-mcp` beside the API's
+/// routes; a path of the document only.
+#[utoipa::path(post, path = "/mcp", tag = "MCP",
+    request_body(content = Object, description = "A JSON-RPC 2.0 message of the Model Context Protocol (streamable HTTP transport); Accept must name application/json and text/event-stream"),
+    responses((status = 200, description = "The JSON-RPC answer, as JSON or an event stream (with progress notifications)", body = Object),
+        (status = 202, description = "A notification or response was accepted"),
+        (status = 401, description = "No valid key", body = crate::wire::ErrorBody),
+        (status = 403, description = "A Host or Origin that is not Baton's"),
+        (status = "default", description = "A JSON-RPC or transport error")))]
+#[allow(dead_code)]
+async fn mcp_document() {}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -38,7 +50,7 @@ use crate::{
         crate::facades::openai::completions,
         crate::facades::openai::list_models,
         crate::facades::anthropic::messages,
-        crate::facades::mcp_document,
+        mcp_document,
         agent_jobs::create,
         agent_jobs::get,
         agent_jobs::stream,

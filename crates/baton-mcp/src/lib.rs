@@ -57,8 +57,6 @@ const BUILT_IN: [&str; 5] = [
 #[derive(Clone)]
 pub struct Baton {
     api: Transport,
-    /// Credentials for stdio, where the client sends none (`BATON_API_KEY`).
-    fixed: Option<Credentials>,
     /// The agents as last listed: tool name → the agent.
     agents: Arc<Mutex<BTreeMap<String, Value>>>,
     /// The calls the client cancelled (`notifications/cancelled`), by request id: only
@@ -72,12 +70,11 @@ pub struct Baton {
 }
 
 impl Baton {
-    /// A server calling Baton through `api`; `fixed` credentials are sent when a request
-    /// brings none of its own (stdio).
-    pub fn new(api: Transport, fixed: Option<Credentials>, stop: CancellationToken) -> Self {
+    /// A server calling Baton through `api` (over stdio, its client already sends the
+    /// key; over HTTP, each request brings its caller's).
+    pub fn new(api: Transport, stop: CancellationToken) -> Self {
         Self {
             api,
-            fixed,
             agents: Arc::default(),
             cancelled: Arc::default(),
             owner: Arc::default(),
@@ -88,7 +85,7 @@ impl Baton {
 
     /// The same server for a new session: nothing of another session's state.
     fn fresh(&self) -> Self {
-        Self::new(self.api.clone(), self.fixed.clone(), self.stop.clone())
+        Self::new(self.api.clone(), self.stop.clone())
     }
 
     /// The request's credentials, if the session's own.
@@ -130,11 +127,11 @@ impl Baton {
         }
     }
 
+    /// The credentials an HTTP request brought (none over stdio).
     fn credentials(&self, extensions: &rmcp::model::Extensions) -> Credentials {
         extensions
             .get::<Parts>()
             .map(|p| Credentials::from_headers(&p.headers))
-            .or_else(|| self.fixed.clone())
             .unwrap_or_default()
     }
 
@@ -774,7 +771,7 @@ pub fn http_service(
         .with_allowed_hosts(hosts)
         .with_allowed_origins(origins)
         .with_cancellation_token(stop.child_token());
-    let proto = Baton::new(Transport::Local { router: api, mark }, None, stop);
+    let proto = Baton::new(Transport::Local { router: api, mark }, stop);
     StreamableHttpService::new(
         // A session per `initialize`, with its own agents, owner and cancellations.
         move || Ok(proto.fresh()),
@@ -787,7 +784,7 @@ pub fn http_service(
 /// closes stdin.
 pub async fn serve_stdio(api: Transport, stop: CancellationToken) -> Result<(), String> {
     use rmcp::ServiceExt;
-    let server = Baton::new(api, None, stop.clone());
+    let server = Baton::new(api, stop.clone());
     let running = server
         .serve(rmcp::transport::stdio())
         .await

@@ -60,23 +60,7 @@ pub struct InputMessage {
 fn text_of(content: &Value, what: &str) -> ApiResult<String> {
     match content {
         Value::String(s) => Ok(s.clone()),
-        Value::Array(blocks) => {
-            let mut text = Vec::new();
-            for b in blocks {
-                match b["type"].as_str() {
-                    Some("text") => text.push(
-                        b["text"]
-                            .as_str()
-                            .ok_or_else(|| ApiError::invalid("a text block needs its text"))?,
-                    ),
-                    Some(other) => {
-                        return Err(unsupported(format!("a content block of type {other:?}")));
-                    }
-                    None => return Err(ApiError::invalid("each content block needs a type")),
-                }
-            }
-            Ok(text.join(BLOCK_GAP))
-        }
+        Value::Array(blocks) => super::text_parts(blocks, "block", BLOCK_GAP),
         _ => Err(ApiError::invalid(format!(
             "{what} must be a string or a list of content blocks"
         ))),
@@ -158,7 +142,7 @@ pub async fn messages(
     let job_id = job.id;
     let resp = if conv.stream {
         let events = events(st.clone(), &job, conv.model.clone(), detached);
-        super::streamed(&st, &caller, job_id, detached, MESSAGES, events)
+        crate::hangup::stream(&st, &caller, job_id, detached, MESSAGES, events)
     } else {
         let finish = answer(st.clone(), job, conv.model.clone());
         super::answered(&st, &caller, job_id, detached, MESSAGES, finish).await?

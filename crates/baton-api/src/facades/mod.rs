@@ -10,8 +10,6 @@
 pub mod anthropic;
 pub mod openai;
 
-use std::time::Duration;
-
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use baton_core::{JobId, JobRequest, SessionId, SessionMode};
@@ -49,9 +47,6 @@ pub(crate) struct Conversation {
 const ALIASES: [&str; 3] = ["opus", "sonnet", "haiku"];
 /// The prefix of a `model` that names a saved agent.
 const AGENT_PREFIX: &str = "agent/";
-
-/// How long a synchronous facade waits beyond the job's own timeout (queueing, retries).
-const MARGIN: Duration = Duration::from_secs(60);
 
 /// What a request's `model` names.
 enum Target<'a> {
@@ -147,13 +142,14 @@ async fn resumed(
     caller: &Caller,
     conv: &Conversation,
 ) -> ApiResult<Option<(SessionId, usize)>> {
-    let after = conv.last_answer().map_or(0, |k| k + 1);
+    let last = conv.last_answer();
+    let after = last.map_or(0, |k| k + 1);
     if let Some(id) = &conv.session_id {
         let id = SessionId::parse(id)
             .map_err(|_| ApiError::invalid(format!("session_id {id:?} is not a session id")))?;
         return Ok(Some((id, after)));
     }
-    let Some(k) = conv.last_answer() else {
+    let Some(k) = last else {
         return Ok(None);
     };
     let jobs = st
@@ -204,6 +200,30 @@ async fn last_of_session(st: &AppState, caller: &Caller, job: &JobRecord) -> Api
 
 /// Between two text blocks of an answer given as one string.
 pub(crate) const BLOCK_GAP: &str = "\n\n";
+
+/// The text of a list of content parts (OpenAI) or blocks (Anthropic), each `noun`, joined
+/// by `joiner`: only text ones are what the CLI can be given.
+pub(crate) fn text_parts(parts: &[Value], noun: &str, joiner: &str) -> ApiResult<String> {
+    let mut text = Vec::new();
+    for p in parts {
+        match p["type"].as_str() {
+            Some("text") => text.push(
+                p["text"]
+                    .as_str()
+                    .ok_or_else(|| ApiError::invalid(format!("a text {noun} needs its text")))?,
+            ),
+            Some(other) => {
+                return Err(unsupported(format!("a content {noun} of type {other:?}")));
+            }
+            None => {
+                return Err(ApiError::invalid(format!(
+                    "each content {noun} needs a type"
+                )));
+            }
+        }
+    }
+    Ok(text.join(joiner))
+}
 
 /// The prompt for the turns from `from` on: the new user turns alone when the CLI resumes
 /// the session, else the whole history written out.
@@ -281,11 +301,6 @@ pub(crate) async fn start(
     }
     spec.conversation = Some(conv.digest(conv.turns.len()));
     inserted(submit(st, caller, spec, idem).await?)
-}
-
-/// How long a synchronous request waits for its job.
-pub(crate) fn wait(job: &JobRecord) -> Duration {
-    Duration::from_millis(job.spec.schedule.timeout_ms) + MARGIN
 }
 
 /// The text blocks the model wrote in the job's last attempt, in order (a sub-agent's
@@ -473,38 +488,6 @@ pub(crate) fn pieces(st: AppState, job: JobId, keep: bool) -> impl Stream<Item =
     })
 }
 
-/// `POST /mcp`: the MCP server (streamable HTTP), served by `baton-mcp` beside these
-/// routes; documented here, where the document is made.
-#[utoipa::path(post, path = "/mcp", tag = "MCP",
-    request_body(content = Object, description = "A JSON-RPC 2.0 message of the Model Context Protocol (streamable HTTP transport); Accept must name application/json and text/event-stream"),
-    responses((status = 200, description = "The JSON-RPC answer, as JSON or an event stream (with progress notifications)", body = Object),
-        (status = 202, description = "A notification or response was accepted"),
-        (status = 401, description = "No valid key", body = crate::wire::ErrorBody),
-        (status = 403, description = "A Host or Origin that is not Baton's"),
-        (status = "default", description = "A JSON-RPC or transport error")))]
-#[allow(dead_code)]
-pub(crate) async fn mcp_document() {}
-
-/// A streamed answer: `events` as server-sent events, with the job's id in the head; a
-/// caller that hangs up first cancels the job, unless it detached.
-pub(crate) fn streamed(
-    st: &AppState,
-    caller: &Caller,
-    job: JobId,
-    detached: bool,
-    route: &'static str,
-    events: impl Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
-    + Send
-    + 'static,
-) -> Response {
-    use axum::response::sse::{KeepAlive, Sse};
-    let guard = crate::hangup::Hangup::arm(st, caller, job, detached, route, true);
-    let resp = Sse::new(crate::hangup::guarded(events, guard))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
-    crate::hangup::with_job_id(resp, job)
-}
-
 /// A plain answer: `finish`'s body once the job ends; a caller that hangs up first cancels
 /// the job, unless it detached (then `202` at once).
 pub(crate) async fn answered(
@@ -527,7 +510,7 @@ pub(crate) async fn answered(
 
 /// The job once it completed, or the response its caller gets instead ([`final_error`]).
 pub(crate) async fn finished(st: &AppState, job: &JobRecord) -> Result<JobRecord, Response> {
-    crate::compat::completed(st, job.id, wait(job))
+    crate::compat::completed(st, job.id, crate::compat::answer_wait(&job.spec))
         .await
         .map_err(final_error)
 }

@@ -79,23 +79,7 @@ pub struct ChatMessage {
 fn text_of(role: &str, content: Option<&Value>) -> ApiResult<String> {
     match content {
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => {
-            let mut text = Vec::new();
-            for p in parts {
-                match p["type"].as_str() {
-                    Some("text") => text.push(
-                        p["text"]
-                            .as_str()
-                            .ok_or_else(|| ApiError::invalid("a text part needs its text"))?,
-                    ),
-                    Some(other) => {
-                        return Err(unsupported(format!("a content part of type {other:?}")));
-                    }
-                    None => return Err(ApiError::invalid("each content part needs a type")),
-                }
-            }
-            Ok(text.join("\n"))
-        }
+        Some(Value::Array(parts)) => super::text_parts(parts, "part", "\n"),
         None | Some(Value::Null) => Err(ApiError::invalid(format!(
             "a {role} message needs its content"
         ))),
@@ -203,7 +187,7 @@ pub async fn completions(
             include_usage,
             detached,
         );
-        super::streamed(&st, &caller, job_id, detached, COMPLETIONS, events)
+        crate::hangup::stream(&st, &caller, job_id, detached, COMPLETIONS, events)
     } else {
         let finish = answer(st.clone(), job, conv.model.clone());
         super::answered(&st, &caller, job_id, detached, COMPLETIONS, finish).await?
