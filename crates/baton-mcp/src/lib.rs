@@ -142,7 +142,7 @@ impl Baton {
             .call(Method::GET, "/v1/agents", None, creds)
             .await?;
         if !reply.ok() {
-            // A key without agents:read sees the built-in tools only.
+            // A key that may not read the agents (jobs:read) sees the built-in tools only.
             return if reply.status == 403 {
                 Ok(BTreeMap::new())
             } else {
